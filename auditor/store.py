@@ -1,0 +1,1010 @@
+"""The Parquet feature store: SAE features per document, written in resumable shards.
+
+A store is a directory::
+
+    store.json                 manifest: format, version, provenance, schema (+ summary)
+    features-00000.parquet     one row per document
+    features-00001.parquet
+    tokens-00000.parquet       optional per-token features
+    _done/00000.json           done-marker of features-00000.parquet
+    _done/tokens-00000.json    done-marker of tokens-00000.parquet
+
+Feature shard columns: ``doc_id`` (String), ``row`` (UInt64, the input row), ``n_tokens``
+(UInt32, tokens pooled after exclusions), then for every hooked SAE with key ``K``:
+``K.indices`` (List(UInt32), strictly ascending), one ``K.<pool>`` (List(Float32), aligned
+with ``K.indices``) per pooling in the provenance, and ``K.n_excluded`` (UInt32); then any
+passthrough columns. Token shard columns: ``doc_id``, ``position`` (UInt32), ``token_id``
+(UInt32), ``K.indices`` and ``K.values`` per SAE.
+
+Every shard is written to a temporary file in the store directory, ``os.replace``-d into
+place, and only then gets its done-marker (also written atomically). Readers only read
+shards that have a marker, so a crash never exposes a partial shard, and a rerun resumes by
+skipping the shards :meth:`FeatureStoreWriter.is_done` reports. The provenance (model, SAEs,
+pooling, input fingerprint, …) is stored in the manifest and in each Parquet file's
+key-value metadata under the key ``"auditor"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, ShardMissing, StoreError
+
+__all__ = [
+    "DONE_DIR",
+    "FORMAT",
+    "MANIFEST",
+    "METADATA_KEY",
+    "POOLINGS",
+    "VERSION",
+    "VOLATILE_KEYS",
+    "FeatureMatrix",
+    "FeatureStoreWriter",
+    "feature_schema",
+    "read_features",
+    "read_metadata",
+    "scan_features",
+    "shard_name",
+    "token_schema",
+]
+
+FORMAT = "auditor-feature-store"
+VERSION = 1
+MANIFEST = "store.json"
+DONE_DIR = "_done"
+#: Key of the provenance JSON in each Parquet file's key-value metadata.
+METADATA_KEY = "auditor"
+#: The poolings the extractor knows; each becomes one ``K.<pool>`` column.
+POOLINGS: tuple[str, ...] = ("max", "mean", "sum", "count", "last")
+#: Provenance keys (at any depth) ignored when checking that a store can be resumed.
+VOLATILE_KEYS: frozenset[str] = frozenset({"created_at", "updated_at", "progress", "timings"})
+
+Kind = Literal["features", "tokens"]
+_KINDS: tuple[str, ...] = ("features", "tokens")
+_RESERVED_SUFFIXES = frozenset({"indices", "n_excluded", "values"})
+_BLOCK = 1 << 20
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def shard_name(shard: int, *, kind: Kind = "features") -> str:
+    """Return the file name of shard number ``shard``, e.g. ``'features-00003.parquet'``.
+
+    Parameters
+    ----------
+    shard : int
+        Shard number, ``>= 0``.
+    kind : {'features', 'tokens'}, default 'features'
+        Which shard family.
+
+    Returns
+    -------
+    str
+        The file name inside the store directory.
+    """
+    return f"{kind}-{shard:05d}.parquet"
+
+
+def _sae_keys(provenance: Mapping[str, Any]) -> list[str]:
+    saes = provenance.get("saes") or {}
+    if not isinstance(saes, Mapping):
+        raise ConfigError("provenance['saes'] must be a mapping of SAE key -> info", field="saes")
+    return [str(k) for k in saes]
+
+
+def _poolings(provenance: Mapping[str, Any]) -> list[str]:
+    pools = provenance.get("pooling") or []
+    if isinstance(pools, str) or not all(isinstance(p, str) and p for p in pools):
+        raise ConfigError("provenance['pooling'] must be a list of names", field="pooling")
+    bad = [p for p in pools if p in _RESERVED_SUFFIXES or "." in p]
+    if bad:
+        raise ConfigError(f"invalid pooling names: {', '.join(bad)}", field="pooling")
+    return list(pools)
+
+
+def feature_schema(provenance: Mapping[str, Any]) -> dict[str, pl.DataType]:
+    """Return the fixed columns of a feature shard for a provenance, in order.
+
+    Parameters
+    ----------
+    provenance : mapping
+        Uses ``provenance['saes']`` (its keys) and ``provenance['pooling']``.
+
+    Returns
+    -------
+    dict of str to polars.DataType
+        ``doc_id``, ``row``, ``n_tokens``, then ``K.indices``, ``K.<pool>``…,
+        ``K.n_excluded`` per SAE. Passthrough columns are not included.
+
+    Raises
+    ------
+    ConfigError
+        ``saes`` or ``pooling`` is malformed.
+    """
+    cols: dict[str, pl.DataType] = {
+        "doc_id": pl.String(),
+        "row": pl.UInt64(),
+        "n_tokens": pl.UInt32(),
+    }
+    pools = _poolings(provenance)
+    for key in _sae_keys(provenance):
+        cols[f"{key}.indices"] = pl.List(pl.UInt32)
+        for pool in pools:
+            cols[f"{key}.{pool}"] = pl.List(pl.Float32)
+        cols[f"{key}.n_excluded"] = pl.UInt32()
+    return cols
+
+
+def token_schema(provenance: Mapping[str, Any]) -> dict[str, pl.DataType]:
+    """Return the columns of a per-token shard for a provenance, in order.
+
+    Parameters
+    ----------
+    provenance : mapping
+        Uses the keys of ``provenance['saes']``.
+
+    Returns
+    -------
+    dict of str to polars.DataType
+        ``doc_id``, ``position``, ``token_id``, then ``K.indices`` and ``K.values`` per SAE.
+
+    Raises
+    ------
+    ConfigError
+        ``saes`` is malformed.
+    """
+    cols: dict[str, pl.DataType] = {
+        "doc_id": pl.String(),
+        "position": pl.UInt32(),
+        "token_id": pl.UInt32(),
+    }
+    for key in _sae_keys(provenance):
+        cols[f"{key}.indices"] = pl.List(pl.UInt32)
+        cols[f"{key}.values"] = pl.List(pl.Float32)
+    return cols
+
+
+def _schema_for(provenance: Mapping[str, Any], kind: str) -> dict[str, pl.DataType]:
+    return feature_schema(provenance) if kind == "features" else token_schema(provenance)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _jsonable(value: Mapping[str, Any], *, what: str) -> dict[str, Any]:
+    try:
+        out = json.loads(json.dumps(dict(value), sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{what} must be JSON-serialisable: {e}", field=what) from e
+    return out
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if k in VOLATILE_KEYS:
+                continue
+            out.update(_flatten(v, f"{prefix}{k}."))
+        if not out and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    return {prefix[:-1]: value}
+
+
+def _provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two provenances (volatile keys ignored)."""
+    a, b = _flatten(dict(old)), _flatten(dict(new))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING))
+
+
+_MISSING = object()
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _tmp_path(target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _atomic_write_json(target: Path, payload: Mapping[str, Any]) -> None:
+    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
+    tmp = _tmp_path(target)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _list_parts(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(offsets, values)`` of a List series; a null list counts as empty."""
+    import pyarrow.compute as pc
+
+    arr = series.rechunk().to_arrow()
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
+    return offsets, values
+
+
+def _strictly_ascending(offsets: np.ndarray, values: np.ndarray) -> bool:
+    if values.size < 2:
+        return True
+    ok = np.diff(values.astype(np.int64)) > 0
+    inner = offsets[1:-1]
+    inner = inner[(inner >= 1) & (inner <= values.size - 1)]
+    ok[inner - 1] = True  # differences across a row boundary do not count
+    return bool(ok.all())
+
+
+def _marker_name(shard: int, kind: str) -> str:
+    return f"{shard:05d}.json" if kind == "features" else f"tokens-{shard:05d}.json"
+
+
+_MARKER_RE = {
+    "features": re.compile(r"^(\d{5,})\.json$"),
+    "tokens": re.compile(r"^tokens-(\d{5,})\.json$"),
+}
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    """A done-marker's content, or None when it is missing or unreadable (= not done)."""
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict):
+        return None
+    name = marker.get("shard")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return None
+    return marker
+
+
+def _markers(directory: Path, kind: str) -> dict[int, dict[str, Any]]:
+    done = directory / DONE_DIR
+    if not done.is_dir():
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for entry in done.iterdir():
+        m = _MARKER_RE[kind].match(entry.name)
+        if m is None:
+            continue
+        marker = _read_marker(entry)
+        if marker is not None:
+            out[int(m.group(1))] = marker
+    return dict(sorted(out.items()))
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise StoreError(f"not a feature store: no {MANIFEST}", path=directory)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot read the manifest: {e}", path=path) from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise StoreError(f"not an {FORMAT} manifest", path=path)
+    if manifest.get("version") != VERSION:
+        raise StoreError(
+            f"unsupported store version {manifest.get('version')!r} (this auditor reads "
+            f"version {VERSION})",
+            path=path,
+        )
+    if not isinstance(manifest.get("provenance"), dict):
+        raise StoreError("the manifest has no provenance", path=path)
+    return manifest
+
+
+def _is_store_file(name: str) -> bool:
+    return (
+        name == MANIFEST
+        or re.match(r"^(features|tokens)-\d{5,}\.parquet$", name) is not None
+        or re.match(
+            rf"^\.({re.escape(MANIFEST)}|(features|tokens)-\d{{5,}}\.parquet)\..*\.tmp$", name
+        )
+        is not None
+    )
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class FeatureStoreWriter:
+    """Create (or resume) a feature store directory and write its shards atomically.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The store directory; created if missing.
+    provenance : mapping
+        JSON-serialisable description of how the features were made (model, SAEs,
+        pooling, input fingerprint, …). ``provenance['saes']`` and
+        ``provenance['pooling']`` define the shard schema.
+    overwrite : bool, default False
+        Delete an existing store's shards, markers and manifest in ``directory`` (only the
+        store's own files) and start afresh.
+
+    Attributes
+    ----------
+    directory : Path
+        The store directory.
+    provenance : dict
+        The provenance, as stored (JSON round-tripped).
+    resumed : bool
+        True when an existing store with the same provenance was opened for resuming.
+
+    Raises
+    ------
+    ProvenanceMismatch
+        ``directory`` holds a store whose provenance differs (ignoring
+        :data:`VOLATILE_KEYS`); the message names the differing keys.
+    StoreError
+        ``directory`` is a file, or holds shards but no valid manifest (without
+        ``overwrite``), or its manifest is of an unknown format or version.
+    ConfigError
+        ``provenance`` is not JSON-serialisable, or its ``saes``/``pooling`` are malformed.
+    """
+
+    def __init__(
+        self, directory: str | Path, *, provenance: Mapping[str, Any], overwrite: bool = False
+    ) -> None:
+        self.directory = Path(directory)
+        self.provenance = _jsonable(provenance, what="provenance")
+        self._schemas = {kind: _schema_for(self.provenance, kind) for kind in _KINDS}
+        self.resumed = False
+        if self.directory.exists() and not self.directory.is_dir():
+            raise StoreError("exists and is not a directory", path=self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            self._clear()
+        elif (self.directory / MANIFEST).exists():
+            old = _read_manifest(self.directory)
+            diff = _provenance_diff(old["provenance"], self.provenance)
+            if diff:
+                raise ProvenanceMismatch(
+                    "the store was written with a different provenance; differing keys: "
+                    f"{', '.join(diff)} (use a new directory or overwrite=True)",
+                    path=self.directory,
+                    field=diff[0],
+                )
+            self.resumed = True
+            return
+        elif (
+            any(_is_store_file(p.name) for p in self.directory.iterdir())
+            or (self.directory / DONE_DIR).exists()
+        ):
+            raise StoreError(
+                f"holds feature shards but no {MANIFEST}; refusing to mix (use overwrite=True)",
+                path=self.directory,
+            )
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "provenance": self.provenance,
+            "schema": {
+                kind: {name: str(dtype) for name, dtype in schema.items()}
+                for kind, schema in self._schemas.items()
+            },
+        }
+        _atomic_write_json(self.directory / MANIFEST, manifest)
+
+    def __repr__(self) -> str:
+        return f"FeatureStoreWriter({str(self.directory)!r}, resumed={self.resumed})"
+
+    # ----- state
+
+    def is_done(self, shard: int, *, kind: Kind = "features") -> bool:
+        """Return whether ``shard`` has a done-marker and its file is on disk.
+
+        Parameters
+        ----------
+        shard : int
+            Shard number.
+        kind : {'features', 'tokens'}, default 'features'
+            Which shard family.
+
+        Returns
+        -------
+        bool
+            True when the shard need not be written again.
+        """
+        _check_kind(kind)
+        marker = _read_marker(self.directory / DONE_DIR / _marker_name(shard, kind))
+        if marker is None:
+            return False
+        path = self.directory / marker["shard"]
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return False
+        return marker.get("bytes") in (None, size)
+
+    def done_shards(self, *, kind: Kind = "features") -> set[int]:
+        """Return the numbers of the shards :meth:`is_done` reports as done.
+
+        Parameters
+        ----------
+        kind : {'features', 'tokens'}, default 'features'
+            Which shard family.
+
+        Returns
+        -------
+        set of int
+            Done shard numbers.
+        """
+        _check_kind(kind)
+        return {n for n in _markers(self.directory, kind) if self.is_done(n, kind=kind)}
+
+    # ----- writing
+
+    def write_shard(self, shard: int, table: pl.DataFrame, *, kind: Kind = "features") -> Path:
+        """Write one shard atomically, then its done-marker.
+
+        The table's schema columns are cast to the store dtypes (e.g. ``List(Int64)`` →
+        ``List(UInt32)``) and put first; other columns (passthrough) follow unchanged.
+        Rewriting a done shard replaces it.
+
+        Parameters
+        ----------
+        shard : int
+            Shard number, ``>= 0``.
+        table : polars.DataFrame
+            One row per document (``kind='features'``) or per token (``kind='tokens'``).
+        kind : {'features', 'tokens'}, default 'features'
+            Which shard family.
+
+        Returns
+        -------
+        Path
+            The written Parquet file.
+
+        Raises
+        ------
+        CorruptShard
+            The table lacks a schema column, a value cannot be cast, a schema column holds
+            nulls, doc ids repeat (features), list columns of one SAE are not aligned, or
+            indices are not strictly ascending.
+        ConfigError
+            ``shard`` or ``kind`` is invalid.
+        """
+        import pyarrow.parquet as pq
+
+        _check_kind(kind)
+        if isinstance(shard, bool) or not isinstance(shard, int) or shard < 0:
+            raise ConfigError(f"shard must be an int >= 0, got {shard!r}", field="shard")
+        if not isinstance(table, pl.DataFrame):
+            raise ConfigError(
+                f"table must be a polars DataFrame, got {type(table).__name__}", field="table"
+            )
+        name = shard_name(shard, kind=kind)
+        target = self.directory / name
+        table = self._conform(table, kind=kind, target=target)
+
+        arrow = table.to_arrow()
+        meta = dict(arrow.schema.metadata or {})
+        meta[METADATA_KEY.encode()] = json.dumps(self.provenance, sort_keys=True).encode()
+        arrow = arrow.replace_schema_metadata(meta)
+
+        marker_dir = self.directory / DONE_DIR
+        marker_dir.mkdir(exist_ok=True)
+        marker_path = marker_dir / _marker_name(shard, kind)
+        marker_path.unlink(missing_ok=True)  # a rewrite is "not done" until it completes
+
+        tmp = _tmp_path(target)
+        try:
+            pq.write_table(arrow, tmp, compression="zstd")
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = _sha256_file(tmp)
+            size = tmp.stat().st_size
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.directory)
+        _atomic_write_json(
+            marker_path,
+            {"rows": table.height, "shard": name, "kind": kind, "sha256": digest, "bytes": size},
+        )
+        return target
+
+    def _conform(self, table: pl.DataFrame, *, kind: str, target: Path) -> pl.DataFrame:
+        schema = self._schemas[kind]
+        missing = [c for c in schema if c not in table.columns]
+        if missing:
+            raise CorruptShard(
+                f"the {kind} table lacks columns: {', '.join(missing)}; it has: "
+                f"{', '.join(table.columns)}",
+                path=target,
+                field=missing[0],
+            )
+        try:
+            table = table.with_columns(
+                pl.col(c).cast(dtype, strict=True) for c, dtype in schema.items()
+            )
+        except pl.exceptions.PolarsError as e:
+            raise CorruptShard(f"cannot cast to the store schema: {e}", path=target) from e
+        table = table.select([*schema, *(c for c in table.columns if c not in schema)])
+        for col in schema:
+            if table[col].null_count():
+                raise CorruptShard(
+                    f"column holds {table[col].null_count()} null(s)", path=target, field=col
+                )
+        if kind == "features" and table["doc_id"].n_unique() != table.height:
+            dupes = table["doc_id"].filter(table["doc_id"].is_duplicated()).unique().head(5)
+            raise CorruptShard(
+                f"duplicate doc ids in one shard: {', '.join(dupes.to_list())}",
+                path=target,
+                field="doc_id",
+            )
+        for key in _sae_keys(self.provenance):
+            idx = f"{key}.indices"
+            offsets, values = _list_parts(table[idx])
+            if not _strictly_ascending(offsets, values):
+                raise CorruptShard("indices are not strictly ascending", path=target, field=idx)
+            aligned = [
+                c for c in schema if c.startswith(f"{key}.") and isinstance(schema[c], pl.List)
+            ]
+            for col in aligned:
+                if col != idx and not np.array_equal(_list_parts(table[col])[0], offsets):
+                    raise CorruptShard(f"list lengths differ from {idx!r}", path=target, field=col)
+        return table
+
+    def finalize(self, *, summary: Mapping[str, Any]) -> None:
+        """Record a run summary in the manifest (atomically).
+
+        ``manifest['summary']`` receives ``summary`` as given; ``manifest['shards']``
+        receives the number of done feature and token shards and the feature row count.
+
+        Parameters
+        ----------
+        summary : mapping
+            JSON-serialisable counts, timings, etc.
+
+        Raises
+        ------
+        ConfigError
+            ``summary`` is not JSON-serialisable.
+        StoreError
+            The manifest is missing or invalid.
+        """
+        payload = _jsonable(summary, what="summary")
+        manifest = _read_manifest(self.directory)
+        feats = self.done_shards(kind="features")
+        markers = _markers(self.directory, "features")
+        manifest["summary"] = payload
+        manifest["shards"] = {
+            "features": len(feats),
+            "tokens": len(self.done_shards(kind="tokens")),
+            "rows": int(sum(int(markers[n].get("rows", 0)) for n in feats)),
+        }
+        _atomic_write_json(self.directory / MANIFEST, manifest)
+
+    def _clear(self) -> None:
+        for entry in self.directory.iterdir():
+            if entry.is_file() and _is_store_file(entry.name):
+                entry.unlink()
+        done = self.directory / DONE_DIR
+        if done.is_dir():
+            shutil.rmtree(done)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(_KINDS)}, got {kind!r}", field="kind")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class FeatureMatrix:
+    """Pooled SAE features of a store as a sparse matrix.
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix
+        ``[n_docs, d_sae]`` float32 feature values of one SAE and one pooling.
+    doc_ids : list of str
+        Document ids, aligned with the rows of ``X``.
+    metadata : dict
+        The store's provenance.
+    extra : polars.DataFrame or None
+        Requested non-feature columns (``row``, ``n_tokens``, passthrough…), aligned with
+        the rows of ``X``; None when no column was requested.
+    """
+
+    X: sp.csr_matrix
+    doc_ids: list[str]
+    metadata: dict[str, Any]
+    extra: pl.DataFrame | None
+
+
+def _parquet_footer(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path)
+    except FileNotFoundError as e:
+        raise ShardMissing("shard file is not on disk", path=path) from e
+    except (OSError, pa.ArrowException) as e:
+        raise CorruptShard(f"unreadable Parquet file: {e}", path=path) from e
+
+
+def _check_shard(path: Path, *, expected_rows: int | None) -> tuple[Any, dict[str, Any] | None]:
+    """Read a shard's footer; return its arrow schema and its provenance metadata."""
+    footer = _parquet_footer(path)
+    try:
+        schema = footer.schema.to_arrow_schema()
+    except Exception as e:  # pyarrow raises several types for a bad schema
+        raise CorruptShard(f"unreadable Parquet schema: {e}", path=path) from e
+    if "doc_id" not in schema.names:
+        raise CorruptShard(
+            f"not a feature shard: no 'doc_id' column (columns: {', '.join(schema.names)})",
+            path=path,
+            field="doc_id",
+        )
+    if expected_rows is not None and footer.num_rows != expected_rows:
+        raise CorruptShard(
+            f"has {footer.num_rows} rows, its done-marker says {expected_rows}", path=path
+        )
+    raw = (schema.metadata or {}).get(METADATA_KEY.encode())
+    provenance = None
+    if raw is not None:
+        try:
+            provenance = json.loads(raw)
+        except ValueError as e:
+            raise CorruptShard(f"unreadable {METADATA_KEY!r} metadata: {e}", path=path) from e
+    return schema.remove_metadata(), provenance
+
+
+def _done_files(directory: Path, kind: str) -> list[tuple[Path, int | None]]:
+    files = []
+    for marker in _markers(directory, kind).values():
+        rows = marker.get("rows")
+        files.append((directory / marker["shard"], rows if isinstance(rows, int) else None))
+    return files
+
+
+def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
+    """Lazily scan the done shards of a feature store (or one Parquet file).
+
+    Only shards with a done-marker are read; leftover temporary files and shards without a
+    marker are ignored. Each shard's footer is checked eagerly (readable, has ``doc_id``,
+    row count matches its marker, same provenance and schema as the store).
+
+    Parameters
+    ----------
+    path : str or Path
+        A store directory or a single ``.parquet`` shard.
+    kind : {'features', 'tokens'}, default 'features'
+        Which shard family to scan (store directories only).
+
+    Returns
+    -------
+    polars.LazyFrame
+        All done shards, in shard order. A store with no done shard gives an empty frame
+        with the store's fixed schema.
+
+    Raises
+    ------
+    ShardMissing
+        A done-marker names a shard that is not on disk.
+    CorruptShard
+        A shard is unreadable, has no ``doc_id`` column, has a row count different from its
+        marker, lacks a store column or types it differently from the other shards.
+        (Passthrough columns may differ between shards; they are combined with
+        ``how='diagonal_relaxed'``.)
+    ProvenanceMismatch
+        A shard's provenance differs from the manifest's.
+    StoreError
+        ``path`` is neither a store directory nor a Parquet file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import polars as pl
+    >>> from auditor.store import FeatureStoreWriter, scan_features
+    >>> store = tempfile.mkdtemp() + "/store"
+    >>> w = FeatureStoreWriter(store, provenance={"saes": {"l0": {"d_sae": 8}}, "pooling": ["max"]})
+    >>> _ = w.write_shard(0, pl.DataFrame({
+    ...     "doc_id": ["a", "b"], "row": [0, 1], "n_tokens": [3, 4],
+    ...     "l0.indices": [[1, 5], [2]], "l0.max": [[0.5, 2.0], [1.0]], "l0.n_excluded": [0, 0],
+    ... }))
+    >>> lf = scan_features(store).filter(pl.col("n_tokens") > 3)
+    >>> lf.select("doc_id").collect()["doc_id"].to_list()
+    ['b']
+    """
+    _check_kind(kind)
+    src = Path(path)
+    if src.is_file():
+        _check_shard(src, expected_rows=None)
+        return pl.scan_parquet(src)
+    if not src.is_dir():
+        raise StoreError("no such feature store or Parquet file", path=src)
+    manifest = _read_manifest(src)
+    provenance = manifest["provenance"]
+    files = _done_files(src, kind)
+    if not files:
+        return pl.DataFrame(schema=_schema_for(provenance, kind)).lazy()
+    fixed = list(_schema_for(provenance, kind))
+    first: tuple[Any, Path] | None = None
+    uniform = True
+    for file, rows in files:
+        schema, shard_prov = _check_shard(file, expected_rows=rows)
+        if shard_prov is not None:
+            diff = _provenance_diff(provenance, shard_prov)
+            if diff:
+                raise ProvenanceMismatch(
+                    f"shard provenance differs from the store's in: {', '.join(diff)}",
+                    path=file,
+                    field=diff[0],
+                )
+        missing = [c for c in fixed if c not in schema.names]
+        if missing:
+            raise CorruptShard(
+                f"not a {kind} shard of this store: lacks {', '.join(missing)}",
+                path=file,
+                field=missing[0],
+            )
+        if first is None:
+            first = (schema, file)
+            continue
+        ref, ref_file = first
+        for col in fixed:
+            if not schema.field(col).type.equals(ref.field(col).type):
+                raise CorruptShard(
+                    f"column type {schema.field(col).type} differs from "
+                    f"{ref.field(col).type} in {ref_file.name}",
+                    path=file,
+                    field=col,
+                )
+        uniform = uniform and schema.equals(ref)
+    if uniform:
+        return pl.scan_parquet([str(f) for f, _ in files])
+    # Passthrough columns may differ between shards (e.g. all-null in one): relax them.
+    return pl.concat([pl.scan_parquet(f) for f, _ in files], how="diagonal_relaxed")
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Return the provenance of a feature store or of one shard file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A store directory (reads the manifest) or a ``.parquet`` shard (reads its
+        ``"auditor"`` key-value metadata).
+
+    Returns
+    -------
+    dict
+        The provenance.
+
+    Raises
+    ------
+    StoreError
+        ``path`` does not exist or its manifest is invalid.
+    CorruptShard
+        The Parquet file is unreadable or has no ``"auditor"`` metadata.
+    """
+    src = Path(path)
+    if src.is_dir():
+        return dict(_read_manifest(src)["provenance"])
+    if not src.exists():
+        raise StoreError("no such feature store or Parquet file", path=src)
+    _, provenance = _check_shard(src, expected_rows=None)
+    if provenance is None:
+        raise CorruptShard(f"no {METADATA_KEY!r} key-value metadata", path=src)
+    return provenance
+
+
+def _collect(lf: pl.LazyFrame, src: Path) -> pl.DataFrame:
+    try:
+        return lf.collect()
+    except pl.exceptions.PolarsError as e:
+        # Name the culprit shard when the directory holds several.
+        if src.is_dir():
+            for file, _ in _done_files(src, "features"):
+                try:
+                    pl.read_parquet(file)
+                except pl.exceptions.PolarsError as inner:
+                    raise CorruptShard(f"cannot read shard data: {inner}", path=file) from e
+        raise CorruptShard(f"cannot read shard data: {e}", path=src) from e
+
+
+def read_features(
+    path: str | Path,
+    *,
+    sae: str | None = None,
+    pooling: str = "max",
+    columns: Sequence[str] | None = None,
+    d_sae: int | None = None,
+) -> FeatureMatrix:
+    """Read one SAE's pooled features of a store as a CSR matrix.
+
+    The matrix is built directly from the list columns' offsets and values; no dense
+    matrix is ever materialised.
+
+    Parameters
+    ----------
+    path : str or Path
+        A store directory or a single ``.parquet`` shard.
+    sae : str or None, default None
+        SAE key (e.g. ``'layer9'``). None selects the only SAE in the store.
+    pooling : str, default 'max'
+        Pooling column to read, one of those stored (see ``provenance['pooling']``).
+    columns : sequence of str or None, default None
+        Non-feature columns returned in :attr:`FeatureMatrix.extra`. None returns every
+        column that is not ``doc_id`` or an SAE column (``row``, ``n_tokens``,
+        passthrough); an empty sequence returns ``extra=None``.
+    d_sae : int or None, default None
+        Number of SAE features (matrix width). None reads
+        ``provenance['saes'][sae]['d_sae']``.
+
+    Returns
+    -------
+    FeatureMatrix
+        ``X`` (float32 CSR), ``doc_ids``, ``metadata`` (provenance) and ``extra``.
+
+    Raises
+    ------
+    ConfigError
+        ``sae`` is None and the store has several SAEs (or none), ``sae`` or ``pooling`` is
+        not stored, a requested column does not exist, ``d_sae`` is unknown, or a stored
+        index does not fit a given ``d_sae``.
+    ShardMissing, CorruptShard, ProvenanceMismatch, StoreError
+        See :func:`scan_features`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import polars as pl
+    >>> from auditor.store import FeatureStoreWriter, read_features
+    >>> store = tempfile.mkdtemp() + "/store"
+    >>> prov = {"saes": {"layer9": {"d_sae": 4}}, "pooling": ["max", "mean"]}
+    >>> w = FeatureStoreWriter(store, provenance=prov)
+    >>> _ = w.write_shard(0, pl.DataFrame({
+    ...     "doc_id": ["a", "b"], "row": [0, 1], "n_tokens": [3, 5],
+    ...     "layer9.indices": [[0, 2], [3]],
+    ...     "layer9.max": [[1.0, 0.5], [2.0]], "layer9.mean": [[0.5, 0.25], [1.0]],
+    ...     "layer9.n_excluded": [0, 1], "label": ["x", "y"],
+    ... }))
+    >>> fm = read_features(store, pooling="max")
+    >>> fm.X.toarray()
+    array([[1. , 0. , 0.5, 0. ],
+           [0. , 0. , 0. , 2. ]], dtype=float32)
+    >>> fm.doc_ids
+    ['a', 'b']
+    >>> fm.extra.columns
+    ['row', 'n_tokens', 'label']
+    """
+    src = Path(path)
+    lf = scan_features(src)
+    names = lf.collect_schema().names()
+    schema = lf.collect_schema()
+    keys = sorted({c.rsplit(".", 1)[0] for c in names if c.endswith(".indices") and "." in c})
+    if sae is None:
+        if len(keys) != 1:
+            raise ConfigError(
+                f"the store holds {len(keys)} SAEs ({', '.join(keys) or 'none'}); pass sae=",
+                path=src,
+                field="sae",
+            )
+        sae = keys[0]
+    elif sae not in keys:
+        raise ConfigError(
+            f"SAE {sae!r} not in the store; available: {', '.join(keys) or 'none'}",
+            path=src,
+            field="sae",
+        )
+    idx_col = f"{sae}.indices"
+    pools = [
+        c[len(sae) + 1 :]
+        for c in names
+        if c.startswith(f"{sae}.")
+        and "." not in c[len(sae) + 1 :]
+        and c != idx_col
+        and isinstance(schema[c], pl.List)
+    ]
+    if pooling not in pools:
+        raise ConfigError(
+            f"pooling {pooling!r} not stored for {sae!r}; available: {', '.join(pools) or 'none'}",
+            path=src,
+            field="pooling",
+        )
+    val_col = f"{sae}.{pooling}"
+
+    metadata = read_metadata(src)
+    given = d_sae is not None
+    if d_sae is None:
+        try:
+            d_sae = int(metadata["saes"][sae]["d_sae"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(
+                f"d_sae of {sae!r} is not in the provenance; pass d_sae=", path=src, field="d_sae"
+            ) from e
+    if d_sae < 1:
+        raise ConfigError(f"d_sae must be >= 1, got {d_sae}", field="d_sae")
+
+    sae_cols = {c for c in names for k in keys if c.startswith(f"{k}.")}
+    if columns is None:
+        extra_cols = [c for c in names if c != "doc_id" and c not in sae_cols]
+    else:
+        extra_cols = list(dict.fromkeys(columns))
+        unknown = [c for c in extra_cols if c not in names]
+        if unknown:
+            raise ConfigError(
+                f"columns not in the store: {', '.join(unknown)}; available: {', '.join(names)}",
+                path=src,
+                field=unknown[0],
+            )
+
+    df = _collect(lf.select(list(dict.fromkeys(["doc_id", idx_col, val_col, *extra_cols]))), src)
+    offsets, indices = _list_parts(df[idx_col])
+    val_offsets, values = _list_parts(df[val_col])
+    if not np.array_equal(offsets, val_offsets):
+        raise CorruptShard(f"{val_col!r} is not aligned with {idx_col!r}", path=src, field=val_col)
+    if indices.size and int(indices.max()) >= d_sae:
+        cls = ConfigError if given else CorruptShard
+        raise cls(
+            f"feature index {int(indices.max())} does not fit d_sae={d_sae}",
+            path=src,
+            field=idx_col,
+        )
+    index_dtype = np.int32 if max(d_sae, int(offsets[-1])) < np.iinfo(np.int32).max else np.int64
+    X = sp.csr_matrix(
+        (
+            values.astype(np.float32, copy=False),
+            indices.astype(index_dtype, copy=False),
+            offsets.astype(index_dtype, copy=False),
+        ),
+        shape=(df.height, d_sae),
+    )
+    return FeatureMatrix(
+        X=X,
+        doc_ids=df["doc_id"].to_list(),
+        metadata=metadata,
+        extra=df.select(extra_cols) if extra_cols else None,
+    )
