@@ -252,7 +252,7 @@ def count_documents(path: str | Path, *, format: str | None = None) -> int | Non
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
-    >>> _ = p.write_text('{"text": "a"}\n\n{"text": "b"}\n')
+    >>> _ = p.write_text('{"text": "a"}\\n\\n{"text": "b"}\\n')
     >>> count_documents(p)
     2
     """

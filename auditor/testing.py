@@ -1,4 +1,4 @@
-"""Tiny random language models and tokenizers for tests.
+"""Tiny random language models, tokenizers and SAEs for tests, demos and benchmarks.
 
 Nothing here touches the network: the tokenizer is trained in-process with the ``tokenizers``
 library on a small built-in corpus, and the models are built from a ``transformers`` config
@@ -15,7 +15,7 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -28,7 +28,16 @@ from transformers import (
     Qwen3Config,
 )
 
-__all__ = ["CORPUS", "SPECIAL_TOKENS", "make_tiny_model", "train_tiny_tokenizer"]
+if TYPE_CHECKING:
+    from auditor.sae import SAE
+
+__all__ = [
+    "CORPUS",
+    "SPECIAL_TOKENS",
+    "make_random_sae",
+    "make_tiny_model",
+    "train_tiny_tokenizer",
+]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<bos>", "<eos>", "<pad>", "<unk>")
 
@@ -233,3 +242,43 @@ def make_tiny_model(
     model.eval()
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def make_random_sae(
+    *,
+    d_in: int = 32,
+    d_sae: int = 96,
+    layer: int = 1,
+    point: Literal["resid_post", "resid_pre"] = "resid_post",
+    activation: Literal["topk", "batchtopk", "jumprelu", "relu"] = "topk",
+    k: int | None = 6,
+    seed: int = 0,
+) -> SAE:
+    """An SAE with random weights, scaled so that its latents fire on random-model activations.
+
+    Parameters
+    ----------
+    d_in, d_sae
+        Input width (the model's d_model) and number of latents.
+    layer, point
+        The hook it declares it reads.
+    activation, k
+        Activation function; ``k`` is used by TopK / BatchTopK only.
+    seed
+        Seed of the weights.
+    """
+    from auditor.sae import SAE, SAEConfig
+
+    cfg = SAEConfig(d_in=d_in, d_sae=d_sae, activation=activation,
+                    k=k if activation in ("topk", "batchtopk") else None,
+                    hook_layer=layer, hook_point=point)
+    sae = SAE(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)
+        sae.b_enc.copy_(torch.randn(d_sae, generator=g) * 0.1)
+        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g) / d_sae**0.5)
+        sae.b_dec.copy_(torch.randn(d_in, generator=g) * 0.01)
+        if activation == "jumprelu":
+            sae.threshold.copy_(torch.rand(d_sae, generator=g) * 0.2)
+    return sae

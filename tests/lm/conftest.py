@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from auditor.lm import LoadedModel, load_model
-from tests.tiny_models import make_tiny_model
+from auditor.testing import make_tiny_model
 
 ARCHS = ("llama", "qwen3", "gemma3")
 

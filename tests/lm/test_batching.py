@@ -23,7 +23,7 @@ from auditor.lm import (
     special_affixes,
     tokenize_windows,
 )
-from tests.tiny_models import CORPUS, train_tiny_tokenizer
+from auditor.testing import CORPUS, train_tiny_tokenizer
 
 # ---------------------------------------------------------------- tokenizers
 

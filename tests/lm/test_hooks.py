@@ -18,7 +18,7 @@ from auditor.lm import (
     load_model,
     tokenize_windows,
 )
-from tests.tiny_models import CORPUS
+from auditor.testing import CORPUS
 
 HOOKS = (
     HookPoint(0, "resid_pre"),

@@ -20,7 +20,7 @@ from transformers import (
 
 from auditor.errors import ConfigError, HookError, ModelLoadError
 from auditor.lm import LoadedModel, find_layers, load_model, resolve_device_dtype, weights_sha256
-from tests.tiny_models import make_tiny_model, train_tiny_tokenizer
+from auditor.testing import make_tiny_model, train_tiny_tokenizer
 
 # ---------------------------------------------------------------- resolve_device_dtype
 

@@ -1,0 +1,218 @@
+"""The ``auditor`` command line.
+
+Every command calls the same library functions the workers and the API call. Errors from
+the :mod:`auditor.errors` tree are printed as one line naming the file/row/tensor and end
+the process with that branch's exit code (see :data:`auditor.errors.EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from auditor import __version__
+from auditor.errors import AuditorError, exit_code_for
+
+__all__ = ["cli", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return (and, as a script, exit with) the process exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="auditor",
+                 standalone_mode=False)
+    except AuditorError as err:
+        click.echo(f"error: {err}", err=True)
+        return exit_code_for(err)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    return 0
+
+
+def _run() -> None:  # console-script entry point
+    sys.exit(main())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+def cli() -> None:
+    """auditor: classify and audit datasets with sparse-autoencoder features."""
+
+
+# ----------------------------------------------------------------------------- extract
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Feature store directory to write (resumed if it exists).")
+@click.option("--model", "model", required=True,
+              help="Local Hugging Face model directory.")
+@click.option("--sae", "sae_paths", multiple=True, required=True,
+              help="SAE file or directory (any supported format); repeat for several, "
+                   "optionally named as NAME=PATH.")
+@click.option("--layer", type=int, default=None,
+              help="Decoder layer the SAE reads, when its files do not say.")
+@click.option("--sae-format", default=None, help="Force an SAE format instead of detecting it.")
+@click.option("--k", "k", type=int, default=None, help="TopK k, when the SAE files do not say.")
+@click.option("--pool", "poolings", multiple=True, default=("max",), show_default=True,
+              type=click.Choice(["max", "mean", "sum", "count", "last"]),
+              help="Pooling over tokens; repeat for several.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default=None, help="Column with document ids (default: row number).")
+@click.option("--keep", "passthrough", multiple=True, help="Input column to copy into the store.")
+@click.option("--max-length", type=int, default=512, show_default=True,
+              help="Window length in tokens; longer documents are split and pooled across.")
+@click.option("--max-chars", type=int, default=1_000_000, show_default=True,
+              help="Reject (or skip) texts longer than this many characters.")
+@click.option("--token-budget", type=int, default=8192, show_default=True,
+              help="Padded tokens per batch.")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Maximum windows per batch.")
+@click.option("--shard-size", type=int, default=1000, show_default=True,
+              help="Documents per Parquet shard.")
+@click.option("--save-tokens", is_flag=True, help="Also write per-token sparse codes.")
+@click.option("--keep-outliers", is_flag=True,
+              help="Pool massive-activation tokens too (excluded by default).")
+@click.option("--outlier-factor", type=float, default=5.0, show_default=True,
+              help="Outlier = norm above this × median token norm.")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Skip unusable rows (reported at the end) instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--dtype", default=None, help="float32, bfloat16, float16 (default by device).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def extract(
+    input_path: Path,
+    out: Path,
+    model: str,
+    sae_paths: tuple[str, ...],
+    layer: int | None,
+    sae_format: str | None,
+    k: int | None,
+    poolings: tuple[str, ...],
+    text_column: str,
+    id_column: str | None,
+    passthrough: tuple[str, ...],
+    max_length: int,
+    max_chars: int,
+    token_budget: int,
+    batch_size: int,
+    shard_size: int,
+    save_tokens: bool,
+    keep_outliers: bool,
+    outlier_factor: float,
+    skip_bad_rows: bool,
+    overwrite: bool,
+    device: str | None,
+    dtype: str | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Extract pooled sparse SAE features of INPUT (JSONL, Parquet, CSV or a .txt dir)."""
+    from auditor.extract import ExtractConfig
+    from auditor.jobs import run_extract
+
+    config = ExtractConfig(
+        poolings=poolings, max_length=max_length, shard_size=shard_size,
+        exclude_outliers=not keep_outliers, outlier_factor=outlier_factor,
+        save_tokens=save_tokens, token_budget=token_budget, max_batch_size=batch_size,
+    )
+    summary, bad = run_extract(
+        input_path, out=out, model=model, saes=sae_paths, layer=layer, sae_format=sae_format,
+        k=k, config=config, text_column=text_column, id_column=id_column,
+        passthrough=passthrough, max_chars=max_chars, skip_bad_rows=skip_bad_rows,
+        overwrite=overwrite, device=device, dtype=dtype,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    click.echo(f"wrote {out}")
+    click.echo(f"  documents   {summary.docs:,} new, {summary.docs_skipped_done:,} already done"
+               f" ({summary.shards_written} shards written, {summary.shards_skipped} skipped)")
+    click.echo(f"  tokens      {summary.tokens:,} in {summary.windows:,} windows, "
+               f"{summary.seconds:.1f} s, {summary.tokens_per_s:,.0f} tokens/s")
+    for key, mean in summary.mean_active.items():
+        click.echo(f"  {key:<11} {mean:,.1f} active features per document, "
+                   f"{summary.excluded_tokens.get(key, 0):,} outlier tokens excluded")
+    click.echo(f"  size        {summary.bytes_written / 1e6:,.2f} MB")
+    for err in bad:
+        click.echo(f"  skipped: {err}", err=True)
+
+
+# ----------------------------------------------------------------------------- sae
+
+
+@cli.group()
+def sae() -> None:
+    """Inspect and convert sparse autoencoders."""
+
+
+@sae.command("convert")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default=None, help="Source format (default: detect).")
+@click.option("--k", type=int, default=None, help="TopK k when the source does not say.")
+@click.option("--layer", type=int, default=None, help="Layer when the source does not say.")
+def sae_convert(src: Path, dst: Path, fmt: str | None, k: int | None, layer: int | None) -> None:
+    """Convert an SAE in any supported format into auditor's own format."""
+    from auditor.sae import convert_sae, load_sae
+
+    path = convert_sae(src, dst, format=fmt, k=k, layer=layer)
+    loaded = load_sae(path)
+    click.echo(f"wrote {path} ({loaded.cfg.activation}, d_in {loaded.cfg.d_in}, "
+               f"d_sae {loaded.cfg.d_sae}, sha256 {loaded.sha256})")
+
+
+@sae.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default=None)
+@click.option("--k", type=int, default=None)
+@click.option("--layer", type=int, default=None)
+def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> None:
+    """Print an SAE's detected format, configuration and hash as JSON."""
+    from auditor.sae import detect_format, load_sae
+
+    loaded = load_sae(path, format=fmt, k=k, layer=layer)
+    info: dict[str, Any] = {"path": str(path), "format": fmt or detect_format(path),
+                            "sha256": loaded.sha256, "config": loaded.cfg.to_dict()}
+    click.echo(json.dumps(info, indent=2))
+
+
+# ----------------------------------------------------------------------------- store
+
+
+@cli.group()
+def store() -> None:
+    """Inspect feature stores."""
+
+
+@store.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+def store_info(path: Path) -> None:
+    """Print a store's provenance, row count and columns as JSON."""
+    from auditor.store import read_metadata, scan_features
+
+    lf = scan_features(path)
+    n_rows = int(lf.select("doc_id").collect().height)
+    info = {"path": str(path), "documents": n_rows,
+            "columns": list(lf.collect_schema().names()), "provenance": read_metadata(path)}
+    click.echo(json.dumps(info, indent=2, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _run()

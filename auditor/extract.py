@@ -1,0 +1,579 @@
+"""Text → activations → sparse SAE codes → pooled rows in a Parquet feature store.
+
+:func:`extract_features` is the one extraction path used by the CLI, the workers and the
+API. It streams documents in shards of ``shard_size``; each shard is tokenized into
+windows of at most ``max_length`` tokens, length-bucketed into batches under a token
+budget, run through the model's forward *truncated after the deepest hooked layer*,
+encoded by every SAE hooked there and pooled per document. Finished shards are written
+atomically with a done-marker, so an interrupted run resumes where it stopped and a bad
+row never corrupts what was already written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from auditor import __version__
+from auditor.errors import ConfigError, RowError
+from auditor.io import Document, batched
+from auditor.pooling import DocumentPooler, validate_poolings
+from auditor.store import FeatureStoreWriter
+
+if TYPE_CHECKING:
+    import torch
+
+    from auditor.lm import HookPoint, LoadedModel, TruncatedForward, Window
+    from auditor.sae import SAE
+
+__all__ = ["ExtractConfig", "ExtractSummary", "default_sae_keys", "extract_features"]
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract and how; saved (minus runtime knobs) as store provenance.
+
+    Parameters
+    ----------
+    poolings
+        Token → document poolings, a subset of ``{'max', 'mean', 'sum', 'count', 'last'}``.
+    max_length
+        Window length in tokens, special tokens included; longer documents are split into
+        consecutive windows and pooled across them. Capped by the model's context.
+    shard_size
+        Documents per Parquet shard (the unit of atomic writes and of resuming).
+    exclude_outliers
+        Leave massive-activation tokens out of pooling (they are still counted per
+        document in ``<sae>.n_excluded``).
+    outlier_factor
+        A token is an outlier at a hook when its residual norm exceeds ``outlier_factor``
+        × the median content-token norm measured on the first ``calibration_docs``
+        documents of the input (unless ``outlier_threshold`` fixes it).
+    outlier_threshold
+        Absolute norm threshold, applied to every hook; overrides calibration.
+    calibration_docs
+        Documents used to calibrate the outlier threshold.
+    save_tokens
+        Also write per-token sparse codes (``tokens-*.parquet``) for explanation work.
+    token_budget, max_batch_size, sae_chunk_size
+        Runtime knobs (batch = at most ``token_budget`` padded tokens); they do not change
+        results and are not part of provenance.
+    """
+
+    poolings: tuple[str, ...] = ("max",)
+    max_length: int = 512
+    shard_size: int = 1000
+    exclude_outliers: bool = True
+    outlier_factor: float = 5.0
+    outlier_threshold: float | None = None
+    calibration_docs: int = 64
+    save_tokens: bool = False
+    token_budget: int = 8192
+    max_batch_size: int = 64
+    sae_chunk_size: int = 4096
+
+    _RUNTIME = ("token_budget", "max_batch_size", "sae_chunk_size")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "poolings", validate_poolings(self.poolings))
+        positive = ("max_length", "shard_size", "calibration_docs", "token_budget",
+                    "max_batch_size", "sae_chunk_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}",
+                                  field=name)
+        if self.max_length < 4:
+            raise ConfigError("max_length must be at least 4 tokens", field="max_length")
+        if not (self.outlier_factor > 1.0 and math.isfinite(self.outlier_factor)):
+            raise ConfigError(f"outlier_factor must be > 1, got {self.outlier_factor!r}",
+                              field="outlier_factor")
+        if self.outlier_threshold is not None and not self.outlier_threshold > 0:
+            raise ConfigError("outlier_threshold must be positive", field="outlier_threshold")
+
+    def to_dict(self, *, include_runtime: bool = True) -> dict[str, Any]:
+        """Plain JSON-able dict; ``from_dict`` inverts it."""
+        d = asdict(self)
+        d["poolings"] = list(self.poolings)
+        if not include_runtime:
+            for k in self._RUNTIME:
+                d.pop(k)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExtractConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown extract settings: {', '.join(unknown)}")
+        kw = dict(d)
+        if "poolings" in kw:
+            kw["poolings"] = tuple(kw["poolings"])
+        return cls(**kw)
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did: counts, speed and size."""
+
+    out: str
+    docs: int = 0
+    docs_skipped_done: int = 0
+    windows: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    bytes_written: int = 0
+    mean_active: dict[str, float] = field(default_factory=dict)
+    excluded_tokens: dict[str, int] = field(default_factory=dict)
+    bad_rows: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Content tokens processed per second of wall time."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary, with ``tokens_per_s``."""
+        d = asdict(self)
+        d["tokens_per_s"] = round(self.tokens_per_s, 2)
+        return d
+
+
+def default_sae_keys(saes: Sequence[SAE]) -> list[str]:
+    """Name SAEs by their hook (``layer9``, ``layer9_pre``), suffixing duplicates."""
+    keys: list[str] = []
+    for sae in saes:
+        base = f"layer{sae.cfg.hook_layer}"
+        if sae.cfg.hook_point == "resid_pre":
+            base += "_pre"
+        key, i = base, 2
+        while key in keys:
+            key, i = f"{base}_{i}", i + 1
+        keys.append(key)
+    return keys
+
+
+ProgressCallback = Callable[[Mapping[str, Any]], None]
+
+
+def extract_features(
+    documents: Iterable[Document],
+    *,
+    lm: LoadedModel,
+    saes: Mapping[str, SAE],
+    out: str | Path,
+    config: ExtractConfig | None = None,
+    input_info: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    total: int | None = None,
+    progress: bool = False,
+    on_progress: ProgressCallback | None = None,
+    bad_rows: Sequence[RowError] | None = None,
+) -> ExtractSummary:
+    """Extract pooled sparse SAE features for ``documents`` into the store at ``out``.
+
+    Parameters
+    ----------
+    documents
+        Documents in input order (see :func:`auditor.io.read_documents`).
+    lm
+        The loaded model (:func:`auditor.lm.load_model`).
+    saes
+        ``key -> SAE``; each SAE's ``cfg.hook_layer`` / ``cfg.hook_point`` says where it
+        reads. Keys name the store columns (``<key>.indices``, ``<key>.<pooling>``).
+    out
+        Store directory. An existing store with the same provenance is resumed.
+    config
+        Extraction settings; defaults to :class:`ExtractConfig()`.
+    input_info
+        Recorded as ``provenance["input"]`` (path and fingerprint of the input).
+    overwrite
+        Replace an existing store whose provenance differs instead of refusing.
+    total
+        Number of documents if known (for the progress bar).
+    progress
+        Show a progress bar on the terminal.
+    on_progress
+        Called after every batch with running counts (for job status).
+    bad_rows
+        A list the reader appends skipped rows to; its length goes into the summary.
+
+    Returns
+    -------
+    ExtractSummary
+
+    Raises
+    ------
+    ConfigError
+        No SAE, an SAE without a hook layer, or a key that would make a bad column name.
+    SAEModelMismatch
+        An SAE whose input width differs from the model's hidden size.
+    ProvenanceMismatch
+        ``out`` holds a store made with other settings (and ``overwrite`` is false).
+    InputError
+        From the reader, for a bad row; shards already written stay valid.
+    """
+    from auditor.lm import HookPoint, TruncatedForward
+    from auditor.sae import check_compatible
+
+    config = config or ExtractConfig()
+    if not saes:
+        raise ConfigError("at least one SAE is required")
+    hooks: dict[HookPoint, list[str]] = {}
+    for key, sae in saes.items():
+        if not key or any(c in key for c in ". /\\") or key in ("doc_id", "row", "n_tokens"):
+            raise ConfigError(f"SAE key {key!r} cannot name a column (no dots, slashes, spaces)")
+        if sae.cfg.hook_layer is None:
+            raise ConfigError(f"SAE {key!r} does not say which layer it reads: pass a layer",
+                              path=sae.source_path)
+        check_compatible(sae, d_model=lm.d_model, n_layers=lm.n_layers)
+        hooks.setdefault(HookPoint(sae.cfg.hook_layer, sae.cfg.hook_point), []).append(key)
+    max_length = min(config.max_length, lm.max_positions)
+    forward = TruncatedForward(lm, list(hooks))
+
+    started = time.perf_counter()
+    shards = batched(documents, config.shard_size)
+    first = next(shards, [])
+    thresholds = _outlier_thresholds(first, lm=lm, forward=forward, config=config,
+                                     max_length=max_length)
+    provenance = _provenance(lm=lm, saes=saes, config=config, max_length=max_length,
+                             thresholds=thresholds, input_info=input_info)
+    writer = FeatureStoreWriter(out, provenance=provenance, overwrite=overwrite)
+    summary = ExtractSummary(out=str(out))
+    active_sum = dict.fromkeys(saes, 0)
+    summary.excluded_tokens = dict.fromkeys(saes, 0)
+
+    bar = _progress_bar(total, enabled=progress)
+    try:
+        for shard_index, docs in enumerate(_chain_first(first, shards)):
+            if writer.is_done(shard_index):
+                summary.shards_skipped += 1
+                summary.docs_skipped_done += len(docs)
+                bar.update(len(docs))
+                continue
+            table, stats = _extract_shard(
+                docs, lm=lm, forward=forward, saes=saes, hooks=hooks, config=config,
+                max_length=max_length, thresholds=thresholds, bar=bar,
+                report=lambda s: _report(on_progress, summary, s),
+            )
+            path = writer.write_shard(shard_index, table.features)
+            summary.bytes_written += path.stat().st_size
+            if table.tokens is not None:
+                tpath = writer.write_shard(shard_index, table.tokens, kind="tokens")
+                summary.bytes_written += tpath.stat().st_size
+            summary.shards_written += 1
+            summary.docs += len(docs)
+            summary.windows += stats["windows"]
+            summary.tokens += stats["tokens"]
+            for key in saes:
+                active_sum[key] += stats["active"][key]
+                summary.excluded_tokens[key] += stats["excluded"][key]
+            _report(on_progress, summary, {})
+    finally:
+        bar.close()
+    summary.seconds = time.perf_counter() - started
+    summary.mean_active = {k: (v / summary.docs if summary.docs else 0.0)
+                           for k, v in active_sum.items()}
+    summary.bad_rows = len(bad_rows) if bad_rows is not None else 0
+    writer.finalize(summary={**summary.to_dict(),
+                             "runtime": {k: getattr(config, k) for k in config._RUNTIME},
+                             "device": str(lm.device)})
+    return summary
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@dataclass
+class _ShardTables:
+    features: pl.DataFrame
+    tokens: pl.DataFrame | None
+
+
+def _chain_first(first: list[Document], rest: Iterator[list[Document]]) -> Iterator[list[Document]]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _report(cb: ProgressCallback | None, summary: ExtractSummary, extra: Mapping[str, Any]) -> None:
+    if cb is not None:
+        cb({"docs": summary.docs + summary.docs_skipped_done, "tokens": summary.tokens,
+            "shards_written": summary.shards_written, **extra})
+
+
+def _progress_bar(total: int | None, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    # disable=None would also hide it off a terminal; `enabled` is the caller's choice.
+    return tqdm(total=total, unit="doc", disable=not enabled, dynamic_ncols=True,
+                desc="extract")
+
+
+def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int) -> list[Window]:
+    from auditor.lm import tokenize_windows
+
+    return tokenize_windows([d.text for d in docs], lm.tokenizer, max_length=max_length)
+
+
+def _outlier_thresholds(
+    docs: Sequence[Document],
+    *,
+    lm: LoadedModel,
+    forward: TruncatedForward,
+    config: ExtractConfig,
+    max_length: int,
+) -> dict[str, float] | None:
+    """Per-hook norm thresholds for massive-activation tokens, or None if not excluding."""
+    if not config.exclude_outliers:
+        return None
+    if config.outlier_threshold is not None:
+        return {h.name: float(config.outlier_threshold) for h in forward.hooks}
+    import torch
+
+    from auditor.lm import collate, plan_batches
+
+    windows = _windows_for(docs[: config.calibration_docs], lm, max_length)
+    norms: dict[str, list[torch.Tensor]] = {h.name: [] for h in forward.hooks}
+    for batch in plan_batches([w.n_tokens for w in windows], token_budget=config.token_budget,
+                              max_batch_size=config.max_batch_size):
+        ids, attn, keep = collate([windows[i] for i in batch], pad_id=_pad_id(lm),
+                                  device=lm.device)
+        for hook, acts in forward(ids, attn).items():
+            norms[hook.name].append(acts[keep].float().norm(dim=-1).cpu())
+    out: dict[str, float] = {}
+    for name, parts in norms.items():
+        if not parts or sum(p.numel() for p in parts) == 0:
+            return None  # nothing to calibrate on (empty input): nothing to exclude either
+        out[name] = float(torch.cat(parts).median()) * config.outlier_factor
+    return out
+
+
+def _pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return int(pad if pad is not None else 0)
+
+
+def _provenance(
+    *,
+    lm: LoadedModel,
+    saes: Mapping[str, SAE],
+    config: ExtractConfig,
+    max_length: int,
+    thresholds: Mapping[str, float] | None,
+    input_info: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "auditor_version": __version__,
+        "model": {
+            "id": str(lm.model_id),
+            "weights_sha256": lm.weights_sha256,
+            "tokenizer": str(getattr(lm.tokenizer, "name_or_path", "")),
+            "d_model": lm.d_model,
+            "n_layers": lm.n_layers,
+            "dtype": str(lm.dtype).removeprefix("torch."),
+        },
+        "saes": {
+            key: {
+                "path": sae.source_path,
+                "sha256": sae.sha256,
+                "format": sae.cfg.source_format,
+                "d_sae": sae.cfg.d_sae,
+                "layer": sae.cfg.hook_layer,
+                "hook_point": sae.cfg.hook_point,
+                "activation": sae.cfg.activation,
+                "k": sae.cfg.k,
+            }
+            for key, sae in saes.items()
+        },
+        "pooling": list(config.poolings),
+        "max_length": max_length,
+        "exclude": {
+            "special_tokens": True,
+            "outliers": dict(thresholds) if thresholds is not None else None,
+        },
+        "extract": config.to_dict(include_runtime=False),
+        "input": dict(input_info or {}),
+    }
+
+
+def _extract_shard(
+    docs: Sequence[Document],
+    *,
+    lm: LoadedModel,
+    forward: TruncatedForward,
+    saes: Mapping[str, SAE],
+    hooks: Mapping[HookPoint, Sequence[str]],
+    config: ExtractConfig,
+    max_length: int,
+    thresholds: Mapping[str, float] | None,
+    bar: Any,
+    report: Callable[[Mapping[str, Any]], None],
+) -> tuple[_ShardTables, dict[str, Any]]:
+    import torch
+
+    from auditor.lm import collate, plan_batches
+
+    windows = _windows_for(docs, lm, max_length)
+    poolers = {k: DocumentPooler(s.cfg.d_sae, poolings=config.poolings) for k, s in saes.items()}
+    n_docs = len(docs)
+    content = np.zeros(n_docs, dtype=np.int64)
+    excluded = {k: np.zeros(n_docs, dtype=np.int64) for k in saes}
+    windows_left = np.bincount([w.doc_index for w in windows], minlength=n_docs)
+    token_batches: list[dict[str, Any]] = []
+    pad_id = _pad_id(lm)
+    tokens_done = 0
+
+    for batch in plan_batches([w.n_tokens for w in windows], token_budget=config.token_budget,
+                              max_batch_size=config.max_batch_size):
+        ws = [windows[i] for i in batch]
+        ids, attn, keep = collate(ws, pad_id=pad_id, device=lm.device)
+        T = ids.shape[1]
+        doc_of_row = torch.tensor([w.doc_index for w in ws], dtype=torch.long)
+        win_of_row = torch.tensor([w.window_index for w in ws], dtype=torch.long)
+        # A token's order within its document, across windows (used by `last` pooling).
+        order = win_of_row[:, None] * max_length + torch.arange(T)[None, :]
+        keep_cpu = keep.cpu()
+        tok_docs = doc_of_row[:, None].expand(-1, T)[keep_cpu].numpy()
+        tok_order = order[keep_cpu].numpy()
+        np.add.at(content, tok_docs, 1)
+        tokens_done += int(keep_cpu.sum())
+
+        acts_by_hook = forward(ids, attn)
+        tok_batch = _token_batch(ws, keep_cpu, ids.cpu(), max_length) if config.save_tokens \
+            else None
+        for hook, acts in acts_by_hook.items():
+            sel = acts[keep]  # [n_content_tokens, d_model]
+            pooled_mask = np.ones(sel.shape[0], dtype=bool)
+            if thresholds is not None:
+                norms = sel.float().norm(dim=-1)
+                pooled_mask = (norms <= thresholds[hook.name]).cpu().numpy()
+            for key in hooks[hook]:
+                codes = saes[key].encode_sparse(sel, chunk_size=config.sae_chunk_size)
+                idx = codes.indices.cpu().numpy()
+                val = codes.values.float().cpu().numpy()
+                poolers[key].add(tok_docs[pooled_mask], tok_order[pooled_mask],
+                                 idx[pooled_mask], val[pooled_mask])
+                np.add.at(excluded[key], tok_docs[~pooled_mask], 1)
+                if tok_batch is not None:
+                    tok_batch[f"{key}.indices"], tok_batch[f"{key}.values"] = _sparse_rows(idx, val)
+                    tok_batch[f"{key}.pooled"] = pooled_mask
+        if tok_batch is not None:
+            token_batches.append(tok_batch)
+        finished = 0
+        for w in ws:
+            windows_left[w.doc_index] -= 1
+            finished += int(windows_left[w.doc_index] == 0)
+        bar.update(finished)
+        report({"shard_tokens": tokens_done})
+
+    features = _features_table(docs, poolers, content, excluded, config)
+    stats = {
+        "windows": len(windows),
+        "tokens": int(content.sum()),
+        "active": {k: int(features[f"{k}.indices"].list.len().sum()) for k in saes},
+        "excluded": {k: int(v.sum()) for k, v in excluded.items()},
+    }
+    tokens = _tokens_table(token_batches, docs, list(saes)) if config.save_tokens else None
+    return _ShardTables(features, tokens), stats
+
+
+def _features_table(
+    docs: Sequence[Document],
+    poolers: Mapping[str, DocumentPooler],
+    content: np.ndarray,
+    excluded: Mapping[str, np.ndarray],
+    config: ExtractConfig,
+) -> pl.DataFrame:
+    n = len(docs)
+    cols: dict[str, pl.Series] = {
+        "doc_id": pl.Series("doc_id", [d.doc_id for d in docs], dtype=pl.Utf8),
+        "row": pl.Series("row", [d.row for d in docs], dtype=pl.UInt64),
+        "n_tokens": pl.Series("n_tokens", content, dtype=pl.UInt32),
+    }
+    for key, pooler in poolers.items():
+        pooled = pooler.pop_all(range(n))
+        cols[f"{key}.indices"] = _list_series(
+            f"{key}.indices", [pooled[i].indices for i in range(n)], np.uint32)
+        for p in config.poolings:
+            cols[f"{key}.{p}"] = _list_series(
+                f"{key}.{p}", [pooled[i].values[p] for i in range(n)], np.float32)
+        cols[f"{key}.n_excluded"] = pl.Series(f"{key}.n_excluded", excluded[key],
+                                              dtype=pl.UInt32)
+    frame = pl.DataFrame(list(cols.values()))
+    extra_names = list(docs[0].extra) if docs else []
+    if extra_names:
+        extra = pl.DataFrame([d.extra for d in docs], infer_schema_length=None)
+        clash = [c for c in extra.columns if c in frame.columns]
+        if clash:
+            raise ConfigError(f"passthrough column(s) {clash} clash with feature columns")
+        frame = pl.concat([frame, extra], how="horizontal")
+    return frame
+
+
+def _list_series(name: str, arrays: Sequence[np.ndarray], dtype: type[np.generic]) -> pl.Series:
+    """A List column from per-row arrays, built from offsets (no per-element Python)."""
+    import pyarrow as pa
+
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int32, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(arrays).astype(dtype, copy=False) if len(arrays) else \
+        np.zeros(0, dtype=dtype)
+    series = pl.from_arrow(pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)))
+    assert isinstance(series, pl.Series)
+    return series.alias(name)
+
+
+def _token_batch(
+    ws: Sequence[Window], keep: torch.Tensor, ids: torch.Tensor, max_length: int
+) -> dict[str, Any]:
+    """The token columns of one batch's content tokens; SAE columns are added per key."""
+    b_idx, t_idx = np.nonzero(keep.numpy())
+    doc = np.array([ws[b].doc_index for b in b_idx.tolist()], dtype=np.int64)
+    win = np.array([ws[b].window_index for b in b_idx.tolist()], dtype=np.int64)
+    return {"_doc": doc, "position": win * max_length + t_idx,
+            "token_id": ids.numpy()[b_idx, t_idx]}
+
+
+def _sparse_rows(idx: np.ndarray, val: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-token active (indices, values), indices ascending."""
+    out_i, out_v = [], []
+    for i_row, v_row in zip(idx, val, strict=True):
+        active = v_row > 0
+        order = np.argsort(i_row[active])
+        out_i.append(i_row[active][order].astype(np.uint32))
+        out_v.append(v_row[active][order].astype(np.float32))
+    return out_i, out_v
+
+
+def _tokens_table(batches: list[dict[str, Any]], docs: Sequence[Document],
+                  keys: Sequence[str]) -> pl.DataFrame:
+    doc = np.concatenate([b["_doc"] for b in batches]) if batches else np.zeros(0, np.int64)
+    pos = np.concatenate([b["position"] for b in batches]) if batches else np.zeros(0, np.int64)
+    perm = np.lexsort((pos, doc))
+    data: list[pl.Series] = [
+        pl.Series("doc_id", [docs[d].doc_id for d in doc[perm].tolist()], dtype=pl.Utf8),
+        pl.Series("position", pos[perm], dtype=pl.UInt32),
+        pl.Series("token_id", np.concatenate([b["token_id"] for b in batches])[perm]
+                  if batches else [], dtype=pl.UInt32),
+    ]
+    for key in keys:
+        for col, dtype in (("indices", np.uint32), ("values", np.float32)):
+            flat = [x for b in batches for x in b[f"{key}.{col}"]]
+            data.append(_list_series(f"{key}.{col}", [flat[i] for i in perm.tolist()], dtype))
+        pooled = (np.concatenate([b[f"{key}.pooled"] for b in batches]) if batches
+                  else np.zeros(0, bool))
+        data.append(pl.Series(f"{key}.pooled", pooled[perm], dtype=pl.Boolean))
+    return pl.DataFrame(data)

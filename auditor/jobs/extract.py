@@ -1,0 +1,96 @@
+"""The extraction job: load model and SAEs, read the input, extract into a store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from auditor.errors import ConfigError, RowError
+from auditor.extract import ExtractConfig, ExtractSummary, ProgressCallback, default_sae_keys
+
+__all__ = ["run_extract"]
+
+
+def run_extract(
+    input_path: str | Path,
+    *,
+    out: str | Path,
+    model: str | Path,
+    saes: Sequence[str],
+    layer: int | None = None,
+    sae_format: str | None = None,
+    k: int | None = None,
+    config: ExtractConfig | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    passthrough: Sequence[str] = (),
+    max_chars: int = 1_000_000,
+    skip_bad_rows: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[ExtractSummary, list[RowError]]:
+    """Extract pooled SAE features of the dataset at ``input_path`` into the store ``out``.
+
+    Parameters
+    ----------
+    input_path
+        JSONL, Parquet, CSV, a ``.txt`` file or a directory of ``.txt`` files.
+    out
+        Store directory; resumed when it holds a store with the same provenance.
+    model
+        Local Hugging Face model directory.
+    saes
+        SAE paths in any supported format, each optionally ``NAME=PATH``.
+    layer, sae_format, k
+        Passed to :func:`auditor.sae.load_sae` for SAEs whose files do not say.
+    config
+        Extraction settings.
+    text_column, id_column, passthrough, max_chars, skip_bad_rows
+        Passed to :func:`auditor.io.read_documents`.
+    overwrite
+        Replace a store with different provenance.
+    device, dtype
+        Where and in what precision to run (default: CUDA with bf16/fp16 if present).
+    progress, on_progress
+        Terminal progress bar; callback with running counts for job status.
+
+    Returns
+    -------
+    summary, skipped
+        The run's :class:`~auditor.extract.ExtractSummary` and the rows skipped as bad.
+    """
+    from auditor.extract import extract_features
+    from auditor.io import count_documents, input_fingerprint, read_documents
+    from auditor.lm import load_model
+    from auditor.sae import load_sae
+
+    named = [_split_name(s) for s in saes]
+    lm = load_model(model, device=device, dtype=dtype)
+    loaded = [load_sae(path, format=sae_format, k=k, layer=layer, device=lm.device)
+              for _, path in named]
+    keys = [name or key for (name, _), key in zip(named, default_sae_keys(loaded), strict=True)]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"SAE names must be unique, got {keys}")
+
+    bad: list[RowError] = []
+    docs = read_documents(input_path, text_column=text_column, id_column=id_column,
+                          passthrough=passthrough, max_chars=max_chars,
+                          skip_bad_rows=skip_bad_rows, errors=bad)
+    summary = extract_features(
+        docs, lm=lm, saes=dict(zip(keys, loaded, strict=True)), out=out, config=config,
+        input_info={"path": str(input_path), "fingerprint": input_fingerprint(input_path)},
+        overwrite=overwrite, total=count_documents(input_path), progress=progress,
+        on_progress=on_progress, bad_rows=bad,
+    )
+    return summary, bad
+
+
+def _split_name(spec: str) -> tuple[str | None, str]:
+    """``NAME=PATH`` → (NAME, PATH); a plain path (even one holding '=') keeps no name."""
+    name, sep, path = spec.partition("=")
+    if sep and name and not Path(spec).exists() and "/" not in name:
+        return name, path
+    return None, spec

@@ -1,0 +1,108 @@
+"""The CLI end to end on a tiny model: extract, sae info/convert, store info, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.cli import main
+from auditor.store import read_features, read_metadata
+from auditor.testing import make_random_sae
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_random_sae(layer=2, d_sae=128, k=8).save(tmp_path_factory.mktemp("sae") / "s")
+
+
+def test_extract_bundled_sample(tiny_llama_dir: Path, sae_dir: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "store"
+    code = main(["extract", str(SAMPLE), "--model", str(tiny_llama_dir), "--sae", str(sae_dir),
+                 "--out", str(out), "--pool", "max", "--pool", "mean", "--id-column", "id",
+                 "--keep", "genre", "--max-length", "64", "--shard-size", "16"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "tokens/s" in printed and "active features per document" in printed
+    n_docs = sum(1 for line in SAMPLE.read_text().splitlines() if line.strip())
+    fm = read_features(out, pooling="mean", columns=["genre"])
+    assert fm.X.shape == (n_docs, 128)
+    assert fm.doc_ids[:2] == ["news-1", "news-2"]
+    assert fm.extra is not None and fm.extra["genre"][0] == "news"
+    assert (np.diff(fm.X.indptr) > 0).all()  # every document has active features
+    meta = read_metadata(out)
+    assert meta["saes"]["layer2"]["format"] == "auditor"
+    assert meta["input"]["fingerprint"].startswith("sha256:")
+
+    # a second run resumes: nothing new to write
+    assert main(["extract", str(SAMPLE), "--model", str(tiny_llama_dir), "--sae", str(sae_dir),
+                 "--out", str(out), "--pool", "max", "--pool", "mean", "--id-column", "id",
+                 "--keep", "genre", "--max-length", "64", "--shard-size", "16", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["docs"] == 0 and summary["docs_skipped_done"] == n_docs
+
+    assert main(["store", "info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == n_docs and "layer2.mean" in info["columns"]
+
+
+def test_named_sae_and_conflicting_layer(tiny_llama_dir: Path, sae_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "store"
+    base = ["extract", str(SAMPLE), "--model", str(tiny_llama_dir), "--out", str(out), "--json"]
+    assert main([*base, "--sae", f"mine={sae_dir}"]) == 0
+    capsys.readouterr()
+    assert read_metadata(out)["saes"]["mine"]["layer"] == 2
+    # an SAE that says which layer it reads is never silently moved to another one
+    assert main([*base, "--sae", str(sae_dir), "--layer", "1", "--overwrite"]) != 0
+    assert "reads layer 2" in capsys.readouterr().err
+
+
+def test_sae_info_and_convert(sae_dir: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sae", "info", str(sae_dir)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "auditor" and info["config"]["d_sae"] == 128
+    assert len(info["sha256"]) == 64
+    assert main(["sae", "convert", str(sae_dir), str(tmp_path / "copy")]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "needle"),
+    [
+        ("missing_column", 3, "'body'"),
+        ("bad_json", 3, "row 1"),
+        ("width_mismatch", 5, "W_enc"),
+        ("missing_model", 4, "nope"),
+        ("bad_pooling", 2, "median"),
+    ],
+)
+def test_exit_codes_and_messages(mutate: str, code: int, needle: str, tiny_llama_dir: Path,
+                                 sae_dir: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "hello there"}\n{"text": "general kenobi"}\n')
+    args = ["extract", str(data), "--model", str(tiny_llama_dir), "--sae", str(sae_dir),
+            "--out", str(tmp_path / "out")]
+    if mutate == "missing_column":
+        args += ["--text-column", "body"]
+    elif mutate == "bad_json":
+        data.write_text('{"text": "fine"}\n{"text": broken\n')
+    elif mutate == "width_mismatch":
+        wide = make_random_sae(d_in=40, layer=1).save(tmp_path / "wide")
+        args[args.index(str(sae_dir))] = str(wide)
+    elif mutate == "missing_model":
+        args[args.index(str(tiny_llama_dir))] = str(tmp_path / "nope")
+    elif mutate == "bad_pooling":
+        args += ["--pool", "median"]
+        code = 2  # click's own usage error
+    got = main(args)
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert needle in err
