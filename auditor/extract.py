@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ import polars as pl
 from auditor import __version__
 from auditor.errors import ConfigError, RowError
 from auditor.io import Document, batched
+from auditor.outliers import CALIBRATION_METHOD
 from auditor.pooling import DocumentPooler, validate_poolings
 from auditor.store import FeatureStoreWriter
 
@@ -54,12 +55,9 @@ class ExtractConfig:
         document in ``<sae>.n_excluded``).
     outlier_factor
         A token is an outlier at a hook when its residual norm exceeds ``outlier_factor``
-        × the median content-token norm measured on the first ``calibration_docs``
-        documents of the input (unless ``outlier_threshold`` fixes it).
+        × the model's median content-token norm there (see :mod:`auditor.outliers`).
     outlier_threshold
         Absolute norm threshold, applied to every hook; overrides calibration.
-    calibration_docs
-        Documents used to calibrate the outlier threshold.
     save_tokens
         Also write per-token sparse codes (``tokens-*.parquet``) for explanation work.
     token_budget, max_batch_size, sae_chunk_size
@@ -73,7 +71,6 @@ class ExtractConfig:
     exclude_outliers: bool = True
     outlier_factor: float = 5.0
     outlier_threshold: float | None = None
-    calibration_docs: int = 64
     save_tokens: bool = False
     token_budget: int = 8192
     max_batch_size: int = 64
@@ -83,8 +80,8 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "poolings", validate_poolings(self.poolings))
-        positive = ("max_length", "shard_size", "calibration_docs", "token_budget",
-                    "max_batch_size", "sae_chunk_size")
+        positive = ("max_length", "shard_size", "token_budget", "max_batch_size",
+                    "sae_chunk_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -224,6 +221,7 @@ def extract_features(
         From the reader, for a bad row; shards already written stay valid.
     """
     from auditor.lm import HookPoint, TruncatedForward
+    from auditor.outliers import outlier_thresholds
     from auditor.sae import check_compatible
 
     config = config or ExtractConfig()
@@ -242,10 +240,11 @@ def extract_features(
     forward = TruncatedForward(lm, list(hooks))
 
     started = time.perf_counter()
-    shards = batched(documents, config.shard_size)
-    first = next(shards, [])
-    thresholds = _outlier_thresholds(first, lm=lm, forward=forward, config=config,
-                                     max_length=max_length)
+    thresholds = None
+    if config.exclude_outliers:
+        thresholds = outlier_thresholds(lm, forward, factor=config.outlier_factor,
+                                        max_length=max_length, fixed=config.outlier_threshold,
+                                        token_budget=config.token_budget)
     provenance = _provenance(lm=lm, saes=saes, config=config, max_length=max_length,
                              thresholds=thresholds, input_info=input_info)
     writer = FeatureStoreWriter(out, provenance=provenance, overwrite=overwrite)
@@ -255,7 +254,7 @@ def extract_features(
 
     bar = _progress_bar(total, enabled=progress)
     try:
-        for shard_index, docs in enumerate(_chain_first(first, shards)):
+        for shard_index, docs in enumerate(batched(documents, config.shard_size)):
             if writer.is_done(shard_index):
                 summary.shards_skipped += 1
                 summary.docs_skipped_done += len(docs)
@@ -300,12 +299,6 @@ class _ShardTables:
     tokens: pl.DataFrame | None
 
 
-def _chain_first(first: list[Document], rest: Iterator[list[Document]]) -> Iterator[list[Document]]:
-    if first:
-        yield first
-    yield from rest
-
-
 def _report(cb: ProgressCallback | None, summary: ExtractSummary, extra: Mapping[str, Any]) -> None:
     if cb is not None:
         cb({"docs": summary.docs + summary.docs_skipped_done, "tokens": summary.tokens,
@@ -324,39 +317,6 @@ def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int) -> 
     from auditor.lm import tokenize_windows
 
     return tokenize_windows([d.text for d in docs], lm.tokenizer, max_length=max_length)
-
-
-def _outlier_thresholds(
-    docs: Sequence[Document],
-    *,
-    lm: LoadedModel,
-    forward: TruncatedForward,
-    config: ExtractConfig,
-    max_length: int,
-) -> dict[str, float] | None:
-    """Per-hook norm thresholds for massive-activation tokens, or None if not excluding."""
-    if not config.exclude_outliers:
-        return None
-    if config.outlier_threshold is not None:
-        return {h.name: float(config.outlier_threshold) for h in forward.hooks}
-    import torch
-
-    from auditor.lm import collate, plan_batches
-
-    windows = _windows_for(docs[: config.calibration_docs], lm, max_length)
-    norms: dict[str, list[torch.Tensor]] = {h.name: [] for h in forward.hooks}
-    for batch in plan_batches([w.n_tokens for w in windows], token_budget=config.token_budget,
-                              max_batch_size=config.max_batch_size):
-        ids, attn, keep = collate([windows[i] for i in batch], pad_id=_pad_id(lm),
-                                  device=lm.device)
-        for hook, acts in forward(ids, attn).items():
-            norms[hook.name].append(acts[keep].float().norm(dim=-1).cpu())
-    out: dict[str, float] = {}
-    for name, parts in norms.items():
-        if not parts or sum(p.numel() for p in parts) == 0:
-            return None  # nothing to calibrate on (empty input): nothing to exclude either
-        out[name] = float(torch.cat(parts).median()) * config.outlier_factor
-    return out
 
 
 def _pad_id(lm: LoadedModel) -> int:
@@ -402,6 +362,8 @@ def _provenance(
         "exclude": {
             "special_tokens": True,
             "outliers": dict(thresholds) if thresholds is not None else None,
+            "outlier_method": (None if thresholds is None else "fixed"
+                               if config.outlier_threshold is not None else CALIBRATION_METHOD),
         },
         "extract": config.to_dict(include_runtime=False),
         "input": dict(input_info or {}),

@@ -163,12 +163,26 @@ def test_outlier_tokens_are_excluded_and_counted(lm, full_model, tmp_path: Path)
 
 
 def test_outlier_threshold_is_calibrated_and_recorded(lm, tmp_path: Path) -> None:
+    from auditor.lm import HookPoint, TruncatedForward, collate, tokenize_windows
+    from auditor.outliers import calibration_texts
+
     sae = make_random_sae(layer=1)
     extract_features(_docs(), lm=lm, saes={"l1": sae}, out=tmp_path / "s",
                      config=ExtractConfig(outlier_factor=1.05, max_length=32))
     meta = read_metadata(tmp_path / "s")
     thr = meta["exclude"]["outliers"]["layer1.resid_post"]
-    assert thr > 0
+    # the threshold is factor x the median content-token norm on the calibration text
+    windows = tokenize_windows(calibration_texts(), lm.tokenizer, max_length=32)
+    norms = []
+    for w in windows:
+        ids, attn, keep = collate([w], pad_id=0, device=lm.device)
+        acts = TruncatedForward(lm, [HookPoint(1)])(ids, attn)[HookPoint(1)]
+        norms.append(acts[keep].norm(dim=-1))
+    assert thr == pytest.approx(1.05 * float(torch.cat(norms).median()), rel=1e-5)
+    # the median is cached per (model, window length): a second store agrees exactly
+    extract_features(_docs()[:2], lm=lm, saes={"l1": sae}, out=tmp_path / "t",
+                     config=ExtractConfig(outlier_factor=1.05, max_length=32))
+    assert read_metadata(tmp_path / "t")["exclude"]["outliers"]["layer1.resid_post"] == thr
     # a factor just above 1 x median norm must exclude a good share of tokens
     frame = scan_features(tmp_path / "s").collect()
     assert 0 < frame["l1.n_excluded"].sum() < frame["n_tokens"].sum()
