@@ -374,7 +374,7 @@ def _open_binary(src: Path) -> IO[bytes]:
     except OSError as e:
         raise InputFileError(f"cannot open file: {e.strerror or e}", path=src) from e
     if magic == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=f, mode="rb")  # closing it does not close f
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]  # closing it does not close f
     return f
 
 

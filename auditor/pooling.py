@@ -195,13 +195,14 @@ class DocumentPooler:
             bounds = np.searchsorted(docs_sel, wanted, side="left"), np.searchsorted(
                 docs_sel, wanted, side="right")
         else:
-            keys = sums = maxs = counts = None  # type: ignore[assignment]
+            keys = np.zeros(0, dtype=np.int64)
+            sums, maxs, counts = np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.int64)
             bounds = (np.zeros(len(wanted), dtype=np.int64),) * 2
         for i, d in enumerate(wanted.tolist()):
             n_pooled = self._n_pooled.pop(d, 0)
             last = self._last.pop(d, None)
             lo, hi = int(bounds[0][i]), int(bounds[1][i])
-            if keys is None or hi == lo:
+            if hi == lo:
                 empty = np.zeros(0, dtype=np.float32)
                 out[d] = PooledDocument(np.zeros(0, dtype=np.uint32),
                                         {p: empty.copy() for p in self.poolings}, n_pooled)

@@ -15,7 +15,7 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -157,7 +157,7 @@ def _config(
     pad_id: int,
 ) -> PretrainedConfig:
     n_heads = 4 if d_model % 4 == 0 else 2
-    common = {
+    common: dict[str, Any] = {
         "vocab_size": vocab_size,
         "hidden_size": d_model,
         "intermediate_size": 64,

@@ -182,7 +182,7 @@ class SAEConfig:
     def _check_input_scale(self) -> None:
         if self.normalize_activations == "constant":
             scale = self.input_scale
-            if not _is_real(scale) or not math.isfinite(scale) or scale <= 0:
+            if scale is None or not _is_real(scale) or not math.isfinite(scale) or scale <= 0:
                 raise ConfigError(
                     f"normalize_activations='constant' needs a finite positive input_scale, "
                     f"got {scale!r}",

@@ -431,7 +431,7 @@ def _saelens_normalization(cfg: Mapping[str, Any], cfg_path: Path) -> tuple[str,
 def _saelens_hook(
     cfg: Mapping[str, Any], cfg_path: Path, layer: int | None
 ) -> tuple[int | None, str]:
-    meta = cfg.get("meta") if isinstance(cfg.get("meta"), Mapping) else {}
+    meta: Mapping[str, Any] = cfg["meta"] if isinstance(cfg.get("meta"), Mapping) else {}
     hook_name = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
     if hook_name is None:
         found = meta.get("hook_layer", cfg.get("hook_layer", cfg.get("hook_point_layer")))
@@ -476,7 +476,7 @@ def _load_saelens(path: Path, *, k: int | None, layer: int | None) -> _Loaded:
             tensors["W_dec"] = tensors["W_dec"] * scale[:, None].to(tensors["W_dec"].dtype)
     normalization, input_scale = _saelens_normalization(cfg, cfg_path)
     hook_layer, hook_point = _saelens_hook(cfg, cfg_path, layer)
-    meta = cfg.get("meta") if isinstance(cfg.get("meta"), Mapping) else {}
+    meta: Mapping[str, Any] = cfg["meta"] if isinstance(cfg.get("meta"), Mapping) else {}
     model_name = meta.get("model_name") or cfg.get("model_name")
     cfg_obj = _make_cfg(
         cfg_path,

@@ -176,7 +176,9 @@ class SAE(torch.nn.Module):
         dict of str to torch.Tensor
             ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec`` and, for JumpReLU, ``threshold``.
         """
-        out = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        out: dict[str, torch.Tensor] = {
+            "W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec,
+        }
         if self.cfg.activation == "jumprelu":
             out["threshold"] = self.threshold
         return out
@@ -204,6 +206,7 @@ class SAE(torch.nn.Module):
             x = x - mu
             x = x / (x.std(dim=-1, keepdim=True) + LAYER_NORM_EPS)
         elif cfg.normalize_activations == "constant":
+            assert cfg.input_scale is not None  # SAEConfig validates it for "constant"
             x = x * cfg.input_scale
         if cfg.apply_b_dec_to_input:
             x = x - self.b_dec
@@ -327,6 +330,7 @@ class SAE(torch.nn.Module):
             z = z / self._decoder_norms()
         out = z @ self.W_dec + self.b_dec
         if self.cfg.normalize_activations == "constant":
+            assert self.cfg.input_scale is not None
             out = out / self.cfg.input_scale
         return out
 
