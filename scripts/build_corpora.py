@@ -1,0 +1,210 @@
+"""Build the SAE training corpus: a shuffled genre mix of real text from package registries.
+
+Writes ``<out>/sae-corpus.jsonl`` (one ``{"id", "text", "source", "label"}`` per line) and
+``<out>/sae-corpus.card.json`` (per-source counts, characters, versions, licences).
+
+Only TRAIN splits are used, so probes evaluated on the TEST splits (newsgroups, reuters,
+the 20 % hash hold-out of spamassassin, …) never see text the SAE was trained on. Long
+documents are cut into chunks of at most ``--max-chars`` at paragraph boundaries, chunks
+shorter than ``--min-chars`` are dropped, and each source is capped at ``--cap`` chunks,
+drawn round-robin across its labels so no genre or class dominates.
+
+Usage::
+
+    python scripts/build_corpora.py [--out data] [--cap 2500] [--seed 0]
+
+The archives are downloaded into the cache (``$AUDITOR_DATA_CACHE`` or
+``~/.cache/auditor/data``) on first use; the output folder is not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from auditor.corpora import SOURCES, chunk_text, load
+from auditor.corpora.sources import archive_versions
+
+__all__ = ["SAE_SOURCES", "build", "main", "sample_balanced"]
+
+#: Sources mixed into the SAE corpus (insults is probe-only).
+SAE_SOURCES: tuple[str, ...] = (
+    "brown", "newsgroups", "reuters", "spamassassin", "debian_docs", "fortunes",
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sample_balanced(
+    docs: Sequence[dict[str, str]], *, cap: int, rng: random.Random
+) -> list[dict[str, str]]:
+    """Take up to ``cap`` documents, round-robin across labels, each label shuffled.
+
+    Parameters
+    ----------
+    docs
+        Candidate documents (each with an optional ``"label"``).
+    cap
+        Most documents to return.
+    rng
+        Source of randomness (seeded by the caller).
+
+    Returns
+    -------
+    list of dict
+        The chosen documents, in round-robin order.
+    """
+    by_label: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
+    for doc in docs:
+        by_label[doc.get("label", "")].append(doc)
+    queues = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        queues.append(group)
+    out: list[dict[str, str]] = []
+    depth = 0
+    while len(out) < cap and queues:
+        queues = [q for q in queues if depth < len(q)]
+        for q in queues:
+            if len(out) >= cap:
+                break
+            out.append(q[depth])
+        depth += 1
+    return out
+
+
+def _chunks(
+    docs: Iterable[dict[str, str]], *, max_chars: int, min_chars: int
+) -> list[dict[str, str]]:
+    out = []
+    for doc in docs:
+        pieces = chunk_text(doc["text"], max_chars=max_chars)
+        for k, piece in enumerate(pieces):
+            if len(piece) < min_chars:
+                continue
+            rec = {"id": doc["id"] if len(pieces) == 1 else f"{doc['id']}#{k}",
+                   "text": piece, "source": doc["source"]}
+            if "label" in doc:
+                rec["label"] = doc["label"]
+            out.append(rec)
+    return out
+
+
+def build(
+    out_dir: Path,
+    *,
+    sources: Sequence[str] = SAE_SOURCES,
+    cap: int = 2500,
+    max_chars: int = 1500,
+    min_chars: int = 20,
+    seed: int = 0,
+    cache: Path | None = None,
+) -> dict[str, Any]:
+    """Build the corpus and its card into ``out_dir``; return the card.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    sources
+        Source names to mix; their ``"train"`` split only.
+    cap
+        Most chunks per source.
+    max_chars, min_chars
+        Longest chunk; shortest chunk kept.
+    seed
+        Seed of the sampling and the final shuffle.
+    cache
+        Archive cache folder; the default cache when ``None``.
+
+    Returns
+    -------
+    dict
+        The card written to ``sae-corpus.card.json``.
+    """
+    rng = random.Random(seed)
+    mixed: list[dict[str, str]] = []
+    per_source: dict[str, Any] = {}
+    for name in sources:
+        started = time.monotonic()
+        src = SOURCES[name]
+        archives = src.archives(cache)
+        train_docs = [d for d in load(name, split="train", cache=cache)]
+        chunks = _chunks(train_docs, max_chars=max_chars, min_chars=min_chars)
+        chosen = sample_balanced(chunks, cap=cap, rng=rng)
+        mixed.extend(chosen)
+        versions = archive_versions(src, archives)
+        per_source[name] = {
+            "registry": src.registry,
+            "packages": list(src.packages),
+            "versions": versions,
+            "archives": [a.name for a in archives],
+            "licence": src.licence,
+            "description": src.description,
+            "train_documents": len(train_docs),
+            "train_chunks": len(chunks),
+            "documents": len(chosen),
+            "chars": sum(len(d["text"]) for d in chosen),
+            "labels": dict(sorted(collections.Counter(d.get("label", "") for d in chosen)
+                                  .items())),
+        }
+        print(f"{name:13s} train docs {len(train_docs):6d}  chunks {len(chunks):6d}  "
+              f"kept {len(chosen):5d}  ({time.monotonic() - started:.1f} s)", file=sys.stderr)
+    rng.shuffle(mixed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "sae-corpus.jsonl"
+    tmp = corpus.with_name(corpus.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for doc in mixed:
+            fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    os.replace(tmp, corpus)
+    card = {
+        "corpus": corpus.name,
+        "documents": len(mixed),
+        "chars": sum(len(d["text"]) for d in mixed),
+        "split": "train",
+        "cap_per_source": cap,
+        "max_chars": max_chars,
+        "min_chars": min_chars,
+        "seed": seed,
+        "sampling": "per source: train split, chunked at paragraph boundaries, round-robin "
+                    "across labels up to the cap; then one global shuffle",
+        "sources": per_source,
+    }
+    card_path = out_dir / "sae-corpus.card.json"
+    tmp_card = card_path.with_name(card_path.name + ".tmp")
+    tmp_card.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp_card, card_path)
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "data")
+    parser.add_argument("--cap", type=int, default=2500)
+    parser.add_argument("--max-chars", type=int, default=1500)
+    parser.add_argument("--min-chars", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--sources", nargs="+", default=list(SAE_SOURCES),
+                        choices=sorted(SOURCES))
+    args = parser.parse_args(argv)
+    card = build(args.out, sources=args.sources, cap=args.cap, max_chars=args.max_chars,
+                 min_chars=args.min_chars, seed=args.seed, cache=args.cache)
+    print(f"wrote {card['documents']} documents ({card['chars']:,} chars) to "
+          f"{args.out / 'sae-corpus.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
