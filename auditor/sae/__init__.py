@@ -1,4 +1,4 @@
-"""Sparse autoencoders: one canonical module, loaders for the public formats.
+"""Sparse autoencoders: one canonical module, loaders for the public formats, training.
 
 Examples
 --------
@@ -9,17 +9,36 @@ Examples
 torch.Size([3, 4])
 """
 
+from auditor.sae.activations import (
+    ActivationCache,
+    ActivationCacheWriter,
+    collect_activations,
+    open_cache,
+)
 from auditor.sae.config import SAEConfig
+from auditor.sae.evaluate import CEMetrics, SAEMetrics, delta_ce, evaluate_sae
 from auditor.sae.formats import FORMATS, convert_sae, detect_format, load_sae
 from auditor.sae.model import SAE, SparseCodes, check_compatible
+from auditor.sae.train import TrainConfig, TrainResult, train_sae
 
 __all__ = [
     "FORMATS",
     "SAE",
+    "ActivationCache",
+    "ActivationCacheWriter",
+    "CEMetrics",
     "SAEConfig",
+    "SAEMetrics",
     "SparseCodes",
+    "TrainConfig",
+    "TrainResult",
     "check_compatible",
+    "collect_activations",
     "convert_sae",
+    "delta_ce",
     "detect_format",
+    "evaluate_sae",
     "load_sae",
+    "open_cache",
+    "train_sae",
 ]

@@ -1,0 +1,225 @@
+"""Tests for auditor.sae.train: the TopK SAE trainer on small synthetic activation caches."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from auditor.errors import ConfigError
+from auditor.sae import SAE, SAEConfig, load_sae
+from auditor.sae.activations import ActivationCache, ActivationCacheWriter, open_cache
+from auditor.sae.train import TRAINING_FILENAME, TrainConfig, geometric_median, train_sae
+
+D = 16
+HOOK = "layer0.resid_post"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _synthetic(n: int = 4000, seed: int = 0) -> torch.Tensor:
+    """Sparse combinations of 64 random directions (what an SAE can learn)."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(64, D, generator=g)
+    codes = (torch.rand(n, 64, generator=g) < 0.05).float() * torch.rand(n, 64, generator=g) * 3
+    return codes @ dirs + 0.5
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> ActivationCache:
+    x = _synthetic()
+    n = x.shape[0]
+    writer = ActivationCacheWriter(tmp_path_factory.mktemp("cache"), hooks=[HOOK], d_model=D,
+                                   shard_tokens=1500)
+    writer.add(HOOK, x, pos=torch.arange(n) % 40, doc=torch.arange(n) // 40)
+    return open_cache(writer.close())
+
+
+def _config(**kw: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(layer=0, d_sae=32, k=4, batch_size=64, n_tokens=64 * 60,
+                                warmup_steps=5, lr=3e-3, log_every=5, checkpoint_every=0,
+                                heldout_fraction=0.1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------- config
+def test_config_round_trip_and_defaults() -> None:
+    cfg = _config(auxk_k=8, dead_tokens=1000, checkpoint_every=7)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.hook == HOOK and cfg.steps == 60
+    default = TrainConfig(layer=2, d_sae=2**16, k=64)
+    assert default.learning_rate == pytest.approx(1e-4)
+    assert default.resolved_dead_tokens == 500_000
+    assert default.resolved_auxk_k(640) == 256 and default.resolved_auxk_k(64) == 32
+    assert "checkpoint_every" not in cfg.to_dict(include_runtime=False)
+
+
+@pytest.mark.parametrize("bad", [
+    {"k": 33}, {"k": 0}, {"d_sae": -1}, {"lr": -1.0}, {"decay_start": 1.5},
+    {"auxk_alpha": -0.1}, {"n_tokens": 10}, {"point": "mlp_out"}, {"b_dec_init": "median"},
+    {"heldout_fraction": 1.0}, {"batch_size": True}, {"dead_tokens": 0},
+])
+def test_config_validation(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        _config(**bad)
+
+
+def test_config_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match="unknown"):
+        TrainConfig.from_dict({**_config().to_dict(), "momentum": 0.9})
+    with pytest.raises(ConfigError, match="missing"):
+        TrainConfig.from_dict({"layer": 0, "k": 4})
+
+
+def test_lr_schedule() -> None:
+    cfg = _config(n_tokens=64 * 100, warmup_steps=10, decay_start=0.8, lr=1.0)
+    assert cfg.lr_at(0) == pytest.approx(0.1)
+    assert cfg.lr_at(9) == pytest.approx(1.0)
+    assert cfg.lr_at(50) == pytest.approx(1.0)
+    assert cfg.lr_at(90) == pytest.approx(0.5)
+    assert cfg.lr_at(99) == pytest.approx(0.05)
+
+
+def test_geometric_median_resists_outliers() -> None:
+    points = torch.cat([torch.zeros(9, 2), torch.tensor([[1000.0, 1000.0]])])
+    assert float(geometric_median(points).norm()) < 1e-3
+
+
+# --------------------------------------------------------------------------- training
+def test_training_reduces_loss_and_saves(cache: ActivationCache, tmp_path: Path) -> None:
+    result = train_sae(cache, config=_config(), out=tmp_path / "sae")
+    fvus = [h["fvu"] for h in result.history]
+    assert len(result.history) == 12
+    assert fvus[-1] < 0.6 * fvus[0]
+    assert result.fvu == pytest.approx(fvus[-1])
+    sae = result.sae
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(32), rtol=0, atol=1e-5)
+    cfg = sae.cfg
+    assert (cfg.activation, cfg.k, cfg.hook_layer, cfg.hook_point) == ("topk", 4, 0, "resid_post")
+    assert cfg.apply_b_dec_to_input and cfg.relu_before_topk
+    assert cfg.normalize_activations == "constant"
+    mean_norm = cache.mean_norm(HOOK, split="train", heldout_fraction=0.1)
+    assert cfg.input_scale == pytest.approx(math.sqrt(D) / mean_norm, rel=1e-6)
+    # The saved SAE reloads and encodes exactly like the returned one.
+    loaded = load_sae(tmp_path / "sae")
+    x = cache.tensors(HOOK, split="heldout", heldout_fraction=0.1)["acts"]
+    assert torch.equal(loaded.encode(x), sae.encode(x))
+    assert torch.equal(loaded(x), sae(x))
+    assert loaded.sha256 == sae.sha256
+    assert (tmp_path / "sae" / TRAINING_FILENAME).is_file()
+    # The trained SAE reconstructs held-out data in the original (unscaled) space.
+    fvu = float((loaded(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert fvu < 0.6
+
+
+def test_encode_matches_training_forward(cache: ActivationCache, tmp_path: Path) -> None:
+    """The SAE's encode conventions are the ones the trainer optimised."""
+    sae = train_sae(cache, config=_config(n_tokens=64 * 10), out=tmp_path / "s").sae
+    x = cache.tensors(HOOK)["acts"][:200]
+    s = sae.cfg.input_scale
+    assert s is not None
+    pre = torch.relu((x * s - sae.b_dec) @ sae.W_enc + sae.b_enc)
+    vals, idx = pre.topk(4, dim=-1)
+    z = torch.zeros_like(pre).scatter_(1, idx, vals)
+    torch.testing.assert_close(sae.encode(x), z, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sae(x), (z @ sae.W_dec + sae.b_dec) / s, rtol=1e-5, atol=1e-5)
+
+
+def _init_with_dead_latent(scale: float) -> SAE:
+    sae = SAE(SAEConfig(d_in=D, d_sae=32, activation="topk", k=4, apply_b_dec_to_input=True,
+                        relu_before_topk=True, normalize_activations="constant",
+                        input_scale=scale))
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(32, D, generator=g)
+    w /= w.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        sae.W_dec.copy_(w)
+        sae.W_enc.copy_(w.T)
+        sae.W_enc[:, 0] *= 0.01  # latent 0 never makes the top k: dead from the start
+    return sae
+
+
+@pytest.mark.parametrize("alpha", [1 / 32, 0.0])
+def test_auxk_revives_dead_latent(cache: ActivationCache, tmp_path: Path, alpha: float) -> None:
+    x = cache.tensors(HOOK)["acts"]
+    scale = math.sqrt(D) / cache.mean_norm(HOOK)
+    init = _init_with_dead_latent(scale)
+    assert int((init.encode(x)[:, 0] > 0).sum()) == 0
+    cfg = _config(n_tokens=64 * 150, warmup_steps=0, dead_tokens=256, auxk_alpha=alpha,
+                  heldout_fraction=0.0, log_every=50)
+    result = train_sae(cache, config=cfg, out=tmp_path / "sae", init=init)
+    fires = int((result.sae.encode(x)[:, 0] > 0).sum())
+    if alpha > 0:
+        assert fires > 50
+        assert any(h["auxk_loss"] > 0 for h in result.history[:1])
+    else:
+        assert fires == 0
+        assert torch.equal(result.sae.W_enc[:, 0], init.W_enc[:, 0])
+        assert result.dead_frac == pytest.approx(1 / 32)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(cache: ActivationCache, tmp_path: Path,
+                                     one_thread: None) -> None:
+    cfg = _config(n_tokens=64 * 40, checkpoint_every=10, keep_checkpoints=2, dead_tokens=128)
+    full = train_sae(cache, config=cfg, out=tmp_path / "full")
+    assert full.resumed_from is None
+
+    def stop_at_25(record: Mapping[str, Any]) -> None:
+        if record["step"] == 25:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_sae(cache, config=cfg, out=tmp_path / "part", on_step=stop_at_25)
+    ckpts = sorted(p.name for p in (tmp_path / "part" / "checkpoints").iterdir())
+    assert ckpts == ["step-10", "step-20"]  # keep_checkpoints=2 pruned nothing yet
+    files = {p.suffix for p in (tmp_path / "part" / "checkpoints" / "step-20").iterdir()}
+    assert files == {".json", ".safetensors"}  # nothing pickled
+    resumed = train_sae(cache, config=cfg, out=tmp_path / "part")
+    assert resumed.resumed_from == 20
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(resumed.sae, name), getattr(full.sae, name)), name
+    assert resumed.history == full.history
+    # A checkpoint made with other settings is refused.
+    with pytest.raises(ConfigError, match="other settings"):
+        train_sae(cache, config=_config(n_tokens=64 * 40, checkpoint_every=10, lr=1e-3),
+                  out=tmp_path / "part")
+    # resume=False starts over and gives the same result.
+    again = train_sae(cache, config=cfg, out=tmp_path / "part", resume=False)
+    assert torch.equal(again.sae.W_enc, full.sae.W_enc)
+
+
+def test_decoder_gradient_parallel_component_removed(cache: ActivationCache) -> None:
+    from auditor.sae.train import _Trainer
+
+    trainer = _Trainer(d_in=D, config=_config())
+    x = cache.tensors(HOOK)["acts"][:64]
+    trainer.initialise(x)
+    seen: list[torch.Tensor] = []
+    adam = trainer._adam
+
+    def spy(lr: float) -> None:
+        w, grad = trainer.params["W_dec"], trainer.params["W_dec"].grad
+        assert grad is not None
+        seen.append((grad * w).sum(dim=1))
+        adam(lr)
+
+    trainer._adam = spy  # type: ignore[method-assign]
+    trainer.step(x, lr=1e-3)
+    assert seen and float(seen[0].abs().max()) < 1e-6
+    grad = trainer.params["W_dec"].grad
+    assert grad is not None and float(grad.abs().max()) > 1e-4  # a real gradient was there
