@@ -57,11 +57,11 @@ def cli() -> None:
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Feature store directory to write (resumed if it exists).")
-@click.option("--model", "model", required=True,
-              help="Local Hugging Face model directory.")
-@click.option("--sae", "sae_paths", multiple=True, required=True,
+@click.option("--model", "model", default=None,
+              help="Local Hugging Face model directory (default: the embedded Gemma 3 270M).")
+@click.option("--sae", "sae_paths", multiple=True,
               help="SAE file or directory (any supported format); repeat for several, "
-                   "optionally named as NAME=PATH.")
+                   "optionally named as NAME=PATH (default: the shipped SAE).")
 @click.option("--layer", type=int, default=None,
               help="Decoder layer the SAE reads, when its files do not say.")
 @click.option("--sae-format", default=None, help="Force an SAE format instead of detecting it.")
@@ -98,7 +98,7 @@ def cli() -> None:
 def extract(
     input_path: Path,
     out: Path,
-    model: str,
+    model: str | None,
     sae_paths: tuple[str, ...],
     layer: int | None,
     sae_format: str | None,
@@ -152,6 +152,35 @@ def extract(
     click.echo(f"  size        {summary.bytes_written / 1e6:,.2f} MB")
     for err in bad:
         click.echo(f"  skipped: {err}", err=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@cli.group()
+def models() -> None:
+    """The embedded default model and the shipped artifacts."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def models_list(as_json: bool) -> None:
+    """Show what is installed, with sizes and hashes."""
+    from auditor.defaults import list_models
+
+    records = list_models()
+    if as_json:
+        click.echo(json.dumps(records, indent=2, default=str))
+        return
+    for r in records:
+        size = f"{r['size'] / 1e6:,.1f} MB" if r.get("size") else "-"
+        sha = r.get("sha256") or r.get("source_sha256") or ""
+        detail = r.get("status") or r.get("error") or (
+            f"{r.get('format')}, d_sae {r.get('d_sae')}, layer {r.get('layer')}"
+            if r["kind"] == "sae" else "")
+        click.echo(f"{r['kind']:<10} {r.get('name', ''):<32} {size:>11}  {sha[:16]:<16}  "
+                   f"{detail}")
+        click.echo(f"{'':<10} {r['path']}")
 
 
 # ----------------------------------------------------------------------------- sae

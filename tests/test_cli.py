@@ -106,3 +106,30 @@ def test_exit_codes_and_messages(mutate: str, code: int, needle: str, tiny_llama
     err = capsys.readouterr().err
     assert got == code, err
     assert needle in err
+
+
+def test_defaults_are_refused_clearly(tiny_llama_dir: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # a custom model needs an explicit SAE: the shipped one is trained for the default model
+    assert main(["extract", str(SAMPLE), "--model", str(tiny_llama_dir),
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "--sae is required with --model" in capsys.readouterr().err
+    # no default SAE installed → a clear message, before any model is loaded
+    monkeypatch.setenv("AUDITOR_MODELS_DIR", str(tmp_path / "no-models"))
+    assert main(["extract", str(SAMPLE), "--out", str(tmp_path / "b")]) == 2
+    assert "default SAE is not installed" in capsys.readouterr().err
+
+
+def test_models_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "models"
+    make_random_sae(d_in=32, d_sae=64, layer=1).save(root / "sae" / "tiny")
+    monkeypatch.setenv("AUDITOR_MODELS_DIR", str(root))
+    assert main(["models", "list", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    sae = [r for r in records if r["kind"] == "sae"]
+    assert len(sae) == 1 and sae[0]["d_sae"] == 64 and len(sae[0]["sha256"]) == 64
+    assert any(r["kind"] == "gguf" for r in records)
+    assert main(["models", "list"]) == 0
+    assert "sae" in capsys.readouterr().out

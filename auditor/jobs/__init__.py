@@ -3,6 +3,6 @@
 The CLI, the Celery workers and the HTTP API all call these.
 """
 
-from auditor.jobs.extract import run_extract
+from auditor.jobs.extract import resolve_defaults, run_extract
 
-__all__ = ["run_extract"]
+__all__ = ["resolve_defaults", "run_extract"]

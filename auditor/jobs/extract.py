@@ -15,8 +15,8 @@ def run_extract(
     input_path: str | Path,
     *,
     out: str | Path,
-    model: str | Path,
-    saes: Sequence[str],
+    model: str | Path | None = None,
+    saes: Sequence[str] = (),
     layer: int | None = None,
     sae_format: str | None = None,
     k: int | None = None,
@@ -41,9 +41,11 @@ def run_extract(
     out
         Store directory; resumed when it holds a store with the same provenance.
     model
-        Local Hugging Face model directory.
+        Local Hugging Face model directory; ``None`` uses the embedded default
+        (:func:`auditor.defaults.default_model_dir`, converted once on first use).
     saes
-        SAE paths in any supported format, each optionally ``NAME=PATH``.
+        SAE paths in any supported format, each optionally ``NAME=PATH``; empty uses the
+        shipped default SAE (only together with the default model).
     layer, sae_format, k
         Passed to :func:`auditor.sae.load_sae` for SAEs whose files do not say.
     config
@@ -67,6 +69,7 @@ def run_extract(
     from auditor.lm import load_model
     from auditor.sae import load_sae
 
+    model, saes = resolve_defaults(model, saes, progress=progress)
     named = [_split_name(s) for s in saes]
     lm = load_model(model, device=device, dtype=dtype)
     loaded = [load_sae(path, format=sae_format, k=k, layer=layer, device=lm.device)
@@ -86,6 +89,32 @@ def run_extract(
         on_progress=on_progress, bad_rows=bad,
     )
     return summary, bad
+
+
+def resolve_defaults(
+    model: str | Path | None, saes: Sequence[str], *, progress: bool = True
+) -> tuple[str | Path, list[str]]:
+    """Fill in the embedded default model and SAE where none is given.
+
+    Raises
+    ------
+    ConfigError
+        SAEs were left to default for a model that is not the default one, or no default
+        SAE is installed.
+    """
+    from auditor import defaults
+
+    if saes:
+        return (model if model is not None else defaults.default_model_dir(progress=progress),
+                list(saes))
+    if model is not None:
+        raise ConfigError("--sae is required with --model (the default SAE is trained for the "
+                          f"default model, {defaults.DEFAULT_MODEL_NAME})", field="sae")
+    sae = defaults.default_sae_path()
+    if sae is None:
+        raise ConfigError(f"the default SAE is not installed (expected under "
+                          f"{defaults.models_dir() / 'sae'}); pass --sae", field="sae")
+    return defaults.default_model_dir(progress=progress), [str(sae)]
 
 
 def _split_name(spec: str) -> tuple[str | None, str]:
