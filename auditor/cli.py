@@ -222,6 +222,76 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
     click.echo(json.dumps(info, indent=2))
 
 
+@sae.command("train")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Run directory: the SAE, training.json, checkpoints (resumed if present).")
+@click.option("--layer", type=int, required=True, help="Decoder layer whose output it reads.")
+@click.option("--width", "d_sae", type=int, required=True, help="Number of latents.")
+@click.option("--k", type=int, required=True, help="Active latents per token (TopK).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Activation cache to train on (see --corpus).")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Texts to collect activations from (cached in OUT/activations).")
+@click.option("--model", default=None, help="Model directory (default: the embedded model).")
+@click.option("--tokens", "n_tokens", type=int, default=10_000_000, show_default=True,
+              help="Training tokens (epochs over the cache included).")
+@click.option("--collect-tokens", type=int, default=None,
+              help="Stop collecting from --corpus after this many tokens.")
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--batch-size", type=int, default=4096, show_default=True,
+              help="Tokens per step.")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: by width).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume/--restart", default=True, show_default=True)
+@click.option("--device", default=None)
+@click.option("--progress/--no-progress", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
+              corpus: Path | None, model: str | None, n_tokens: int,
+              collect_tokens: int | None, max_length: int, batch_size: int, lr: float | None,
+              seed: int, resume: bool, device: str | None, progress: bool | None,
+              as_json: bool) -> None:
+    """Train a TopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
+    from auditor.jobs.sae import run_sae_train
+
+    result = run_sae_train(
+        out=out, layer=layer, d_sae=d_sae, k=k, cache=cache, corpus=corpus, model=model,
+        n_tokens=n_tokens, collect_tokens=collect_tokens, max_length=max_length,
+        batch_size=batch_size, lr=lr, seed=seed, resume=resume, device=device,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    if as_json:
+        click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},
+                              indent=2, default=str))
+        return
+    click.echo(f"wrote {out}: {result['tokens']:,} tokens in {result['steps']} steps, "
+               f"FVU {result['fvu']:.4f}, dead {result['dead_frac']:.2%}")
+
+
+@sae.command("eval")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--cache", type=click.Path(path_type=Path), required=True,
+              help="Activation cache with the SAE's hook (its held-out split is scored).")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None,
+              help="Texts for the next-token loss (ΔCE) comparison.")
+@click.option("--model", default=None, help="Model for ΔCE (default: the embedded model).")
+@click.option("--ce-docs", type=int, default=200, show_default=True)
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--layer", type=int, default=None)
+@click.option("--card/--no-card", default=True, show_default=True,
+              help="Write evaluation.json and CARD.md into the SAE directory.")
+def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce_docs: int,
+             max_length: int, layer: int | None, card: bool) -> None:
+    """FVU, L0, dead/dense latents, density and ΔCE of an SAE; written into its card."""
+    from auditor.jobs.sae import run_sae_eval, write_card
+
+    record = run_sae_eval(path, cache=cache, layer=layer, corpus=corpus, model=model,
+                          ce_docs=ce_docs, max_length=max_length, write=card)
+    if card and path.is_dir():
+        write_card(path)
+    click.echo(json.dumps(record, indent=2, default=str))
+
+
 # ----------------------------------------------------------------------------- store
 
 

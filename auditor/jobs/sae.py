@@ -1,0 +1,269 @@
+"""SAE jobs: collect activations, train, evaluate, and write the SAE's card."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from auditor import __version__
+from auditor.errors import ConfigError
+
+__all__ = ["EVALUATION_FILENAME", "read_corpus_texts", "run_sae_eval", "run_sae_train",
+           "write_card"]
+
+EVALUATION_FILENAME = "evaluation.json"
+CARD_FILENAME = "CARD.md"
+
+
+def read_corpus_texts(path: str | Path, *, text_column: str = "text",
+                      limit: int | None = None) -> Iterator[str]:
+    """Texts of a corpus file in any input format :func:`auditor.io.read_documents` reads."""
+    from auditor.io import read_documents
+
+    for i, doc in enumerate(read_documents(path, text_column=text_column, skip_bad_rows=True)):
+        if limit is not None and i >= limit:
+            return
+        yield doc.text
+
+
+def run_sae_train(
+    *,
+    out: str | Path,
+    layer: int,
+    d_sae: int,
+    k: int,
+    cache: str | Path | None = None,
+    corpus: str | Path | None = None,
+    model: str | Path | None = None,
+    n_tokens: int = 10_000_000,
+    collect_tokens: int | None = None,
+    max_length: int = 512,
+    batch_size: int = 4096,
+    lr: float | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train a TopK SAE on a hook's activations; collect them first if no cache is given.
+
+    Parameters
+    ----------
+    out
+        Run directory: the trained SAE (auditor format), ``training.json``, checkpoints.
+    layer
+        Decoder layer whose output (``resid_post``) the SAE reads.
+    d_sae, k
+        Width and number of active latents.
+    cache
+        An activation cache (:func:`auditor.sae.collect_activations`) to train on.
+    corpus
+        A text file (JSONL/Parquet/CSV/txt) to collect activations from when ``cache`` is
+        not given; they are cached in ``out/activations`` and reused on a rerun.
+    model
+        Model directory (default: the embedded default model).
+    n_tokens
+        Training tokens, epochs over the cache included.
+    collect_tokens
+        Cap on the tokens collected from ``corpus``.
+    max_length, batch_size, lr, seed, resume, device, progress
+        Collection window, training batch (tokens), learning rate (None: scaled by width),
+        seed, resume from the last checkpoint, device, progress bars.
+
+    Returns
+    -------
+    dict
+        The training result (``TrainResult.to_dict()``).
+    """
+    from auditor.lm import HookPoint, load_model
+    from auditor.sae import TrainConfig, collect_activations, open_cache, train_sae
+
+    if (cache is None) == (corpus is None):
+        raise ConfigError("give exactly one of --cache or --corpus", field="cache")
+    config = TrainConfig(layer=layer, d_sae=d_sae, k=k, n_tokens=n_tokens,
+                         batch_size=batch_size, lr=lr, seed=seed)
+    if cache is None:
+        assert corpus is not None
+        cache_dir = Path(out) / "activations"
+        try:
+            acts = open_cache(cache_dir)
+        except Exception:  # absent or unfinished: collect (again)
+            model_dir = _model_dir(model, progress=progress)
+            lm = load_model(model_dir, device=device)
+            acts = collect_activations(read_corpus_texts(corpus), lm=lm,
+                                       hooks=[HookPoint(layer)], out=cache_dir,
+                                       max_length=max_length, max_tokens=collect_tokens,
+                                       overwrite=True, progress=progress)
+    else:
+        acts = open_cache(cache)
+    result = train_sae(acts, config=config, out=out, resume=resume, progress=progress)
+    return dict(result.to_dict())
+
+
+def run_sae_eval(
+    sae_path: str | Path,
+    *,
+    cache: str | Path,
+    layer: int | None = None,
+    corpus: str | Path | None = None,
+    model: str | Path | None = None,
+    ce_docs: int = 200,
+    max_length: int = 512,
+    split: Literal["train", "heldout", "all"] = "heldout",
+    device: str | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluate an SAE on held-out cached activations and, with a corpus, by ΔCE.
+
+    Writes ``evaluation.json`` beside the SAE (when ``write``) and returns it.
+
+    Parameters
+    ----------
+    sae_path
+        The SAE (any supported format).
+    cache
+        Activation cache with the SAE's hook.
+    layer
+        Layer for SAEs whose files do not say.
+    corpus
+        Texts for the next-token loss comparison (the first ``ce_docs`` documents).
+    model
+        Model directory for ΔCE (default: the embedded default model).
+    ce_docs, max_length
+        How much text ΔCE uses.
+    split
+        Which cache split to score (``'heldout'`` by default: never trained on).
+    device
+        Device for ΔCE.
+    write
+        Save the result as ``evaluation.json`` in the SAE directory.
+    """
+    from auditor.lm import HookPoint
+    from auditor.sae import delta_ce, evaluate_sae, load_sae, open_cache
+
+    sae = load_sae(sae_path, layer=layer)
+    if sae.cfg.hook_layer is None:
+        raise ConfigError("the SAE does not say which layer it reads; pass --layer",
+                          path=sae_path)
+    hook = HookPoint(sae.cfg.hook_layer, sae.cfg.hook_point)
+    acts = open_cache(cache)
+    metrics = evaluate_sae(sae, acts, hook=hook, split=split)
+    record: dict[str, Any] = {
+        "auditor_version": __version__,
+        "sae_sha256": sae.sha256,
+        "cache": {"path": str(cache), "model": acts.manifest.get("model"), "split": split},
+        "metrics": metrics.to_dict(),
+    }
+    if corpus is not None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from auditor.lm import resolve_device_dtype
+
+        model_dir = _model_dir(model, progress=False)
+        dev, dtype = resolve_device_dtype(device, None)
+        full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        full = full.to(dev).eval()  # type: ignore[arg-type]
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        texts = list(read_corpus_texts(corpus, limit=ce_docs))
+        with torch.inference_mode():
+            ce = delta_ce(sae.to(dev), full, tokenizer, texts, hook=hook, max_length=max_length)
+        record["ce"] = {**ce.to_dict(), "corpus": str(corpus), "docs": len(texts)}
+    if write and Path(sae_path).is_dir():
+        _write_json(Path(sae_path) / EVALUATION_FILENAME, record)
+    return record
+
+
+def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
+    """Render ``CARD.md`` for an SAE directory from its config, training and evaluation.
+
+    ``extra`` adds sections: ``{"title": markdown}`` in order (e.g. the corpus recipe and
+    the layer comparison).
+    """
+    from auditor.sae import load_sae
+
+    root = Path(sae_dir)
+    sae = load_sae(root)
+    training = _read_json(root / "training.json")
+    evaluation = _read_json(root / EVALUATION_FILENAME)
+    weights = next((p for p in root.iterdir() if p.suffix == ".safetensors"), None)
+    lines = [f"# SAE card: {root.name}", ""]
+    cfg = sae.cfg
+    lines += [
+        "| | |", "|---|---|",
+        f"| architecture | {cfg.activation}, k = {cfg.k}, width {cfg.d_sae:,} "
+        f"({cfg.d_sae // cfg.d_in}× d_model {cfg.d_in}) |",
+        f"| hook | {cfg.hook_point} of decoder layer {cfg.hook_layer} |",
+        f"| model | {cfg.model_name} |",
+        f"| input scale | ×{cfg.input_scale} (mean norm → √d_model) |",
+        f"| weights | `{weights.name if weights else '?'}`, "
+        f"{(weights.stat().st_size / 1e6) if weights else 0:.1f} MB, sha256 `{sae.sha256}` |",
+        f"| auditor | {__version__} |",
+        "",
+    ]
+    if training:
+        cfg_t = training.get("config", {})
+        lines += ["## Training", "",
+                  f"- tokens: {training.get('tokens', 0):,} ({training.get('steps')} steps of "
+                  f"{cfg_t.get('batch_size')}), {training.get('seconds', 0) / 60:.1f} min",
+                  f"- final train FVU {training.get('fvu', float('nan')):.4f}, dead fraction "
+                  f"{training.get('dead_frac', float('nan')):.4f}",
+                  f"- config: `{json.dumps(cfg_t, sort_keys=True)}`", ""]
+    if evaluation:
+        m = evaluation["metrics"]
+        lines += ["## Evaluation (held-out documents)", "",
+                  "| metric | value |", "|---|---|",
+                  f"| FVU | {m['fvu']:.4f} |",
+                  f"| FVU without the top principal direction "
+                  f"(it carries {m['top_direction_variance']:.1%} of the variance) | "
+                  f"{m['fvu_without_top_direction']:.4f} |",
+                  f"| L0 | {m['l0']:.1f} |",
+                  f"| dead latents | {m['dead_frac']:.2%} |",
+                  f"| dense latents (> 10 % of tokens) | {m['dense_frac']:.2%} |",
+                  f"| tokens | {m['n_tokens']:,} |"]
+        ce = evaluation.get("ce")
+        if ce:
+            lines += [f"| CE clean / SAE / zero-ablated | {ce['ce_clean']:.4f} / "
+                      f"{ce['ce_sae']:.4f} / {ce['ce_zero']:.4f} |",
+                      f"| ΔCE | {ce['delta_ce']:.4f} |",
+                      f"| next-token loss recovered | {ce['loss_recovered']:.1%} |"]
+        lines += ["", "FVU by position in the document:", "",
+                  "| positions | tokens | FVU |", "|---|---|---|"]
+        for bucket, b in m.get("fvu_by_position", {}).items():
+            fvu = f"{b['fvu']:.4f}" if b["fvu"] == b["fvu"] else "–"
+            lines.append(f"| {bucket} | {b['n_tokens']:,} | {fvu} |")
+        hist = m.get("density_hist") or {}
+        lines += ["", "Feature density (latents per log10 firing-frequency bin):", "",
+                  "| log10 frequency from | latents |", "|---|---|"]
+        for edge, count in zip(hist.get("edges", []), hist.get("counts", []), strict=False):
+            lines.append(f"| {edge} | {count:,} |")
+        lines.append("")
+    for title, body in (extra or {}).items():
+        lines += [f"## {title}", "", str(body).rstrip(), ""]
+    path = root / CARD_FILENAME
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _model_dir(model: str | Path | None, *, progress: bool) -> str | Path:
+    if model is not None:
+        return model
+    from auditor.defaults import default_model_dir
+
+    return default_model_dir(progress=progress)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text("utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, record: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n", "utf-8")
+    os.replace(tmp, path)

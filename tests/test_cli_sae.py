@@ -1,0 +1,47 @@
+"""`auditor sae train` / `auditor sae eval` end to end on a tiny model and corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from auditor.cli import main
+from auditor.sae import load_sae
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
+
+
+def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = ["sae", "train", "--out", str(run), "--layer", "2", "--width", "128", "--k", "8",
+            "--corpus", str(SAMPLE), "--model", str(tiny_llama_dir), "--tokens", "20000",
+            "--batch-size", "512", "--max-length", "64", "--json"]
+    assert main(args) == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"] > 20000 - 512 and result["fvu"] < 1.0  # whole steps of 512
+    sae = load_sae(run)
+    assert (sae.cfg.hook_layer, sae.cfg.d_sae, sae.cfg.k) == (2, 128, 8)
+    assert sae.cfg.normalize_activations == "constant" and sae.cfg.input_scale
+
+    # the activation cache is reused: a second run resumes and collects nothing new
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == result["tokens"]
+
+    assert main(["sae", "eval", str(run), "--cache", str(run / "activations"),
+                 "--corpus", str(SAMPLE), "--model", str(tiny_llama_dir), "--ce-docs", "8",
+                 "--max-length", "64"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert 0 <= record["metrics"]["fvu"] < 1.5 and record["metrics"]["l0"] <= 8
+    assert record["ce"]["docs"] == 8 and record["ce"]["ce_clean"] > 0
+    card = (run / "CARD.md").read_text()
+    assert "FVU" in card and "ΔCE" in card and sae.sha256 in card
+    assert json.loads((run / "evaluation.json").read_text())["sae_sha256"] == sae.sha256
+
+
+def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sae", "train", "--out", str(tmp_path), "--layer", "1", "--width", "64",
+                 "--k", "4"]) == 2
+    assert "exactly one of --cache or --corpus" in capsys.readouterr().err
