@@ -1,0 +1,105 @@
+"""Shared helpers of the probes: input checks, class weights, sparse column selection.
+
+Nothing here densifies a feature matrix: SAE feature matrices are ``[n_docs, d_sae]`` CSR
+with ``d_sae`` up to millions of columns and a few dozen non-zeros per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.class_weight import compute_sample_weight
+
+__all__ = [
+    "binarize_positive",
+    "check_binary",
+    "document_frequency",
+    "sample_weights",
+    "select_columns",
+    "signed_log1p",
+    "to_float",
+]
+
+def to_float(X: Any) -> Any:
+    """Return ``X`` as float64 (CSR stays CSR, dense stays dense), copying only if needed."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if X.dtype != np.float64:
+            X = X.astype(np.float64)
+        return X
+    return np.asarray(X, dtype=np.float64)
+
+
+def signed_log1p(X: Any) -> Any:
+    """``sign(x) * log1p(|x|)`` element-wise; keeps zeros (and so sparsity) as zeros."""
+    if sp.issparse(X):
+        out = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        out.data = np.sign(out.data) * np.log1p(np.abs(out.data))
+        return out
+    X = np.asarray(X, dtype=np.float64)
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
+def binarize_positive(X: Any) -> Any:
+    """1.0 where ``x > 0`` ("the feature fired"), else 0.0; sparse stays sparse."""
+    if sp.issparse(X):
+        out = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        out.data = (out.data > 0).astype(np.float64)
+        out.eliminate_zeros()
+        return out
+    return (np.asarray(X) > 0).astype(np.float64)
+
+
+def document_frequency(X: Any) -> np.ndarray:
+    """Number of non-zero entries per column, as an int64 array of length ``n_features``."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        nz = X.indices[X.data != 0]
+        return np.bincount(nz, minlength=X.shape[1]).astype(np.int64)
+    return np.count_nonzero(np.asarray(X), axis=0).astype(np.int64)
+
+
+def select_columns(X: Any, columns: np.ndarray) -> Any:
+    """Keep the given (ascending) columns of ``X``; CSR in, CSR out, without densifying.
+
+    Scipy's fancy column indexing is avoided: a position map of length ``n_features``
+    renumbers the stored indices in one pass over the non-zeros.
+    """
+    columns = np.asarray(columns, dtype=np.int64)
+    if not sp.issparse(X):
+        return np.asarray(X)[:, columns]
+    X = sp.csr_matrix(X)
+    pos = np.full(X.shape[1], -1, dtype=np.int64)
+    pos[columns] = np.arange(columns.size)
+    new = pos[X.indices]
+    keep = new >= 0
+    counts = np.add.reduceat(keep.astype(np.int64), X.indptr[:-1]) if X.nnz else None
+    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    if counts is not None:
+        # reduceat gives wrong values for empty rows (it returns the element at the index).
+        empty = np.diff(X.indptr) == 0
+        counts[empty] = 0
+        np.cumsum(counts, out=indptr[1:])
+    return sp.csr_matrix(
+        (X.data[keep], new[keep].astype(np.int32), indptr), shape=(X.shape[0], columns.size)
+    )
+
+
+def sample_weights(y: np.ndarray, class_weight: Any) -> np.ndarray:
+    """Per-sample weights from a ``class_weight`` ('balanced', dict or None)."""
+    if class_weight is None:
+        return np.ones(len(y), dtype=np.float64)
+    return np.asarray(compute_sample_weight(class_weight, y), dtype=np.float64)
+
+
+def check_binary(classes: np.ndarray, *, estimator: str) -> None:
+    """Raise ValueError when ``classes`` does not hold exactly two labels."""
+    if len(classes) != 2:
+        raise ValueError(
+            f"Only binary classification is supported. {estimator} is binary only: y has "
+            f"{len(classes)} classes "
+            f"({', '.join(map(str, classes[:5]))}{'…' if len(classes) > 5 else ''}); "
+            "use LinearProbe or BoostedProbe for multiclass tasks"
+        )
