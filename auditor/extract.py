@@ -60,6 +60,10 @@ class ExtractConfig:
         Absolute norm threshold, applied to every hook; overrides calibration.
     save_tokens
         Also write per-token sparse codes (``tokens-*.parquet``) for explanation work.
+    raw_mean
+        Also store each document's mean *raw* residual activation at every hooked layer
+        (``raw_mean.<hook>``, d_model floats, over the same pooled tokens): the input of
+        the raw-activation baseline probe.
     token_budget, max_batch_size, sae_chunk_size
         Runtime knobs (batch = at most ``token_budget`` padded tokens); they do not change
         results and are not part of provenance.
@@ -72,6 +76,7 @@ class ExtractConfig:
     outlier_factor: float = 5.0
     outlier_threshold: float | None = None
     save_tokens: bool = False
+    raw_mean: bool = False
     token_budget: int = 8192
     max_batch_size: int = 64
     sae_chunk_size: int = 4096
@@ -319,6 +324,17 @@ def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int) -> 
     return tokenize_windows([d.text for d in docs], lm.tokenizer, max_length=max_length)
 
 
+def _hooks_of(saes: Mapping[str, SAE]) -> list[HookPoint]:
+    from auditor.lm import HookPoint
+
+    out: list[HookPoint] = []
+    for sae in saes.values():
+        hook = HookPoint(sae.cfg.hook_layer or 0, sae.cfg.hook_point)
+        if hook not in out:
+            out.append(hook)
+    return out
+
+
 def _pad_id(lm: LoadedModel) -> int:
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -358,6 +374,7 @@ def _provenance(
             for key, sae in saes.items()
         },
         "pooling": list(config.poolings),
+        "raw_mean": ([h.name for h in _hooks_of(saes)] if config.raw_mean else []),
         "max_length": max_length,
         "exclude": {
             "special_tokens": True,
@@ -393,6 +410,10 @@ def _extract_shard(
     content = np.zeros(n_docs, dtype=np.int64)
     excluded = {k: np.zeros(n_docs, dtype=np.int64) for k in saes}
     windows_left = np.bincount([w.doc_index for w in windows], minlength=n_docs)
+    # float64 sums on the CPU: exact enough for means over thousands of tokens
+    raw_sums = {h.name: torch.zeros(n_docs, lm.d_model, dtype=torch.float64)
+                for h in hooks} if config.raw_mean else {}
+    raw_counts = {name: torch.zeros(n_docs, dtype=torch.float64) for name in raw_sums}
     token_batches: list[dict[str, Any]] = []
     pad_id = _pad_id(lm)
     tokens_done = 0
@@ -421,6 +442,12 @@ def _extract_shard(
             if thresholds is not None:
                 norms = sel.float().norm(dim=-1)
                 pooled_mask = (norms <= thresholds[hook.name]).cpu().numpy()
+            if config.raw_mean:
+                rows = torch.from_numpy(tok_docs[pooled_mask])
+                raw_sums[hook.name].index_add_(
+                    0, rows, sel[torch.from_numpy(pooled_mask).to(sel.device)].double().cpu())
+                raw_counts[hook.name].index_add_(0, rows, torch.ones(len(rows),
+                                                                     dtype=torch.float64))
             for key in hooks[hook]:
                 codes = saes[key].encode_sparse(sel, chunk_size=config.sae_chunk_size)
                 idx = codes.indices.cpu().numpy()
@@ -441,6 +468,12 @@ def _extract_shard(
         report({"shard_tokens": tokens_done})
 
     features = _features_table(docs, poolers, content, excluded, config)
+    if raw_sums:
+        features = features.with_columns([
+            _list_series(f"raw_mean.{name}", list(
+                (raw_sums[name] / raw_counts[name].clamp(min=1)[:, None]).float().numpy()),
+                np.float32)
+            for name in raw_sums])
     stats = {
         "windows": len(windows),
         "tokens": int(content.sum()),

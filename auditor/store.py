@@ -50,6 +50,7 @@ __all__ = [
     "MANIFEST",
     "METADATA_KEY",
     "POOLINGS",
+    "RAW_PREFIX",
     "VERSION",
     "VOLATILE_KEYS",
     "FeatureMatrix",
@@ -57,6 +58,7 @@ __all__ = [
     "feature_schema",
     "read_features",
     "read_metadata",
+    "read_raw_means",
     "scan_features",
     "shard_name",
     "token_schema",
@@ -80,6 +82,10 @@ _BLOCK = 1 << 20
 
 
 # --------------------------------------------------------------------------- schema
+
+
+#: Column prefix of per-document mean raw activations (``raw_mean.layer9.resid_post``).
+RAW_PREFIX = "raw_mean."
 
 
 def shard_name(shard: int, *, kind: Kind = "features") -> str:
@@ -147,6 +153,8 @@ def feature_schema(provenance: Mapping[str, Any]) -> dict[str, pl.DataType]:
         for pool in pools:
             cols[f"{key}.{pool}"] = pl.List(pl.Float32)
         cols[f"{key}.n_excluded"] = pl.UInt32()
+    for hook in provenance.get("raw_mean") or []:
+        cols[f"{RAW_PREFIX}{hook}"] = pl.List(pl.Float32)
     return cols
 
 
@@ -808,6 +816,46 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     return pl.concat([pl.scan_parquet(f) for f, _ in files], how="diagonal_relaxed")
 
 
+def read_raw_means(path: str | Path, *, hook: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Each document's mean raw residual activation at a hook (stored with ``raw_mean``).
+
+    Parameters
+    ----------
+    path
+        A feature store directory (or one shard).
+    hook
+        Hook name such as ``'layer9.resid_post'``; may be omitted when the store has one.
+
+    Returns
+    -------
+    X, doc_ids
+        ``float32 [n_docs, d_model]`` and the document ids, in store order.
+
+    Raises
+    ------
+    ConfigError
+        The store has no raw means, or not for ``hook`` (the message lists those it has).
+    """
+    src = Path(path)
+    lf = scan_features(src)
+    hooks = [c[len(RAW_PREFIX):] for c in lf.collect_schema().names()
+             if c.startswith(RAW_PREFIX)]
+    if hook is None and len(hooks) == 1:
+        hook = hooks[0]
+    if hook not in hooks:
+        raise ConfigError(f"no raw means for hook {hook!r} in the store; it has: "
+                          f"{', '.join(hooks) or 'none (extract with raw_mean=True)'}",
+                          path=src, field="hook")
+    df = _collect(lf.select("doc_id", f"{RAW_PREFIX}{hook}"), src)
+    offsets, values = _list_parts(df[f"{RAW_PREFIX}{hook}"])
+    widths = np.diff(offsets)
+    if df.height and not (widths == widths[0]).all():
+        raise CorruptShard("raw means of unequal width", path=src, field=f"{RAW_PREFIX}{hook}")
+    d_model = int(widths[0]) if df.height else 0
+    X = values.astype(np.float32, copy=False).reshape(df.height, d_model)
+    return X, df["doc_id"].to_list()
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Return the provenance of a feature store or of one shard file.
 
@@ -969,6 +1017,7 @@ def read_features(
         raise ConfigError(f"d_sae must be >= 1, got {d_sae}", field="d_sae")
 
     sae_cols = {c for c in names for k in keys if c.startswith(f"{k}.")}
+    sae_cols |= {c for c in names if c.startswith(RAW_PREFIX)}  # heavy; see read_raw_means
     if columns is None:
         extra_cols = [c for c in names if c != "doc_id" and c not in sae_cols]
     else:

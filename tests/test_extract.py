@@ -291,3 +291,32 @@ def test_errors(lm, tmp_path: Path) -> None:
     assert ExtractConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown extract settings"):
         ExtractConfig.from_dict({"pool": "max"})
+
+
+def test_raw_means_match_reference(lm, full_model, tmp_path: Path) -> None:
+    from auditor.lm import tokenize_windows
+    from auditor.store import read_raw_means
+
+    saes = {"a": make_random_sae(layer=1), "b": make_random_sae(layer=2, point="resid_pre")}
+    extract_features(_docs(), lm=lm, saes=saes, out=tmp_path / "s",
+                     config=ExtractConfig(max_length=16, raw_mean=True, exclude_outliers=False,
+                                          shard_size=3))
+    assert read_metadata(tmp_path / "s")["raw_mean"] == ["layer1.resid_post", "layer2.resid_pre"]
+    windows = tokenize_windows(TEXTS, lm.tokenizer, max_length=16)
+    for hook, index in (("layer1.resid_post", 2), ("layer2.resid_pre", 2)):
+        X, ids = read_raw_means(tmp_path / "s", hook=hook)
+        assert ids == [f"d{i}" for i in range(len(TEXTS))] and X.shape == (len(TEXTS), 32)
+        sums = np.zeros((len(TEXTS), 32))
+        counts = np.zeros(len(TEXTS))
+        for w in windows:
+            with torch.no_grad():
+                hs = full_model(torch.tensor([w.input_ids]), output_hidden_states=True)
+            acts = hs.hidden_states[index][0][~torch.tensor(w.special_mask)].numpy()
+            sums[w.doc_index] += acts.sum(0)
+            counts[w.doc_index] += len(acts)
+        np.testing.assert_allclose(X, sums / counts[:, None], rtol=1e-4, atol=1e-5)
+    # heavy vectors stay out of `extra` unless asked for
+    fm = read_features(tmp_path / "s", sae="a")
+    assert fm.extra is not None and not any(c.startswith("raw_mean.") for c in fm.extra.columns)
+    with pytest.raises(ConfigError, match="no raw means"):
+        read_raw_means(tmp_path / "s", hook="layer7.resid_post")
