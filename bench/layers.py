@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=5120)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--train-tokens", type=int, default=600_000)
+    ap.add_argument("--lr", type=float, default=1e-3, help="short runs need more than the "
+                    "width-scaled default tuned for billion-token runs")
     ap.add_argument("--docs", type=int, default=800, help="probe documents per task")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -97,7 +99,8 @@ def main() -> None:
         run = out / f"layer{layer}"
         start = time.perf_counter()
         cfg = TrainConfig(layer=layer, d_sae=args.width, k=args.k, n_tokens=args.train_tokens,
-                          warmup_steps=20, checkpoint_every=10_000, seed=args.seed)
+                          warmup_steps=20, checkpoint_every=10_000, seed=args.seed,
+                          lr=args.lr)
         result = train_sae(cache, config=cfg, out=run, progress=True)
         metrics = evaluate_sae(result.sae, cache, hook=f"layer{layer}.resid_post")
         rows[layer] = {"train_minutes": round((time.perf_counter() - start) / 60, 1),

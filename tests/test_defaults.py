@@ -280,3 +280,39 @@ def test_gemmascope2_style_sae_on_default_model(default_lm: Any, tmp_path: Path)
     print(f"\nactive features per document: {per_doc.tolist()}")
     assert (per_doc > 0).all() and (per_doc < d_sae).all()
     assert (fm.X.data > 0).all()
+
+
+@pytest.mark.slow
+def test_default_extract_end_to_end(default_model_dir_real: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auditor extract` with no --model/--sae: the shipped SAE on the default model."""
+    import json as _json
+
+    from auditor.cli import main
+    from auditor.defaults import default_sae_path
+    from auditor.sae import load_sae
+    from auditor.store import read_features
+
+    sae_dir = default_sae_path()
+    assert sae_dir is not None, "the default SAE must ship in models/sae/"
+    shipped = load_sae(sae_dir)
+    assert (shipped.cfg.d_in, shipped.cfg.hook_layer) == (D_MODEL, DEFAULT_LAYER)
+    card = (sae_dir / "CARD.md").read_text()
+    assert shipped.sha256 in card  # the card names the exact weights it describes
+
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(_stable_cache_root()))  # reuse the conversion
+    sample = Path(__file__).resolve().parents[1] / "samples" / "audit-sample.jsonl"
+    rows = sample.read_text(encoding="utf-8").splitlines()[:6]
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["extract", str(data), "--out", str(tmp_path / "s"), "--id-column", "id",
+                 "--keep", "source", "--pool", "max", "--pool", "mean", "--no-progress"]) == 0
+    fm = read_features(tmp_path / "s", pooling="max", columns=["source"])
+    assert fm.X.shape == (6, shipped.cfg.d_sae)
+    assert fm.doc_ids == [_json.loads(r)["id"] for r in rows]
+    active = fm.X.getnnz(axis=1)
+    assert (active >= shipped.cfg.k).all()  # every document fires at least k features
+    meta = fm.metadata
+    assert meta["saes"]["layer9"]["sha256"] == shipped.sha256
+    assert meta["model"]["weights_sha256"]
+    assert meta["exclude"]["outliers"]["layer9.resid_post"] > 0

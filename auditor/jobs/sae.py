@@ -232,7 +232,9 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
                       f"| next-token loss recovered | {ce['loss_recovered']:.1%} |"]
         lines += ["", "FVU by position in the document:", "",
                   "| positions | tokens | FVU |", "|---|---|---|"]
-        for bucket, b in m.get("fvu_by_position", {}).items():
+        by_pos = m.get("fvu_by_position", {})
+        for bucket in sorted(by_pos, key=lambda name: int(name.split("-")[0].rstrip("+"))):
+            b = by_pos[bucket]
             fvu = f"{b['fvu']:.4f}" if b["fvu"] == b["fvu"] else "–"
             lines.append(f"| {bucket} | {b['n_tokens']:,} | {fvu} |")
         hist = m.get("density_hist") or {}
