@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import ModelLoadError
-from auditor.lm.loading import cache_dir
+from auditor.lm.loading import _file_sha256, cache_dir
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -116,7 +115,7 @@ def gguf_sha256(gguf_file: str | Path, *, cache_root: Path | None = None) -> str
     path = Path(gguf_file).expanduser()
     root = cache_dir() if cache_root is None else Path(cache_root)
     try:
-        return _cached_sha256(path, root / "hashes")
+        return _file_sha256(path, hashes_dir=root / "hashes")
     except OSError as exc:
         raise ModelLoadError(f"cannot read file to hash it: {exc}", path=path) from exc
 
@@ -286,28 +285,6 @@ def _check_dependencies(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- hashing
-def _cached_sha256(path: Path, hashes_dir: Path) -> str:
-    """SHA-256 of ``path`` through a sidecar keyed by (resolved path, size, mtime_ns)."""
-    resolved = path.resolve()
-    stat = resolved.stat()
-    key = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    sidecar = hashes_dir / f"{hashlib.sha256(str(resolved).encode()).hexdigest()}.json"
-    with contextlib.suppress(OSError, ValueError):
-        cached = json.loads(sidecar.read_text(encoding="utf-8"))
-        if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
-            value = cached.get("sha256")
-            if isinstance(value, str) and len(value) == 64:
-                return value
-    digest = hashlib.sha256()
-    with resolved.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with contextlib.suppress(OSError):
-        _write_json_atomic(sidecar, {**key, "sha256": value})
-    return value
-
-
 def _write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")

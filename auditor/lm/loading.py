@@ -358,12 +358,17 @@ def weights_sha256(directory: str | Path) -> str | None:
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of one file's bytes, through the sidecar cache."""
+def _file_sha256(path: Path, *, hashes_dir: Path | None = None) -> str:
+    """SHA-256 of one file's bytes, through a sidecar keyed by (path, size, mtime_ns).
+
+    Sidecars live in ``hashes_dir`` (default ``cache_dir() / 'hashes'``), so a large file
+    is hashed once until it changes.
+    """
     resolved = path.resolve()
     stat = resolved.stat()
     key = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    sidecar = cache_dir() / "hashes" / f"{hashlib.sha256(str(resolved).encode()).hexdigest()}.json"
+    hashes_dir = hashes_dir if hashes_dir is not None else cache_dir() / "hashes"
+    sidecar = hashes_dir / f"{hashlib.sha256(str(resolved).encode()).hexdigest()}.json"
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(sidecar.read_text(encoding="utf-8"))
         if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
