@@ -83,6 +83,8 @@ def cli() -> None:
 @click.option("--shard-size", type=int, default=1000, show_default=True,
               help="Documents per Parquet shard.")
 @click.option("--save-tokens", is_flag=True, help="Also write per-token sparse codes.")
+@click.option("--raw-mean", is_flag=True,
+              help="Also store mean raw activations per document (raw-activation baseline).")
 @click.option("--keep-outliers", is_flag=True,
               help="Pool massive-activation tokens too (excluded by default).")
 @click.option("--outlier-factor", type=float, default=5.0, show_default=True,
@@ -113,6 +115,7 @@ def extract(
     batch_size: int,
     shard_size: int,
     save_tokens: bool,
+    raw_mean: bool,
     keep_outliers: bool,
     outlier_factor: float,
     skip_bad_rows: bool,
@@ -129,7 +132,8 @@ def extract(
     config = ExtractConfig(
         poolings=poolings, max_length=max_length, shard_size=shard_size,
         exclude_outliers=not keep_outliers, outlier_factor=outlier_factor,
-        save_tokens=save_tokens, token_budget=token_budget, max_batch_size=batch_size,
+        save_tokens=save_tokens, raw_mean=raw_mean, token_budget=token_budget,
+        max_batch_size=batch_size,
     )
     summary, bad = run_extract(
         input_path, out=out, model=model, saes=sae_paths, layer=layer, sae_format=sae_format,
@@ -290,6 +294,47 @@ def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce
     if card and path.is_dir():
         write_card(path)
     click.echo(json.dumps(record, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+@cli.group()
+def probe() -> None:
+    """Probes on pooled SAE features, measured against plain baselines."""
+
+
+@probe.command("compare")
+@click.option("--features", "store_path", required=True, type=click.Path(path_type=Path),
+              help="Feature store (extract with --raw-mean for the raw-activation baseline).")
+@click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
+              help="Labelled data (JSONL/Parquet/CSV) keyed by the store's doc ids.")
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--id-column", default="id", show_default=True)
+@click.option("--text-column", default="text", show_default=True,
+              help="Text for the TF-IDF baseline.")
+@click.option("--sae", default=None, help="SAE key in the store (default: the only one).")
+@click.option("--pool", "pooling", default="max", show_default=True)
+@click.option("--folds", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+                  text_column: str, sae: str | None, pooling: str, folds: int,
+                  as_json: bool) -> None:
+    """Cross-validate an SAE-feature probe against raw-activation and TF-IDF baselines."""
+    from auditor.io import read_documents
+    from auditor.probes import compare_representations, format_comparison
+
+    labels: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for doc in read_documents(labels_path, text_column=text_column, id_column=id_column,
+                              passthrough=[label_column]):
+        if doc.extra.get(label_column) is not None:
+            labels[doc.doc_id] = doc.extra[label_column]
+            texts[doc.doc_id] = doc.text
+    results = compare_representations(store_path, labels=labels, texts=texts, sae=sae,
+                                      pooling=pooling, folds=folds)
+    click.echo(json.dumps(results, indent=2, default=str) if as_json
+               else format_comparison(results))
 
 
 # ----------------------------------------------------------------------------- store
