@@ -34,12 +34,17 @@ def _fake_gguf(path: Path, payload: bytes = b"fake weights") -> Path:
 
 
 def fake_converter(gguf_file: Path, out_dir: Path, progress: bool) -> None:
-    """Stand-in for the transformers conversion: slow enough to overlap, logs each run."""
+    """Stand-in for the transformers conversion: logs each run and, when the two-process
+    test asks for it, holds the lock until every child has started (with a deadline)."""
     del progress
     log = Path(os.environ["AUDITOR_TEST_CONVERT_LOG"])
     with log.open("a", encoding="utf-8") as handle:
         handle.write(f"{os.getpid()}\n")
-    time.sleep(float(os.environ.get("AUDITOR_TEST_CONVERT_SLEEP", "0")))
+    started = os.environ.get("AUDITOR_TEST_STARTED")
+    if started:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_runs(Path(started))) < 2:
+            time.sleep(0.01)  # poll the condition; the deadline bounds a broken run
     (out_dir / "config.json").write_text(json.dumps({"source": gguf_file.name}))
     (out_dir / "model.safetensors").write_bytes(b"\0" * 64)
 
@@ -52,6 +57,8 @@ def failing_converter(gguf_file: Path, out_dir: Path, progress: bool) -> None:
 
 def _convert_in_child(gguf_file: str, cache_root: str, out: str, barrier: Any) -> None:
     barrier.wait(timeout=60)  # both children reach the call together
+    with open(os.environ["AUDITOR_TEST_STARTED"], "a", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n")  # the converter waits for both of these
     result = convert_gguf(gguf_file, cache_root=Path(cache_root), _converter=fake_converter)
     Path(out).write_text(str(result), encoding="utf-8")
 
@@ -189,7 +196,7 @@ def test_sha256_is_cached_by_path_size_and_mtime(tmp_path: Path) -> None:
 def test_two_processes_convert_once(
     tmp_path: Path, convert_log: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AUDITOR_TEST_CONVERT_SLEEP", "1.0")
+    monkeypatch.setenv("AUDITOR_TEST_STARTED", str(tmp_path / "started.log"))
     source = _fake_gguf(tmp_path / "m.gguf")
     root = tmp_path / "cache"
     context = multiprocessing.get_context("spawn")
