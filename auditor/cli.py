@@ -74,6 +74,8 @@ def cli() -> None:
 @click.option("--keep", "passthrough", multiple=True, help="Input column to copy into the store.")
 @click.option("--max-length", type=int, default=512, show_default=True,
               help="Window length in tokens; longer documents are split and pooled across.")
+@click.option("--max-windows", type=int, default=None,
+              help="Keep only each document's first N windows (default: all).")
 @click.option("--max-chars", type=int, default=1_000_000, show_default=True,
               help="Reject (or skip) texts longer than this many characters.")
 @click.option("--token-budget", type=int, default=8192, show_default=True,
@@ -110,6 +112,7 @@ def extract(
     id_column: str | None,
     passthrough: tuple[str, ...],
     max_length: int,
+    max_windows: int | None,
     max_chars: int,
     token_budget: int,
     batch_size: int,
@@ -130,8 +133,8 @@ def extract(
     from auditor.jobs import run_extract
 
     config = ExtractConfig(
-        poolings=poolings, max_length=max_length, shard_size=shard_size,
-        exclude_outliers=not keep_outliers, outlier_factor=outlier_factor,
+        poolings=poolings, max_length=max_length, max_windows=max_windows,
+        shard_size=shard_size, exclude_outliers=not keep_outliers, outlier_factor=outlier_factor,
         save_tokens=save_tokens, raw_mean=raw_mean, token_budget=token_budget,
         max_batch_size=batch_size,
     )
@@ -150,6 +153,9 @@ def extract(
                f" ({summary.shards_written} shards written, {summary.shards_skipped} skipped)")
     click.echo(f"  tokens      {summary.tokens:,} in {summary.windows:,} windows, "
                f"{summary.seconds:.1f} s, {summary.tokens_per_s:,.0f} tokens/s")
+    if summary.truncated_docs:
+        click.echo(f"  truncated   {summary.truncated_docs:,} documents cut to their first "
+                   f"{max_windows} window(s)")
     for key, mean in summary.mean_active.items():
         click.echo(f"  {key:<11} {mean:,.1f} active features per document, "
                    f"{summary.excluded_tokens.get(key, 0):,} outlier tokens excluded")

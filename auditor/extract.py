@@ -48,6 +48,10 @@ class ExtractConfig:
     max_length
         Window length in tokens, special tokens included; longer documents are split into
         consecutive windows and pooled across them. Capped by the model's context.
+    max_windows
+        Keep only the first ``max_windows`` windows of each document (its first
+        ``max_windows × max_length`` tokens, roughly); ``None`` keeps all. Documents cut
+        short are counted in the run summary (``truncated_docs``).
     shard_size
         Documents per Parquet shard (the unit of atomic writes and of resuming).
     exclude_outliers
@@ -71,6 +75,7 @@ class ExtractConfig:
 
     poolings: tuple[str, ...] = ("max",)
     max_length: int = 512
+    max_windows: int | None = None
     shard_size: int = 1000
     exclude_outliers: bool = True
     outlier_factor: float = 5.0
@@ -92,6 +97,11 @@ class ExtractConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}",
                                   field=name)
+        if self.max_windows is not None and (
+                isinstance(self.max_windows, bool) or not isinstance(self.max_windows, int)
+                or self.max_windows < 1):
+            raise ConfigError(f"max_windows must be a positive integer or None, got "
+                              f"{self.max_windows!r}", field="max_windows")
         if self.max_length < 4:
             raise ConfigError("max_length must be at least 4 tokens", field="max_length")
         if not (self.outlier_factor > 1.0 and math.isfinite(self.outlier_factor)):
@@ -138,6 +148,7 @@ class ExtractSummary:
     mean_active: dict[str, float] = field(default_factory=dict)
     excluded_tokens: dict[str, int] = field(default_factory=dict)
     bad_rows: int = 0
+    truncated_docs: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -278,6 +289,7 @@ def extract_features(
             summary.shards_written += 1
             summary.docs += len(docs)
             summary.windows += stats["windows"]
+            summary.truncated_docs += stats["truncated"]
             summary.tokens += stats["tokens"]
             for key in saes:
                 active_sum[key] += stats["active"][key]
@@ -318,10 +330,16 @@ def _progress_bar(total: int | None, *, enabled: bool) -> Any:
                 desc="extract")
 
 
-def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int) -> list[Window]:
+def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int,
+                 max_windows: int | None = None) -> tuple[list[Window], int]:
+    """The documents' windows, cut to ``max_windows`` per document, and how many were cut."""
     from auditor.lm import tokenize_windows
 
-    return tokenize_windows([d.text for d in docs], lm.tokenizer, max_length=max_length)
+    windows = tokenize_windows([d.text for d in docs], lm.tokenizer, max_length=max_length)
+    if max_windows is None:
+        return windows, 0
+    cut = {w.doc_index for w in windows if w.window_index >= max_windows}
+    return [w for w in windows if w.window_index < max_windows], len(cut)
 
 
 def _hooks_of(saes: Mapping[str, SAE]) -> list[HookPoint]:
@@ -404,7 +422,7 @@ def _extract_shard(
 
     from auditor.lm import collate, plan_batches
 
-    windows = _windows_for(docs, lm, max_length)
+    windows, truncated = _windows_for(docs, lm, max_length, config.max_windows)
     poolers = {k: DocumentPooler(s.cfg.d_sae, poolings=config.poolings) for k, s in saes.items()}
     n_docs = len(docs)
     content = np.zeros(n_docs, dtype=np.int64)
@@ -476,6 +494,7 @@ def _extract_shard(
             for name in raw_sums])
     stats = {
         "windows": len(windows),
+        "truncated": truncated,
         "tokens": int(content.sum()),
         "active": {k: int(features[f"{k}.indices"].list.len().sum()) for k in saes},
         "excluded": {k: int(v.sum()) for k, v in excluded.items()},

@@ -18,7 +18,7 @@ import torch
 from auditor.errors import ConfigError, ProvenanceMismatch, RowError, SAEModelMismatch
 from auditor.extract import ExtractConfig, default_sae_keys, extract_features
 from auditor.io import Document, read_documents
-from auditor.lm import load_model
+from auditor.lm import load_model, tokenize_windows
 from auditor.store import read_features, read_metadata, scan_features
 from auditor.testing import make_random_sae
 
@@ -49,7 +49,8 @@ def full_model(tiny_llama_dir: Path):
     return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
 
 
-def _reference(lm, full_model, sae, texts, *, layer, point, max_length, threshold=None):
+def _reference(lm, full_model, sae, texts, *, layer, point, max_length, threshold=None,
+               max_windows=None):
     """Per document: dense [n_tokens, d_sae] codes of its pooled tokens, in order."""
     from auditor.lm import tokenize_windows
 
@@ -59,6 +60,8 @@ def _reference(lm, full_model, sae, texts, *, layer, point, max_length, threshol
     windows = tokenize_windows(texts, lm.tokenizer, max_length=max_length)
     assert max(w.n_tokens for w in windows) <= max_length
     for w in sorted(windows, key=lambda w: (w.doc_index, w.window_index)):
+        if max_windows is not None and w.window_index >= max_windows:
+            continue
         ids = torch.tensor([w.input_ids])
         with torch.no_grad():
             hs = full_model(ids, output_hidden_states=True).hidden_states
@@ -111,6 +114,27 @@ def test_extract_matches_reference_all_poolings(lm, full_model, tmp_path: Path) 
     # indices are exactly the features that fired somewhere in the document
     for d, idx in enumerate(frame["layer1.indices"].to_list()):
         assert idx == np.flatnonzero((ref[d] > 0).any(0)).tolist()
+
+
+def test_max_windows_keeps_only_the_first_windows(lm, full_model, tmp_path: Path) -> None:
+    sae = make_random_sae(layer=1)
+    config = ExtractConfig(poolings=("max", "mean"), max_length=16, max_windows=1,
+                           exclude_outliers=False)
+    summary = extract_features(_docs(), lm=lm, saes={"layer1": sae}, out=tmp_path / "s",
+                               config=config, input_info={"path": "mem"})
+    windows = tokenize_windows(TEXTS, lm.tokenizer, max_length=16)
+    long_docs = {w.doc_index for w in windows if w.window_index > 0}
+    assert summary.windows == len(TEXTS) and summary.truncated_docs == len(long_docs) > 0
+    ref, content, _ = _reference(lm, full_model, sae, TEXTS, layer=1, point="resid_post",
+                                 max_length=16, max_windows=1)
+    frame = scan_features(tmp_path / "s").collect()
+    assert frame["n_tokens"].to_list() == content.tolist()
+    fm = read_features(tmp_path / "s", pooling="mean")
+    expected = np.stack([ref[d].mean(0) for d in range(len(TEXTS))])
+    np.testing.assert_allclose(fm.X.toarray(), expected, rtol=1e-4, atol=1e-5)
+    assert read_metadata(tmp_path / "s")["extract"]["max_windows"] == 1
+    with pytest.raises(ConfigError, match="max_windows"):
+        ExtractConfig(max_windows=0)
 
 
 def test_several_saes_on_several_hooks_in_one_pass(lm, full_model, tmp_path: Path) -> None:
