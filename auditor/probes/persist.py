@@ -315,7 +315,8 @@ def check_provenance(
 ) -> None:
     """Refuse features extracted differently from those a probe was trained on.
 
-    Compares only :data:`GUARDED_PROVENANCE_KEYS`: ``model.id``, ``model.weights_sha256``,
+    Compares only :data:`GUARDED_PROVENANCE_KEYS`: ``model.weights_sha256`` (``model.id``
+    only when a side lacks the hash: a local cache path is not an identity),
     and for every SAE in ``card_provenance['saes']`` (only ``card_provenance['sae']`` when
     that names the one SAE used) its ``sha256``, ``layer`` and ``hook_point``; and the
     pooling: each pooling in the card (a name or a list) must be among the features'.
@@ -343,7 +344,11 @@ def check_provenance(
         if a is _MISSING or b is _MISSING or a != b:
             diffs.append((".".join(keys), a, b))
 
-    compare("model", "id")
+    # The weights hash is the model's identity; its id (often a local cache path) is
+    # compared only when a side has no hash.
+    if (_get(card_provenance, "model", "weights_sha256") in (_MISSING, None)
+            or _get(features_metadata, "model", "weights_sha256") in (_MISSING, None)):
+        compare("model", "id")
     compare("model", "weights_sha256")
     saes = _get(card_provenance, "saes")
     only = card_provenance.get("sae")

@@ -150,10 +150,13 @@ def test_provenance_same_or_irrelevant_differences_pass() -> None:
     # Other keys (dtype, input, SAE path, extra poolings) are not compared.
     check_provenance(PROV, _with(model__dtype="bf16", input={}, saes__layer2__path="/y"))
     check_provenance({**PROV, "pooling": "max"}, PROV)
+    # The same weights under another local path (a cache in another home) are the same model.
+    check_provenance(PROV, _with(model__id="/home/other/.cache/auditor/models/x"))
 
 
 @pytest.mark.parametrize(("changes", "keys"), [
-    ({"model__id": "other"}, ["model.id"]),
+    ({"model__id": "other", "model__weights_sha256": None}, ["model.id",
+                                                             "model.weights_sha256"]),
     ({"model__weights_sha256": "bb"}, ["model.weights_sha256"]),
     ({"saes__layer2__sha256": "s2", "saes__layer2__layer": 3},
      ["saes.layer2.sha256", "saes.layer2.layer"]),
