@@ -41,6 +41,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Per-feature scale the (transformed) features are divided by: the maximum absolute
         value (``MaxAbsScaler``), the standard deviation (``StandardScaler(with_mean=False)``)
         or nothing.
+    center : bool, default False
+        Subtract each (transformed) feature's training mean before scaling. Only for dense
+        input (raw activations, where a large shared offset slows the solver); sparse
+        input stays uncentred so that it stays sparse.
     feature_transform : {'none', 'log1p', 'binarize'}, default 'none'
         Applied before scaling: ``sign(x) * log1p(|x|)``, or ``1.0 if x > 0`` ("fired").
         (Not named ``transform``: an estimator attribute of that name makes scikit-learn
@@ -66,9 +70,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Coefficients on the *scaled* features (row 0 is the positive class when binary).
     intercept_ : ndarray of shape (1 or n_classes,)
         Intercepts.
+    offset_ : ndarray of shape (n_features,)
+        Subtracted before scaling (the training mean with ``center=True``, else zeros).
     feature_weights_ : ndarray of shape (1 or n_classes, n_features)
         ``coef_ / scale_``: the weight of each *transformed* feature in the original
         feature space (for ``feature_transform='none'`` the weight of the raw SAE activation).
+    feature_intercept_ : ndarray of shape (1 or n_classes,)
+        The intercept in that space: ``decision = transform(X) @ feature_weights_.T +
+        feature_intercept_``.
     n_iter_ : int
         Solver iterations run.
 
@@ -93,6 +102,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         "C": [Interval(Real, 0, None, closed="neither")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "scaling": [StrOptions({"maxabs", "standard", "none"})],
+        "center": ["boolean"],
         "feature_transform": [StrOptions({"none", "log1p", "binarize"})],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -107,6 +117,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         C: float = 1.0,
         l1_ratio: float = 0.5,
         scaling: str = "maxabs",
+        center: bool = False,
         feature_transform: str = "none",
         class_weight: str | dict[Any, float] | None = "balanced",
         max_iter: int = 1000,
@@ -117,6 +128,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.C = C
         self.l1_ratio = l1_ratio
         self.scaling = scaling
+        self.center = center
         self.feature_transform = feature_transform
         self.class_weight = class_weight
         self.max_iter = max_iter
@@ -155,6 +167,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 f"({classes[0]!r})"
             )
         Z = self._transformed(X)
+        if self.center and sp.issparse(Z):
+            raise ValueError("center=True needs dense input (centring would densify a "
+                             "sparse matrix)")
+        self.offset_ = (np.asarray(Z.mean(axis=0), dtype=np.float64).ravel() if self.center
+                        else np.zeros(X.shape[1]))
+        if self.center:
+            Z = np.asarray(Z, dtype=np.float64) - self.offset_[None, :]
         if self.scaling == "maxabs":
             scale = MaxAbsScaler().fit(Z).scale_
         elif self.scaling == "standard":
@@ -188,6 +207,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _set_feature_weights(self) -> None:
         self.feature_weights_ = self.coef_ / self.scale_[None, :]
+        self.feature_intercept_ = self.intercept_ - self.feature_weights_ @ self.offset_
 
     def _transformed(self, X: Any) -> Any:
         if self.feature_transform == "log1p":
@@ -209,7 +229,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32],
                           reset=False)
-        return self._scaled(self._transformed(X))
+        Z = self._transformed(X)
+        if self.center:
+            if sp.issparse(Z):
+                raise ValueError("this probe was fitted with center=True and needs dense "
+                                 "input")
+            Z = np.asarray(Z, dtype=np.float64) - self.offset_[None, :]
+        return self._scaled(Z)
 
     # ------------------------------------------------------------------ prediction
 
@@ -297,12 +323,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         check_is_fitted(self)
         meta = {"n_iter": self.n_iter_}
-        arrays = {"scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_}
+        arrays = {"scale": self.scale_, "coef": self.coef_, "intercept": self.intercept_,
+                  "offset": self.offset_}
         return meta, arrays
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.scale_ = np.asarray(arrays["scale"], dtype=np.float64)
         self.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
         self.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        self.offset_ = np.asarray(arrays["offset"], dtype=np.float64) if "offset" in arrays \
+            else np.zeros_like(self.scale_)
         self.n_iter_ = int(meta["n_iter"])
         self._set_feature_weights()
