@@ -343,6 +343,245 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
                else format_comparison(results))
 
 
+def _labelled(path: Path, *, label_column: str, id_column: str | None, text_column: str
+              ) -> tuple[dict[str, Any], dict[str, str]]:
+    """``doc_id -> label`` and ``doc_id -> text`` from a dataset file with a label column."""
+    from auditor.io import read_documents
+
+    labels: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for doc in read_documents(path, text_column=text_column, id_column=id_column,
+                              passthrough=[label_column]):
+        if doc.extra.get(label_column) not in (None, ""):
+            labels[doc.doc_id] = doc.extra[label_column]
+            texts[doc.doc_id] = doc.text
+    return labels, texts
+
+
+_LABEL_OPTIONS = [
+    click.option("--features", "store_path", required=True, type=click.Path(path_type=Path),
+                 help="Feature store of the labelled documents."),
+    click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
+                 help="Dataset with ids, texts and a label column (JSONL, Parquet, CSV)."),
+    click.option("--label-column", default="label", show_default=True),
+    click.option("--id-column", default="id", show_default=True),
+    click.option("--text-column", default="text", show_default=True,
+                 help="Text for the TF-IDF baseline."),
+]
+
+
+def _label_options(f: Any) -> Any:
+    for opt in reversed(_LABEL_OPTIONS):
+        f = opt(f)
+    return f
+
+
+@probe.command("train")
+@_label_options
+@click.option("--head", "name", required=True, help="Name of the head to train.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Head directory to write (default: heads/NAME).")
+@click.option("--representation", default="auto", show_default=True,
+              help="auto (best cross-validated) or one of: sae-max-log1p, sae-max-binary, "
+                   "sae-mean-log1p, raw.")
+@click.option("--positive-class", default=None, help="Binary: the flagged class.")
+@click.option("--target-precision", type=float, default=None,
+              help="Binary: threshold for this precision (default: max F1).")
+@click.option("--target-recall", type=float, default=None)
+@click.option("--folds", type=int, default=5, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def probe_train(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+                text_column: str, name: str, out: Path | None, representation: str,
+                positive_class: str | None, target_precision: float | None,
+                target_recall: float | None, folds: int, overwrite: bool) -> None:
+    """Train a head: choose the representation by CV against TF-IDF, calibrate, save."""
+    from auditor.heads import load_split, save_head, train_head
+    from auditor.heads.card import metrics_table, render_card
+
+    labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
+                              text_column=text_column)
+    split = load_split(store_path, labels, texts=texts)
+    head = train_head(name, split, candidate=representation, positive_class=positive_class,
+                      target_precision=target_precision, target_recall=target_recall,
+                      folds=folds)
+    target = out if out is not None else Path("heads") / name
+    save_head(head, target, card_markdown=render_card(head.config.to_dict(), head.card),
+              overwrite=overwrite)
+    click.echo(metrics_table(head.card["cross_validation"],
+                             chosen=head.card["representation"]["candidate"]))
+    click.echo(f"\nwrote head {name!r} to {target}")
+
+
+@probe.command("eval")
+@click.argument("head_ref", metavar="HEAD")
+@_label_options
+@click.option("--json", "as_json", is_flag=True)
+def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column: str,
+               id_column: str, text_column: str, as_json: bool) -> None:
+    """Metrics of a trained head (name or directory) on labelled features."""
+    from auditor.heads import load_heads
+    from auditor.probes import evaluate_probe
+
+    head = load_heads([head_ref])[0]
+    labels, _ = _labelled(labels_path, label_column=label_column, id_column=id_column,
+                          text_column=text_column)
+    inputs = head.read(store_path)
+    rows = [i for i, d in enumerate(inputs.doc_ids) if d in labels]
+    if not rows:
+        raise click.UsageError("no document of the store has a label in --labels")
+    y = [str(labels[inputs.doc_ids[i]]) for i in rows]
+    proba = head.predict_proba(inputs)[rows]
+    metrics = evaluate_probe(y, proba, head.config.classes)
+    predicted = head.labels(proba).astype(str)
+    metrics["accuracy_at_threshold"] = float(sum(p == t for p, t in zip(predicted, y,
+                                                                         strict=True)) / len(y))
+    metrics["documents"] = len(rows)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2, default=str))
+        return
+    for k, v in metrics.items():
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            click.echo(f"{k:<24}{v:.4f}" if isinstance(v, float) else f"{k:<24}{v}")
+
+
+@probe.command("predict")
+@click.argument("head_refs", metavar="HEAD...", nargs=-1, required=True)
+@click.option("--features", "store_path", required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Predictions file (.parquet or .jsonl).")
+@click.option("--explain", type=int, default=0, show_default=True,
+              help="Top contributing SAE features per document (0: none).")
+def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
+                  explain: int) -> None:
+    """Apply heads to an existing feature store."""
+    from auditor.heads import load_heads
+    from auditor.heads.classify import classify_store, write_predictions
+    from auditor.store import read_metadata
+
+    heads = load_heads(list(head_refs))
+    frame = classify_store(store_path, heads, explain=explain)
+    write_predictions(frame, out, provenance=read_metadata(store_path))
+    click.echo(f"wrote {frame.height:,} predictions to {out}")
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+@cli.group()
+def heads() -> None:
+    """Installed heads (default: models/heads)."""
+
+
+@heads.command("list")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def heads_list(directory: Path | None, as_json: bool) -> None:
+    """List heads with their classes, representation and test macro-F1."""
+    from auditor.heads import list_heads, load_head
+
+    rows = []
+    for path in list_heads(directory):
+        head = load_head(path)
+        test = (head.card.get("test_head") or {})
+        rows.append({"name": head.name, "task": head.config.task,
+                     "classes": head.config.classes,
+                     "representation": head.card.get("representation", {}).get(
+                         "candidate", head.config.representation),
+                     "test_macro_f1": test.get("macro_f1_at_threshold", test.get("macro_f1")),
+                     "path": str(path), "description": head.config.description})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no heads installed")
+    for r in rows:
+        f1 = "–" if r["test_macro_f1"] is None else f"{r['test_macro_f1']:.3f}"
+        click.echo(f"{r['name']:<10} {r['task']:<10} {r['representation']:<15} "
+                   f"test macro-F1 {f1:<6} {', '.join(r['classes'])}")
+        click.echo(f"{'':<10} {r['description']}")
+
+
+@heads.command("show")
+@click.argument("head_ref", metavar="HEAD")
+def heads_show(head_ref: str) -> None:
+    """Print a head's card (data, representation choice, metrics vs baselines)."""
+    from auditor.heads import load_heads
+    from auditor.heads.card import render_card
+
+    head = load_heads([head_ref])[0]
+    click.echo(render_card(head.config.to_dict(), head.card))
+
+
+# ----------------------------------------------------------------------------- classify
+
+
+@cli.command()
+@click.argument("source", metavar="TEXT|FILE")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write predictions to .parquet or .jsonl (default: print them).")
+@click.option("--head", "head_refs", multiple=True,
+              help="Head name or directory; repeat (default: every installed head).")
+@click.option("--explain", "explain", type=int, default=0, is_flag=False, flag_value=5,
+              help="Top contributing SAE features per head (--explain alone: 5).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Keep the extracted features in this store.")
+@click.option("--model", default=None, help="Model directory (default: the embedded one).")
+@click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--skip-bad-rows", is_flag=True)
+@click.option("--device", default=None)
+@click.option("--progress/--no-progress", default=None)
+def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain: int,
+             store: Path | None, model: str | None, sae_paths: tuple[str, ...],
+             text_column: str, id_column: str | None, skip_bad_rows: bool,
+             device: str | None, progress: bool | None) -> None:
+    """Label TEXT (a literal string) or FILE (a dataset) with the heads."""
+    import tempfile
+
+    from auditor.heads.classify import write_predictions
+    from auditor.jobs import run_classify
+
+    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
+        path = Path(source)
+        literal = not path.exists()
+        if literal:
+            path = Path(tmp) / "input.jsonl"
+            path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
+            id_column = "id"
+        frame, provenance = run_classify(
+            path, heads=list(head_refs) or None, explain=explain, store=store, model=model,
+            saes=sae_paths, text_column=text_column, id_column=id_column,
+            skip_bad_rows=skip_bad_rows, device=device,
+            progress=sys.stderr.isatty() if progress is None else progress)
+    if out is not None:
+        write_predictions(frame, out, provenance=provenance)
+        click.echo(f"wrote {frame.height:,} rows to {out}")
+        return
+    _print_predictions(frame)
+
+
+def _print_predictions(frame: Any) -> None:
+    heads = [c[: -len(".label")] for c in frame.columns if c.endswith(".label")]
+    for row in frame.iter_rows(named=True):
+        click.echo(f"{row['id']}")
+        for h in heads:
+            label = row[f"{h}.label"]
+            click.echo(f"  {h:<9} {label:<12} p={row[f'{h}.p.{label}']:.3f}")
+            for e in row.get(f"{h}.explain") or []:
+                name = f" {e['label']}" if e.get("label") else ""
+                click.echo(f"      f{e['feature']:<6} {e['contribution']:+.3f} "
+                           f"(act {e['activation']:.2f}){name}")
+
+
+def _register_plugins() -> None:
+    from auditor.cli_features import features
+
+    cli.add_command(features)
+
+
+_register_plugins()
+
 # ----------------------------------------------------------------------------- store
 
 

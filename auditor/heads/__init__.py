@@ -1,0 +1,59 @@
+"""Heads: trained, saved probes that label documents (safety, topic, quality, …).
+
+A head is a probe (:mod:`auditor.probes`) plus what is needed to use it safely: which
+representation of a document it reads (pooled SAE features or mean raw activations), the
+extraction settings and provenance its training features had, its classes and decision
+threshold, and a card with its data and metrics against baselines.
+
+- :class:`Head`, :class:`HeadConfig`, :func:`save_head`, :func:`load_head`,
+  :func:`list_heads`, :func:`load_heads`: the saved artefact.
+- :func:`train_head`, :func:`cross_validate_candidates`, :func:`evaluate_candidates`,
+  :func:`load_split`: training with the representation chosen on validation data.
+- :func:`classify_store`: every head's labels, probabilities and top features per document.
+"""
+
+from auditor.extract import ExtractConfig
+from auditor.heads.build import (
+    CANDIDATES,
+    Candidate,
+    LabelledSplit,
+    best_candidate,
+    cross_validate_candidates,
+    evaluate_candidates,
+    load_split,
+    train_head,
+)
+from auditor.heads.head import (
+    Head,
+    HeadConfig,
+    HeadInputs,
+    list_heads,
+    load_head,
+    load_heads,
+    save_head,
+)
+
+__all__ = [
+    "CANDIDATES",
+    "HEAD_EXTRACT",
+    "Candidate",
+    "Head",
+    "HeadConfig",
+    "HeadInputs",
+    "LabelledSplit",
+    "best_candidate",
+    "cross_validate_candidates",
+    "evaluate_candidates",
+    "list_heads",
+    "load_head",
+    "load_heads",
+    "load_split",
+    "save_head",
+    "train_head",
+]
+
+#: Extraction settings shared by the default heads, so one pass over a corpus feeds all of
+#: them: 128-token windows, at most two per document, max- and mean-pooled SAE features
+#: and mean raw activations (for heads where the raw-activation representation wins).
+HEAD_EXTRACT = ExtractConfig(poolings=("max", "mean"), max_length=128, max_windows=2,
+                             raw_mean=True)

@@ -1,0 +1,100 @@
+"""A head's card as Markdown: data, representation choice, metrics against the baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["metrics_table", "render_card"]
+
+_METRICS = ("accuracy", "macro_f1", "auroc", "pr_auc", "ece")
+
+
+def _cell(m: Mapping[str, Any], k: str) -> str:
+    v = m.get(k)
+    if v is None:
+        return "–"
+    std = m.get(f"{k}_std")
+    return f"{v:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def metrics_table(results: Mapping[str, Mapping[str, Any]], *, chosen: str | None = None,
+                  metrics: tuple[str, ...] = _METRICS) -> str:
+    """A Markdown table, one row per representation; the best macro-F1 is marked and a
+    winning baseline is named under the table.
+
+    Parameters
+    ----------
+    results
+        ``name -> metrics`` (e.g. from :func:`auditor.heads.evaluate_candidates`).
+    chosen
+        The representation the head uses (marked "head").
+    """
+    if not results:
+        return "(no results)"
+    best = max(results, key=lambda r: results[r].get("macro_f1") or 0.0)
+    lines = ["| representation | " + " | ".join(metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
+    for name, m in results.items():
+        tags = [t for t, on in (("head", name == chosen), ("best", name == best)) if on]
+        label = name + (f" ({', '.join(tags)})" if tags else "")
+        lines.append(f"| {label} | " + " | ".join(_cell(m, k) for k in metrics) + " |")
+    if chosen is not None and best != chosen:
+        gap = (results[best].get("macro_f1") or 0.0) - (results[chosen].get("macro_f1") or 0.0)
+        lines.append(f"\n**{best} beats the head's representation ({chosen}) here by "
+                     f"{gap:.3f} macro-F1.**")
+    return "\n".join(lines)
+
+
+def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
+    """The Markdown card of a head from its config (``HeadConfig.to_dict()``) and card."""
+    prov = card.get("provenance") or {}
+    saes = prov.get("saes") or {}
+    sae: Mapping[str, Any] = next(iter(saes.values()), {})
+    rep = card.get("representation") or {}
+    chosen = rep.get("candidate")
+    out = [f"# Head `{config['name']}`", "", config.get("description") or "", ""]
+    out += ["| | |", "|---|---|",
+            f"| task | {'binary' if len(config['classes']) == 2 else 'multiclass'}: "
+            f"{', '.join(config['classes'])} |",
+            f"| representation | {chosen}: {rep.get('description', '')} "
+            f"({rep.get('chosen_by', '')}) |"]
+    if config.get("threshold") is not None:
+        out.append(f"| decision | `{config['positive_class']}` when p ≥ "
+                   f"{config['threshold']:.3f} ({config.get('threshold_rule')}) |")
+    out += [f"| model | {prov.get('model', {}).get('weights_sha256', '?')[:16]}… (weights "
+            f"sha256), layer {sae.get('layer')} {sae.get('hook_point')} |",
+            f"| SAE | sha256 {str(sae.get('sha256', '?'))[:16]}…, d_sae {sae.get('d_sae')}, "
+            f"k {sae.get('k')} |",
+            f"| extraction | {config.get('extract')} |",
+            f"| auditor | {prov.get('auditor_version')} |", ""]
+    data = card.get("data")
+    if data:
+        out += ["## Data", "", f"{data.get('description', '')}", "",
+                f"Source: `{data.get('source')}` from {data.get('registry')} "
+                f"{data.get('packages')}; licence: {data.get('licence')}.", ""]
+        for split, s in (data.get("splits") or {}).items():
+            out.append(f"- {split}: {s['used']:,} of {s['available']:,} documents used; "
+                       f"labels {s['labels']}")
+        out += ["", "The test split is the source's own held-out split: neither the head "
+                "nor the SAE was trained on it.", ""]
+    cv = card.get("cross_validation")
+    if cv:
+        tr = card.get("training") or {}
+        out += [f"## Choice: {tr.get('folds', 5)}-fold cross-validation on the training split",
+                "", metrics_table(cv, chosen=chosen), ""]
+    for key, title in (("test", "Test split, trained on all training documents"),
+                       ("test_200", "Test split, trained on 200 labelled documents "
+                                    "(mean ± std over subsamples)")):
+        if card.get(key):
+            out += [f"## {title}", "", metrics_table(card[key], chosen=chosen), ""]
+    if card.get("test_head"):
+        h = card["test_head"]
+        out += ["## The shipped head on the test split (calibrated, with its threshold)", "",
+                "| | |", "|---|---|"]
+        out += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                for k, v in h.items()]
+        out.append("")
+    if card.get("notes"):
+        out += ["## Notes", "", *[f"- {n}" for n in card["notes"]], ""]
+    return "\n".join(out)

@@ -1,0 +1,147 @@
+"""Label every document of a feature store with every head, optionally with explanations.
+
+One output row per document, keyed by ``id``; for each head ``H``: ``H.label`` and
+``H.p.<class>`` (calibrated probability) per class, and with ``explain > 0`` the list
+``H.explain`` of the top contributing SAE features ``{feature, contribution, activation,
+label}``, largest ``|contribution|`` first. For a binary head the contributions are to
+the positive class's score (negative values argue against it); for a multiclass head to
+the predicted class's score. ``H.explained`` is the share of the score's feature part the
+features cover (1.0 except for raw-activation heads, see :mod:`auditor.explain.decompose`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from auditor.errors import ConfigError
+
+__all__ = ["EXPLAIN_DTYPE", "classify_store", "write_predictions"]
+
+#: The struct of one ``H.explain`` entry.
+EXPLAIN_DTYPE = pl.List(pl.Struct({"feature": pl.UInt32, "contribution": pl.Float64,
+                                   "activation": pl.Float64, "label": pl.String}))
+
+
+def classify_store(
+    store: str | Path, heads: Sequence[Any], *, explain: int = 0,
+    feature_labels: Mapping[int, str] | Callable[[int], str | None] | None = None,
+) -> pl.DataFrame:
+    """Apply heads to a feature store.
+
+    Parameters
+    ----------
+    store
+        Feature store extracted with settings every head accepts.
+    heads
+        :class:`~auditor.heads.Head` objects.
+    explain
+        Number of top contributing features per document and head (0: none).
+    feature_labels
+        Feature index → short label (a mapping or a callable), shown in explanations.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``id`` then each head's columns (see the module docstring).
+
+    Raises
+    ------
+    ProvenanceMismatch
+        A head refuses the store (other model / SAE / layer / settings).
+    ConfigError
+        No heads, or two heads with the same name.
+    """
+    if not heads:
+        raise ConfigError("no heads to apply", field="heads")
+    names = [h.name for h in heads]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"head names must be unique, got {names}", field="heads")
+    label_of = _labeller(feature_labels)
+    columns: dict[str, Any] = {}
+    ids: list[str] | None = None
+    for head in heads:
+        inputs = head.read(store)
+        if ids is None:
+            ids = inputs.doc_ids
+            columns["id"] = pl.Series("id", ids, dtype=pl.String)
+        elif inputs.doc_ids != ids:
+            raise ConfigError("heads read differently ordered documents", field="heads")
+        proba = head.predict_proba(inputs)
+        columns[f"{head.name}.label"] = pl.Series(head.labels(proba).astype(str).tolist(),
+                                                  dtype=pl.String)
+        for j, cls in enumerate(head.config.classes):
+            columns[f"{head.name}.p.{cls}"] = pl.Series(proba[:, j], dtype=pl.Float64)
+        if explain > 0:
+            contrib = head.contributions(inputs)
+            predicted = columns[f"{head.name}.label"].to_list()
+            rows = []
+            for i, label in enumerate(predicted):
+                k = contrib.output_index(label)
+                rows.append([{"feature": f.feature, "contribution": f.contribution,
+                              "activation": f.activation, "label": label_of(f.feature)}
+                             for f in contrib.top(i, output=k, k=explain,
+                                                  activations=inputs.activations)])
+            columns[f"{head.name}.explain"] = pl.Series(rows, dtype=EXPLAIN_DTYPE)
+            cov = contrib.coverage()
+            out_idx = [contrib.output_index(lab) for lab in predicted]
+            columns[f"{head.name}.explained"] = pl.Series(
+                cov[np.arange(len(predicted)), out_idx], dtype=pl.Float64)
+    return pl.DataFrame(columns)
+
+
+def _labeller(labels: Mapping[int, str] | Callable[[int], str | None] | None
+              ) -> Callable[[int], str | None]:
+    if labels is None:
+        return lambda f: None
+    if callable(labels):
+        return labels
+    return lambda f: labels.get(f)
+
+
+def write_predictions(frame: pl.DataFrame, out: str | Path, *,
+                      provenance: Mapping[str, Any]) -> Path:
+    """Write predictions as Parquet (provenance in the file metadata) or JSONL (plus a
+    ``.provenance.json`` sidecar), atomically.
+
+    Raises
+    ------
+    ConfigError
+        The extension is neither ``.parquet`` nor ``.jsonl``.
+    """
+    import json
+    import os
+    import tempfile
+
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".jsonl"):
+        raise ConfigError(f"--out must end in .parquet or .jsonl, got {path.name!r}",
+                          path=path, field="out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        meta = json.dumps(dict(provenance), default=str)
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            from auditor.store import METADATA_KEY
+
+            table = frame.to_arrow()
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   METADATA_KEY.encode(): meta.encode()})
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            frame.write_ndjson(tmp)
+            side = path.with_name(path.name + ".provenance.json")
+            side.write_text(json.dumps(dict(provenance), indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,416 @@
+"""A head: a fitted probe plus its representation, classes, threshold, provenance and card.
+
+Saved as a directory (no pickle anywhere)::
+
+    head.json              HeadConfig (round-trips through JSON)
+    probe/                 the probe, saved by auditor.probes.save_probe (its card.json
+                           holds the training data, metrics and provenance)
+    decoder.safetensors    raw-representation heads: the probe's weights projected on the
+                           SAE decoder (auditor.explain.decoder_projection), so decisions
+                           are explained in SAE features without loading the SAE
+    CARD.md                the human-readable card
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from auditor.errors import ConfigError, ProvenanceMismatch
+from auditor.explain import Contributions, feature_contributions, raw_contributions
+
+__all__ = [
+    "GUARDED_EXTRACT",
+    "REPRESENTATIONS",
+    "Head",
+    "HeadConfig",
+    "HeadInputs",
+    "list_heads",
+    "load_head",
+    "save_head",
+]
+
+FORMAT = "auditor-head"
+VERSION = 1
+CONFIG_FILE = "head.json"
+PROBE_DIR = "probe"
+DECODER_FILE = "decoder.safetensors"
+CARD_MD = "CARD.md"
+
+#: What a head can read: pooled SAE features, or mean raw activations of the SAE's layer.
+REPRESENTATIONS = ("sae", "raw")
+
+#: Extraction settings that change feature values: a head refuses stores that differ.
+GUARDED_EXTRACT = ("max_length", "max_windows", "exclude_outliers", "outlier_factor",
+                   "outlier_threshold")
+
+
+@dataclass
+class HeadConfig:
+    """How a head reads a feature store and turns probabilities into labels.
+
+    Parameters
+    ----------
+    name
+        Head name, used as the output column prefix (``<name>.label``, ``<name>.p.<cls>``).
+    classes
+        Class labels, in the probe's ``classes_`` order.
+    representation : {'sae', 'raw'}
+        Pooled SAE features (``sae``) or mean raw activations at the SAE's hook (``raw``).
+    sae
+        SAE key of the store (its only SAE when None).
+    pooling
+        SAE pooling read by ``sae`` heads; ``raw`` heads read ``mean`` SAE codes to explain.
+    feature_transform
+        Recorded for the card (the probe applies it).
+    positive_class
+        Binary heads: the class that is flagged (e.g. ``insult``, ``spam``).
+    threshold
+        Binary heads: predict ``positive_class`` when its probability is at least this.
+    threshold_rule
+        How the threshold was chosen (e.g. ``max F1 on out-of-fold predictions``).
+    extract
+        The training features' extraction settings (see :data:`GUARDED_EXTRACT`).
+    description
+        One line for ``auditor heads list``.
+    """
+
+    name: str
+    classes: list[str]
+    representation: str = "sae"
+    sae: str | None = None
+    pooling: str = "max"
+    feature_transform: str = "none"
+    positive_class: str | None = None
+    threshold: float | None = None
+    threshold_rule: str | None = None
+    extract: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "./\\ "):
+            raise ConfigError(f"head name must be non-empty without '.', '/', spaces: "
+                              f"{self.name!r}", field="name")
+        if self.representation not in REPRESENTATIONS:
+            raise ConfigError(f"representation must be one of {REPRESENTATIONS}, got "
+                              f"{self.representation!r}", field="representation")
+        self.classes = [str(c) for c in self.classes]
+        if len(self.classes) < 2:
+            raise ConfigError("a head needs at least two classes", field="classes")
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise ConfigError(f"positive_class {self.positive_class!r} is not a class "
+                              f"({self.classes})", field="positive_class")
+        if self.threshold is not None:
+            if len(self.classes) != 2 or self.positive_class is None:
+                raise ConfigError("a threshold needs a binary head with a positive_class",
+                                  field="threshold")
+            if not 0.0 <= self.threshold <= 1.0:
+                raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}",
+                                  field="threshold")
+
+    @property
+    def task(self) -> str:
+        """``binary`` or ``multiclass``."""
+        return "binary" if len(self.classes) == 2 else "multiclass"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; :meth:`from_dict` inverts it."""
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HeadConfig:
+        """Build from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ConfigError
+            Wrong format or version, unknown or missing keys.
+        """
+        d = dict(d)
+        if d.pop("format", FORMAT) != FORMAT or d.pop("version", VERSION) != VERSION:
+            raise ConfigError(f"not an {FORMAT} version {VERSION} config", field="format")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown head settings: {', '.join(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"incomplete head config: {e}") from e
+
+
+@dataclass
+class HeadInputs:
+    """What a head reads from a store, aligned by document.
+
+    Parameters
+    ----------
+    doc_ids
+        Document ids, in store order.
+    X
+        The probe's input: CSR SAE features or dense raw means.
+    activations
+        Pooled SAE features reported beside each contribution (the head's pooling for
+        ``sae`` heads, ``mean`` for ``raw`` heads, whose explanation uses them).
+    metadata
+        The store's provenance.
+    """
+
+    doc_ids: list[str]
+    X: Any
+    activations: sp.csr_matrix
+    metadata: dict[str, Any]
+
+
+class Head:
+    """A trained head: use it with :meth:`read`, :meth:`predict_proba`, :meth:`explain`.
+
+    Parameters
+    ----------
+    config : HeadConfig
+    probe
+        A fitted probe (see :mod:`auditor.probes`).
+    card : mapping
+        Training data, metrics and ``provenance`` (the training store's).
+    decoder : (per_feature, bias) or None
+        For ``raw`` heads: :func:`auditor.explain.decoder_projection` of the probe weights.
+    path : Path or None
+        Where it was loaded from.
+    """
+
+    def __init__(self, config: HeadConfig, probe: Any, *, card: Mapping[str, Any],
+                 decoder: tuple[np.ndarray, np.ndarray] | None = None,
+                 path: Path | None = None) -> None:
+        self.config = config
+        self.probe = probe
+        self.card = dict(card)
+        self.decoder = decoder
+        self.path = path
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Head({c.name!r}, {c.task}, classes={c.classes}, "
+                f"representation={c.representation!r})")
+
+    @property
+    def name(self) -> str:
+        """The head's name."""
+        return self.config.name
+
+    # ------------------------------------------------------------------ reading a store
+
+    def check(self, metadata: Mapping[str, Any]) -> None:
+        """Refuse a store extracted differently from the head's training data.
+
+        Raises
+        ------
+        ProvenanceMismatch
+            Another model, SAE, layer or hook; a pooling or raw-mean hook it needs is
+            missing; or a guarded extraction setting differs (naming each key).
+        """
+        from auditor.probes import check_provenance
+
+        prov = dict(self.card.get("provenance") or {})
+        needed = dict(prov)
+        if self.config.sae is not None:
+            needed["sae"] = self.config.sae
+        needed["pooling"] = [self.config.pooling if self.config.representation == "sae"
+                             else "mean"]
+        try:
+            check_provenance(needed, metadata)
+        except ProvenanceMismatch as e:
+            raise ProvenanceMismatch(f"head {self.name!r}: {e.message}", field=e.field) from e
+        diffs = [k for k in GUARDED_EXTRACT if k in self.config.extract and
+                 (metadata.get("extract") or {}).get(k) != self.config.extract[k]]
+        if diffs:
+            have = metadata.get("extract") or {}
+            detail = "; ".join(f"{k}: head {self.config.extract[k]!r} vs features "
+                               f"{have.get(k)!r}" for k in diffs)
+            raise ProvenanceMismatch(
+                f"head {self.name!r}: the features were extracted with other settings "
+                f"({detail})", field=", ".join(f"extract.{k}" for k in diffs))
+        if self.config.representation == "raw" and not metadata.get("raw_mean"):
+            raise ProvenanceMismatch(
+                f"head {self.name!r} reads mean raw activations; extract with raw_mean",
+                field="raw_mean")
+
+    def read(self, store: str | Path) -> HeadInputs:
+        """Read this head's input from a feature store (after :meth:`check`).
+
+        Raises
+        ------
+        ProvenanceMismatch
+            See :meth:`check`.
+        """
+        from auditor.store import read_features, read_metadata, read_raw_means
+
+        metadata = read_metadata(store)
+        self.check(metadata)
+        c = self.config
+        pooling = c.pooling if c.representation == "sae" else "mean"
+        fm = read_features(store, sae=c.sae, pooling=pooling, columns=[])
+        X: Any = fm.X
+        if c.representation == "raw":
+            hook = _raw_hook(metadata, c.sae)
+            raw, raw_ids = read_raw_means(store, hook=hook)
+            if raw_ids != fm.doc_ids:
+                raise ProvenanceMismatch("raw means and SAE features are not aligned",
+                                         path=Path(store))
+            X = raw
+        return HeadInputs(doc_ids=fm.doc_ids, X=X, activations=fm.X, metadata=metadata)
+
+    # ------------------------------------------------------------------ scoring
+
+    def predict_proba(self, inputs: HeadInputs) -> np.ndarray:
+        """Calibrated class probabilities ``[n_docs, n_classes]``, columns in ``classes``."""
+        return np.asarray(self.probe.predict_proba(inputs.X), dtype=np.float64)
+
+    def labels(self, proba: np.ndarray) -> np.ndarray:
+        """Labels from probabilities: the threshold for binary heads, else the argmax."""
+        classes = np.asarray(self.config.classes, dtype=object)
+        c = self.config
+        if c.threshold is not None and c.positive_class is not None:
+            pos = c.classes.index(c.positive_class)
+            neg = 1 - pos
+            return np.where(proba[:, pos] >= c.threshold, classes[pos], classes[neg])
+        return classes[np.argmax(proba, axis=1)]
+
+    def predict(self, inputs: HeadInputs) -> np.ndarray:
+        """Labels of the documents."""
+        return self.labels(self.predict_proba(inputs))
+
+    def contributions(self, inputs: HeadInputs) -> Contributions:
+        """Per-SAE-feature contributions to the head's score(s) on these documents."""
+        if self.config.representation == "raw":
+            if self.decoder is None:
+                raise ConfigError(f"head {self.name!r} reads raw activations but has no "
+                                  f"decoder projection to explain them", field="decoder")
+            return raw_contributions(self.probe, inputs.X, inputs.activations,
+                                     per_feature=self.decoder[0], decoder_bias=self.decoder[1])
+        return feature_contributions(self.probe, inputs.X)
+
+
+def _raw_hook(metadata: Mapping[str, Any], sae: str | None) -> str | None:
+    """The raw-mean hook of the head's SAE (``layer9.resid_post`` style names)."""
+    hooks = list(metadata.get("raw_mean") or [])
+    saes = metadata.get("saes") or {}
+    key = sae if sae is not None else (next(iter(saes)) if len(saes) == 1 else None)
+    info = saes.get(key) if key is not None else None
+    if info is not None:
+        name = f"layer{info.get('layer')}.{info.get('hook_point')}"
+        if name in hooks:
+            return name
+    return hooks[0] if len(hooks) == 1 else None
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = None,
+              overwrite: bool = False) -> Path:
+    """Save a head without pickle (written beside, then renamed into place).
+
+    Raises
+    ------
+    ConfigError
+        ``directory`` exists and is not empty and ``overwrite`` is False, or the probe or
+        card cannot be saved.
+    """
+    from safetensors.numpy import save_file
+
+    from auditor.probes import save_probe
+
+    out = Path(directory)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError("directory exists and is not empty (pass overwrite=True)", path=out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_probe(head.probe, tmp / PROBE_DIR, card=head.card)
+        if head.decoder is not None:
+            save_file({"per_feature": np.ascontiguousarray(head.decoder[0]),
+                       "bias": np.ascontiguousarray(head.decoder[1])}, str(tmp / DECODER_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(head.config.to_dict(), indent=2,
+                                                  allow_nan=False))
+        if card_markdown is not None:
+            (tmp / CARD_MD).write_text(card_markdown)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load_head(directory: str | Path) -> Head:
+    """Load a head saved by :func:`save_head`.
+
+    Raises
+    ------
+    ConfigError
+        Not a head directory, or its config, probe or decoder file is unreadable.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from auditor.probes import load_card, load_probe
+
+    path = Path(directory)
+    try:
+        config = HeadConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+    except FileNotFoundError as e:
+        raise ConfigError("not a saved head: no head.json", path=path) from e
+    except ValueError as e:
+        raise ConfigError(f"unreadable head config: {e}", path=path / CONFIG_FILE) from e
+    probe = load_probe(path / PROBE_DIR)
+    if [str(c) for c in probe.classes_] != config.classes:
+        raise ConfigError(f"the probe's classes {list(probe.classes_)} differ from the "
+                          f"head's {config.classes}", path=path, field="classes")
+    decoder = None
+    if (path / DECODER_FILE).exists():
+        try:
+            arrays = load_file(str(path / DECODER_FILE))
+            decoder = (arrays["per_feature"], arrays["bias"])
+        except (SafetensorError, KeyError, OSError) as e:
+            raise ConfigError(f"unreadable decoder projection: {e}",
+                              path=path / DECODER_FILE) from e
+    return Head(config, probe, card=load_card(path / PROBE_DIR), decoder=decoder, path=path)
+
+
+def list_heads(directory: str | Path | None = None) -> list[Path]:
+    """Head directories under ``directory`` (default: the installed ``models/heads``)."""
+    from auditor.defaults import models_dir
+
+    root = Path(directory) if directory is not None else models_dir() / "heads"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def load_heads(names: Sequence[str] | None = None, *,
+               directory: str | Path | None = None) -> list[Head]:
+    """Load installed heads by name (all when ``names`` is None).
+
+    Raises
+    ------
+    ConfigError
+        A named head is not installed (the message lists those that are).
+    """
+    found = {p.name: p for p in list_heads(directory)}
+    if names is None:
+        return [load_head(p) for p in found.values()]
+    missing = [n for n in names if n not in found and not Path(n).is_dir()]
+    if missing:
+        raise ConfigError(f"no head named {', '.join(missing)}; installed: "
+                          f"{', '.join(found) or 'none'}", field="head")
+    return [load_head(found[n] if n in found else Path(n)) for n in names]

@@ -1,0 +1,285 @@
+"""Heads end to end on a tiny random Llama + random SAE: train, save, load, classify, explain."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from auditor.cli import main
+from auditor.errors import ConfigError, ProvenanceMismatch
+from auditor.extract import ExtractConfig
+from auditor.heads import (
+    HeadConfig,
+    cross_validate_candidates,
+    load_head,
+    load_heads,
+    load_split,
+    save_head,
+    train_head,
+)
+from auditor.heads.classify import classify_store, write_predictions
+from auditor.jobs import heads_extract_config, run_extract
+from auditor.testing import make_random_sae
+
+WEATHER = "rain cloud storm wind snow thunder cold forecast umbrella sky".split()
+SPORT = "goal match team score player coach league ball season win".split()
+FILLER = "the a and then we saw it was very".split()
+CONFIG = ExtractConfig(poolings=("max", "mean"), max_length=24, max_windows=2, raw_mean=True)
+
+
+def _texts(n: int, seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "weather" if i % 3 else "sport"  # imbalanced: 1/3 sport
+        words = WEATHER if label == "weather" else SPORT
+        text = " ".join(rng.choice(words if rng.random() < 0.6 else FILLER)
+                        for _ in range(rng.randint(6, 30)))
+        rows.append({"id": f"{label[0]}{seed}-{i}", "text": text, "label": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return make_random_sae(layer=2, d_sae=128, k=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def sae_dir(sae, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sae.save(tmp_path_factory.mktemp("sae") / "s")
+
+
+@pytest.fixture(scope="module")
+def stores(tiny_llama_dir: Path, sae_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("heads-data")
+    out = {}
+    for split, n, seed in (("train", 90, 0), ("test", 45, 1)):
+        rows = _texts(n, seed)
+        data = root / f"{split}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        run_extract(data, out=root / f"{split}.store", model=tiny_llama_dir, saes=[str(sae_dir)],
+                    config=CONFIG, id_column="id", passthrough=("label",))
+        out[split] = (root / f"{split}.store", data, {r["id"]: r["text"] for r in rows})
+    return out
+
+
+@pytest.fixture(scope="module")
+def split(stores):
+    store, _, texts = stores["train"]
+    return load_split(store, "label", texts=texts)
+
+
+def _decoder(sae) -> tuple[np.ndarray, np.ndarray, float]:
+    return sae.W_dec.detach().double().numpy(), sae.b_dec.detach().double().numpy(), 1.0
+
+
+def test_load_split_has_every_representation(split) -> None:
+    assert split.sae["max"].shape == split.sae["mean"].shape == (90, 128)
+    assert split.raw is not None and split.raw.shape == (90, 32)
+    assert sorted(set(split.y.tolist())) == ["sport", "weather"]
+    assert split.texts is not None and len(split.texts) == 90
+
+
+def test_cross_validation_scores_candidates_and_tfidf_on_same_folds(split) -> None:
+    cv = cross_validate_candidates(split, folds=3)
+    assert set(cv) == {"sae-max-log1p", "sae-max-binary", "sae-mean-log1p", "raw", "tfidf"}
+    for m in cv.values():
+        assert 0.0 <= m["macro_f1"] <= 1.0 and m["oof_proba"].shape == (90, 2)
+    # keyword-separable data: the text baseline and the SAE probe both learn it
+    assert cv["tfidf"]["macro_f1"] > 0.9 and cv["sae-max-log1p"]["auroc"] > 0.8
+
+
+def test_sae_head_round_trip_and_threshold(split, stores, tmp_path: Path) -> None:
+    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
+                      positive_class="sport")
+    assert head.config.threshold is not None and head.config.positive_class == "sport"
+    assert head.card["cross_validation"]["sae-max-log1p"]["macro_f1"] > 0.5
+    out = save_head(head, tmp_path / "domain", card_markdown="# card")
+    again = load_head(out)
+    assert again.config == head.config
+    store = stores["test"][0]
+    a, b = head.read(store), again.read(store)
+    np.testing.assert_allclose(head.predict_proba(a), again.predict_proba(b))
+    proba = again.predict_proba(b)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    labels = again.labels(proba)
+    expected = np.where(proba[:, again.config.classes.index("sport")] >= again.config.threshold,
+                        "sport", "weather")
+    assert labels.tolist() == expected.tolist()
+    with pytest.raises(ConfigError, match="not empty"):
+        save_head(head, out)
+    # a target precision picks another (higher or equal) threshold
+    strict = train_head("domain", split, candidate="sae-max-log1p", folds=3,
+                        positive_class="sport", target_precision=0.95)
+    assert strict.config.threshold_rule.startswith("precision >= 0.95")
+
+
+def test_raw_head_is_explained_through_the_sae_decoder(split, stores, sae) -> None:
+    head = train_head("domain", split, candidate="raw", folds=3, sae_decoder=_decoder(sae))
+    assert head.config.representation == "raw" and head.decoder is not None
+    inputs = head.read(stores["test"][0])
+    contrib = head.contributions(inputs)
+    base = head.probe.estimator_
+    np.testing.assert_allclose(contrib.score()[:, 0], base.decision_function(inputs.X),
+                               rtol=1e-6, atol=1e-6)
+    # independent check of the feature + decoder-bias part: w·decode(mean codes) + b
+    recon = sae.decode(torch.from_numpy(inputs.activations.toarray()).float()).double().numpy()
+    expected = recon @ base.feature_weights_[0] + base.feature_intercept_[0]
+    feats = np.asarray(contrib.values[0].sum(1)).ravel() + contrib.bias[:, 0]
+    np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-4)
+    cov = contrib.coverage()
+    assert ((cov >= 0) & (cov <= 1)).all()
+
+
+def test_head_refuses_other_features(split, stores, tiny_llama_dir: Path, tmp_path: Path,
+                                     sae_dir: Path) -> None:
+    head = train_head("domain", split, candidate="sae-max-log1p", folds=3)
+    data = stores["test"][1]
+    other_sae = make_random_sae(layer=2, d_sae=128, k=8, seed=9).save(tmp_path / "other")
+    run_extract(data, out=tmp_path / "o", model=tiny_llama_dir, saes=[str(other_sae)],
+                config=CONFIG, id_column="id")
+    with pytest.raises(ProvenanceMismatch, match=r"saes\.layer2\.sha256"):
+        head.read(tmp_path / "o")
+    longer = ExtractConfig(poolings=("max",), max_length=32, max_windows=2)
+    run_extract(data, out=tmp_path / "l", model=tiny_llama_dir, saes=[str(sae_dir)],
+                config=longer, id_column="id")
+    with pytest.raises(ProvenanceMismatch, match=r"extract\.max_length"):
+        head.read(tmp_path / "l")
+    no_mean = ExtractConfig(poolings=("max",), max_length=24, max_windows=2)
+    run_extract(data, out=tmp_path / "m", model=tiny_llama_dir, saes=[str(sae_dir)],
+                config=no_mean, id_column="id")
+    head.read(tmp_path / "m")  # max pooling is all this head needs
+    raw_head = train_head("domain", split, candidate="raw", folds=3,
+                          sae_decoder=(np.zeros((128, 32)), np.zeros(32), 1.0))
+    with pytest.raises(ProvenanceMismatch, match="pooling"):
+        raw_head.read(tmp_path / "m")
+
+
+def test_classify_store_columns_and_explanations(split, stores) -> None:
+    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
+                      positive_class="sport")
+    store = stores["test"][0]
+    frame = classify_store(store, [head], explain=3, feature_labels={5: "five"})
+    assert frame.columns == ["id", "domain.label", "domain.p.sport", "domain.p.weather",
+                             "domain.explain", "domain.explained"]
+    assert frame.height == 45
+    np.testing.assert_allclose(frame["domain.p.sport"] + frame["domain.p.weather"], 1.0)
+    contrib = head.contributions(head.read(store))
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        expl = row["domain.explain"]
+        assert 1 <= len(expl) <= 3
+        mags = [abs(e["contribution"]) for e in expl]
+        assert mags == sorted(mags, reverse=True)
+        top = contrib.top(i, k=3)
+        assert [e["feature"] for e in expl] == [t.feature for t in top]
+        for e in expl:
+            assert e["activation"] > 0 and e["label"] == ("five" if e["feature"] == 5 else None)
+    with pytest.raises(ConfigError, match="unique"):
+        classify_store(store, [head, head])
+    with pytest.raises(ConfigError, match="no heads"):
+        classify_store(store, [])
+
+
+def test_predictions_files_carry_provenance(split, stores, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    head = train_head("domain", split, candidate="sae-mean-log1p", folds=3)
+    frame = classify_store(stores["test"][0], [head], explain=2)
+    p = write_predictions(frame, tmp_path / "p.parquet", provenance={"model": {"id": "m"}})
+    meta = json.loads(pq.read_schema(p).metadata[b"auditor"])
+    assert meta["model"]["id"] == "m"
+    assert pl.read_parquet(p).equals(frame)
+    j = write_predictions(frame, tmp_path / "p.jsonl", provenance={"x": 1})
+    assert pl.read_ndjson(j).height == frame.height
+    assert json.loads((tmp_path / "p.jsonl.provenance.json").read_text()) == {"x": 1}
+    with pytest.raises(ConfigError, match=r"\.parquet or \.jsonl"):
+        write_predictions(frame, tmp_path / "p.csv", provenance={})
+
+
+def test_head_config_round_trip_and_errors(tmp_path: Path) -> None:
+    cfg = HeadConfig(name="safety", classes=["benign", "insult"], positive_class="insult",
+                     threshold=0.4, extract={"max_length": 128})
+    assert HeadConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="representation"):
+        HeadConfig(name="x", classes=["a", "b"], representation="tfidf")
+    with pytest.raises(ConfigError, match="positive_class"):
+        HeadConfig(name="x", classes=["a", "b"], positive_class="c")
+    with pytest.raises(ConfigError, match="binary"):
+        HeadConfig(name="x", classes=["a", "b", "c"], threshold=0.5)
+    with pytest.raises(ConfigError, match="name"):
+        HeadConfig(name="a.b", classes=["a", "b"])
+    with pytest.raises(ConfigError, match="unknown head settings"):
+        HeadConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+    with pytest.raises(ConfigError, match=r"no head\.json"):
+        load_head(tmp_path)
+    with pytest.raises(ConfigError, match="no head named nope"):
+        load_heads(["nope"], directory=tmp_path)
+
+
+def test_heads_must_agree_on_extraction(split) -> None:
+    a = train_head("a", split, candidate="sae-max-log1p", folds=3)
+    b = train_head("b", split, candidate="sae-mean-log1p", folds=3)
+    cfg = heads_extract_config([a, b])
+    assert cfg.poolings == ("max", "mean") and cfg.max_length == 24 and not cfg.raw_mean
+    b.config.extract["max_length"] = 64
+    with pytest.raises(ConfigError, match="disagree on extraction setting max_length"):
+        heads_extract_config([a, b])
+
+
+def test_cli_train_eval_predict_list_show_classify(stores, tiny_llama_dir: Path, sae_dir: Path,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    train_store, train_data, _ = stores["train"]
+    test_store, test_data, _ = stores["test"]
+    heads_dir = tmp_path / "heads"
+    assert main(["probe", "train", "--features", str(train_store), "--labels", str(train_data),
+                 "--head", "domain", "--out", str(heads_dir / "domain"), "--folds", "3",
+                 "--representation", "sae-max-log1p", "--positive-class", "sport"]) == 0
+    printed = capsys.readouterr().out
+    assert "sae-max-log1p (head" in printed and "tfidf" in printed
+    assert (heads_dir / "domain" / "CARD.md").read_text().startswith("# Head `domain`")
+
+    assert main(["probe", "eval", str(heads_dir / "domain"), "--features", str(test_store),
+                 "--labels", str(test_data), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["documents"] == 45 and 0 <= metrics["macro_f1"] <= 1
+
+    preds = tmp_path / "preds.parquet"
+    assert main(["probe", "predict", str(heads_dir / "domain"), "--features", str(test_store),
+                 "--out", str(preds), "--explain", "2"]) == 0
+    capsys.readouterr()
+    assert pl.read_parquet(preds).height == 45
+
+    assert main(["heads", "list", "--dir", str(heads_dir), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [h["name"] for h in listed] == ["domain"]
+    assert main(["heads", "show", str(heads_dir / "domain")]) == 0
+    assert "cross-validation" in capsys.readouterr().out
+
+    out = tmp_path / "classified.jsonl"
+    assert main(["classify", str(test_data), "--head", str(heads_dir / "domain"),
+                 "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--id-column", "id",
+                 "--out", str(out), "--explain", "3"]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 45 and {"id", "domain.label", "domain.p.sport"} <= set(rows[0])
+    assert len(rows[0]["domain.explain"]) <= 3
+    side = json.loads((tmp_path / "classified.jsonl.provenance.json").read_text())
+    assert side["heads"]["domain"]["classes"] == ["sport", "weather"]
+    assert side["extract"]["max_length"] == 24  # the head's settings, not the default
+
+    assert main(["classify", "goal match team score", "--head", str(heads_dir / "domain"),
+                 "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--explain"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("text\n") and "domain" in printed and "p=" in printed
+
+    # a head that does not exist: usage error naming it
+    assert main(["classify", "hello", "--head", "nope", "--model", str(tiny_llama_dir),
+                 "--sae", str(sae_dir)]) == 2
+    assert "no head named nope" in capsys.readouterr().err
