@@ -1,0 +1,187 @@
+"""``auditor features``: build, show and search the feature dictionary.
+
+The group is registered in :mod:`auditor.cli` with ``cli.add_command(features)``. Errors
+from :mod:`auditor.errors` propagate to the top-level CLI, which prints them on one line
+and exits with the branch's code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from auditor.errors import ConfigError
+
+__all__ = ["features"]
+
+
+def _default_dictionary() -> Path:
+    """The default SAE's dictionary directory (the model is not needed to find it)."""
+    from auditor import defaults
+    from auditor.features import default_dictionary_dir
+
+    sae = defaults.default_sae_path()
+    if sae is None:
+        raise ConfigError("no --dictionary given and no default SAE is installed",
+                          field="dictionary")
+    return default_dictionary_dir(sae)
+
+
+def _progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def features() -> None:
+    """Feature dictionary: what each SAE feature fires on, and what it promotes."""
+
+
+@features.command("build")
+@click.option("--corpus", required=True, type=click.Path(path_type=Path),
+              help="Corpus: JSONL, Parquet, CSV, .txt or a directory of .txt files.")
+@click.option("--model", default=None,
+              help="Local Hugging Face model directory (default: the embedded model).")
+@click.option("--sae", default=None,
+              help="SAE file or directory (default: the shipped SAE).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Dictionary directory (default: 'dictionary/' beside the SAE weights).")
+@click.option("--max-length", type=int, default=512, show_default=True,
+              help="Window length in tokens.")
+@click.option("--max-windows", type=int, default=None,
+              help="Keep only each document's first N windows (default: all).")
+@click.option("--top", "top", type=int, default=20, show_default=True,
+              help="Top-activating contexts kept per feature.")
+@click.option("--context", "context_tokens", type=int, default=8, show_default=True,
+              help="Tokens of context either side of the firing token.")
+@click.option("--logit-tokens", type=int, default=10, show_default=True,
+              help="Promoted / suppressed logit-lens tokens kept per feature.")
+@click.option("--chunk-docs", type=int, default=256, show_default=True,
+              help="Documents extracted per chunk (bounds memory and temporary disk).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default=None, help="Column with document ids (default: row number).")
+@click.option("--layer", type=int, default=None,
+              help="Layer the SAE reads, if its files do not say.")
+@click.option("--k", "k", type=int, default=None, help="TopK k, when the SAE files do not say.")
+@click.option("--sae-format", default=None, help="Force an SAE format instead of detecting it.")
+@click.option("--keep-outliers", is_flag=True,
+              help="Count massive-activation tokens too (excluded by default, as in pooling).")
+@click.option("--rebuild", is_flag=True,
+              help="Replace an existing dictionary instead of merging into it.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--dtype", default=None, help="float32, bfloat16, float16 (default by device).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def build(
+    corpus: Path,
+    model: str | None,
+    sae: str | None,
+    out: Path | None,
+    max_length: int,
+    max_windows: int | None,
+    top: int,
+    context_tokens: int,
+    logit_tokens: int,
+    chunk_docs: int,
+    text_column: str,
+    id_column: str | None,
+    layer: int | None,
+    k: int | None,
+    sae_format: str | None,
+    keep_outliers: bool,
+    rebuild: bool,
+    device: str | None,
+    dtype: str | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Build the feature dictionary over --corpus, merging into an existing one."""
+    from auditor.features import DictionaryConfig, run_build
+
+    config = DictionaryConfig(
+        max_length=max_length, max_windows=max_windows, top_contexts=top,
+        context_tokens=context_tokens, logit_tokens=logit_tokens,
+        exclude_outliers=not keep_outliers, chunk_docs=chunk_docs)
+    summary = run_build(
+        corpus, out=out, model=model, sae=sae, layer=layer, k=k, sae_format=sae_format,
+        config=config, text_column=text_column, id_column=id_column, rebuild=rebuild,
+        device=device, dtype=dtype, progress=_progress(progress))
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    verb = "merged into" if summary.merged else "built"
+    click.echo(f"dictionary {verb} {summary.out}")
+    click.echo(f"  documents: {summary.documents:,} (+{summary.new_documents:,})")
+    click.echo(f"  tokens:    {summary.tokens:,} (+{summary.new_tokens:,})")
+    click.echo(f"  features:  {summary.alive:,} of {summary.features:,} fired")
+    click.echo(f"  time:      {summary.seconds:.1f} s")
+
+
+@features.command("show")
+@click.argument("feature", type=int)
+@click.option("--dictionary", type=click.Path(path_type=Path), default=None,
+              help="Dictionary directory (default: the default SAE's).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Label override file (default: the dictionary's labels.tsv/json).")
+@click.option("--contexts", "n_contexts", type=int, default=10, show_default=True,
+              help="Contexts shown.")
+@click.option("--width", type=int, default=100, show_default=True,
+              help="Shorten contexts to about this many characters.")
+@click.option("--json", "as_json", is_flag=True, help="Print the feature as JSON.")
+def show(feature: int, dictionary: Path | None, labels: Path | None, n_contexts: int,
+         width: int, as_json: bool) -> None:
+    """Show FEATURE: label, density, activations, logit-lens tokens and top contexts."""
+    from auditor.features import describe_feature, format_feature
+
+    report = describe_feature(dictionary or _default_dictionary(), feature, overrides=labels,
+                              n_contexts=n_contexts)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_feature(report, width=width))
+
+
+@features.command("search")
+@click.argument("word")
+@click.option("--dictionary", type=click.Path(path_type=Path), default=None,
+              help="Dictionary directory (default: the default SAE's).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Label override file (default: the dictionary's labels.tsv/json).")
+@click.option("--limit", type=int, default=20, show_default=True, help="Results shown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
+           as_json: bool) -> None:
+    """Find features whose label, contexts or logit-lens tokens contain WORD."""
+    from auditor.features import search_features
+
+    hits = search_features(dictionary or _default_dictionary(), word, limit=limit,
+                           overrides=labels)
+    if as_json:
+        click.echo(json.dumps(hits.to_dicts(), indent=2, ensure_ascii=False))
+        return
+    if hits.height == 0:
+        click.echo(f"no feature matches {word!r}")
+        return
+    for row in hits.iter_rows(named=True):
+        click.echo(f"{row['feature']:>7}  {row['score']:6.2f}  {row['density']:8.3%}  "
+                   f"{row['label']}   [{', '.join(row['matched'])}]")
+
+
+@features.command("label")
+@click.argument("feature", type=int)
+@click.argument("text", required=False)
+@click.option("--dictionary", type=click.Path(path_type=Path), default=None,
+              help="Dictionary directory (default: the default SAE's).")
+@click.option("--remove", is_flag=True, help="Remove FEATURE's override.")
+def label(feature: int, text: str | None, dictionary: Path | None, remove: bool) -> None:
+    """Set FEATURE's label to TEXT (an override in the dictionary's labels.tsv)."""
+    from auditor.features import save_label_override
+
+    if remove == (text is not None):
+        raise ConfigError("give either TEXT or --remove", field="label")
+    path = save_label_override(dictionary or _default_dictionary(), feature,
+                               None if remove else text)
+    click.echo(f"{'removed' if remove else 'set'} label of feature {feature} in {path}")

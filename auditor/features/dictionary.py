@@ -1,0 +1,859 @@
+"""Build, merge and load a feature dictionary: what every SAE feature fires on.
+
+A dictionary is a directory (by default ``dictionary/`` inside the SAE's directory)::
+
+    dictionary.json     manifest: format, provenance (model and SAE hashes, layer, hook),
+                        totals, the inputs merged so far, logit-lens method, file hashes
+    features.parquet    one row per feature (see FEATURE_COLUMNS below)
+    contexts.parquet    the top-activating contexts: feature, rank, activation, doc_id,
+                        position, token_id, token, text (firing token in «…»), source
+    labels.tsv          optional user label overrides (see auditor.features.labels)
+
+``features.parquet`` columns: ``feature``; ``n_tokens_fired`` / ``n_docs_fired`` (tokens and
+documents where the feature is nonzero); ``density`` / ``doc_density`` (the same as
+fractions of all tokens / documents seen); ``max``, ``mean`` and ``sum`` of the nonzero
+activations; ``p50``, ``p90``, ``p99`` (approximate quantiles of the nonzero activations,
+from ``hist``, a mergeable histogram of log-activations: see :mod:`auditor.features.stats`);
+``promoted`` / ``promoted_ids`` / ``promoted_logits`` and the ``suppressed`` equivalents (the
+logit lens: see :mod:`auditor.features.logit_lens`); ``auto_label``.
+
+Per-token SAE codes come from the project's one extraction path,
+:func:`auditor.extract.extract_features` with ``save_tokens=True``, run on chunks of
+``chunk_docs`` documents into a temporary store whose token shard is folded into running
+statistics and deleted; so disk use stays bounded by one chunk. Tokens excluded from
+pooling as massive-activation outliers are excluded here too (and counted apart).
+
+Building into an existing dictionary *merges*: counts and histograms add up, maxima and top
+contexts merge. The model and SAE must be the same (weights hashes, layer, hook point),
+else :class:`~auditor.errors.ProvenanceMismatch`; an input whose fingerprint was already
+merged is refused, and so is a different ``exclude_outliers`` setting (it changes what a
+token count means). Other settings may change between builds; each input's are recorded.
+A build writes nothing until it has read the whole corpus, so an interrupted build leaves
+the previous dictionary as it was (there is no resume). Files are replaced atomically and
+the manifest, written last, records their sha256, so an interrupted write is detected on
+load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from auditor import __version__
+from auditor.errors import ConfigError, CorruptShard, InputError, ProvenanceMismatch, StoreError
+from auditor.features.labels import auto_label, resolve_overrides
+from auditor.features.stats import (
+    CONTEXT_SCHEMA,
+    HIST_BINS,
+    HIST_HI,
+    HIST_LO,
+    QUANTILES,
+    FeatureStats,
+)
+
+if TYPE_CHECKING:
+    from auditor.features.logit_lens import LogitLens
+    from auditor.io import Document
+    from auditor.lm import LoadedModel
+    from auditor.sae import SAE
+
+__all__ = [
+    "CONTEXTS_FILE",
+    "DICTIONARY_DIRNAME",
+    "FEATURES_FILE",
+    "FORMAT",
+    "MANIFEST",
+    "VERSION",
+    "BuildSummary",
+    "DictionaryConfig",
+    "build_dictionary",
+    "default_dictionary_dir",
+    "dictionary_provenance",
+    "load_contexts",
+    "load_dictionary",
+    "load_manifest",
+    "run_build",
+]
+
+FORMAT = "auditor-feature-dictionary"
+VERSION = 1
+MANIFEST = "dictionary.json"
+FEATURES_FILE = "features.parquet"
+CONTEXTS_FILE = "contexts.parquet"
+#: Name of the dictionary directory created inside an SAE directory.
+DICTIONARY_DIRNAME = "dictionary"
+
+_SAE_KEY = "sae"  # column prefix in the temporary feature store
+
+
+@dataclass(frozen=True)
+class DictionaryConfig:
+    """How a dictionary is built; saved in the manifest and round-trips through JSON.
+
+    Parameters
+    ----------
+    max_length : int, default 512
+        Window length in tokens (as in extraction); capped by the model's context.
+    max_windows : int or None, default None
+        Keep only each document's first windows (``None``: all).
+    top_contexts : int, default 20
+        Top-activating contexts kept per feature (distinct texts).
+    context_tokens : int, default 8
+        Tokens of context either side of the firing token.
+    logit_tokens : int, default 10
+        Promoted and suppressed logit-lens tokens kept per feature.
+    exclude_outliers : bool, default True
+        Leave massive-activation tokens out, as pooling does (see :mod:`auditor.outliers`).
+    outlier_factor : float, default 5.0
+        Outlier threshold as a multiple of the median token norm.
+    chunk_docs : int, default 256
+        Documents per extraction chunk (bounds memory and temporary disk use).
+    token_budget, max_batch_size : int
+        Batching knobs passed to extraction; they do not change results.
+    """
+
+    max_length: int = 512
+    max_windows: int | None = None
+    top_contexts: int = 20
+    context_tokens: int = 8
+    logit_tokens: int = 10
+    exclude_outliers: bool = True
+    outlier_factor: float = 5.0
+    chunk_docs: int = 256
+    token_budget: int = 8192
+    max_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        positive = ("max_length", "top_contexts", "logit_tokens", "chunk_docs", "token_budget",
+                    "max_batch_size")
+        for name in positive:
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("context_tokens", self.context_tokens, minimum=0)
+        if self.max_windows is not None:
+            _check_int("max_windows", self.max_windows, minimum=1)
+        if not isinstance(self.exclude_outliers, bool):
+            raise ConfigError("exclude_outliers must be a bool", field="exclude_outliers")
+        if isinstance(self.outlier_factor, bool) or not isinstance(
+                self.outlier_factor, (int, float)) or not (
+                self.outlier_factor > 1 and math.isfinite(self.outlier_factor)):
+            raise ConfigError(f"outlier_factor must be > 1, got {self.outlier_factor!r}",
+                              field="outlier_factor")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; :meth:`from_dict` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DictionaryConfig:
+        """Build from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ConfigError
+            Unknown keys or invalid values.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown dictionary settings: {', '.join(unknown)}",
+                              field=unknown[0])
+        return cls(**dict(data))
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", field=name)
+
+
+@dataclass
+class BuildSummary:
+    """What a build did.
+
+    Attributes
+    ----------
+    out : str
+        The dictionary directory.
+    documents, tokens : int
+        Totals in the dictionary after the build.
+    new_documents, new_tokens : int
+        Added by this build.
+    features : int
+        The SAE's number of features.
+    alive : int
+        Features that fired at least once (over everything merged).
+    merged : bool
+        The build merged into an existing dictionary.
+    seconds : float
+        Wall time.
+    """
+
+    out: str
+    documents: int = 0
+    tokens: int = 0
+    new_documents: int = 0
+    new_tokens: int = 0
+    features: int = 0
+    alive: int = 0
+    merged: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def dictionary_provenance(lm: LoadedModel, sae: SAE) -> dict[str, Any]:
+    """What a dictionary is *of*: the model, the SAE and where it reads.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        The model.
+    sae : SAE
+        The SAE. Its file's sha256 is used; an SAE built in memory is identified by the
+        sha256 of its tensors instead (``sae.sha256_of == 'tensors'``).
+
+    Returns
+    -------
+    dict
+        ``model`` (id, weights_sha256, d_model, n_layers, vocab_size), ``sae`` (path,
+        sha256, sha256_of, format, d_sae, activation, k), ``layer``, ``hook``.
+    """
+    from auditor.lm import HookPoint
+
+    sha, sha_of = sae.sha256, "file"
+    if sha is None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(sae.canonical_tensors().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        sha, sha_of = digest.hexdigest(), "tensors"
+    layer = sae.cfg.hook_layer
+    return {
+        "model": {
+            "id": str(lm.model_id),
+            "weights_sha256": lm.weights_sha256,
+            "d_model": lm.d_model,
+            "n_layers": lm.n_layers,
+            "vocab_size": len(lm.tokenizer),
+        },
+        "sae": {
+            "path": sae.source_path,
+            "sha256": sha,
+            "sha256_of": sha_of,
+            "format": sae.cfg.source_format,
+            "d_sae": sae.cfg.d_sae,
+            "activation": sae.cfg.activation,
+            "k": sae.cfg.k,
+        },
+        "layer": layer,
+        "hook": HookPoint(layer or 0, sae.cfg.hook_point).name if layer is not None else None,
+    }
+
+
+def _identity(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that must agree for two builds to merge."""
+    model, sae = provenance.get("model") or {}, provenance.get("sae") or {}
+    return {
+        "model": model.get("weights_sha256") or model.get("id"),
+        "sae.sha256": sae.get("sha256"),
+        "sae.d_sae": sae.get("d_sae"),
+        "layer": provenance.get("layer"),
+        "hook": provenance.get("hook"),
+    }
+
+
+def _check_same(old: Mapping[str, Any], new: Mapping[str, Any], *, path: Path) -> None:
+    a, b = _identity(old), _identity(new)
+    diff = [k for k in a if a[k] != b[k]]
+    if diff:
+        details = "; ".join(f"{k}: {a[k]!r} (dictionary) vs {b[k]!r} (now)" for k in diff)
+        raise ProvenanceMismatch(
+            f"cannot merge into a dictionary built with another model/SAE ({details}); "
+            "use another --out or rebuild", path=path, field=diff[0])
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def default_dictionary_dir(sae_path: str | Path) -> Path:
+    """Where a dictionary lives by default: beside the SAE's weights.
+
+    Parameters
+    ----------
+    sae_path : str or Path
+        The SAE directory or weights file.
+
+    Returns
+    -------
+    Path
+        ``<sae dir>/dictionary`` for a directory, ``<parent>/<file name>.dictionary`` for a
+        single weights file (so several SAE files in one folder do not collide).
+    """
+    src = Path(sae_path).expanduser()
+    if src.is_file():
+        return src.parent / f"{src.name}.{DICTIONARY_DIRNAME}"
+    return src / DICTIONARY_DIRNAME
+
+
+def _writable(target: Path) -> bool:
+    probe = target
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_dictionary(
+    documents: Iterable[Document],
+    *,
+    lm: LoadedModel,
+    sae: SAE,
+    out: str | Path,
+    config: DictionaryConfig | None = None,
+    input_info: Mapping[str, Any] | None = None,
+    rebuild: bool = False,
+    total: int | None = None,
+    progress: bool = False,
+) -> BuildSummary:
+    """Build a feature dictionary over ``documents``, or merge them into an existing one.
+
+    Parameters
+    ----------
+    documents : iterable of Document
+        The corpus (see :func:`auditor.io.read_documents`).
+    lm : LoadedModel
+        The model the SAE reads (:func:`auditor.lm.load_model`).
+    sae : SAE
+        The SAE; it must say which layer it reads.
+    out : str or Path
+        The dictionary directory; an existing dictionary there is merged into.
+    config : DictionaryConfig, optional
+        Build settings (defaults: :class:`DictionaryConfig()`).
+    input_info : mapping, optional
+        ``{'path': ..., 'fingerprint': ...}`` of the corpus, recorded in the manifest; a
+        fingerprint already merged is refused.
+    rebuild : bool, default False
+        Discard an existing dictionary at ``out`` instead of merging into it.
+    total : int, optional
+        Number of documents, for the progress bar.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    BuildSummary
+
+    Raises
+    ------
+    ConfigError
+        Invalid settings, an SAE without a layer, an input already merged, or an
+        ``exclude_outliers`` setting that differs from the existing dictionary's.
+    InputError
+        The corpus holds no documents.
+    ProvenanceMismatch
+        ``out`` holds a dictionary of another model or SAE.
+    StoreError
+        ``out`` holds something that is not a valid dictionary.
+    SAEModelMismatch
+        The SAE does not fit the model.
+    """
+    from auditor.extract import ExtractConfig, extract_features
+    from auditor.io import batched
+    from auditor.store import scan_features
+
+    started = time.perf_counter()
+    config = config or DictionaryConfig()
+    root = Path(out)
+    if sae.cfg.hook_layer is None:
+        raise ConfigError("the SAE does not say which layer it reads; pass a layer",
+                          path=sae.source_path, field="layer")
+    provenance = dictionary_provenance(lm, sae)
+    info = dict(input_info or {})
+    previous = _previous(root, provenance, info, rebuild=rebuild,
+                         exclude_outliers=config.exclude_outliers)
+    stats = FeatureStats(sae.cfg.d_sae)
+    if previous is not None:
+        stats.restore(_read_table(root, FEATURES_FILE), _read_table(root, CONTEXTS_FILE),
+                      previous["totals"])
+    before_docs, before_tokens = stats.documents, stats.tokens
+
+    extract_config = ExtractConfig(
+        poolings=("max",), max_length=config.max_length, max_windows=config.max_windows,
+        shard_size=config.chunk_docs, exclude_outliers=config.exclude_outliers,
+        outlier_factor=config.outlier_factor, save_tokens=True,
+        token_budget=config.token_budget, max_batch_size=config.max_batch_size)
+    source = Path(str(info["path"])).name if info.get("path") else ""
+    tokenizer = lm.tokenizer
+
+    def decode(ids: Any) -> str:
+        return str(tokenizer.decode(list(ids)))
+
+    bar = _progress_bar(total, enabled=progress)
+    try:
+        with tempfile.TemporaryDirectory(prefix="auditor-dictionary-") as tmp:
+            for i, chunk in enumerate(batched(documents, config.chunk_docs)):
+                store = Path(tmp) / f"chunk-{i:05d}"
+                extract_features(chunk, lm=lm, saes={_SAE_KEY: sae}, out=store,
+                                 config=extract_config, input_info={"chunk": i})
+                tokens = scan_features(store, kind="tokens").collect()
+                stats.add_tokens(tokens, key=_SAE_KEY, n_documents=len(chunk), decode=decode,
+                                 top=config.top_contexts, context_tokens=config.context_tokens,
+                                 source=source)
+                shutil.rmtree(store, ignore_errors=True)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    new_docs = stats.documents - before_docs
+    if new_docs == 0:
+        raise InputError("the corpus holds no documents", path=info.get("path"))
+
+    lens = _logit_lens(lm, sae, config, previous, root)
+    features = _features_frame(stats, lens)
+    contexts = stats.contexts_frame()
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    inputs = list(previous["inputs"]) if previous is not None else []
+    inputs.append({
+        "path": info.get("path"), "fingerprint": info.get("fingerprint"),
+        "documents": new_docs, "tokens": stats.tokens - before_tokens,
+        "config": config.to_dict(), "built_at": now, "auditor_version": __version__,
+    })
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "auditor_version": __version__,
+        "provenance": provenance,
+        "config": config.to_dict(),
+        "totals": {"documents": stats.documents, "tokens": stats.tokens,
+                   "excluded_tokens": stats.excluded_tokens, "builds": len(inputs)},
+        "inputs": inputs,
+        "histogram": _histogram_spec(),
+        "quantiles": list(QUANTILES),
+        "logit_lens": lens.info,
+        "created_at": previous.get("created_at", now) if previous is not None else now,
+        "updated_at": now,
+    }
+    _write(root, features, contexts, manifest)
+    return BuildSummary(
+        out=str(root), documents=stats.documents, tokens=stats.tokens, new_documents=new_docs,
+        new_tokens=stats.tokens - before_tokens, features=sae.cfg.d_sae,
+        alive=int((stats.n_tokens_fired > 0).sum()), merged=previous is not None,
+        seconds=time.perf_counter() - started)
+
+
+def run_build(
+    corpus: str | Path,
+    *,
+    out: str | Path | None = None,
+    model: str | Path | None = None,
+    sae: str | Path | None = None,
+    layer: int | None = None,
+    k: int | None = None,
+    sae_format: str | None = None,
+    config: DictionaryConfig | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    max_chars: int = 1_000_000,
+    rebuild: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> BuildSummary:
+    """Load the model and SAE, read ``corpus`` and build (or merge) its dictionary.
+
+    Parameters
+    ----------
+    corpus : str or Path
+        JSONL, Parquet, CSV, ``.txt`` or a directory of ``.txt`` files.
+    out : str or Path, optional
+        Dictionary directory; default :func:`default_dictionary_dir` of the SAE, which must
+        then be writable.
+    model : str or Path, optional
+        Local model directory; ``None`` uses the embedded default model.
+    sae : str or Path, optional
+        SAE path; ``None`` uses the shipped default SAE (only with the default model).
+    layer, k, sae_format
+        Passed to :func:`auditor.sae.load_sae`.
+    config : DictionaryConfig, optional
+        Build settings.
+    text_column, id_column, max_chars
+        Passed to :func:`auditor.io.read_documents`.
+    rebuild : bool, default False
+        Replace an existing dictionary instead of merging into it.
+    device, dtype
+        Where and in what precision to run the model.
+    progress : bool, default False
+        Progress bar.
+
+    Returns
+    -------
+    BuildSummary
+
+    Raises
+    ------
+    ConfigError
+        No SAE for a non-default model, an unwritable default location, an input already
+        merged, bad settings.
+    InputError
+        The corpus cannot be read or is empty.
+    ProvenanceMismatch
+        The dictionary at ``out`` was built with another model or SAE.
+    ModelError, SAEError
+        The model or SAE cannot be loaded.
+    """
+    from auditor.io import count_documents, input_fingerprint, read_documents
+    from auditor.jobs.extract import resolve_defaults
+    from auditor.lm import load_model
+    from auditor.sae import load_sae
+
+    src = Path(corpus)
+    if not src.exists():
+        from auditor.errors import InputFileError
+
+        raise InputFileError("no such corpus file or directory", path=src, field="corpus")
+    model_path, saes = resolve_defaults(model, [str(sae)] if sae is not None else [],
+                                        progress=progress)
+    sae_path = Path(saes[0])
+    if out is None:
+        target = default_dictionary_dir(sae_path)
+        if not _writable(target):
+            raise ConfigError(f"cannot write the dictionary beside the SAE ({target} is not "
+                              "writable); pass --out", path=target, field="out")
+    else:
+        target = Path(out)
+    info = {"path": str(src), "fingerprint": input_fingerprint(src)}
+    if not rebuild and (target / MANIFEST).exists():
+        _check_new_input(load_manifest(target), info, path=target)
+    lm = load_model(model_path, device=device, dtype=dtype)
+    loaded = load_sae(sae_path, format=sae_format, k=k, layer=layer, device=lm.device)
+    docs = read_documents(src, text_column=text_column, id_column=id_column,
+                          max_chars=max_chars)
+    return build_dictionary(docs, lm=lm, sae=loaded, out=target, config=config,
+                            input_info=info, rebuild=rebuild, total=count_documents(src),
+                            progress=progress)
+
+
+def _previous(root: Path, provenance: Mapping[str, Any], info: Mapping[str, Any], *,
+              rebuild: bool, exclude_outliers: bool) -> dict[str, Any] | None:
+    if root.exists() and not root.is_dir():
+        raise StoreError("not a directory", path=root, field="out")
+    if not (root / MANIFEST).exists():
+        if root.is_dir() and any(p.name in (FEATURES_FILE, CONTEXTS_FILE)
+                                 for p in root.iterdir()):
+            if not rebuild:
+                raise StoreError(f"dictionary files without a {MANIFEST}; rebuild it",
+                                 path=root)
+        return None
+    if rebuild:
+        return None
+    manifest = load_manifest(root)
+    _check_same(manifest["provenance"], provenance, path=root)
+    old_config = manifest.get("config") or {}
+    if old_config.get("exclude_outliers") != exclude_outliers:
+        raise ConfigError(
+            f"the dictionary was built with exclude_outliers={old_config.get('exclude_outliers')}"
+            f"; merging tokens counted with exclude_outliers={exclude_outliers} would mix two "
+            "definitions of density (use the same setting, or rebuild)",
+            path=root, field="exclude_outliers")
+    if manifest.get("histogram") != _histogram_spec():
+        raise StoreError("the dictionary uses another histogram layout; rebuild it",
+                         path=root, field="histogram")
+    _check_new_input(manifest, info, path=root)
+    _verify_files(root, manifest)
+    return manifest
+
+
+def _check_new_input(manifest: Mapping[str, Any], info: Mapping[str, Any], *, path: Path) -> None:
+    fingerprint = info.get("fingerprint")
+    if fingerprint is None:
+        return
+    for item in manifest.get("inputs") or []:
+        if item.get("fingerprint") == fingerprint:
+            raise ConfigError(
+                f"this corpus ({item.get('path')}) is already in the dictionary; merging it "
+                "again would count it twice (use --rebuild to start over)",
+                path=path, field="corpus")
+
+
+def _histogram_spec() -> dict[str, Any]:
+    return {"scale": "log", "lo": HIST_LO, "hi": HIST_HI, "bins": HIST_BINS,
+            "underflow_overflow": True}
+
+
+def _logit_lens(lm: LoadedModel, sae: SAE, config: DictionaryConfig,
+                previous: Mapping[str, Any] | None, root: Path) -> LogitLens:
+    """The logit lens, reused from the previous build when it was made the same way."""
+    from auditor.features.logit_lens import LogitLens, model_logit_lens
+
+    if previous is not None and (previous.get("logit_lens") or {}).get("top") == \
+            config.logit_tokens:
+        frame = _read_table(root, FEATURES_FILE)
+
+        def ids(col: str) -> np.ndarray:
+            return np.asarray(frame[col].to_list(), dtype=np.int64)
+
+        def vals(col: str) -> np.ndarray:
+            return np.asarray(frame[col].to_list(), dtype=np.float32)
+
+        return LogitLens(
+            promoted_ids=ids("promoted_ids"), promoted_logits=vals("promoted_logits"),
+            suppressed_ids=ids("suppressed_ids"), suppressed_logits=vals("suppressed_logits"),
+            promoted=frame["promoted"].to_list(), suppressed=frame["suppressed"].to_list(),
+            info=dict(previous["logit_lens"]))
+    return model_logit_lens(lm, sae.W_dec.detach(), top=config.logit_tokens)
+
+
+def _features_frame(stats: FeatureStats, lens: LogitLens) -> pl.DataFrame:
+    n = stats.n_features
+    fired = stats.n_tokens_fired
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(fired > 0, stats.sum / np.maximum(fired, 1), np.nan)
+    q = stats.quantiles()
+    labels = []
+    for f in range(n):
+        ctx = stats.contexts.get(f, [])
+        labels.append(auto_label([c.token for c in ctx], lens.promoted[f],
+                                 activations=[c.activation for c in ctx]))
+    cols: list[pl.Series] = [
+        pl.Series("feature", np.arange(n), dtype=pl.UInt32),
+        pl.Series("n_tokens_fired", fired, dtype=pl.UInt64),
+        pl.Series("n_docs_fired", stats.n_docs_fired, dtype=pl.UInt64),
+        pl.Series("density", fired / max(stats.tokens, 1), dtype=pl.Float64),
+        pl.Series("doc_density", stats.n_docs_fired / max(stats.documents, 1), dtype=pl.Float64),
+        pl.Series("max", stats.max, dtype=pl.Float32),
+        pl.Series("mean", mean, dtype=pl.Float64, nan_to_null=True),
+        pl.Series("sum", stats.sum, dtype=pl.Float64),
+    ]
+    for j, qq in enumerate(QUANTILES):
+        cols.append(pl.Series(f"p{round(qq * 100)}", q[:, j], dtype=pl.Float32,
+                              nan_to_null=True))
+    cols += [
+        _list_column("hist", stats.hist, pl.UInt64),
+        pl.Series("promoted", lens.promoted, dtype=pl.List(pl.String)),
+        _list_column("promoted_ids", lens.promoted_ids, pl.UInt32),
+        _list_column("promoted_logits", lens.promoted_logits, pl.Float32),
+        pl.Series("suppressed", lens.suppressed, dtype=pl.List(pl.String)),
+        _list_column("suppressed_ids", lens.suppressed_ids, pl.UInt32),
+        _list_column("suppressed_logits", lens.suppressed_logits, pl.Float32),
+        pl.Series("auto_label", labels, dtype=pl.String),
+    ]
+    return pl.DataFrame(cols)
+
+
+def _list_column(name: str, matrix: np.ndarray, dtype: Any) -> pl.Series:
+    """A List column from the rows of a 2-D array."""
+    import pyarrow as pa
+
+    rows, width = matrix.shape
+    offsets = np.arange(rows + 1, dtype=np.int32) * width
+    arr = pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1)))
+    series = pl.from_arrow(arr)
+    assert isinstance(series, pl.Series)
+    return series.alias(name).cast(pl.List(dtype))
+
+
+def _progress_bar(total: int | None, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="doc", disable=not enabled, dynamic_ncols=True,
+                desc="dictionary")
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _replace_atomically(target: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write(root: Path, features: pl.DataFrame, contexts: pl.DataFrame,
+           manifest: dict[str, Any]) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the dictionary directory: {exc}", path=root,
+                          field="out") from exc
+    _replace_atomically(root / FEATURES_FILE, lambda p: features.write_parquet(p))
+    _replace_atomically(root / CONTEXTS_FILE, lambda p: contexts.write_parquet(p))
+    manifest = {**manifest, "files": {name: _sha256(root / name)
+                                      for name in (FEATURES_FILE, CONTEXTS_FILE)}}
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _replace_atomically(root / MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _verify_files(root: Path, manifest: Mapping[str, Any]) -> None:
+    for name, expected in (manifest.get("files") or {}).items():
+        path = root / name
+        if not path.is_file():
+            raise StoreError(f"{name} is missing from the dictionary", path=root, field=name)
+        if _sha256(path) != expected:
+            raise CorruptShard(f"{name} does not match the manifest (interrupted or edited "
+                               "write?); rebuild the dictionary", path=path, field=name)
+
+
+def load_manifest(dictionary_dir: str | Path) -> dict[str, Any]:
+    """Read and check a dictionary's manifest.
+
+    Parameters
+    ----------
+    dictionary_dir : str or Path
+        The dictionary directory.
+
+    Returns
+    -------
+    dict
+        The manifest (see the module docstring).
+
+    Raises
+    ------
+    StoreError
+        No dictionary there, or an unreadable / foreign manifest.
+    """
+    root = Path(dictionary_dir)
+    path = root / MANIFEST
+    if not path.is_file():
+        hint = "" if root.exists() else " (no such directory)"
+        raise StoreError(f"no feature dictionary here{hint}; build one with `auditor features "
+                         "build --corpus FILE` or pass --dictionary", path=root)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"unreadable dictionary manifest: {exc}", path=path) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise StoreError(f"not a feature dictionary manifest (format != {FORMAT!r})", path=path)
+    if manifest.get("version") != VERSION:
+        raise StoreError(f"dictionary version {manifest.get('version')!r} is not supported "
+                         f"(expected {VERSION})", path=path)
+    return manifest
+
+
+def _read_table(root: Path, name: str) -> pl.DataFrame:
+    path = root / name
+    if not path.is_file():
+        raise StoreError(f"{name} is missing from the dictionary", path=root, field=name)
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise CorruptShard(f"unreadable {name}: {exc}", path=path) from exc
+
+
+def load_dictionary(
+    dictionary_dir: str | Path,
+    *,
+    overrides: str | Path | Mapping[int, str] | None = None,
+    verify: bool = True,
+) -> pl.DataFrame:
+    """Load a dictionary's per-feature table, with labels.
+
+    Parameters
+    ----------
+    dictionary_dir : str or Path
+        The dictionary directory.
+    overrides : path or mapping, optional
+        Label overrides (see :func:`auditor.features.feature_labels`); ``None`` reads the
+        dictionary's ``labels.json`` / ``labels.tsv`` if present.
+    verify : bool, default True
+        Check the files against the sha256 recorded in the manifest.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per feature, in order: the columns listed in the module docstring plus
+        ``label`` (the override if any, else ``auto_label``).
+
+    Raises
+    ------
+    StoreError
+        No dictionary, or missing files.
+    CorruptShard
+        A file is unreadable or does not match the manifest.
+    ConfigError
+        A malformed override file.
+    """
+    root = Path(dictionary_dir)
+    manifest = load_manifest(root)
+    if verify:
+        _verify_files(root, manifest)
+    frame = _read_table(root, FEATURES_FILE)
+    labels = resolve_overrides(root, overrides, n_features=frame.height)
+    auto = frame["auto_label"].to_list()
+    merged = [labels.get(i, a) for i, a in enumerate(auto)]
+    return frame.with_columns(pl.Series("label", merged, dtype=pl.String))
+
+
+def load_contexts(dictionary_dir: str | Path, *, feature: int | None = None) -> pl.DataFrame:
+    """Load a dictionary's top contexts.
+
+    Parameters
+    ----------
+    dictionary_dir : str or Path
+        The dictionary directory.
+    feature : int, optional
+        Only this feature's contexts.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``feature``, ``rank``, ``activation``, ``doc_id``, ``position``, ``token_id``,
+        ``token``, ``text``, ``source``; sorted by feature then rank.
+
+    Raises
+    ------
+    StoreError
+        No dictionary or no contexts file.
+    ConfigError
+        ``feature`` out of range.
+    """
+    root = Path(dictionary_dir)
+    manifest = load_manifest(root)
+    n = int(manifest["provenance"]["sae"]["d_sae"])
+    lf = pl.scan_parquet(root / CONTEXTS_FILE) if (root / CONTEXTS_FILE).is_file() else None
+    if lf is None:
+        raise StoreError(f"{CONTEXTS_FILE} is missing from the dictionary", path=root)
+    if feature is not None:
+        if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < n:
+            raise ConfigError(f"feature {feature!r} is out of range (0 … {n - 1})",
+                              field="feature")
+        lf = lf.filter(pl.col("feature") == feature)
+    try:
+        frame = lf.collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise CorruptShard(f"unreadable {CONTEXTS_FILE}: {exc}", path=root) from exc
+    if frame.height == 0:
+        return pl.DataFrame(schema=CONTEXT_SCHEMA)
+    return frame.sort("feature", "rank")
