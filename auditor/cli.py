@@ -576,8 +576,10 @@ def _print_predictions(frame: Any) -> None:
 
 def _register_plugins() -> None:
     from auditor.cli_features import features
+    from auditor.cli_report import report
 
     cli.add_command(features)
+    cli.add_command(report)
 
 
 _register_plugins()

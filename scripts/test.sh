@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The report test renders HTML in headless Chromium (Debian package; skipped when present).
+bash scripts/install_chromium.sh
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,69 @@
+"""Corpus reports: build the report data from a feature store, render it, detect drift.
+
+Typical use::
+
+    from auditor.report import build_report, write_report
+
+    report = build_report("out/store", predictions="out/preds.parquet",
+                          texts="data/corpus.jsonl", previous="out/last/report.json")
+    write_report(report, "out/report", formats=("html", "json", "md"))
+
+The report dict returned by :func:`build_report` is the JSON format; :func:`render_html`
+gives one self-contained page (inline CSS and SVG charts, no script, no network) and
+:func:`render_markdown` the same tables in Markdown. The CLI is ``auditor report``
+(:mod:`auditor.cli_report`).
+"""
+
+from auditor.report.build import (
+    DEFAULT_FLAGS,
+    FeatureExamples,
+    FeatureLabels,
+    Predictions,
+    build_report,
+    load_feature_labels,
+    read_predictions,
+)
+from auditor.report.charts import Chart, chart_titles, report_charts
+from auditor.report.dedup import DuplicateGroup, NearDuplicateFinder, normalize_text
+from auditor.report.drift import (
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    chi_square_homogeneity,
+    compare_reports,
+    feature_density_shift,
+    jensen_shannon_divergence,
+    label_shift,
+    load_report,
+    total_variation,
+)
+from auditor.report.render import FORMATS, render_html, render_json, render_markdown, write_report
+
+__all__ = [
+    "DEFAULT_FLAGS",
+    "FORMATS",
+    "REPORT_FORMAT",
+    "REPORT_VERSION",
+    "Chart",
+    "DuplicateGroup",
+    "FeatureExamples",
+    "FeatureLabels",
+    "NearDuplicateFinder",
+    "Predictions",
+    "build_report",
+    "chart_titles",
+    "chi_square_homogeneity",
+    "compare_reports",
+    "feature_density_shift",
+    "jensen_shannon_divergence",
+    "label_shift",
+    "load_feature_labels",
+    "load_report",
+    "normalize_text",
+    "read_predictions",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "report_charts",
+    "total_variation",
+    "write_report",
+]
