@@ -561,6 +561,45 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
     _print_predictions(frame)
 
 
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output directory: store/, predictions.parquet, report.html/json/md.")
+@click.option("--head", "head_refs", multiple=True,
+              help="Head name or directory; repeat (default: every installed head).")
+@click.option("--explain", type=int, default=5, show_default=True,
+              help="Top contributing SAE features kept per document and head.")
+@click.option("--previous", type=click.Path(path_type=Path), default=None,
+              help="report.json of an earlier audit of the same pipeline (drift).")
+@click.option("--model", default=None, help="Model directory (default: the embedded one).")
+@click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--format", "formats", default="html,json,md", show_default=True)
+@click.option("--skip-bad-rows", is_flag=True)
+@click.option("--device", default=None)
+@click.option("--progress/--no-progress", default=None)
+def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
+          previous: Path | None, model: str | None, sae_paths: tuple[str, ...],
+          text_column: str, id_column: str | None, formats: str, skip_bad_rows: bool,
+          device: str | None, progress: bool | None) -> None:
+    """Audit INPUT: SAE features, every head's labels with explanations, and a report."""
+    from auditor.jobs import run_audit
+
+    result = run_audit(
+        input_path, out=out, heads=list(head_refs) or None, model=model, saes=sae_paths,
+        explain=explain, previous=previous, text_column=text_column, id_column=id_column,
+        skip_bad_rows=skip_bad_rows, device=device, formats=formats.split(","),
+        progress=sys.stderr.isatty() if progress is None else progress)
+    click.echo(f"audited {result.documents:,} documents with heads "
+               f"{', '.join(result.heads) or '(none installed)'}")
+    click.echo(f"  features     {result.store}")
+    if result.predictions is not None:
+        click.echo(f"  predictions  {result.predictions}")
+    for fmt, path in result.reports.items():
+        click.echo(f"  {fmt:<12} {path}")
+
+
 def _print_predictions(frame: Any) -> None:
     heads = [c[: -len(".label")] for c in frame.columns if c.endswith(".label")]
     for row in frame.iter_rows(named=True):

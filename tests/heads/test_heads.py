@@ -283,3 +283,38 @@ def test_cli_train_eval_predict_list_show_classify(stores, tiny_llama_dir: Path,
     assert main(["classify", "hello", "--head", "nope", "--model", str(tiny_llama_dir),
                  "--sae", str(sae_dir)]) == 2
     assert "no head named nope" in capsys.readouterr().err
+
+
+def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path,
+                                                    sae_dir: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.jobs import run_audit
+
+    train_store, _, _ = stores["train"]
+    head = train_head("domain", load_split(train_store, "label"), candidate="sae-max-log1p",
+                      folds=3, positive_class="sport")
+    head_dir = save_head(head, tmp_path / "heads" / "domain")
+    test_data = stores["test"][1]
+    out = tmp_path / "audit"
+    assert main(["audit", str(test_data), "--out", str(out), "--head", str(head_dir),
+                 "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--id-column", "id",
+                 "--explain", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "audited 45 documents with heads domain" in printed
+    for name in ("report.html", "report.json", "report.md", "predictions.parquet"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["corpus"]["documents"] == 45
+    assert list(report["heads"]) == ["domain"]
+    preds = pl.read_parquet(out / "predictions.parquet")
+    assert preds.height == 45 and "domain.explain" in preds.columns
+    # a second audit of the same data with the first as 'previous' reports drift
+    again = run_audit(test_data, out=tmp_path / "audit2", heads=[str(head_dir)],
+                      model=tiny_llama_dir, saes=[str(sae_dir)], id_column="id",
+                      previous=out / "report.json", formats=("json",))
+    drift = json.loads(again.reports["json"].read_text())["drift"]
+    assert drift is not None
+    # no heads: a report without predictions
+    bare = run_audit(test_data, out=tmp_path / "audit3", heads=[], model=tiny_llama_dir,
+                     saes=[str(sae_dir)], id_column="id", formats=("json",))
+    assert bare.predictions is None and bare.heads == []
