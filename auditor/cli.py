@@ -305,44 +305,6 @@ def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce
 # ----------------------------------------------------------------------------- probe
 
 
-@cli.group()
-def probe() -> None:
-    """Probes on pooled SAE features, measured against plain baselines."""
-
-
-@probe.command("compare")
-@click.option("--features", "store_path", required=True, type=click.Path(path_type=Path),
-              help="Feature store (extract with --raw-mean for the raw-activation baseline).")
-@click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
-              help="Labelled data (JSONL/Parquet/CSV) keyed by the store's doc ids.")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--id-column", default="id", show_default=True)
-@click.option("--text-column", default="text", show_default=True,
-              help="Text for the TF-IDF baseline.")
-@click.option("--sae", default=None, help="SAE key in the store (default: the only one).")
-@click.option("--pool", "pooling", default="max", show_default=True)
-@click.option("--folds", type=int, default=5, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
-                  text_column: str, sae: str | None, pooling: str, folds: int,
-                  as_json: bool) -> None:
-    """Cross-validate an SAE-feature probe against raw-activation and TF-IDF baselines."""
-    from auditor.io import read_documents
-    from auditor.probes import compare_representations, format_comparison
-
-    labels: dict[str, Any] = {}
-    texts: dict[str, str] = {}
-    for doc in read_documents(labels_path, text_column=text_column, id_column=id_column,
-                              passthrough=[label_column]):
-        if doc.extra.get(label_column) is not None:
-            labels[doc.doc_id] = doc.extra[label_column]
-            texts[doc.doc_id] = doc.text
-    results = compare_representations(store_path, labels=labels, texts=texts, sae=sae,
-                                      pooling=pooling, folds=folds)
-    click.echo(json.dumps(results, indent=2, default=str) if as_json
-               else format_comparison(results))
-
-
 def _labelled(path: Path, *, label_column: str, id_column: str | None, text_column: str
               ) -> tuple[dict[str, Any], dict[str, str]]:
     """``doc_id -> label`` and ``doc_id -> text`` from a dataset file with a label column."""
@@ -374,6 +336,33 @@ def _label_options(f: Any) -> Any:
     for opt in reversed(_LABEL_OPTIONS):
         f = opt(f)
     return f
+
+
+@cli.group()
+def probe() -> None:
+    """Probes on pooled SAE features, measured against plain baselines."""
+
+
+@probe.command("compare")
+@_label_options
+@click.option("--sae", default=None, help="SAE key in the store (default: the only one).")
+@click.option("--folds", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+                  text_column: str, sae: str | None, folds: int, as_json: bool) -> None:
+    """Cross-validate every SAE-feature representation against raw-activation and TF-IDF
+    baselines on the same folds."""
+    from auditor.heads import cross_validate_candidates, load_split
+    from auditor.heads.card import metrics_table
+
+    labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
+                              text_column=text_column)
+    split = load_split(store_path, labels, texts=texts, sae=sae)
+    results = cross_validate_candidates(split, folds=folds)
+    for r in results.values():
+        r.pop("oof_proba")
+    click.echo(json.dumps(results, indent=2, default=str) if as_json
+               else metrics_table(results))
 
 
 @probe.command("train")

@@ -15,7 +15,6 @@ pooling. LightGBM is imported only when a :class:`BoostedProbe` is fitted or loa
 
 from auditor.probes.boosted import BoostedProbe, split_contributions
 from auditor.probes.calibration import CalibratedProbe
-from auditor.probes.compare import compare_representations, format_comparison
 from auditor.probes.linear import LinearProbe
 from auditor.probes.metrics import (
     cross_validate_probe,
@@ -36,11 +35,9 @@ __all__ = [
     "ThresholdChoice",
     "check_provenance",
     "choose_threshold",
-    "compare_representations",
     "cross_validate_probe",
     "evaluate_probe",
     "expected_calibration_error",
-    "format_comparison",
     "learning_curve",
     "load_card",
     "load_probe",

@@ -1,4 +1,5 @@
-"""The SAE-vs-baselines comparison on a tiny model and real labelled text."""
+"""The SAE-vs-baselines comparison on a tiny model and real labelled text (the bundled
+sample: which of six sources a text comes from)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from auditor.cli import main
 from auditor.errors import ConfigError
-from auditor.probes import compare_representations, format_comparison
+from auditor.heads import cross_validate_candidates, load_split
+from auditor.heads.card import metrics_table
 from auditor.testing import make_random_sae
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "audit-sample.jsonl"
@@ -27,14 +29,15 @@ def test_compare_on_sample(tiny_llama_dir: Path, tmp_path: Path,
     assert main(["probe", "compare", "--features", str(store), "--labels", str(SAMPLE),
                  "--label-column", "source", "--folds", "3", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert set(results) == {"sae", "raw", "tfidf"}
+    # max pooling only in this store: the mean-pooled candidate is left out
+    assert set(results) == {"sae-max-log1p", "sae-max-binary", "raw", "tfidf"}
     for m in results.values():
         assert m["n"] == 300 and 0.0 <= m["macro_f1"] <= 1.0
         assert len(m["confusion_matrix"]) == 6
     # real text: TF-IDF separates these sources well above chance (1/6)
     assert results["tfidf"]["accuracy"] > 0.6
-    table = format_comparison(results)
-    assert "(best)" in table and "tfidf" in table
+    table = metrics_table(results, chosen="sae-max-log1p")
+    assert "(best" in table and "tfidf" in table and "(head" in table
 
 
 def test_compare_needs_two_classes(tiny_llama_dir: Path, tmp_path: Path) -> None:
@@ -45,5 +48,8 @@ def test_compare_needs_two_classes(tiny_llama_dir: Path, tmp_path: Path) -> None
     lm = load_model(tiny_llama_dir)
     docs = [Document(row=i, doc_id=str(i), text=f"text number {i}", extra={}) for i in range(6)]
     extract_features(docs, lm=lm, saes={"s": make_random_sae()}, out=tmp_path / "s")
-    with pytest.raises(ConfigError, match="2 classes"):
-        compare_representations(tmp_path / "s", labels={str(i): "a" for i in range(6)})
+    with pytest.raises(ConfigError, match="two classes"):
+        load_split(tmp_path / "s", {str(i): "a" for i in range(6)})
+    split = load_split(tmp_path / "s", {str(i): "ab"[i % 2] for i in range(6)})
+    with pytest.raises(ConfigError, match="documents for 5-fold"):
+        cross_validate_candidates(split)
