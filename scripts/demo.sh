@@ -9,5 +9,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/auditor models list
 .venv/bin/auditor heads list
+# Feature labels and example contexts for the report: a dictionary over the sample itself
+# (merged into models/sae/…/dictionary; rebuilt from scratch each run).
+.venv/bin/auditor features build --corpus samples/audit-sample.jsonl --id-column id \
+  --max-length 128 --max-windows 2 --top 5 --rebuild
 .venv/bin/auditor audit samples/audit-sample.jsonl --id-column id --out out/audit-sample
 echo "open out/audit-sample/report.html in a browser (self-contained, works offline)"

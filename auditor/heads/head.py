@@ -334,6 +334,7 @@ def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = 
         raise ConfigError("directory exists and is not empty (pass overwrite=True)", path=out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a saved artefact is not
     try:
         save_probe(head.probe, tmp / PROBE_DIR, card=head.card)
         if head.decoder is not None:

@@ -197,6 +197,7 @@ def save_probe(
         raise ConfigError(f"the card must be JSON-serialisable: {e}", field="card") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a saved artefact is not
     try:
         _write(probe, tmp)
         (tmp / CARD_FILE).write_text(card_text)
