@@ -589,6 +589,68 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
         click.echo(f"  {fmt:<12} {path}")
 
 
+@cli.command()
+@click.argument("source", metavar="TEXT|FILE")
+@click.option("--head", "head_refs", multiple=True,
+              help="Head name or directory; repeat (default: every installed head).")
+@click.option("--top", type=int, default=5, show_default=True,
+              help="Contributing features shown per document and head.")
+@click.option("--check", is_flag=True,
+              help="Faithfulness: zero each decision's top-k features and re-score, vs k "
+                   "random active features.")
+@click.option("--k", "k", type=int, default=5, show_default=True, help="Features zeroed.")
+@click.option("--random", "n_random", type=int, default=10, show_default=True,
+              help="Random draws per document for the control.")
+@click.option("--no-tokens", is_flag=True, help="Skip token-level evidence.")
+@click.option("--model", default=None, help="Model directory (default: the embedded one).")
+@click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: int,
+            n_random: int, no_tokens: bool, model: str | None, sae_paths: tuple[str, ...],
+            text_column: str, id_column: str | None, as_json: bool) -> None:
+    """Why each head labelled TEXT (or each document of FILE) as it did."""
+    import tempfile
+
+    from auditor.jobs import run_explain
+
+    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
+        path = Path(source)
+        if not path.exists():
+            path = Path(tmp) / "input.jsonl"
+            path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
+            id_column = "id"
+        result = run_explain(path, heads=list(head_refs) or None, top=top, check=check, k=k,
+                             n_random=n_random, tokens=not no_tokens, model=model,
+                             saes=sae_paths, text_column=text_column, id_column=id_column,
+                             progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for doc in result["documents"]:
+        click.echo(doc["id"])
+        for name in result["heads"]:
+            e = doc[name]
+            cover = "" if e["explained_share"] >= 0.999 else \
+                f", features cover {e['explained_share']:.0%} of the score"
+            click.echo(f"  {name}: {e['label']} (p={e['p']:.3f}; contributions to the "
+                       f"'{e['explains']}' score{cover})")
+            for f in e["features"]:
+                label = f" {f['label']}" if f["label"] else ""
+                click.echo(f"    f{f['feature']:<6} {f['contribution']:+.3f}  act "
+                           f"{f['activation']:.2f}{label}")
+                if f["evidence"]:
+                    click.echo(f"           {f['evidence']}")
+    for name, c in result["faithfulness"].items():
+        ratio = "–" if c["ratio"] is None else f"{c['ratio']:.1f}×"
+        click.echo(f"faithfulness {name} (k={c['k']}, {c['documents']} documents): top-k "
+                   f"removal drops p(label) by {c['top_k']['mean_drop']:.3f} and flips "
+                   f"{c['top_k']['flip_rate']:.0%}; random-k by "
+                   f"{c['random_k']['mean_drop']:.3f} / {c['random_k']['flip_rate']:.0%} "
+                   f"(ratio {ratio})")
+
+
 def _print_predictions(frame: Any) -> None:
     heads = [c[: -len(".label")] for c in frame.columns if c.endswith(".label")]
     for row in frame.iter_rows(named=True):

@@ -7,6 +7,7 @@
   reporting how much of the score the features cover.
 - :func:`faithfulness` zeroes a decision's top features and re-scores, against zeroing as
   many random active features.
+- :func:`token_evidence` / :func:`render_evidence`: where in a document a feature fired.
 """
 
 from auditor.explain.contributions import (
@@ -16,12 +17,18 @@ from auditor.explain.contributions import (
     feature_contributions,
 )
 from auditor.explain.decompose import decoder_projection, raw_contributions
+from auditor.explain.faithfulness import faithfulness
+from auditor.explain.tokens import TokenHit, render_evidence, token_evidence
 
 __all__ = [
     "Contributions",
     "FeatureContribution",
+    "TokenHit",
     "base_probe",
     "decoder_projection",
+    "faithfulness",
     "feature_contributions",
     "raw_contributions",
+    "render_evidence",
+    "token_evidence",
 ]

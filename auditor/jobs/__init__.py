@@ -5,6 +5,7 @@ The CLI, the Celery workers and the HTTP API all call these.
 
 from auditor.jobs.audit import AuditResult, run_audit
 from auditor.jobs.classify import heads_extract_config, run_classify
+from auditor.jobs.explain import run_explain
 from auditor.jobs.extract import resolve_defaults, run_extract
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "resolve_defaults",
     "run_audit",
     "run_classify",
+    "run_explain",
     "run_extract",
 ]

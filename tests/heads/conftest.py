@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny random Llama + random SAE, and labelled train/test stores of a
+keyword-separable two-class task (weather vs sport, imbalanced 2:1)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from auditor.extract import ExtractConfig
+from auditor.heads import load_split
+from auditor.jobs import run_extract
+from auditor.testing import make_random_sae
+
+WEATHER = "rain cloud storm wind snow thunder cold forecast umbrella sky".split()
+SPORT = "goal match team score player coach league ball season win".split()
+FILLER = "the a and then we saw it was very".split()
+CONFIG = ExtractConfig(poolings=("max", "mean"), max_length=24, max_windows=2, raw_mean=True)
+
+
+def _texts(n: int, seed: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "weather" if i % 3 else "sport"  # imbalanced: 1/3 sport
+        words = WEATHER if label == "weather" else SPORT
+        text = " ".join(rng.choice(words if rng.random() < 0.6 else FILLER)
+                        for _ in range(rng.randint(6, 30)))
+        rows.append({"id": f"{label[0]}{seed}-{i}", "text": text, "label": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sae():
+    return make_random_sae(layer=2, d_sae=128, k=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def sae_dir(sae, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sae.save(tmp_path_factory.mktemp("sae") / "s")
+
+
+@pytest.fixture(scope="module")
+def stores(tiny_llama_dir: Path, sae_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("heads-data")
+    out = {}
+    for split, n, seed in (("train", 90, 0), ("test", 45, 1)):
+        rows = _texts(n, seed)
+        data = root / f"{split}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        run_extract(data, out=root / f"{split}.store", model=tiny_llama_dir, saes=[str(sae_dir)],
+                    config=CONFIG, id_column="id", passthrough=("label",))
+        out[split] = (root / f"{split}.store", data, {r["id"]: r["text"] for r in rows})
+    return out
+
+
+@pytest.fixture(scope="module")
+def split(stores):
+    store, _, texts = stores["train"]
+    return load_split(store, "label", texts=texts)
+
+
