@@ -7,9 +7,11 @@ the process with that branch's exit code (see :data:`auditor.errors.EXIT_CODES`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -504,6 +506,19 @@ def heads_show(head_ref: str) -> None:
 # ----------------------------------------------------------------------------- classify
 
 
+@contextlib.contextmanager
+def _text_or_file(source: str, id_column: str | None
+                  ) -> Iterator[tuple[Path, str | None]]:
+    """A dataset path as given, or a one-row JSONL (id ``text``) holding a literal text."""
+    if Path(source).exists():
+        yield Path(source), id_column
+        return
+    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
+        path = Path(tmp) / "input.jsonl"
+        path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
+        yield path, "id"
+
+
 @cli.command()
 @click.argument("source", metavar="TEXT|FILE")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -526,18 +541,10 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
              text_column: str, id_column: str | None, skip_bad_rows: bool,
              device: str | None, progress: bool | None) -> None:
     """Label TEXT (a literal string) or FILE (a dataset) with the heads."""
-    import tempfile
-
     from auditor.heads.classify import write_predictions
     from auditor.jobs import run_classify
 
-    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
-        path = Path(source)
-        literal = not path.exists()
-        if literal:
-            path = Path(tmp) / "input.jsonl"
-            path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
-            id_column = "id"
+    with _text_or_file(source, id_column) as (path, id_column):
         frame, provenance = run_classify(
             path, heads=list(head_refs) or None, explain=explain, store=store, model=model,
             saes=sae_paths, text_column=text_column, id_column=id_column,
@@ -611,16 +618,9 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
             n_random: int, no_tokens: bool, model: str | None, sae_paths: tuple[str, ...],
             text_column: str, id_column: str | None, as_json: bool) -> None:
     """Why each head labelled TEXT (or each document of FILE) as it did."""
-    import tempfile
-
     from auditor.jobs import run_explain
 
-    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
-        path = Path(source)
-        if not path.exists():
-            path = Path(tmp) / "input.jsonl"
-            path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
-            id_column = "id"
+    with _text_or_file(source, id_column) as (path, id_column):
         result = run_explain(path, heads=list(head_refs) or None, top=top, check=check, k=k,
                              n_random=n_random, tokens=not no_tokens, model=model,
                              saes=sae_paths, text_column=text_column, id_column=id_column,

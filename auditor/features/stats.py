@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from auditor.errors import CorruptShard
+from auditor.store import _list_parts
 
 __all__ = [
     "CONTEXT_CLOSE",
@@ -189,18 +190,6 @@ def histogram_quantiles(
             value = min(value, maximum)
         out.append(float(value))
     return out
-
-
-def _list_parts(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``(offsets, flat values)`` of a List series (a null list counts as empty)."""
-    import pyarrow.compute as pc
-
-    arr = series.rechunk().to_arrow()
-    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
-    return offsets, values
 
 
 Decoder = Callable[[Sequence[int]], str]

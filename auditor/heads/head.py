@@ -14,9 +14,6 @@ Saved as a directory (no pickle anywhere)::
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from auditor._atomic import atomic_directory
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.explain import Contributions, feature_contributions, raw_contributions
 
@@ -330,12 +328,7 @@ def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = 
     from auditor.probes import save_probe
 
     out = Path(directory)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError("directory exists and is not empty (pass overwrite=True)", path=out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a saved artefact is not
-    try:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         save_probe(head.probe, tmp / PROBE_DIR, card=head.card)
         if head.decoder is not None:
             save_file({"per_feature": np.ascontiguousarray(head.decoder[0]),
@@ -344,12 +337,6 @@ def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = 
                                                   allow_nan=False))
         if card_markdown is not None:
             (tmp / CARD_MD).write_text(card_markdown)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

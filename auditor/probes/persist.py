@@ -14,9 +14,6 @@ Nothing is unpickled on load: JSON, safetensors and LightGBM's text format only.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.base import clone
 
+from auditor._atomic import atomic_directory
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.probes.boosted import BoostedProbe
 from auditor.probes.calibration import CalibratedProbe
@@ -188,25 +186,14 @@ def save_probe(
     sklearn.exceptions.NotFittedError
         The probe is not fitted.
     """
-    out = Path(directory)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError("directory exists and is not empty (pass overwrite=True)", path=out)
     try:
         card_text = json.dumps(dict(card), indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"the card must be JSON-serialisable: {e}", field="card") from e
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a saved artefact is not
-    try:
+    out = Path(directory)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         _write(probe, tmp)
         (tmp / CARD_FILE).write_text(card_text)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
