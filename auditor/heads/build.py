@@ -337,9 +337,9 @@ def train_head(
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from auditor.explain import decoder_projection
+    from auditor.explain import base_probe, decoder_projection
     from auditor.heads.head import Head, HeadConfig
-    from auditor.probes import CalibratedProbe, choose_threshold
+    from auditor.probes import CalibratedProbe, choose_threshold, expected_calibration_error
 
     if candidate != "auto" and candidate not in CANDIDATES:
         raise ConfigError(f"unknown candidate {candidate!r}; choose auto or one of "
@@ -352,8 +352,21 @@ def train_head(
     y = split.y.astype(str)
     classes, counts = np.unique(y, return_counts=True)
     X = split.X(chosen)
-    probe = CalibratedProbe(chosen.make(random_state=random_state), method="sigmoid",
-                            random_state=random_state).fit(X, y)
+    # Calibrate only where it helps: compare out-of-fold ECE with and without held-out
+    # Platt scaling on the same folds (class weighting skews binary probabilities; a
+    # multinomial LR's softmax is often already calibrated and loses 20 % of its data).
+    cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+    calibrated = CalibratedProbe(chosen.make(random_state=random_state), method="sigmoid",
+                                 random_state=random_state)
+    oof = {"sigmoid": cross_val_predict(calibrated, X, y, cv=cv, method="predict_proba")}
+    plain = cv_results.get(chosen.name, {}).get("oof_proba")
+    oof["none"] = plain if plain is not None else cross_val_predict(
+        chosen.make(random_state=random_state), X, y, cv=cv, method="predict_proba")
+    ece = {m: expected_calibration_error(classes[np.argmax(p, axis=1)] == y, p.max(axis=1))
+           for m, p in oof.items()}
+    method = "sigmoid" if ece["sigmoid"] < ece["none"] else "none"
+    probe = (calibrated if method == "sigmoid"
+             else chosen.make(random_state=random_state)).fit(X, y)
     threshold = rule = None
     if len(classes) == 2:
         if positive_class is None:
@@ -361,28 +374,24 @@ def train_head(
         if positive_class not in classes:
             raise ConfigError(f"positive_class {positive_class!r} is not a label "
                               f"({classes.tolist()})", field="positive_class")
-        oof = cross_val_predict(
-            CalibratedProbe(chosen.make(random_state=random_state), method="sigmoid",
-                            random_state=random_state), X, y,
-            cv=StratifiedKFold(folds, shuffle=True, random_state=random_state),
-            method="predict_proba")[:, list(classes).index(positive_class)]
+        scores = oof[method][:, list(classes).index(positive_class)]
+        where = f" on out-of-fold {'calibrated ' if method == 'sigmoid' else ''}probabilities"
         if target_precision is not None or target_recall is not None:
-            choice = choose_threshold(y, oof, target_precision=target_precision,
+            choice = choose_threshold(y, scores, target_precision=target_precision,
                                       target_recall=target_recall, pos_label=positive_class)
             threshold = choice.threshold
             rule = (f"precision >= {target_precision}" if target_precision is not None
-                    else f"recall >= {target_recall}") + " on out-of-fold calibrated " \
-                "probabilities"
+                    else f"recall >= {target_recall}") + where
         else:
-            threshold = _max_f1_threshold(y == positive_class, oof)
-            rule = "max F1 on out-of-fold calibrated probabilities"
+            threshold = _max_f1_threshold(y == positive_class, scores)
+            rule = "max F1" + where
     elif positive_class is not None:
         raise ConfigError("positive_class is for binary heads", field="positive_class")
     decoder = None
     if chosen.representation == "raw":
         W_dec, b_dec, scale = sae_decoder if sae_decoder is not None \
             else _decoder_of(split.metadata)
-        decoder = decoder_projection(probe.estimator_.feature_weights_, W_dec, b_dec,
+        decoder = decoder_projection(base_probe(probe).feature_weights_, W_dec, b_dec,
                                      input_scale=scale)
     extract = split.metadata.get("extract") or {}
     sae_keys = list(split.metadata.get("saes") or {})
@@ -408,6 +417,8 @@ def train_head(
                              for k, r in cv_results.items()},
         "threshold": None if threshold is None else {"value": threshold, "rule": rule,
                                                      "positive_class": positive_class},
+        "calibration": {"method": method, "chosen_by": "lower out-of-fold ECE",
+                        "oof_ece": ece},
         "provenance": split.metadata,
     }
     return Head(config, probe, card=card, decoder=decoder)

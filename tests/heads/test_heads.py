@@ -52,6 +52,10 @@ def test_sae_head_round_trip_and_threshold(split, stores, tmp_path: Path) -> Non
     head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
                       positive_class="sport")
     assert head.config.threshold is not None and head.config.positive_class == "sport"
+    cal = head.card["calibration"]
+    assert set(cal["oof_ece"]) == {"sigmoid", "none"}
+    assert cal["method"] == min(cal["oof_ece"], key=cal["oof_ece"].get)
+    assert (type(head.probe).__name__ == "CalibratedProbe") == (cal["method"] == "sigmoid")
     assert head.card["cross_validation"]["sae-max-log1p"]["macro_f1"] > 0.5
     out = save_head(head, tmp_path / "domain", card_markdown="# card")
     again = load_head(out)
