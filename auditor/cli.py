@@ -494,13 +494,27 @@ def heads_list(directory: Path | None, as_json: bool) -> None:
 
 @heads.command("show")
 @click.argument("head_ref", metavar="HEAD")
-def heads_show(head_ref: str) -> None:
-    """Print a head's card (data, representation choice, metrics vs baselines)."""
+@click.option("--features", "n_features", type=int, default=10, show_default=True,
+              help="Features with the largest weights listed per class (0: none).")
+def heads_show(head_ref: str, n_features: int) -> None:
+    """Print a head's card and the SAE features that separate its classes."""
     from auditor.heads import load_heads
     from auditor.heads.card import render_card
+    from auditor.jobs.audit import dictionary_annotations
 
     head = load_heads([head_ref])[0]
     click.echo(render_card(head.config.to_dict(), head.card))
+    if n_features <= 0:
+        return
+    saes: dict[str, Any] = (head.card.get("provenance") or {}).get("saes") or {}
+    path = next(iter(saes.values())).get("path") if len(saes) == 1 else None
+    labels, _ = dictionary_annotations(path)
+    click.echo("## Features that separate the classes (by the head's weights)\n")
+    for cls, feats in head.feature_weights(k=n_features).items():
+        click.echo(f"towards `{cls}`:")
+        for f, w in feats:
+            label = (labels or {}).get(f)
+            click.echo(f"  f{f:<6} {w:+.3f}" + (f"  {label}" if label else ""))
 
 
 # ----------------------------------------------------------------------------- classify

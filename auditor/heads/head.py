@@ -296,6 +296,45 @@ class Head:
                                      per_feature=self.decoder[0], decoder_bias=self.decoder[1])
         return feature_contributions(self.probe, inputs.X)
 
+    def feature_weights(self, *, k: int = 10) -> dict[str, list[tuple[int, float]]]:
+        """The SAE features that separate the classes most, by the head's own weights.
+
+        For ``sae`` heads the linear probe's per-feature weights (on the transformed
+        feature); for ``raw`` heads each feature's decoder direction projected on the
+        weights (score per unit of mean activation). Binary heads list the features
+        pushing towards each class (negative weights argue for the other class).
+
+        Returns
+        -------
+        dict
+            ``class -> [(feature, weight), …]``, strongest first.
+
+        Raises
+        ------
+        ConfigError
+            The probe has no per-feature weights (e.g. LightGBM or rules).
+        """
+        from auditor.explain import base_probe
+
+        if self.config.representation == "raw":
+            if self.decoder is None:
+                raise ConfigError("raw head without a decoder projection", field="decoder")
+            W = self.decoder[0].T
+        else:
+            base = base_probe(self.probe)
+            if not hasattr(base, "feature_weights_"):
+                raise ConfigError(f"{type(base).__name__} has no per-feature weights",
+                                  field="probe")
+            W = np.asarray(base.feature_weights_)
+        classes = self.config.classes
+        rows = [(classes[1], W[0]), (classes[0], -W[0])] if W.shape[0] == 1 else \
+            list(zip(classes, W, strict=True))
+        out: dict[str, list[tuple[int, float]]] = {}
+        for cls, w in rows:
+            top = np.argsort(-w, kind="stable")[:k]
+            out[cls] = [(int(f), float(w[f])) for f in top if w[f] > 0]
+        return out
+
 
 def _raw_hook(metadata: Mapping[str, Any], sae: str | None) -> str | None:
     """The raw-mean hook of the head's SAE (``layer9.resid_post`` style names)."""

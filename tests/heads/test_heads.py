@@ -159,6 +159,21 @@ def test_predictions_files_carry_provenance(split, stores, tmp_path: Path) -> No
         write_predictions(frame, tmp_path / "p.csv", provenance={})
 
 
+@pytest.mark.parametrize("candidate", ["sae-max-log1p", "raw"])
+def test_feature_weights_rank_the_separating_features(split, sae, candidate: str) -> None:
+    head = train_head("domain", split, candidate=candidate, folds=3,
+                      sae_decoder=_decoder(sae))
+    weights = head.feature_weights(k=4)
+    assert set(weights) == {"sport", "weather"}
+    base = head.probe.estimator_ if hasattr(head.probe, "estimator_") else head.probe
+    w = (base.feature_weights_[0] if candidate != "raw"
+         else head.decoder[0][:, 0])  # binary: one output, towards classes[1] = weather
+    for cls, sign in (("weather", 1.0), ("sport", -1.0)):
+        feats = [f for f, _ in weights[cls]]
+        assert feats == list(np.argsort(-sign * w, kind="stable")[:len(feats)])
+        assert all(v > 0 for _, v in weights[cls])
+
+
 def test_head_config_round_trip_and_errors(tmp_path: Path) -> None:
     cfg = HeadConfig(name="safety", classes=["benign", "insult"], positive_class="insult",
                      threshold=0.4, extract={"max_length": 128})
@@ -216,8 +231,9 @@ def test_cli_train_eval_predict_list_show_classify(stores, tiny_llama_dir: Path,
     assert main(["heads", "list", "--dir", str(heads_dir), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [h["name"] for h in listed] == ["domain"]
-    assert main(["heads", "show", str(heads_dir / "domain")]) == 0
-    assert "cross-validation" in capsys.readouterr().out
+    assert main(["heads", "show", str(heads_dir / "domain"), "--features", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "cross-validation" in shown and "towards `sport`:" in shown
 
     out = tmp_path / "classified.jsonl"
     assert main(["classify", str(test_data), "--head", str(heads_dir / "domain"),
