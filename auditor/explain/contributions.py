@@ -40,7 +40,8 @@ class Contributions:
     Parameters
     ----------
     outputs : list
-        The class each output explains: ``[positive_class]`` (binary) or every class.
+        The class each output explains: ``[positive_class]`` (binary), every class
+        (multiclass) or every label (multilabel).
     values : list of scipy.sparse.csr_matrix
         Per output, ``[n_docs, n_features]`` contributions.
     bias : ndarray of shape (n_docs, n_outputs)
@@ -174,8 +175,10 @@ def feature_contributions(probe: Any, X: Any) -> Contributions:
     values, bias = base.contributions(X, with_bias=True)
     mats = _as_list(values)
     bias = np.asarray(bias, dtype=np.float64).reshape(len(mats[0].indptr) - 1, len(mats))
-    classes = list(base.classes_)
-    outputs = [classes[1]] if len(mats) == 1 else classes
+    # multilabel probes explain each label (named by ``labels_``); binary ones the positive
+    # class; multiclass ones every class
+    classes = list(getattr(base, "labels_", base.classes_))
+    outputs = [classes[1]] if len(mats) == 1 and len(classes) == 2 else classes
     for m in mats:
         m.sort_indices()
     return Contributions(outputs=outputs, values=mats, bias=bias)

@@ -7,6 +7,7 @@ features (as returned by :func:`auditor.store.read_features`) without densifying
 - :class:`BoostedProbe`: LightGBM on document-frequency-selected columns; SHAP contributions.
 - :class:`RuleProbe`: a few-feature OR-rule ("unsafe if f123 > 0.80 or f456 > 1.20").
 - :class:`CalibratedProbe`: held-out Platt or isotonic calibration of any of them.
+- :class:`MultiLabelProbe`: one binary probe per column of a 0/1 label matrix.
 
 Fitted probes are saved without pickle by :func:`save_probe` / :func:`load_probe`;
 :func:`check_provenance` refuses features extracted by another model / SAE / layer /
@@ -22,6 +23,7 @@ from auditor.probes.metrics import (
     expected_calibration_error,
     learning_curve,
 )
+from auditor.probes.multilabel import MultiLabelProbe
 from auditor.probes.persist import check_provenance, load_card, load_probe, save_probe
 from auditor.probes.rules import RuleCondition, RuleProbe
 from auditor.probes.thresholds import ThresholdChoice, choose_threshold
@@ -30,6 +32,7 @@ __all__ = [
     "BoostedProbe",
     "CalibratedProbe",
     "LinearProbe",
+    "MultiLabelProbe",
     "RuleCondition",
     "RuleProbe",
     "ThresholdChoice",

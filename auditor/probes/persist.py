@@ -6,6 +6,7 @@ A saved probe is a directory::
     arrays.safetensors    learned arrays (weights, scales, selected columns, calibrators)
     booster.txt           LightGBM model, text format (kind 'boosted')
     base/                 the base probe, same layout without a card (kind 'calibrated')
+    labels/<k>/           the probe of label k, same layout without a card (kind 'multilabel')
     card.json             the model card: data, metrics, provenance, …
 
 Nothing is unpickled on load: JSON, safetensors and LightGBM's text format only.
@@ -27,6 +28,7 @@ from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.probes.boosted import BoostedProbe
 from auditor.probes.calibration import CalibratedProbe
 from auditor.probes.linear import LinearProbe
+from auditor.probes.multilabel import MultiLabelProbe
 from auditor.probes.rules import RuleProbe
 
 __all__ = [
@@ -51,6 +53,7 @@ ARRAYS_FILE = "arrays.safetensors"
 BOOSTER_FILE = "booster.txt"
 CARD_FILE = "card.json"
 BASE_DIR = "base"
+LABELS_DIR = "labels"
 
 #: kind name → probe class.
 KINDS: dict[str, type] = {
@@ -58,6 +61,7 @@ KINDS: dict[str, type] = {
     "boosted": BoostedProbe,
     "rules": RuleProbe,
     "calibrated": CalibratedProbe,
+    "multilabel": MultiLabelProbe,
 }
 
 #: Provenance keys compared by :func:`check_provenance` (``K`` is each SAE key).
@@ -137,6 +141,14 @@ def _write(probe: Any, directory: Path) -> None:
     if kind == "calibrated":
         params.pop("estimator")
         _write(probe.estimator_, directory / BASE_DIR)
+    if kind == "multilabel":
+        if params["estimator"] is not None:  # None (the default LinearProbe) is kept
+            params.pop("estimator")
+        for key in ("thresholds", "labels"):
+            if isinstance(params[key], np.ndarray):
+                params[key] = params[key].tolist()
+        for k, est in enumerate(probe.estimators_):
+            _write(est, directory / LABELS_DIR / str(k))
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -163,7 +175,7 @@ def save_probe(
 
     Parameters
     ----------
-    probe : LinearProbe, BoostedProbe, RuleProbe or CalibratedProbe
+    probe : LinearProbe, BoostedProbe, RuleProbe, CalibratedProbe or MultiLabelProbe
         A fitted probe.
     directory : str or Path
         Target directory; written to a temporary sibling and renamed into place.
@@ -230,6 +242,11 @@ def _read(directory: Path) -> Any:
         base = _read(directory / BASE_DIR)
         probe = CalibratedProbe(clone(base), **params)
         meta["estimator"] = base
+    elif kind == "multilabel":
+        subs = [_read(directory / LABELS_DIR / str(k)) for k in range(int(meta["n_labels"]))]
+        estimator = params.pop("estimator") if "estimator" in params else clone(subs[0])
+        probe = MultiLabelProbe(estimator, **params)
+        meta["estimators"] = subs
     else:
         probe = KINDS[kind](**params)
         if kind == "boosted":
@@ -250,7 +267,7 @@ def load_probe(directory: str | Path) -> Any:
 
     Returns
     -------
-    LinearProbe, BoostedProbe, RuleProbe or CalibratedProbe
+    LinearProbe, BoostedProbe, RuleProbe, CalibratedProbe or MultiLabelProbe
         The fitted probe; ``predict_proba`` gives the same values as before saving.
 
     Raises
