@@ -62,6 +62,13 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     if config.get("threshold") is not None:
         out.append(f"| decision | `{config['positive_class']}` when p ≥ "
                    f"{config['threshold']:.3f} ({config.get('threshold_rule')}) |")
+    cal = card.get("calibration")
+    if cal:
+        how = ("Platt-calibrated on a held-out 20 % of the training data"
+               if cal.get("method") == "sigmoid" else "the probe's own")
+        ece = ", ".join(f"{k} {v:.3f}" for k, v in (cal.get("oof_ece") or {}).items())
+        out.append(f"| probabilities | {how} (chosen by {cal.get('chosen_by', '?')}"
+                   + (f"; out-of-fold ECE {ece}" if ece else "") + ") |")
     out += [f"| model | {prov.get('model', {}).get('weights_sha256', '?')[:16]}… (weights "
             f"sha256), layer {sae.get('layer')} {sae.get('hook_point')} |",
             f"| SAE | sha256 {str(sae.get('sha256', '?'))[:16]}…, d_sae {sae.get('d_sae')}, "
@@ -90,7 +97,7 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
             out += [f"## {title}", "", metrics_table(card[key], chosen=chosen), ""]
     if card.get("test_head"):
         h = card["test_head"]
-        out += ["## The shipped head on the test split (calibrated, with its threshold)", "",
+        out += ["## The shipped head on the test split (its probabilities and threshold)", "",
                 "| | |", "|---|---|"]
         out += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
                 for k, v in h.items()]
