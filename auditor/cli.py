@@ -307,16 +307,21 @@ def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce
 # ----------------------------------------------------------------------------- probe
 
 
-def _labelled(path: Path, *, label_column: str, id_column: str | None, text_column: str
-              ) -> tuple[dict[str, Any], dict[str, str]]:
-    """``doc_id -> label`` and ``doc_id -> text`` from a dataset file with a label column."""
+def _labelled(path: Path, *, label_column: str, id_column: str | None, text_column: str,
+              keep_empty: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """``doc_id -> label`` and ``doc_id -> text`` from a dataset file with a label column.
+
+    Documents whose label is missing are left out, and so are empty strings unless
+    ``keep_empty`` (multilabel: an empty label set).
+    """
     from auditor.io import read_documents
 
     labels: dict[str, Any] = {}
     texts: dict[str, str] = {}
     for doc in read_documents(path, text_column=text_column, id_column=id_column,
                               passthrough=[label_column]):
-        if doc.extra.get(label_column) not in (None, ""):
+        value = doc.extra.get(label_column)
+        if value is not None and (keep_empty or not (isinstance(value, str) and value == "")):
             labels[doc.doc_id] = doc.extra[label_column]
             texts[doc.doc_id] = doc.text
     return labels, texts
@@ -331,6 +336,10 @@ _LABEL_OPTIONS = [
     click.option("--id-column", default="id", show_default=True),
     click.option("--text-column", default="text", show_default=True,
                  help="Text for the TF-IDF baseline."),
+    click.option("--multilabel-sep", default=None,
+                 help="Multilabel: each label value is a list of labels, or a string of "
+                      "labels joined by this separator (e.g. '|'); an empty value is a "
+                      "document without labels."),
 ]
 
 
@@ -351,20 +360,27 @@ def probe() -> None:
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
-                  text_column: str, sae: str | None, folds: int, as_json: bool) -> None:
+                  text_column: str, multilabel_sep: str | None, sae: str | None, folds: int,
+                  as_json: bool) -> None:
     """Cross-validate every SAE-feature representation against raw-activation and TF-IDF
     baselines on the same folds."""
     from auditor.heads import cross_validate_candidates, load_split
     from auditor.heads.card import metrics_table
 
     labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                              text_column=text_column)
-    split = load_split(store_path, labels, texts=texts, sae=sae)
+                              text_column=text_column, keep_empty=multilabel_sep is not None)
+    split = load_split(store_path, labels, texts=texts, sae=sae, multilabel_sep=multilabel_sep)
     results = cross_validate_candidates(split, folds=folds)
     for r in results.values():
         r.pop("oof_proba")
     click.echo(json.dumps(results, indent=2, default=str) if as_json
-               else metrics_table(results))
+               else metrics_table(results, **_table_metrics(split.multilabel)))
+
+
+def _table_metrics(multilabel: bool) -> dict[str, Any]:
+    """``metrics=`` of :func:`auditor.heads.card.metrics_table` for a head's task."""
+    return {"metrics": ("micro_f1", "macro_f1", "auroc", "pr_auc", "subset_accuracy")} \
+        if multilabel else {}
 
 
 @probe.command("train")
@@ -382,16 +398,20 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--overwrite", is_flag=True)
 def probe_train(store_path: Path, labels_path: Path, label_column: str, id_column: str,
-                text_column: str, name: str, out: Path | None, representation: str,
-                positive_class: str | None, target_precision: float | None,
-                target_recall: float | None, folds: int, overwrite: bool) -> None:
-    """Train a head: choose the representation by CV against TF-IDF, calibrate, save."""
+                text_column: str, multilabel_sep: str | None, name: str, out: Path | None,
+                representation: str, positive_class: str | None,
+                target_precision: float | None, target_recall: float | None, folds: int,
+                overwrite: bool) -> None:
+    """Train a head: choose the representation by CV against TF-IDF, calibrate, save.
+
+    With --multilabel-sep, a multilabel head: one probe per label, each label's threshold
+    at its max out-of-fold F1, no calibration."""
     from auditor.heads import load_split, save_head, train_head
     from auditor.heads.card import metrics_table, render_card
 
     labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                              text_column=text_column)
-    split = load_split(store_path, labels, texts=texts)
+                              text_column=text_column, keep_empty=multilabel_sep is not None)
+    split = load_split(store_path, labels, texts=texts, multilabel_sep=multilabel_sep)
     head = train_head(name, split, candidate=representation, positive_class=positive_class,
                       target_precision=target_precision, target_recall=target_recall,
                       folds=folds)
@@ -399,7 +419,11 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
     save_head(head, target, card_markdown=render_card(head.config.to_dict(), head.card),
               overwrite=overwrite)
     click.echo(metrics_table(head.card["cross_validation"],
-                             chosen=head.card["representation"]["candidate"]))
+                             chosen=head.card["representation"]["candidate"],
+                             **_table_metrics(split.multilabel)))
+    if split.multilabel:
+        click.echo("\nthresholds: " + ", ".join(
+            f"{c} {t:.3f}" for c, t in head.card["threshold"]["values"].items()))
     click.echo(f"\nwrote head {name!r} to {target}")
 
 
@@ -408,31 +432,63 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
 @_label_options
 @click.option("--json", "as_json", is_flag=True)
 def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column: str,
-               id_column: str, text_column: str, as_json: bool) -> None:
-    """Metrics of a trained head (name or directory) on labelled features."""
+               id_column: str, text_column: str, multilabel_sep: str | None,
+               as_json: bool) -> None:
+    """Metrics of a trained head (name or directory) on labelled features.
+
+    Multilabel heads: label values are lists or strings split on --multilabel-sep (by
+    default the separator the head was trained with, else '|')."""
     from auditor.heads import load_heads
     from auditor.probes import evaluate_probe
 
     head = load_heads([head_ref])[0]
+    multilabel = head.config.multilabel
+    if multilabel_sep is not None and not multilabel:
+        raise click.UsageError(f"--multilabel-sep is for multilabel heads; {head.name!r} is "
+                               f"{head.config.task}")
     labels, _ = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                          text_column=text_column)
+                          text_column=text_column, keep_empty=multilabel)
     inputs = head.read(store_path)
     rows = [i for i, d in enumerate(inputs.doc_ids) if d in labels]
     if not rows:
         raise click.UsageError("no document of the store has a label in --labels")
-    y = [str(labels[inputs.doc_ids[i]]) for i in rows]
     proba = head.predict_proba(inputs)[rows]
-    metrics = evaluate_probe(y, proba, head.config.classes)
-    predicted = head.labels(proba).astype(str)
-    metrics["accuracy_at_threshold"] = float(sum(p == t for p, t in zip(predicted, y,
-                                                                         strict=True)) / len(y))
+    if multilabel:
+        sep = multilabel_sep or (head.card.get("training") or {}).get("multilabel_sep") or "|"
+        metrics = _multilabel_eval(head, [labels[inputs.doc_ids[i]] for i in rows], proba,
+                                   sep)
+    else:
+        y = [str(labels[inputs.doc_ids[i]]) for i in rows]
+        metrics = evaluate_probe(y, proba, head.config.classes)
+        predicted = head.labels(proba).astype(str)
+        metrics["accuracy_at_threshold"] = float(
+            sum(p == t for p, t in zip(predicted, y, strict=True)) / len(y))
     metrics["documents"] = len(rows)
     if as_json:
         click.echo(json.dumps(metrics, indent=2, default=str))
         return
     for k, v in metrics.items():
+        w = max(24, len(k) + 1)
         if isinstance(v, float | int) and not isinstance(v, bool):
-            click.echo(f"{k:<24}{v:.4f}" if isinstance(v, float) else f"{k:<24}{v}")
+            click.echo(f"{k:<{w}}{v:.4f}" if isinstance(v, float) else f"{k:<{w}}{v}")
+        elif isinstance(v, dict) and k.startswith("per_label"):
+            for label, x in v.items():
+                name = f"{k[len('per_label_'):]}.{label}"
+                w = max(24, len(name) + 1)
+                click.echo(f"{name:<{w}}{'–' if x is None else f'{x:.4f}'}")
+
+
+def _multilabel_eval(head: Any, values: list[Any], proba: Any, sep: str) -> dict[str, Any]:
+    """Multilabel metrics of a head: at 0.5 and at the head's per-label thresholds."""
+    from auditor.heads import label_indicator, label_set, multilabel_metrics
+
+    names = head.config.classes
+    Y = label_indicator([label_set(v, sep) for v in values], names)
+    metrics = multilabel_metrics(Y, proba, names)
+    at = multilabel_metrics(Y, proba, names, thresholds=head.config.label_thresholds())
+    for key in ("micro_f1", "macro_f1", "subset_accuracy", "per_label_f1"):
+        metrics[f"{key}_at_threshold"] = at[key]
+    return metrics
 
 
 @probe.command("predict")
@@ -648,7 +704,8 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
             e = doc[name]
             cover = "" if e["explained_share"] >= 0.999 else \
                 f", features cover {e['explained_share']:.0%} of the score"
-            click.echo(f"  {name}: {e['label']} (p={e['p']:.3f}; contributions to the "
+            shown = f"[{', '.join(e['labels'])}]" if "labels" in e else e["label"]
+            click.echo(f"  {name}: {shown} (p={e['p']:.3f}; contributions to the "
                        f"'{e['explains']}' score{cover})")
             for f in e["features"]:
                 label = f" {f['label']}" if f["label"] else ""
@@ -671,7 +728,12 @@ def _print_predictions(frame: Any) -> None:
         click.echo(f"{row['id']}")
         for h in heads:
             label = row[f"{h}.label"]
-            click.echo(f"  {h:<9} {label:<12} p={row[f'{h}.p.{label}']:.3f}")
+            if f"{h}.labels" in row:  # multilabel: every present label, or none
+                present = ", ".join(f"{lab} p={row[f'{h}.p.{lab}']:.3f}"
+                                    for lab in row[f"{h}.labels"])
+                click.echo(f"  {h:<9} {present or '(no label)'}")
+            else:
+                click.echo(f"  {h:<9} {label:<12} p={row[f'{h}.p.{label}']:.3f}")
             for e in row.get(f"{h}.explain") or []:
                 name = f" {e['label']}" if e.get("label") else ""
                 click.echo(f"      f{e['feature']:<6} {e['contribution']:+.3f} "

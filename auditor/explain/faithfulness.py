@@ -93,10 +93,14 @@ def faithfulness(head: Any, inputs: Any, *, k: int = 5, n_random: int = 10,
     Raises
     ------
     ConfigError
-        ``k`` or ``n_random`` is not positive.
+        ``k`` or ``n_random`` is not positive, or the head is multilabel (a label flip
+        is not defined for label sets).
     """
     if k < 1 or n_random < 1:
         raise ConfigError("k and n_random must be positive", field="k")
+    if head.config.multilabel:
+        raise ConfigError(f"the faithfulness check is for single-label heads; "
+                          f"{head.name!r} is multilabel", field="head")
     rng = np.random.default_rng(random_state)
     contrib = head.contributions(inputs)
     proba = head.predict_proba(inputs)

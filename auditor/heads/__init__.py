@@ -8,7 +8,9 @@ threshold, and a card with its data and metrics against baselines.
 - :class:`Head`, :class:`HeadConfig`, :func:`save_head`, :func:`load_head`,
   :func:`list_heads`, :func:`load_heads`: the saved artefact.
 - :func:`train_head`, :func:`cross_validate_candidates`, :func:`evaluate_candidates`,
-  :func:`load_split`: training with the representation chosen on validation data.
+  :func:`load_split`: training with the representation chosen on validation data
+  (single-label or multilabel: :func:`label_set`, :func:`label_indicator`,
+  :func:`multilabel_metrics`).
 - :func:`classify_store`: every head's labels, probabilities and top features per document.
 """
 
@@ -20,7 +22,10 @@ from auditor.heads.build import (
     best_candidate,
     cross_validate_candidates,
     evaluate_candidates,
+    label_indicator,
+    label_set,
     load_split,
+    multilabel_metrics,
     train_head,
 )
 from auditor.heads.head import (
@@ -44,10 +49,13 @@ __all__ = [
     "best_candidate",
     "cross_validate_candidates",
     "evaluate_candidates",
+    "label_indicator",
+    "label_set",
     "list_heads",
     "load_head",
     "load_heads",
     "load_split",
+    "multilabel_metrics",
     "save_head",
     "train_head",
 ]

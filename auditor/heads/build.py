@@ -7,6 +7,13 @@ folds; :func:`train_head` fits the winner (or a named candidate) on all the data
 held-out probability calibration, picks the binary decision threshold on out-of-fold
 probabilities and returns a :class:`~auditor.heads.Head` whose card records all of it.
 :func:`evaluate_candidates` scores every representation on a separate test store.
+
+Multilabel splits (:func:`load_split` with ``multilabel_sep``: each document carries any
+subset of the labels) go through the same functions: the folds are shuffled
+:class:`~sklearn.model_selection.KFold` ones, each candidate is wrapped in a
+:class:`~auditor.probes.MultiLabelProbe` (one binary probe per label), the TF-IDF baseline
+is one-vs-rest, the metrics are those of :func:`multilabel_metrics`, each label's threshold
+maximises its F1 on out-of-fold probabilities, and the probabilities are not calibrated.
 """
 
 from __future__ import annotations
@@ -28,7 +35,10 @@ __all__ = [
     "LabelledSplit",
     "cross_validate_candidates",
     "evaluate_candidates",
+    "label_indicator",
+    "label_set",
     "load_split",
+    "multilabel_metrics",
     "train_head",
 ]
 
@@ -72,7 +82,29 @@ TFIDF = "tfidf"
 
 @dataclass
 class LabelledSplit:
-    """The labelled documents of one store, in every representation."""
+    """The labelled documents of one store, in every representation.
+
+    Parameters
+    ----------
+    doc_ids
+        Labelled documents, in store order.
+    y
+        Each document's label (multilabel splits: an object array of label lists).
+    sae
+        Pooling → CSR SAE features of the documents.
+    raw
+        Mean raw activations, when the store has them.
+    texts
+        Texts for the TF-IDF baseline.
+    metadata
+        The store's provenance.
+    Y
+        Multilabel splits: the 0/1 indicator matrix ``[n_docs, n_labels]``.
+    label_names
+        Multilabel splits: the labels (``Y``'s columns), sorted.
+    label_sep
+        Multilabel splits: the separator label strings were split on.
+    """
 
     doc_ids: list[str]
     y: np.ndarray
@@ -80,6 +112,14 @@ class LabelledSplit:
     raw: np.ndarray | None
     texts: list[str] | None
     metadata: dict[str, Any]
+    Y: np.ndarray | None = None
+    label_names: list[str] | None = None
+    label_sep: str | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether documents carry label sets (``Y``) rather than one label."""
+        return self.Y is not None
 
     def X(self, candidate: Candidate) -> Any:
         """The matrix a candidate reads."""
@@ -91,9 +131,73 @@ class LabelledSplit:
         return self.sae[candidate.pooling]
 
 
+def label_set(value: Any, sep: str) -> list[str]:
+    """One document's labels from a list-valued or separated-string label value.
+
+    Parameters
+    ----------
+    value
+        A list (or tuple / array) of labels, or a string of labels joined by ``sep``;
+        any other value is one label.
+    sep
+        Separator of string values.
+
+    Returns
+    -------
+    list of str
+        The distinct labels, stripped of surrounding whitespace, empty ones dropped, in
+        their first order.
+
+    Examples
+    --------
+    >>> label_set("sport| night", "|"), label_set(["a", "b", "a"], "|"), label_set("", "|")
+    (['sport', 'night'], ['a', 'b'], [])
+    """
+    if isinstance(value, str):
+        parts = value.split(sep)
+    elif isinstance(value, list | tuple | np.ndarray) or hasattr(value, "to_list"):
+        items = value.to_list() if hasattr(value, "to_list") else list(value)
+        parts = [str(v) for v in items if v is not None]
+    else:
+        parts = [str(value)]
+    return list(dict.fromkeys(t.strip() for t in parts if t.strip()))
+
+
+def label_indicator(sets: Sequence[Sequence[str]], names: Sequence[str]) -> np.ndarray:
+    """The 0/1 indicator matrix of label sets.
+
+    Parameters
+    ----------
+    sets
+        Each document's labels (e.g. from :func:`label_set`).
+    names
+        The labels, in column order.
+
+    Returns
+    -------
+    ndarray of shape (n_docs, len(names))
+        int64; ``[i, k]`` is 1 iff document ``i`` has label ``names[k]``.
+
+    Raises
+    ------
+    ConfigError
+        A document has a label not in ``names``.
+    """
+    column = {n: k for k, n in enumerate(names)}
+    unknown = sorted({lab for s in sets for lab in s if lab not in column})
+    if unknown:
+        raise ConfigError(f"labels {unknown} are not among the head's labels "
+                          f"{list(names)}", field="labels")
+    Y = np.zeros((len(sets), len(names)), dtype=np.int64)
+    for i, s in enumerate(sets):
+        Y[i, [column[lab] for lab in s]] = 1
+    return Y
+
+
 def load_split(
     store: str | Path, labels: Mapping[str, Any] | str, *,
     texts: Mapping[str, str] | None = None, sae: str | None = None,
+    multilabel_sep: str | None = None,
 ) -> LabelledSplit:
     """Read a store's labelled documents in every representation it has.
 
@@ -108,11 +212,17 @@ def load_split(
         ``doc_id -> text`` for the TF-IDF baseline.
     sae
         SAE key (the store's only SAE when None).
+    multilabel_sep
+        Read a multilabel split: each label value is a list of labels or a string of
+        labels joined by this separator (see :func:`label_set`). Only missing values
+        leave a document out; an empty list or string is a document without any label
+        (an all-zero row of ``Y``).
 
     Raises
     ------
     ConfigError
-        Fewer than two classes, the label column is missing, or no document is labelled.
+        Fewer than two classes (labels), the label column is missing, no document is
+        labelled, or an empty ``multilabel_sep``.
     """
     from auditor.store import read_features, read_metadata, read_raw_means
 
@@ -130,15 +240,31 @@ def load_split(
         label_of = dict(zip(first.doc_ids, values, strict=True))
     else:
         label_of = dict(labels)  # type: ignore[arg-type]
+    if multilabel_sep == "":
+        raise ConfigError("multilabel_sep must be a non-empty separator",
+                          field="multilabel_sep")
     rows = [i for i, d in enumerate(first.doc_ids)
-            if label_of.get(d) is not None and str(label_of[d]) != ""]
+            if label_of.get(d) is not None
+            and (multilabel_sep is not None or str(label_of[d]) != "")]
     if not rows:
         raise ConfigError("no document of the store has a label", field="labels")
     ids = [first.doc_ids[i] for i in rows]
-    y = np.array([str(label_of[d]) for d in ids], dtype=object)
-    if len(set(y.tolist())) < 2:
-        raise ConfigError(f"need at least two classes, got {sorted(set(y.tolist()))}",
-                          field="labels")
+    Y = names = None
+    if multilabel_sep is not None:
+        sets = [label_set(label_of[d], multilabel_sep) for d in ids]
+        names = sorted({lab for s in sets for lab in s})
+        if len(names) < 2:
+            raise ConfigError(f"need at least two labels for a multilabel split, got "
+                              f"{names} (train a binary head for one label)", field="labels")
+        Y = label_indicator(sets, names)
+        y = np.empty(len(sets), dtype=object)
+        for i, s in enumerate(sets):
+            y[i] = s
+    else:
+        y = np.array([str(label_of[d]) for d in ids], dtype=object)
+        if len(set(y.tolist())) < 2:
+            raise ConfigError(f"need at least two classes, got {sorted(set(y.tolist()))}",
+                              field="labels")
     sae_X = {pools[0]: first.X[rows]}
     for p in pools[1:]:
         sae_X[p] = read_features(store, sae=sae, pooling=p, columns=[]).X[rows]
@@ -156,18 +282,124 @@ def load_split(
             raise ConfigError(f"{len(missing)} labelled documents have no text (e.g. "
                               f"{missing[0]!r})", field="texts")
         docs_texts = [texts[d] for d in ids]
-    return LabelledSplit(ids, y, sae_X, raw, docs_texts, metadata)
+    return LabelledSplit(ids, y, sae_X, raw, docs_texts, metadata, Y=Y, label_names=names,
+                         label_sep=multilabel_sep)
 
 
-def _tfidf(random_state: int = 0) -> Any:
+def _tfidf(random_state: int = 0, *, multilabel: bool = False) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
 
+    lr = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced",
+                            random_state=random_state)
     return make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000),
-        LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced",
-                           random_state=random_state))
+        OneVsRestClassifier(lr) if multilabel else lr)
+
+
+def _multilabel_probe(candidate: Candidate, labels: Sequence[str], seed: int,
+                      thresholds: Sequence[float] | None = None) -> Any:
+    """An unfitted one-probe-per-label head probe for this representation."""
+    from auditor.probes import MultiLabelProbe
+
+    return MultiLabelProbe(candidate.make(random_state=seed), labels=list(labels),
+                           thresholds=None if thresholds is None else list(thresholds))
+
+
+def multilabel_metrics(Y_true: Any, proba: Any, labels: Sequence[str], *,
+                       thresholds: float | Sequence[float] = 0.5) -> dict[str, Any]:
+    """Metrics of multilabel probabilities.
+
+    Parameters
+    ----------
+    Y_true : array-like of shape (n_docs, n_labels)
+        0/1 indicator matrix.
+    proba : array-like of shape (n_docs, n_labels)
+        Probability that each label is present, columns in ``labels`` order.
+    labels
+        Label names.
+    thresholds
+        Present iff ``p >= threshold``: one for all labels or one per label.
+
+    Returns
+    -------
+    dict
+        ``n``; ``micro_f1`` and ``macro_f1`` (over labels); ``auroc`` and ``pr_auc``
+        (means of the per-label values that are defined); ``subset_accuracy`` (share of
+        documents whose whole label set is right); ``per_label_f1``,
+        ``per_label_auroc`` (None when a label has one value) and ``support`` (documents
+        with the label), as ``label -> value``; ``labels``.
+
+    Raises
+    ------
+    ConfigError
+        Shapes disagree.
+    """
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+    Y = np.asarray(Y_true, dtype=np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    names = [str(n) for n in labels]
+    if Y.ndim != 2 or p.shape != Y.shape or Y.shape[1] != len(names) or not len(Y):
+        raise ConfigError(f"Y_true {list(Y.shape)} and proba {list(p.shape)} must both be "
+                          f"[n_docs > 0, {len(names)} labels]")
+    thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(names),))
+    pred = (p >= thr[None, :]).astype(np.int64)
+    both = [0 < Y[:, k].sum() < len(Y) for k in range(len(names))]
+    auroc = {n: float(roc_auc_score(Y[:, k], p[:, k])) if both[k] else None
+             for k, n in enumerate(names)}
+    aps = [float(average_precision_score(Y[:, k], p[:, k]))
+           for k in range(len(names)) if both[k]]
+    aucs = [v for v in auroc.values() if v is not None]
+    per_f1 = f1_score(Y, pred, average=None, zero_division=0)
+    return {
+        "n": len(Y),
+        "micro_f1": float(f1_score(Y, pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(Y, pred, average="macro", zero_division=0)),
+        "auroc": float(np.mean(aucs)) if aucs else None,
+        "pr_auc": float(np.mean(aps)) if aps else None,
+        "subset_accuracy": float(np.mean((pred == Y).all(axis=1))),
+        "per_label_f1": {n: float(f) for n, f in zip(names, per_f1, strict=True)},
+        "per_label_auroc": auroc,
+        "support": {n: int(c) for n, c in zip(names, Y.sum(axis=0), strict=True)},
+        "labels": names,
+    }
+
+
+def _check_label_values(Y: np.ndarray, names: Sequence[str], folds: int) -> None:
+    """Every label both present and absent, often enough for ``folds``-fold CV."""
+    n = len(Y)
+    for name, k in zip(names, Y.sum(axis=0).tolist(), strict=True):
+        if k in (0, n):
+            raise ConfigError(f"label {name!r} has only one value: "
+                              f"{'present in' if k else 'absent from'} all {n} documents; "
+                              f"every label of a multilabel head must be both present and "
+                              f"absent", field="labels")
+    few = {name: [k, n - k] for name, k in zip(names, Y.sum(axis=0).tolist(), strict=True)
+           if min(k, n - k) < folds}
+    if few:
+        raise ConfigError(f"every label needs >= {folds} documents with and >= {folds} "
+                          f"without it for {folds}-fold CV; got [with, without] {few}",
+                          field="labels")
+
+
+def _multilabel_folds(Y: np.ndarray, names: Sequence[str], folds: int,
+                      random_state: int) -> Any:
+    """Shuffled KFold whose every training part has each label present and absent."""
+    from sklearn.model_selection import KFold
+
+    _check_label_values(Y, names, folds)
+    cv = KFold(folds, shuffle=True, random_state=random_state)
+    for i, (train, _) in enumerate(cv.split(Y)):
+        k = Y[train].sum(axis=0)
+        bad = np.flatnonzero((k == 0) | (k == len(train)))
+        if bad.size:
+            raise ConfigError(f"label {names[int(bad[0])]!r} has only one value in the "
+                              f"training part of fold {i + 1} of {folds}; use fewer folds "
+                              f"or more labelled documents", field="labels")
+    return cv
 
 
 def _available(split: LabelledSplit, names: Sequence[str]) -> list[Candidate]:
@@ -188,6 +420,10 @@ def cross_validate_candidates(
 ) -> dict[str, dict[str, Any]]:
     """Out-of-fold metrics of each candidate (and TF-IDF) on one shared stratified split.
 
+    Multilabel splits: shuffled KFold (same ``random_state``), each candidate as a
+    :class:`~auditor.probes.MultiLabelProbe`, one-vs-rest TF-IDF, and the metrics of
+    :func:`multilabel_metrics` at threshold 0.5.
+
     Returns
     -------
     dict
@@ -198,12 +434,17 @@ def cross_validate_candidates(
     Raises
     ------
     ConfigError
-        A class has fewer documents than folds.
+        A class has fewer documents than folds (multilabel: a label has only one value,
+        or is present or absent in fewer documents than folds, or has one value in a
+        fold's training part).
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from auditor.probes import evaluate_probe
 
+    if split.multilabel:
+        return _cross_validate_multilabel(split, candidates=candidates, folds=folds,
+                                          random_state=random_state, baseline=baseline)
     classes, counts = np.unique(split.y.astype(str), return_counts=True)
     if counts.min() < folds:
         raise ConfigError(f"every class needs >= {folds} documents for {folds}-fold CV; got "
@@ -226,6 +467,31 @@ def cross_validate_candidates(
     return results
 
 
+def _cross_validate_multilabel(
+    split: LabelledSplit, *, candidates: Sequence[str], folds: int, random_state: int,
+    baseline: bool,
+) -> dict[str, dict[str, Any]]:
+    from sklearn.model_selection import cross_val_predict
+
+    assert split.Y is not None and split.label_names is not None
+    Y, names = split.Y, split.label_names
+    cv = _multilabel_folds(Y, names, folds, random_state)
+    results: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, model: Any, X: Any) -> None:
+        t = time.perf_counter()
+        proba = np.asarray(cross_val_predict(model, X, Y, cv=cv, method="predict_proba"),
+                           dtype=np.float64)
+        results[name] = {**multilabel_metrics(Y, proba, names),
+                         "seconds": round(time.perf_counter() - t, 2), "oof_proba": proba}
+
+    for c in _available(split, candidates):
+        run(c.name, _multilabel_probe(c, names, random_state), split.X(c))
+    if baseline and split.texts is not None:
+        run(TFIDF, _tfidf(random_state, multilabel=True), split.texts)
+    return results
+
+
 def _make(candidate: Candidate, seed: int) -> Any:
     return candidate.make(random_state=seed)
 
@@ -239,6 +505,21 @@ def _subsample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(idx)
 
 
+def _random_subset(Y: np.ndarray, names: Sequence[str], n: int | None,
+                   seed: int) -> np.ndarray:
+    """Sorted rows of a plain random subset of ``n`` documents (all when None)."""
+    if n is None or n >= len(Y):
+        return np.arange(len(Y))
+    idx = np.sort(np.random.default_rng(seed).choice(len(Y), size=n, replace=False))
+    k = Y[idx].sum(axis=0)
+    bad = np.flatnonzero((k == 0) | (k == n))
+    if bad.size:
+        raise ConfigError(f"label {names[int(bad[0])]!r} has only one value in the random "
+                          f"subset of {n} documents (seed {seed}); subsample more documents",
+                          field="n_labels")
+    return idx
+
+
 def evaluate_candidates(
     train: LabelledSplit, test: LabelledSplit, *, candidates: Sequence[str] = tuple(CANDIDATES),
     n_labels: int | None = None, seeds: Sequence[int] = (0,), baseline: bool = True,
@@ -248,33 +529,65 @@ def evaluate_candidates(
     Parameters
     ----------
     n_labels
-        Train on a stratified subsample of this many documents (all when None); with
-        several ``seeds`` the metrics are means over subsamples (``<metric>_std`` added).
+        Train on a stratified subsample of this many documents (all when None; for
+        multilabel splits a plain random subset); with several ``seeds`` the metrics are
+        means over subsamples (``<metric>_std`` added).
 
     Returns
     -------
     dict
-        ``name -> metrics`` on the test split.
+        ``name -> metrics`` on the test split (multilabel splits: of
+        :func:`multilabel_metrics` at threshold 0.5).
+
+    Raises
+    ------
+    ConfigError
+        Multilabel: the test split is not multilabel or has labels the training split
+        lacks, or a subsample leaves a label with one value.
     """
     from auditor.probes import evaluate_probe
 
-    y_tr, y_te = train.y.astype(str), test.y.astype(str)
-    classes = np.unique(y_tr)
-    models: list[tuple[str, Callable[[int], Any], Any, Any]] = [
-        (c.name, functools.partial(_make, c), train.X(c), test.X(c))
-        for c in _available(train, candidates)]
+    models: list[tuple[str, Callable[[int], Any], Any, Any]]
+    subsample: Callable[[int], np.ndarray]
+    score: Callable[[np.ndarray], dict[str, Any]]
+    if train.multilabel:
+        assert train.Y is not None and train.label_names is not None
+        names = train.label_names
+        if not test.multilabel:
+            raise ConfigError("the training split is multilabel but the test split is not "
+                              "(load it with multilabel_sep)", field="labels")
+        y_tr: np.ndarray = train.Y
+        Y_te = label_indicator(test.y.tolist(), names)
+        models = [(c.name, functools.partial(_multilabel_probe, c, names), train.X(c),
+                   test.X(c)) for c in _available(train, candidates)]
+        tfidf: Callable[[int], Any] = functools.partial(_tfidf, multilabel=True)
+        subsample = functools.partial(_random_subset, y_tr, names, n_labels)
+        score = functools.partial(multilabel_metrics, Y_te, labels=names)
+    else:
+        y_tr, y_te = train.y.astype(str), test.y.astype(str)
+        classes = np.unique(y_tr)
+        models = [(c.name, functools.partial(_make, c), train.X(c), test.X(c))
+                  for c in _available(train, candidates)]
+        tfidf = _tfidf
+
+        def subsample(seed: int) -> np.ndarray:
+            return _subsample(y_tr, n_labels, seed) if n_labels is not None \
+                else np.arange(len(y_tr))
+
+        def score(proba: np.ndarray) -> dict[str, Any]:
+            return evaluate_probe(y_te, proba, classes)
+
     if baseline and train.texts is not None and test.texts is not None:
-        models.append((TFIDF, _tfidf, np.array(train.texts, dtype=object),
+        models.append((TFIDF, tfidf, np.array(train.texts, dtype=object),
                        np.array(test.texts, dtype=object)))
     out: dict[str, dict[str, Any]] = {}
     for name, make, X_tr, X_te in models:
         runs = []
         for seed in (seeds if n_labels is not None else seeds[:1]):
-            idx = _subsample(y_tr, n_labels, seed) if n_labels is not None \
-                else np.arange(len(y_tr))
+            idx = subsample(seed)
             model = make(seed).fit(X_tr[idx], y_tr[idx])
             proba = model.predict_proba(X_te)
-            m = evaluate_probe(y_te, proba, classes)
+            m = score(proba)
             m["n_train"] = len(idx)
             runs.append(m)
         summary = {k: v for k, v in runs[0].items() if not isinstance(v, float)}
@@ -319,6 +632,12 @@ def train_head(
     target_precision, target_recall
         Binary heads: choose the threshold for this target on out-of-fold calibrated
         probabilities; by default the threshold maximising F1 there.
+    folds
+        Cross-validation folds (stratified; shuffled KFold for a multilabel split).
+    random_state
+        Seed of the folds and probes.
+    description
+        One line for ``auditor heads list``.
     cv_results
         Reuse results of :func:`cross_validate_candidates` on this split.
     sae_decoder
@@ -329,26 +648,42 @@ def train_head(
     -------
     Head
         With a card: data counts, CV table (with the baseline), choice and threshold.
+        A multilabel split gives a multilabel head: a
+        :class:`~auditor.probes.MultiLabelProbe` of the chosen representation, each
+        label's threshold maximising its F1 on out-of-fold probabilities, no calibration.
 
     Raises
     ------
     ConfigError
-        Unknown candidate, too few labels, an unreachable threshold target.
+        Unknown candidate, too few labels, an unreachable threshold target; for a
+        multilabel split, a label with only one value or a binary-only option
+        (``positive_class``, ``target_precision``, ``target_recall``).
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from auditor.explain import base_probe, decoder_projection
+    from auditor.explain import base_probe
     from auditor.heads.head import Head, HeadConfig
     from auditor.probes import CalibratedProbe, choose_threshold, expected_calibration_error
 
     if candidate != "auto" and candidate not in CANDIDATES:
         raise ConfigError(f"unknown candidate {candidate!r}; choose auto or one of "
                           f"{', '.join(CANDIDATES)}", field="candidate")
+    if split.multilabel:
+        given = [k for k, v in (("positive_class", positive_class),
+                                ("target_precision", target_precision),
+                                ("target_recall", target_recall)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} is for binary heads; a multilabel head "
+                              f"has per-label max-F1 thresholds", field=given[0])
     if cv_results is None:
         cv_results = cross_validate_candidates(
             split, candidates=tuple(CANDIDATES) if candidate == "auto" else (candidate,),
             folds=folds, random_state=random_state)
     chosen = CANDIDATES[best_candidate(cv_results) if candidate == "auto" else candidate]
+    if split.multilabel:
+        return _train_multilabel(name, split, chosen, cv_results, auto=candidate == "auto",
+                                 folds=folds, random_state=random_state,
+                                 description=description, sae_decoder=sae_decoder)
     y = split.y.astype(str)
     classes, counts = np.unique(y, return_counts=True)
     X = split.X(chosen)
@@ -389,22 +724,13 @@ def train_head(
         raise ConfigError("positive_class is for binary heads", field="positive_class")
     decoder = None
     if chosen.representation == "raw":
-        W_dec, b_dec, scale = sae_decoder if sae_decoder is not None \
-            else _decoder_of(split.metadata)
-        decoder = decoder_projection(base_probe(probe).feature_weights_, W_dec, b_dec,
-                                     input_scale=scale)
-    extract = split.metadata.get("extract") or {}
-    sae_keys = list(split.metadata.get("saes") or {})
+        decoder = _projection(base_probe(probe).feature_weights_, sae_decoder, split.metadata)
     config = HeadConfig(
         name=name, classes=[str(c) for c in probe.classes_],
-        representation=chosen.representation,
-        sae=sae_keys[0] if len(sae_keys) == 1 else None,
+        representation=chosen.representation, sae=_sae_key(split.metadata),
         pooling=chosen.pooling, feature_transform=chosen.feature_transform,
         positive_class=positive_class, threshold=threshold, threshold_rule=rule,
-        extract={k: extract.get(k) for k in ("max_length", "max_windows",
-                                              "exclude_outliers", "outlier_factor",
-                                              "outlier_threshold") if k in extract},
-        description=description)
+        extract=_extract_settings(split.metadata), description=description)
     card = {
         "head": name,
         "representation": {"candidate": chosen.name, "description": chosen.description,
@@ -422,6 +748,96 @@ def train_head(
         "provenance": split.metadata,
     }
     return Head(config, probe, card=card, decoder=decoder)
+
+
+def _train_multilabel(
+    name: str, split: LabelledSplit, chosen: Candidate,
+    cv_results: Mapping[str, Mapping[str, Any]], *, auto: bool, folds: int,
+    random_state: int, description: str,
+    sae_decoder: tuple[np.ndarray, np.ndarray, float] | None,
+) -> Any:
+    """:func:`train_head` for a multilabel split (after the representation is chosen)."""
+    from sklearn.model_selection import cross_val_predict
+
+    from auditor.explain import base_probe
+    from auditor.heads.head import Head, HeadConfig
+
+    assert split.Y is not None and split.label_names is not None
+    Y, names = split.Y, split.label_names
+    X = split.X(chosen)
+    oof = cv_results.get(chosen.name, {}).get("oof_proba")
+    if oof is None:
+        cv = _multilabel_folds(Y, names, folds, random_state)
+        oof = cross_val_predict(_multilabel_probe(chosen, names, random_state), X, Y, cv=cv,
+                                method="predict_proba")
+    else:
+        _check_label_values(Y, names, folds)
+    thresholds = [_max_f1_threshold(Y[:, k] == 1, np.asarray(oof)[:, k])
+                  for k in range(len(names))]
+    rule = "max F1 per label on out-of-fold probabilities"
+    probe = _multilabel_probe(chosen, names, random_state, thresholds).fit(X, Y)
+    decoder = None
+    if chosen.representation == "raw":
+        weights = np.vstack([np.asarray(base_probe(e).feature_weights_)[:1]
+                             for e in probe.estimators_])
+        decoder = _projection(weights, sae_decoder, split.metadata)
+    config = HeadConfig(
+        name=name, classes=list(names), representation=chosen.representation,
+        sae=_sae_key(split.metadata), pooling=chosen.pooling,
+        feature_transform=chosen.feature_transform, threshold_rule=rule,
+        extract=_extract_settings(split.metadata), description=description,
+        multilabel=True, thresholds=thresholds)
+    shown = ", ".join(f"{n} {t:.3f}" for n, t in zip(names, thresholds, strict=True))
+    card = {
+        "head": name,
+        "representation": {"candidate": chosen.name, "description": chosen.description,
+                           "chosen_by": "best cross-validated macro-F1" if auto else "given"},
+        "training": {"documents": len(Y),
+                     "labels": {n: int(c) for n, c in zip(names, Y.sum(axis=0), strict=True)},
+                     "documents_without_labels": int((Y.sum(axis=1) == 0).sum()),
+                     "multilabel": True, "multilabel_sep": split.label_sep,
+                     "folds": folds, "cv": "shuffled KFold", "random_state": random_state},
+        "cross_validation": {k: {m: v for m, v in r.items() if m != "oof_proba"}
+                             for k, r in cv_results.items()},
+        "threshold": {"values": dict(zip(names, thresholds, strict=True)), "rule": rule},
+        "calibration": {"method": "none", "chosen_by": "rule for multilabel heads",
+                        "reason": "multilabel heads are not calibrated: each label's "
+                                  "threshold is chosen on out-of-fold probabilities of the "
+                                  "uncalibrated per-label probes it is applied to, and "
+                                  "held-out calibration would cost every label's probe "
+                                  "part of its training data"},
+        "provenance": split.metadata,
+        # the Markdown card renders single-label fields; these lines state the rest
+        "notes": [f"Multilabel head: a document carries every label whose probability is "
+                  f"at least its threshold ({shown}; {rule}), possibly none.",
+                  "Probabilities are each label's own probe's, not calibrated; the "
+                  "cross-validation metrics are at threshold 0.5 (micro-F1 and per-label "
+                  "F1 are in card.json)."],
+    }
+    return Head(config, probe, card=card, decoder=decoder)
+
+
+def _sae_key(metadata: Mapping[str, Any]) -> str | None:
+    """The store's SAE key when it has exactly one."""
+    keys = list(metadata.get("saes") or {})
+    return keys[0] if len(keys) == 1 else None
+
+
+def _extract_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The guarded extraction settings of the training store."""
+    extract = metadata.get("extract") or {}
+    return {k: extract.get(k) for k in ("max_length", "max_windows", "exclude_outliers",
+                                        "outlier_factor", "outlier_threshold")
+            if k in extract}
+
+
+def _projection(weights: np.ndarray, sae_decoder: tuple[np.ndarray, np.ndarray, float] | None,
+                metadata: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A raw head's weights projected on the SAE decoder (loaded from provenance if None)."""
+    from auditor.explain import decoder_projection
+
+    W_dec, b_dec, scale = sae_decoder if sae_decoder is not None else _decoder_of(metadata)
+    return decoder_projection(weights, W_dec, b_dec, input_scale=scale)
 
 
 def _max_f1_threshold(positive: np.ndarray, scores: np.ndarray) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = ["metrics_table", "render_card"]
 
 _METRICS = ("accuracy", "macro_f1", "auroc", "pr_auc", "ece")
+_MULTILABEL_METRICS = ("micro_f1", "macro_f1", "auroc", "pr_auc", "subset_accuracy")
 
 
 def _cell(m: Mapping[str, Any], k: str) -> str:
@@ -46,6 +47,12 @@ def metrics_table(results: Mapping[str, Mapping[str, Any]], *, chosen: str | Non
     return "\n".join(lines)
 
 
+def _task(config: Mapping[str, Any]) -> str:
+    if config.get("multilabel"):
+        return "multilabel"
+    return "binary" if len(config["classes"]) == 2 else "multiclass"
+
+
 def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     """The Markdown card of a head from its config (``HeadConfig.to_dict()``) and card."""
     prov = card.get("provenance") or {}
@@ -53,9 +60,10 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     sae: Mapping[str, Any] = next(iter(saes.values()), {})
     rep = card.get("representation") or {}
     chosen = rep.get("candidate")
+    metrics = _MULTILABEL_METRICS if config.get("multilabel") else _METRICS
     out = [f"# Head `{config['name']}`", "", config.get("description") or "", ""]
     out += ["| | |", "|---|---|",
-            f"| task | {'binary' if len(config['classes']) == 2 else 'multiclass'}: "
+            f"| task | {_task(config)}: "
             f"{', '.join(config['classes'])} |",
             f"| representation | {chosen}: {rep.get('description', '')} "
             f"({rep.get('chosen_by', '')}) |"]
@@ -89,12 +97,13 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     if cv:
         tr = card.get("training") or {}
         out += [f"## Choice: {tr.get('folds', 5)}-fold cross-validation on the training split",
-                "", metrics_table(cv, chosen=chosen), ""]
+                "", metrics_table(cv, chosen=chosen, metrics=metrics), ""]
     for key, title in (("test", "Test split, trained on all training documents"),
                        ("test_200", "Test split, trained on 200 labelled documents "
                                     "(mean ± std over subsamples)")):
         if card.get(key):
-            out += [f"## {title}", "", metrics_table(card[key], chosen=chosen), ""]
+            out += [f"## {title}", "", metrics_table(card[key], chosen=chosen,
+                                                      metrics=metrics), ""]
     if card.get("test_head"):
         h = card["test_head"]
         out += ["## The shipped head on the test split (its probabilities and threshold)", "",

@@ -7,6 +7,12 @@ label}``, largest ``|contribution|`` first. For a binary head the contributions 
 the positive class's score (negative values argue against it); for a multiclass head to
 the predicted class's score. ``H.explained`` is the share of the score's feature part the
 features cover (1.0 except for raw-activation heads, see :mod:`auditor.explain.decompose`).
+
+A multilabel head ``H`` writes ``H.labels`` (the labels present, i.e. with ``p`` at least
+their threshold, most probable first; possibly empty) before ``H.label`` (the most
+probable present label, null when none is present) and ``H.p.<label>`` (each label's
+probability of being present); ``H.explain`` and ``H.explained`` are about the score of
+``H.label``, or of the most probable label when none is present.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ def classify_store(
     Returns
     -------
     polars.DataFrame
-        ``id`` then each head's columns (see the module docstring).
+        ``id`` then each head's columns (see the module docstring; multilabel heads add
+        ``H.labels``).
 
     Raises
     ------
@@ -72,13 +79,19 @@ def classify_store(
         elif inputs.doc_ids != ids:
             raise ConfigError("heads read differently ordered documents", field="heads")
         proba = head.predict_proba(inputs)
-        columns[f"{head.name}.label"] = pl.Series(head.labels(proba).astype(str).tolist(),
-                                                  dtype=pl.String)
+        if head.config.multilabel:
+            sets = head.label_sets(proba)
+            columns[f"{head.name}.labels"] = pl.Series(sets, dtype=pl.List(pl.String))
+            columns[f"{head.name}.label"] = pl.Series([s[0] if s else None for s in sets],
+                                                      dtype=pl.String)
+        else:
+            columns[f"{head.name}.label"] = pl.Series(head.labels(proba).astype(str).tolist(),
+                                                      dtype=pl.String)
         for j, cls in enumerate(head.config.classes):
             columns[f"{head.name}.p.{cls}"] = pl.Series(proba[:, j], dtype=pl.Float64)
         if explain > 0:
             contrib = head.contributions(inputs)
-            predicted = columns[f"{head.name}.label"].to_list()
+            predicted = head.explained_labels(proba)
             rows = []
             for i, label in enumerate(predicted):
                 k = contrib.output_index(label)

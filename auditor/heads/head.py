@@ -61,7 +61,8 @@ class HeadConfig:
     name
         Head name, used as the output column prefix (``<name>.label``, ``<name>.p.<cls>``).
     classes
-        Class labels, in the probe's ``classes_`` order.
+        Class labels, in the probe's ``classes_`` order (multilabel heads: the label
+        names, in the probe's ``labels_`` order).
     representation : {'sae', 'raw'}
         Pooled SAE features (``sae``) or mean raw activations at the SAE's hook (``raw``).
     sae
@@ -80,6 +81,12 @@ class HeadConfig:
         The training features' extraction settings (see :data:`GUARDED_EXTRACT`).
     description
         One line for ``auditor heads list``.
+    multilabel
+        Each document carries any subset of ``classes`` (one binary probe per label,
+        :class:`~auditor.probes.MultiLabelProbe`) instead of exactly one class.
+    thresholds
+        Multilabel heads: per label (in ``classes`` order), the label is present when its
+        probability is at least this; 0.5 for every label when None.
     """
 
     name: str
@@ -93,6 +100,8 @@ class HeadConfig:
     threshold_rule: str | None = None
     extract: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    multilabel: bool = False
+    thresholds: list[float] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "./\\ "):
@@ -114,11 +123,55 @@ class HeadConfig:
             if not 0.0 <= self.threshold <= 1.0:
                 raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}",
                                   field="threshold")
+        self.multilabel = bool(self.multilabel)
+        if self.multilabel:
+            self._check_multilabel()
+        elif self.thresholds is not None:
+            raise ConfigError("per-label thresholds are for multilabel heads (a binary "
+                              "head has one threshold)", field="thresholds")
+
+    def _check_multilabel(self) -> None:
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"multilabel head labels must be distinct, got {self.classes}",
+                              field="classes")
+        if self.positive_class is not None or self.threshold is not None:
+            raise ConfigError("a multilabel head has per-label thresholds, not a "
+                              "positive_class and threshold",
+                              field="positive_class" if self.positive_class is not None
+                              else "threshold")
+        if self.thresholds is None:
+            return
+        self.thresholds = [float(t) for t in self.thresholds]
+        if len(self.thresholds) != len(self.classes):
+            raise ConfigError(f"{len(self.thresholds)} thresholds for {len(self.classes)} "
+                              f"labels (give one per label)", field="thresholds")
+        bad = [(c, t) for c, t in zip(self.classes, self.thresholds, strict=True)
+               if not 0.0 <= t <= 1.0]
+        if bad:
+            raise ConfigError(f"thresholds must be in [0, 1], got {bad[0][1]} for label "
+                              f"{bad[0][0]!r}", field="thresholds")
 
     @property
     def task(self) -> str:
-        """``binary`` or ``multiclass``."""
+        """``binary``, ``multiclass`` or ``multilabel``."""
+        if self.multilabel:
+            return "multilabel"
         return "binary" if len(self.classes) == 2 else "multiclass"
+
+    def label_thresholds(self) -> np.ndarray:
+        """Multilabel heads: each label's threshold, in ``classes`` order (0.5 if unset).
+
+        Raises
+        ------
+        ConfigError
+            Not a multilabel head.
+        """
+        if not self.multilabel:
+            raise ConfigError(f"head {self.name!r} is {self.task}, not multilabel",
+                              field="thresholds")
+        if self.thresholds is None:
+            return np.full(len(self.classes), 0.5)
+        return np.asarray(self.thresholds, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; :meth:`from_dict` inverts it."""
@@ -269,18 +322,76 @@ class Head:
     # ------------------------------------------------------------------ scoring
 
     def predict_proba(self, inputs: HeadInputs) -> np.ndarray:
-        """Calibrated class probabilities ``[n_docs, n_classes]``, columns in ``classes``."""
+        """Calibrated class probabilities ``[n_docs, n_classes]``, columns in ``classes``.
+
+        For multilabel heads, each label's probability of being present (rows need not
+        sum to 1).
+        """
         return np.asarray(self.probe.predict_proba(inputs.X), dtype=np.float64)
 
     def labels(self, proba: np.ndarray) -> np.ndarray:
-        """Labels from probabilities: the threshold for binary heads, else the argmax."""
+        """Labels from probabilities: the threshold for binary heads, else the argmax.
+
+        Multilabel heads: an object array holding, per document, the list of labels whose
+        probability is at least their threshold (see :meth:`label_sets`).
+        """
         classes = np.asarray(self.config.classes, dtype=object)
         c = self.config
+        if c.multilabel:
+            out = np.empty(len(proba), dtype=object)
+            for i, present in enumerate(self.label_sets(proba)):
+                out[i] = present
+            return out
         if c.threshold is not None and c.positive_class is not None:
             pos = c.classes.index(c.positive_class)
             neg = 1 - pos
             return np.where(proba[:, pos] >= c.threshold, classes[pos], classes[neg])
         return classes[np.argmax(proba, axis=1)]
+
+    def label_sets(self, proba: np.ndarray) -> list[list[str]]:
+        """The labels of each document, most probable first.
+
+        Parameters
+        ----------
+        proba : ndarray of shape (n_docs, n_classes)
+            From :meth:`predict_proba`.
+
+        Returns
+        -------
+        list of list of str
+            Multilabel heads: the labels with ``p >= threshold``, by decreasing
+            probability (ties in ``classes`` order), possibly empty. Binary and multiclass
+            heads: the one label of :meth:`labels`.
+        """
+        if not self.config.multilabel:
+            return [[str(label)] for label in self.labels(proba).tolist()]
+        p = np.asarray(proba, dtype=np.float64)
+        present = p >= self.config.label_thresholds()[None, :]
+        order = np.argsort(-p, axis=1, kind="stable")
+        classes = self.config.classes
+        return [[classes[j] for j in order[i] if present[i, j]] for i in range(len(p))]
+
+    def explained_labels(self, proba: np.ndarray) -> list[str]:
+        """The label each document's explanation is about.
+
+        Binary and multiclass heads: the predicted label (:meth:`labels`). Multilabel
+        heads: the most probable present label, or the most probable label when none is
+        present.
+
+        Parameters
+        ----------
+        proba : ndarray of shape (n_docs, n_classes)
+            From :meth:`predict_proba`.
+
+        Returns
+        -------
+        list of str
+        """
+        if not self.config.multilabel:
+            return [str(label) for label in self.labels(proba).tolist()]
+        top = np.argmax(proba, axis=1).tolist()
+        return [s[0] if s else self.config.classes[j]
+                for s, j in zip(self.label_sets(proba), top, strict=True)]
 
     def predict(self, inputs: HeadInputs) -> np.ndarray:
         """Labels of the documents."""
@@ -292,9 +403,26 @@ class Head:
             if self.decoder is None:
                 raise ConfigError(f"head {self.name!r} reads raw activations but has no "
                                   f"decoder projection to explain them", field="decoder")
+            if self.config.multilabel:
+                return self._multilabel_raw_contributions(inputs)
             return raw_contributions(self.probe, inputs.X, inputs.activations,
                                      per_feature=self.decoder[0], decoder_bias=self.decoder[1])
         return feature_contributions(self.probe, inputs.X)
+
+    def _multilabel_raw_contributions(self, inputs: HeadInputs) -> Contributions:
+        """Each label's binary raw probe explained through its column of the decoder
+        projection, gathered into one output per label."""
+        assert self.decoder is not None
+        per_feature, bias = self.decoder
+        parts = [raw_contributions(est, inputs.X, inputs.activations,
+                                   per_feature=per_feature[:, [k]], decoder_bias=bias[[k]])
+                 for k, est in enumerate(self.probe.estimators_)]
+        residuals = [p.residual for p in parts]
+        return Contributions(
+            outputs=list(self.config.classes), values=[p.values[0] for p in parts],
+            bias=np.column_stack([p.bias[:, 0] for p in parts]),
+            residual=None if any(r is None for r in residuals)
+            else np.column_stack([r[:, 0] for r in residuals if r is not None]))
 
     def feature_weights(self, *, k: int = 10) -> dict[str, list[tuple[int, float]]]:
         """The SAE features that separate the classes most, by the head's own weights.
@@ -302,7 +430,8 @@ class Head:
         For ``sae`` heads the linear probe's per-feature weights (on the transformed
         feature); for ``raw`` heads each feature's decoder direction projected on the
         weights (score per unit of mean activation). Binary heads list the features
-        pushing towards each class (negative weights argue for the other class).
+        pushing towards each class (negative weights argue for the other class);
+        multilabel heads, per label, the features pushing its own probe towards it.
 
         Returns
         -------
@@ -321,13 +450,18 @@ class Head:
                 raise ConfigError("raw head without a decoder projection", field="decoder")
             W = self.decoder[0].T
         else:
-            base = base_probe(self.probe)
-            if not hasattr(base, "feature_weights_"):
-                raise ConfigError(f"{type(base).__name__} has no per-feature weights",
-                                  field="probe")
-            W = np.asarray(base.feature_weights_)
+            bases = ([base_probe(e) for e in self.probe.estimators_] if self.config.multilabel
+                     else [base_probe(self.probe)])
+            for base in bases:
+                if not hasattr(base, "feature_weights_"):
+                    raise ConfigError(f"{type(base).__name__} has no per-feature weights",
+                                      field="probe")
+            # a multilabel head: each label's binary probe, towards that label
+            W = np.vstack([np.asarray(b.feature_weights_)[:1] for b in bases]) \
+                if self.config.multilabel else np.asarray(bases[0].feature_weights_)
         classes = self.config.classes
-        rows = [(classes[1], W[0]), (classes[0], -W[0])] if W.shape[0] == 1 else \
+        rows = [(classes[1], W[0]), (classes[0], -W[0])] \
+            if W.shape[0] == 1 and not self.config.multilabel else \
             list(zip(classes, W, strict=True))
         out: dict[str, list[tuple[int, float]]] = {}
         for cls, w in rows:
@@ -400,8 +534,13 @@ def load_head(directory: str | Path) -> Head:
     except ValueError as e:
         raise ConfigError(f"unreadable head config: {e}", path=path / CONFIG_FILE) from e
     probe = load_probe(path / PROBE_DIR)
-    if [str(c) for c in probe.classes_] != config.classes:
-        raise ConfigError(f"the probe's classes {list(probe.classes_)} differ from the "
+    # a multilabel probe names its labels in labels_ (its classes_ are column indices)
+    names = getattr(probe, "labels_", None) if config.multilabel else probe.classes_
+    if names is None:
+        raise ConfigError(f"a multilabel head needs a multilabel probe, got "
+                          f"{type(probe).__name__}", path=path, field="probe")
+    if [str(c) for c in names] != config.classes:
+        raise ConfigError(f"the probe's classes {list(names)} differ from the "
                           f"head's {config.classes}", path=path, field="classes")
     decoder = None
     if (path / DECODER_FILE).exists():

@@ -91,5 +91,8 @@ def run_classify(
         provenance = read_metadata(where)
     provenance["heads"] = {h.name: {"path": str(h.path), "classes": h.config.classes,
                                     "representation": h.config.representation,
-                                    "threshold": h.config.threshold} for h in loaded}
+                                    "threshold": h.config.threshold,
+                                    **({"task": "multilabel",
+                                        "thresholds": h.config.thresholds}
+                                       if h.config.multilabel else {})} for h in loaded}
     return frame, provenance

@@ -47,7 +47,9 @@ def run_explain(
     dict
         ``{"documents": [...], "faithfulness": {head: …}, "provenance": …}``; each document
         has ``id`` and per head ``label``, ``p`` and ``features`` (``feature``, ``label``,
-        ``contribution``, ``activation``, ``tokens`` and ``evidence``).
+        ``contribution``, ``activation``, ``tokens`` and ``evidence``). For multilabel
+        heads ``label`` is the explained label (see :meth:`Head.explained_labels`) and
+        ``labels`` the labels present.
 
     Raises
     ------
@@ -92,12 +94,13 @@ def run_explain(
         for head in loaded:
             inputs = head.read(store)
             proba = head.predict_proba(inputs)
-            predicted = head.labels(proba)
+            predicted = head.explained_labels(proba)
+            sets = head.label_sets(proba) if head.config.multilabel else None
             contrib = head.contributions(inputs)
             coverage = contrib.coverage()
             classes = head.config.classes
             for i, doc_id in enumerate(inputs.doc_ids):
-                label = str(predicted[i])
+                label = predicted[i]
                 out = contrib.output_index(label)
                 feats = contrib.top(i, output=out, k=top, activations=inputs.activations)
                 evidence: dict[int, Any] = {}
@@ -107,6 +110,7 @@ def run_explain(
                                                     sae=head.config.sae, tokenizer=tokenizer)
                 entry = {
                     "label": label, "p": float(proba[i, classes.index(label)]),
+                    **({"labels": sets[i]} if sets is not None else {}),
                     "explains": str(contrib.outputs[out]),
                     "explained_share": float(coverage[i, out]),
                     "features": [{
