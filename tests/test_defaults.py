@@ -316,3 +316,48 @@ def test_default_extract_end_to_end(default_model_dir_real: Path, tmp_path: Path
     assert meta["saes"]["layer9"]["sha256"] == shipped.sha256
     assert meta["model"]["weights_sha256"]
     assert meta["exclude"]["outliers"]["layer9.resid_post"] > 0
+
+
+@pytest.mark.slow
+def test_default_heads_classify_and_audit(default_model_dir_real: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped heads label clear-cut texts on the default model and SAE, explained."""
+    import json as _json
+
+    import polars as pl
+
+    from auditor.cli import main
+    from auditor.heads import list_heads, load_heads
+
+    assert [p.name for p in list_heads()] == ["quality", "safety", "topic"]
+    for head in load_heads():
+        assert (head.path / "CARD.md").is_file()
+        assert {"test", "test_200", "cross_validation"} <= set(head.card)
+        assert "tfidf" in head.card["test"] and "tfidf" in head.card["test_200"]
+    monkeypatch.setenv("AUDITOR_CACHE_DIR", str(_stable_cache_root()))
+    rows = [
+        {"id": "insult", "text": "You are a pathetic, stupid idiot and everyone hates you, loser."},
+        {"id": "computing", "text": "My graphics card driver crashes windows every time I "
+                                    "run the X server on this PC; which video driver works?"},
+        {"id": "spam", "text": "CONGRATULATIONS!!! You have been selected to receive a FREE "
+                               "$1000 gift card. Click here now to claim your prize, limited "
+                               "offer, unsubscribe below."},
+    ]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(_json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "pred.parquet"
+    assert main(["classify", str(data), "--id-column", "id", "--out", str(out), "--explain",
+                 "--no-progress"]) == 0
+    pred = {r["id"]: r for r in pl.read_parquet(out).iter_rows(named=True)}
+    assert pred["insult"]["safety.label"] == "insult"
+    assert pred["computing"]["topic.label"] == "computing"
+    assert pred["spam"]["quality.label"] == "spam"
+    assert pred["computing"]["safety.label"] == "benign"
+    for r in pred.values():
+        assert r["safety.p.insult"] + r["safety.p.benign"] == pytest.approx(1.0)
+        assert len(r["topic.explain"]) == 5
+    assert main(["audit", str(data), "--id-column", "id", "--out", str(tmp_path / "audit"),
+                 "--no-progress"]) == 0
+    report = _json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert sorted(report["heads"]) == ["quality", "safety", "topic"]
+    assert (tmp_path / "audit" / "report.html").stat().st_size > 10_000
