@@ -39,8 +39,13 @@ def dictionary_annotations(
     from auditor.errors import AuditorError
     from auditor.features import default_dictionary_dir, feature_labels, load_contexts
 
-    root = default_dictionary_dir(sae_path)
-    if not root.is_dir():
+    # provenance records the weights file; `features build` defaults to the SAE directory
+    path = Path(sae_path)
+    candidates = [default_dictionary_dir(path)]
+    if path.is_file():
+        candidates.append(default_dictionary_dir(path.parent))
+    root = next((c for c in candidates if c.is_dir()), None)
+    if root is None:
         return None, None
     try:
         labels = feature_labels(root)

@@ -291,3 +291,20 @@ def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path
     bare = run_audit(test_data, out=tmp_path / "audit3", heads=[], model=tiny_llama_dir,
                      saes=[str(sae_dir)], id_column="id", formats=("json",))
     assert bare.predictions is None and bare.heads == []
+
+
+def test_dictionary_annotations_found_from_the_weights_file(
+        stores, tiny_llama_dir: Path, sae, tmp_path: Path) -> None:
+    """Store provenance names the SAE's weights file; the dictionary sits in its folder."""
+    from auditor.features import DictionaryConfig, run_build
+    from auditor.jobs.audit import dictionary_annotations
+
+    sae_dir = sae.save(tmp_path / "sae")
+    assert dictionary_annotations(sae_dir / "sae.safetensors") == (None, None)
+    assert dictionary_annotations(None) == (None, None)
+    run_build(stores["test"][1], model=tiny_llama_dir, sae=sae_dir, id_column="id",
+              config=DictionaryConfig(max_length=24, top_contexts=2))
+    labels, examples = dictionary_annotations(sae_dir / "sae.safetensors")
+    assert labels is not None and examples is not None
+    assert len(labels) == 128 and examples
+    assert all(1 <= len(v) <= 2 for v in examples.values())
