@@ -383,6 +383,50 @@ def _table_metrics(multilabel: bool) -> dict[str, Any]:
         if multilabel else {}
 
 
+@probe.command("curve")
+@_label_options
+@click.option("--sizes", default="50,200,1000,all", show_default=True,
+              help="Training-set sizes (comma-separated; 'all' = every training document).")
+@click.option("--folds", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+                text_column: str, multilabel_sep: str | None, sizes: str, folds: int,
+                as_json: bool) -> None:
+    """Learning curve: macro-F1 of every representation and TF-IDF by number of labels
+    (stratified subsamples of each training fold, scored on the held-out fold)."""
+    import functools
+
+    import numpy as np
+
+    from auditor.heads import CANDIDATES, load_split
+    from auditor.heads.build import _available, _make, _tfidf
+    from auditor.probes import learning_curve
+
+    if multilabel_sep is not None:
+        raise click.UsageError("learning curves are for single-label data")
+    labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
+                              text_column=text_column)
+    split = load_split(store_path, labels, texts=texts)
+    wanted = [None if v.strip() == "all" else int(v) for v in sizes.split(",") if v.strip()]
+    y = split.y.astype(str)
+    models: list[tuple[str, Any, Any]] = [
+        (c.name, functools.partial(_make, c, 0), split.X(c))
+        for c in _available(split, list(CANDIDATES))]
+    if split.texts is not None:
+        models.append(("tfidf", _tfidf, np.array(split.texts, dtype=object)))
+    curves = {name: learning_curve(make, X, y, sizes=wanted, folds=folds)
+              for name, make, X in models}
+    if as_json:
+        click.echo(json.dumps(curves, indent=2))
+        return
+    ns = [row["n_train"] for row in next(iter(curves.values()))]
+    click.echo("| representation | " + " | ".join(f"{n:,} labels" for n in ns) + " |")
+    click.echo("|---" * (len(ns) + 1) + "|")
+    for name, rows in curves.items():
+        click.echo(f"| {name} | " + " | ".join(
+            f"{r['macro_f1']:.3f} ± {r['macro_f1_std']:.3f}" for r in rows) + " |")
+
+
 @probe.command("train")
 @_label_options
 @click.option("--head", "name", required=True, help="Name of the head to train.")

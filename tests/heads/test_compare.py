@@ -39,6 +39,19 @@ def test_compare_on_sample(tiny_llama_dir: Path, tmp_path: Path,
     table = metrics_table(results, chosen="sae-max-log1p")
     assert "(best" in table and "tfidf" in table and "(head" in table
 
+    # learning curve over label counts, every representation on the same folds
+    assert main(["probe", "curve", "--features", str(store), "--labels", str(SAMPLE),
+                 "--label-column", "source", "--folds", "3", "--sizes", "30,all",
+                 "--json"]) == 0
+    curves = json.loads(capsys.readouterr().out)
+    assert set(curves) == set(results)
+    for rows in curves.values():
+        assert [r["n_train"] for r in rows] == [30, 200]
+        assert all(0.0 <= r["macro_f1"] <= 1.0 for r in rows)
+    assert curves["tfidf"][1]["macro_f1"] > curves["tfidf"][0]["macro_f1"]
+    assert main(["probe", "curve", "--features", str(store), "--labels", str(SAMPLE),
+                 "--label-column", "source", "--folds", "3", "--sizes", "3"]) == 2
+
 
 def test_compare_needs_two_classes(tiny_llama_dir: Path, tmp_path: Path) -> None:
     from auditor.extract import extract_features
