@@ -398,7 +398,7 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
 
     import numpy as np
 
-    from auditor.heads import CANDIDATES, load_split
+    from auditor.heads import DEFAULT_CANDIDATES, load_split
     from auditor.heads.build import _available, _make, _tfidf
     from auditor.probes import learning_curve
 
@@ -411,7 +411,7 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
     y = split.y.astype(str)
     models: list[tuple[str, Any, Any]] = [
         (c.name, functools.partial(_make, c, 0), split.X(c))
-        for c in _available(split, list(CANDIDATES))]
+        for c in _available(split, list(DEFAULT_CANDIDATES))]
     if split.texts is not None:
         models.append(("tfidf", _tfidf, np.array(split.texts, dtype=object)))
     curves = {name: learning_curve(make, X, y, sizes=wanted, folds=folds)
@@ -610,7 +610,13 @@ def heads_show(head_ref: str, n_features: int) -> None:
     path = next(iter(saes.values())).get("path") if len(saes) == 1 else None
     labels, _ = dictionary_annotations(path)
     click.echo("## Features that separate the classes (by the head's weights)\n")
-    for cls, feats in head.feature_weights(k=n_features).items():
+    try:
+        weights = head.feature_weights(k=n_features)
+    except AuditorError as e:
+        click.echo(f"(no per-feature weights: {e.message}; 'auditor explain' shows each "
+                   f"decision's contributions)")
+        return
+    for cls, feats in weights.items():
         click.echo(f"towards `{cls}`:")
         for f, w in feats:
             label = (labels or {}).get(f)

@@ -112,6 +112,14 @@ def stage_extract(work: Path, tasks: list[str]) -> None:
                   flush=True)
 
 
+#: Candidate pools where they differ from the linear default: LightGBM is cross-validated
+#: for the binary safety head (measured: test macro-F1 0.824 vs 0.810 for the linear head,
+#: 3.4x the fit time); for topic (one tree set per class) and quality (linear already at
+#: 0.98) the CPU budget of a build on 2 cores is not spent on it.
+POOLS: dict[str, tuple[str, ...]] = {
+    "safety": ("sae-max-log1p", "sae-max-binary", "sae-mean-log1p", "raw", "sae-max-lgbm"),
+}
+
 DESCRIPTIONS = {
     "safety": "Flags insulting or abusive comments (insult vs benign).",
     "topic": "Coarse topic of a post: computing, science, politics, religion, sports, "
@@ -177,7 +185,13 @@ def _notes(card: dict[str, Any]) -> list[str]:
 
 
 def stage_train(work: Path, tasks: list[str], *, seed: int) -> None:
-    from auditor.heads import evaluate_candidates, load_split, save_head, train_head
+    from auditor.heads import (
+        DEFAULT_CANDIDATES,
+        evaluate_candidates,
+        load_split,
+        save_head,
+        train_head,
+    )
     from auditor.heads.card import render_card
 
     for task in tasks:
@@ -186,14 +200,16 @@ def stage_train(work: Path, tasks: list[str], *, seed: int) -> None:
         data = json.loads((d / "data.json").read_text())
         train = load_split(d / "train.store", "label", texts=_texts(d / "train.jsonl"))
         test = load_split(d / "test.store", "label", texts=_texts(d / "test.jsonl"))
+        pool = POOLS.get(task, DEFAULT_CANDIDATES)
         head = train_head(task, train, random_state=seed, description=DESCRIPTIONS[task],
-                          positive_class={"safety": "insult", "quality": "spam"}.get(task))
+                          positive_class={"safety": "insult", "quality": "spam"}.get(task),
+                          candidates=pool)
         print(f"[train] {task}: chose {head.card['representation']['candidate']} "
               f"({time.time() - t0:.0f} s)", flush=True)
         head.card["data"] = data
-        head.card["test"] = evaluate_candidates(train, test)
-        head.card["test_200"] = evaluate_candidates(train, test, n_labels=200,
-                                                    seeds=(0, 1, 2))
+        head.card["test"] = evaluate_candidates(train, test, candidates=pool)
+        head.card["test_200"] = evaluate_candidates(train, test, candidates=pool,
+                                                    n_labels=200, seeds=(0, 1, 2))
         head.card["test_head"] = _head_on_test(head, d / "test.store", test)
         head.card["notes"] = _notes(head.card)
         out = save_head(head, REPO / "models" / "heads" / task,

@@ -17,6 +17,7 @@ threshold, and a card with its data and metrics against baselines.
 from auditor.extract import ExtractConfig
 from auditor.heads.build import (
     CANDIDATES,
+    DEFAULT_CANDIDATES,
     Candidate,
     LabelledSplit,
     best_candidate,
@@ -40,6 +41,7 @@ from auditor.heads.head import (
 
 __all__ = [
     "CANDIDATES",
+    "DEFAULT_CANDIDATES",
     "HEAD_EXTRACT",
     "Candidate",
     "Head",

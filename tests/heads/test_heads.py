@@ -308,3 +308,30 @@ def test_dictionary_annotations_found_from_the_weights_file(
     assert labels is not None and examples is not None
     assert len(labels) == 128 and examples
     assert all(1 <= len(v) <= 2 for v in examples.values())
+
+
+def test_lightgbm_head_round_trip_explain_and_show(split, stores, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.explain import faithfulness
+
+    head = train_head("domain", split, candidate="sae-max-lgbm", folds=3,
+                      positive_class="sport")
+    assert head.card["representation"]["candidate"] == "sae-max-lgbm"
+    out = save_head(head, tmp_path / "lgbm")
+    assert list((out / "probe").rglob("booster.txt"))  # LightGBM's text model, no pickle
+    again = load_head(out)
+    store = stores["test"][0]
+    inputs = again.read(store)
+    np.testing.assert_allclose(head.predict_proba(head.read(store)),
+                               again.predict_proba(inputs))
+    contrib = again.contributions(inputs)  # TreeSHAP, exact sum to the raw score
+    from auditor.explain import base_probe
+
+    np.testing.assert_allclose(contrib.score()[:, 0],
+                               base_probe(again.probe).decision_function(inputs.X),
+                               rtol=1e-5, atol=1e-5)
+    frame = classify_store(store, [again], explain=2)
+    assert frame["domain.explain"].list.len().max() <= 2
+    assert faithfulness(again, inputs, k=2, n_random=2)["documents"] == 45
+    assert main(["heads", "show", str(out)]) == 0
+    assert "no per-feature weights" in capsys.readouterr().out
