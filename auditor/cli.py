@@ -626,6 +626,22 @@ def heads_show(head_ref: str, n_features: int) -> None:
 # ----------------------------------------------------------------------------- classify
 
 
+_RUN_OPTIONS = [
+    click.option("--head", "head_refs", multiple=True,
+                 help="Head name or directory; repeat (default: every installed head)."),
+    click.option("--model", default=None, help="Model directory (default: the embedded one)."),
+    click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one)."),
+    click.option("--text-column", default="text", show_default=True),
+]
+
+
+def _run_options(f: Any) -> Any:
+    """The options every command that runs the model and heads on a dataset shares."""
+    for opt in reversed(_RUN_OPTIONS):
+        f = opt(f)
+    return f
+
+
 @contextlib.contextmanager
 def _text_or_file(source: str, id_column: str | None
                   ) -> Iterator[tuple[Path, str | None]]:
@@ -643,15 +659,11 @@ def _text_or_file(source: str, id_column: str | None
 @click.argument("source", metavar="TEXT|FILE")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write predictions to .parquet or .jsonl (default: print them).")
-@click.option("--head", "head_refs", multiple=True,
-              help="Head name or directory; repeat (default: every installed head).")
+@_run_options
 @click.option("--explain", "explain", type=int, default=0, is_flag=False, flag_value=5,
               help="Top contributing SAE features per head (--explain alone: 5).")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Keep the extracted features in this store.")
-@click.option("--model", default=None, help="Model directory (default: the embedded one).")
-@click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
-@click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default=None, help="Column with document ids (default: row).")
 @click.option("--skip-bad-rows", is_flag=True)
 @click.option("--device", default=None)
@@ -681,15 +693,11 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output directory: store/, predictions.parquet, report.html/json/md.")
-@click.option("--head", "head_refs", multiple=True,
-              help="Head name or directory; repeat (default: every installed head).")
+@_run_options
 @click.option("--explain", type=int, default=5, show_default=True,
               help="Top contributing SAE features kept per document and head.")
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="report.json of an earlier audit of the same pipeline (drift).")
-@click.option("--model", default=None, help="Model directory (default: the embedded one).")
-@click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
-@click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default=None, help="Column with document ids (default: row).")
 @click.option("--format", "formats", default="html,json,md", show_default=True)
 @click.option("--skip-bad-rows", is_flag=True)
@@ -718,8 +726,7 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
 
 @cli.command()
 @click.argument("source", metavar="TEXT|FILE")
-@click.option("--head", "head_refs", multiple=True,
-              help="Head name or directory; repeat (default: every installed head).")
+@_run_options
 @click.option("--top", type=int, default=5, show_default=True,
               help="Contributing features shown per document and head.")
 @click.option("--check", is_flag=True,
@@ -729,9 +736,6 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
 @click.option("--random", "n_random", type=int, default=10, show_default=True,
               help="Random draws per document for the control.")
 @click.option("--no-tokens", is_flag=True, help="Skip token-level evidence.")
-@click.option("--model", default=None, help="Model directory (default: the embedded one).")
-@click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
-@click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: int,
