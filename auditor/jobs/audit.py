@@ -109,7 +109,6 @@ def run_audit(
     labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
                                               else None)
     predictions = None
-    frame = None
     if loaded:
         frame = classify_store(store, loaded, explain=explain, feature_labels=labels)
         provenance = dict(metadata)
@@ -118,7 +117,8 @@ def run_audit(
                                for h in loaded}
         predictions = write_predictions(frame, root / "predictions.parquet",
                                         provenance=provenance)
-    report = build_report(store, predictions=frame, texts=input_path, previous=previous,
+    # the written file, not the frame: the report then names its source
+    report = build_report(store, predictions=predictions, texts=input_path, previous=previous,
                           feature_labels=labels, feature_examples=examples,
                           text_column=text_column, id_column=id_column,
                           title=f"Audit of {Path(input_path).name}")

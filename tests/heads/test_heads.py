@@ -279,6 +279,7 @@ def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path
     report = json.loads((out / "report.json").read_text())
     assert report["corpus"]["documents"] == 45
     assert list(report["heads"]) == ["domain"]
+    assert report["sources"]["predictions"] == str(out / "predictions.parquet")
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds.height == 45 and "domain.explain" in preds.columns
     # a second audit of the same data with the first as 'previous' reports drift
