@@ -511,9 +511,13 @@ def _heads_section(
     heads: dict[str, Any] = {}
     for head, classes in preds.heads.items():
         labels = np.array(frame[f"{head}.label"].fill_null(_NONE_LABEL).to_list(), dtype=object)
+        # a multilabel head also writes H.labels: count (and profile) every present label
+        sets = (frame[f"{head}.labels"].to_list() if f"{head}.labels" in frame.columns
+                else None)
         counted: dict[str, int] = {}
-        for lab in labels.tolist():
-            counted[lab] = counted.get(lab, 0) + 1
+        for present in (sets if sets is not None else [[lab] for lab in labels.tolist()]):
+            for lab in (present or [_NONE_LABEL]):
+                counted[lab] = counted.get(lab, 0) + 1
         order = [c for c in classes if c in counted]
         order += sorted((c for c in counted if c not in order), key=lambda c: -counted[c])
         label_counts = {c: counted[c] for c in order}
@@ -524,12 +528,23 @@ def _heads_section(
             counts, _ = np.histogram(np.clip(p, 0.0, 1.0), bins=edges)
             scores[cls] = {"edges": edges.round(6).tolist(), "counts": counts.tolist(),
                            "mean": float(p.mean()) if p.size else None}
-        feats, docs = _top_features(Xp, labels, pred_ids, top=top_features, label_of=label_of,
-                                    examples_of=examples_of)
+        if sets is None:
+            feats, docs = _top_features(Xp, labels, pred_ids, top=top_features,
+                                        label_of=label_of, examples_of=examples_of)
+        else:
+            feats, docs = {}, set()
+            for cls in classes:  # each label against the documents without it
+                has = np.array([cls in (p or []) for p in sets], dtype=bool)
+                one, got = _top_features(Xp, np.where(has, cls, _NONE_LABEL).astype(object),
+                                         pred_ids, top=top_features, label_of=label_of,
+                                         examples_of=examples_of)
+                feats.update(one)
+                docs |= got
         wanted |= docs
         heads[head] = {
             "classes": classes,
             "documents": int(frame.height),
+            "multilabel": sets is not None,
             "label_counts": label_counts,
             "label_shares": {c: v / frame.height for c, v in label_counts.items()},
             "scores": scores,

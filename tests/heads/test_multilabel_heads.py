@@ -322,3 +322,19 @@ def test_cli_train_eval_list_predict_multilabel(ml_stores, tiny_llama_dir: Path,
                  "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--top", "1",
                  "--no-tokens"]) == 0
     assert "tags: [" in capsys.readouterr().out
+
+
+def test_report_counts_every_present_label(ml_head, ml_stores) -> None:
+    from auditor.report import build_report
+
+    store = ml_stores["test"][0]
+    frame = classify_store(store, [ml_head], explain=2)
+    report = build_report(store, predictions=frame)
+    section = report["heads"]["topics"]
+    assert section["multilabel"] is True
+    sets = frame["topics.labels"].to_list()
+    for name in NAMES:
+        assert section["label_counts"].get(name, 0) == sum(name in s for s in sets)
+    assert section["label_counts"].get("(none)", 0) == sum(not s for s in sets)
+    # each label is profiled against the documents without it
+    assert set(section["top_features"]) <= set(NAMES)
