@@ -55,6 +55,10 @@ def _rescore(head: Any, inputs: Any, contrib: Contributions, row: int,
         for o, m in enumerate(contrib.values):
             scores[j, o] -= float(m[row, feats].sum()) if len(feats) else 0.0
     probe = head.probe
+    if head.config.multilabel:  # one independent logistic output per label
+        from scipy.special import expit
+
+        return np.asarray(expit(scores))
     if hasattr(probe, "_calibrate"):
         p = probe._calibrate(scores)
     else:
@@ -93,37 +97,45 @@ def faithfulness(head: Any, inputs: Any, *, k: int = 5, n_random: int = 10,
     Raises
     ------
     ConfigError
-        ``k`` or ``n_random`` is not positive, or the head is multilabel (a label flip
-        is not defined for label sets).
+        ``k`` or ``n_random`` is not positive.
+
+    Notes
+    -----
+    Multilabel heads: each document's explained label (see
+    :meth:`auditor.heads.Head.explained_labels`); a flip is that label crossing its
+    threshold.
     """
     if k < 1 or n_random < 1:
         raise ConfigError("k and n_random must be positive", field="k")
-    if head.config.multilabel:
-        raise ConfigError(f"the faithfulness check is for single-label heads; "
-                          f"{head.name!r} is multilabel", field="head")
     rng = np.random.default_rng(random_state)
     contrib = head.contributions(inputs)
     proba = head.predict_proba(inputs)
-    labels = head.labels(proba)
+    multilabel = head.config.multilabel
+    # the label each explanation is about (multilabel: its most probable present label)
+    labels = head.explained_labels(proba) if multilabel else head.labels(proba).tolist()
+    thresholds = head.config.label_thresholds() if multilabel else None
     classes = list(head.config.classes)
     acts = sp.csr_matrix(inputs.activations)
     top_drop, rand_drop, top_flip, rand_flip = [], [], [], []
-    for i, label in enumerate(labels.tolist()):
+    for i, label in enumerate(labels):
         c = classes.index(label)
         out = contrib.output_index(label)
-        # binary: the single output is the positive class's score; a negative prediction
-        # is supported by negative contributions
+        # binary: the single output is the positive class's score, so a negative prediction
+        # is supported by negative contributions; multiclass / multilabel: the label's own
         sign = 1.0 if len(contrib.values) > 1 or contrib.outputs[0] == label else -1.0
         top = _supporting(contrib, i, out, sign, k)
         active = acts.indices[acts.indptr[i]:acts.indptr[i + 1]]
         draws = [rng.choice(active, size=min(k, len(active)), replace=False)
                  for _ in range(n_random)] if len(active) else [np.zeros(0, np.int64)]
         p = _rescore(head, inputs, contrib, i, [top, *draws])
-        new_labels = head.labels(p)
+        if thresholds is not None:  # a flip: the label's presence changes
+            flips = (p[:, c] >= thresholds[c]) != (proba[i, c] >= thresholds[c])
+        else:
+            flips = head.labels(p) != label
         top_drop.append(proba[i, c] - p[0, c])
-        top_flip.append(new_labels[0] != label)
+        top_flip.append(bool(flips[0]))
         rand_drop.append(float(np.mean(proba[i, c] - p[1:, c])))
-        rand_flip.append(float(np.mean(new_labels[1:] != label)))
+        rand_flip.append(float(np.mean(flips[1:])))
     top_mean, rand_mean = float(np.mean(top_drop)), float(np.mean(rand_drop))
     return {
         "k": k, "documents": len(labels), "n_random": n_random,

@@ -225,8 +225,13 @@ def test_classify_store_multilabel_columns(ml_head, ml_stores, split) -> None:
     alone = classify_store(ml_stores["test"][0], [single], explain=2)
     both = classify_store(ml_stores["test"][0], [single, ml_head], explain=2)
     assert both.select(alone.columns).equals(alone)
-    with pytest.raises(ConfigError, match="single-label heads"):
-        faithfulness(ml_head, inputs)
+    # faithfulness on label sets: removing what supports each explained label lowers its
+    # probability at least as much as any k random features (linear, one output per label)
+    check = faithfulness(ml_head, inputs, k=2, n_random=4)
+    assert check["documents"] == 45
+    drops = np.array(check["top_k"]["per_document"])
+    assert (drops >= np.array(check["random_k"]["per_document"]) - 1e-12).all()
+    assert check["top_k"]["mean_drop"] > 0 and 0 <= check["top_k"]["flip_rate"] <= 1
 
 
 def test_raw_multilabel_head_is_explained_through_the_decoder(ml_split, ml_stores,
