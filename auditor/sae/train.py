@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -436,13 +437,13 @@ class _Trainer:
         cfg = self.config
         p = self.params
         sae_in = x - p["b_dec"]
-        # Select the top k on pre-activations computed without autograd, then recompute
-        # only the selected ones with it: the backward pass then costs O(n * k * d_in)
-        # instead of two more dense [n, d_in] x [d_in, d_sae] products.
+        # Select the top k on pre-activations computed without autograd; the selected ones
+        # carry a sparse backward (_SelectedPre): O(n * k * d_in) instead of two more
+        # dense [n, d_in] x [d_in, d_sae] products.
         with torch.no_grad():
-            pre = torch.relu(sae_in @ p["W_enc"].T + p["b_enc"])
-            top_idx = pre.topk(cfg.k, dim=-1, sorted=False).indices
-        top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"]))
+            pre = torch.addmm(p["b_enc"], sae_in, p["W_enc"].T)
+            top_idx = torch.relu(pre).topk(cfg.k, dim=-1, sorted=False).indices
+        top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], pre=pre))
         x_hat = _sparse_decode(top_idx, top_vals, p["W_dec"]) + p["b_dec"]
         error = x_hat - x
         total_variance = (x - x.mean(dim=0)).pow(2).sum()
@@ -548,10 +549,67 @@ def _check_tensor(tensors: Mapping[str, torch.Tensor], key: str, like: torch.Ten
                          tensor=key)
 
 
+class _SelectedPre(torch.autograd.Function):
+    """Pre-activations of the selected latents, with a sparse backward pass.
+
+    The forward pass only gathers from the dense pre-activations that were computed
+    without autograd to pick the top k. The backward pass needs three products with the
+    sparse ``[n, d_sae]`` matrix ``G`` of output gradients (``n * k`` non-zeros):
+    ``G.T @ sae_in`` for ``W_enc`` (a CSR matrix product), ``G @ W_enc`` for the input
+    (an ``embedding_bag``) and the column sums of ``G`` for ``b_enc``. Gathering ``[n, k,
+    d_in]`` encoder rows instead, as plain autograd does, was 60 % of a step's time.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, pre: torch.Tensor, indices: torch.Tensor, sae_in: torch.Tensor,
+        w_enc: torch.Tensor, b_enc: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(indices, sae_in, w_enc)
+        return pre.gather(1, indices)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[None, None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        indices, sae_in, w_enc = ctx.saved_tensors
+        d_sae = w_enc.shape[0]
+        grad_in = grad_w = grad_b = None
+        if ctx.needs_input_grad[2]:
+            grad_in = torch.nn.functional.embedding_bag(
+                indices, w_enc, per_sample_weights=grad, mode="sum")
+        if ctx.needs_input_grad[3]:
+            grad_w = _transposed_sparse(indices, grad, d_sae) @ sae_in
+        if ctx.needs_input_grad[4]:
+            grad_b = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(
+                0, indices.reshape(-1), grad.reshape(-1))
+        return None, None, grad_in, grad_w, grad_b
+
+
+def _transposed_sparse(indices: torch.Tensor, values: torch.Tensor, width: int) -> torch.Tensor:
+    """``[width, n]`` CSR matrix whose entry ``(indices[i, j], i)`` is ``values[i, j]``."""
+    n, k = indices.shape
+    flat = indices.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    crow = torch.zeros(width + 1, dtype=torch.int64, device=indices.device)
+    crow[1:] = torch.bincount(flat, minlength=width).cumsum(0)
+    with warnings.catch_warnings():  # "CSR support is in beta": the product below is stable
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
+        return torch.sparse_csr_tensor(crow, order // k, values.reshape(-1)[order],
+                                       size=(width, n), check_invariants=False)
+
+
 def _gathered_pre(
-    sae_in: torch.Tensor, indices: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor
+    sae_in: torch.Tensor, indices: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor,
+    *, pre: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pre-activations of the latents ``indices`` (``[n, k]``); ``w_enc`` is ``[d_sae, d_in]``."""
+    """Pre-activations of the latents ``indices`` (``[n, k]``); ``w_enc`` is ``[d_sae, d_in]``.
+
+    ``pre`` is the dense ``sae_in @ w_enc.T + b_enc`` when it is already at hand (computed
+    without autograd); otherwise the selected rows are gathered.
+    """
+    if pre is not None:
+        return _SelectedPre.apply(pre, indices, sae_in, w_enc, b_enc)  # type: ignore[no-any-return]
     rows = torch.nn.functional.embedding(indices, w_enc)  # [n, k, d_in]
     return (rows * sae_in.unsqueeze(1)).sum(dim=2) + b_enc[indices]
 

@@ -223,3 +223,37 @@ def test_decoder_gradient_parallel_component_removed(cache: ActivationCache) -> 
     assert seen and float(seen[0].abs().max()) < 1e-6
     grad = trainer.params["W_dec"].grad
     assert grad is not None and float(grad.abs().max()) > 1e-4  # a real gradient was there
+
+
+def test_selected_pre_backward_matches_dense_autograd() -> None:
+    """The sparse backward of the selected pre-activations equals plain autograd's."""
+    from auditor.sae.train import _gathered_pre
+
+    g = torch.Generator().manual_seed(3)
+    n, d, m, k = 50, 12, 40, 5
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w = torch.randn(m, d, generator=g, dtype=torch.float64)
+    b = torch.randn(m, generator=g, dtype=torch.float64)
+    upstream = torch.randn(n, k, generator=g, dtype=torch.float64)
+
+    def grads(sparse: bool) -> tuple[torch.Tensor, ...]:
+        xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, w, b))
+        dense = torch.addmm(bs, xs, ws.T)
+        idx = dense.detach().topk(k, dim=-1).indices
+        if sparse:
+            vals = _gathered_pre(xs, idx, ws, bs, pre=dense.detach())
+        else:
+            vals = dense.gather(1, idx)
+        vals.backward(upstream)
+        assert xs.grad is not None and ws.grad is not None and bs.grad is not None
+        return vals.detach(), xs.grad, ws.grad, bs.grad
+
+    for fast, slow in zip(grads(True), grads(False), strict=True):
+        torch.testing.assert_close(fast, slow)
+    # The gathering fallback (no dense pre-activations at hand) agrees too.
+    xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, w, b))
+    idx = torch.addmm(b, x, w.T).topk(k, dim=-1).indices
+    vals = _gathered_pre(xs, idx, ws, bs)
+    vals.backward(upstream)
+    assert ws.grad is not None
+    torch.testing.assert_close(ws.grad, grads(False)[2])
