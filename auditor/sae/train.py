@@ -561,7 +561,7 @@ class _SelectedPre(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, pre: torch.Tensor, indices: torch.Tensor, sae_in: torch.Tensor,
         w_enc: torch.Tensor, b_enc: torch.Tensor,
     ) -> torch.Tensor:
@@ -569,7 +569,7 @@ class _SelectedPre(torch.autograd.Function):
         return pre.gather(1, indices)
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad: torch.Tensor
     ) -> tuple[None, None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         indices, sae_in, w_enc = ctx.saved_tensors
@@ -609,7 +609,7 @@ def _gathered_pre(
     without autograd); otherwise the selected rows are gathered.
     """
     if pre is not None:
-        return _SelectedPre.apply(pre, indices, sae_in, w_enc, b_enc)  # type: ignore[no-any-return]
+        return _SelectedPre.apply(pre, indices, sae_in, w_enc, b_enc)
     rows = torch.nn.functional.embedding(indices, w_enc)  # [n, k, d_in]
     return (rows * sae_in.unsqueeze(1)).sum(dim=2) + b_enc[indices]
 
