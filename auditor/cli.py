@@ -292,13 +292,22 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
 @click.option("--layer", type=int, default=None)
 @click.option("--card/--no-card", default=True, show_default=True,
               help="Write evaluation.json and CARD.md into the SAE directory.")
+@click.option("--groups-from", type=click.Path(path_type=Path), default=None,
+              help="The corpus the cache was collected from: adds FVU per genre.")
+@click.option("--group-column", default="source", show_default=True,
+              help="Column of --groups-from naming each document's genre.")
+@click.option("--whole-cache/--heldout-only", default=False, show_default=True,
+              help="Also count dead latents over every cached token (training split too).")
 def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce_docs: int,
-             max_length: int, layer: int | None, card: bool) -> None:
+             max_length: int, layer: int | None, card: bool, groups_from: Path | None,
+             group_column: str, whole_cache: bool) -> None:
     """FVU, L0, dead/dense latents, density and ΔCE of an SAE; written into its card."""
     from auditor.jobs.sae import run_sae_eval, write_card
 
     record = run_sae_eval(path, cache=cache, layer=layer, corpus=corpus, model=model,
-                          ce_docs=ce_docs, max_length=max_length, write=card)
+                          ce_docs=ce_docs, max_length=max_length, write=card,
+                          groups_from=groups_from, group_column=group_column,
+                          whole_cache_density=whole_cache)
     if card and path.is_dir():
         write_card(path)
     click.echo(json.dumps(record, indent=2, default=str))

@@ -32,12 +32,21 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
 
     assert main(["sae", "eval", str(run), "--cache", str(run / "activations"),
                  "--corpus", str(SAMPLE), "--model", str(tiny_llama_dir), "--ce-docs", "8",
-                 "--max-length", "64"]) == 0
+                 "--max-length", "64", "--groups-from", str(SAMPLE), "--group-column", "genre",
+                 "--whole-cache"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert 0 <= record["metrics"]["fvu"] < 1.5 and record["metrics"]["l0"] <= 8
+    genres = {json.loads(line)["genre"] for line in SAMPLE.read_text().splitlines()}
+    by_genre = record["metrics"]["fvu_by_group"]
+    assert by_genre and set(by_genre) <= genres  # held-out documents only: some genres
+    assert all(g["n_tokens"] > 0 for g in by_genre.values())
+    whole = record["whole_cache"]
+    assert whole["n_tokens"] > record["metrics"]["n_tokens"]
+    assert whole["dead_frac"] <= record["metrics"]["dead_frac"]  # more tokens, fewer dead
     assert record["ce"]["docs"] == 8 and record["ce"]["ce_clean"] > 0
     card = (run / "CARD.md").read_text()
     assert "FVU" in card and "ΔCE" in card and sae.sha256 in card
+    assert "FVU by genre" in card and "cached tokens (training split included)" in card
     assert json.loads((run / "evaluation.json").read_text())["sae_sha256"] == sae.sha256
 
 
@@ -45,3 +54,16 @@ def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["sae", "train", "--out", str(tmp_path), "--layer", "1", "--width", "64",
                  "--k", "4"]) == 2
     assert "exactly one of --cache or --corpus" in capsys.readouterr().err
+
+
+def test_eval_group_column_must_exist(tiny_llama_dir: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["sae", "train", "--out", str(run), "--layer", "1", "--width", "64", "--k", "4",
+                 "--corpus", str(SAMPLE), "--model", str(tiny_llama_dir), "--tokens", "2048",
+                 "--batch-size", "512", "--max-length", "32"]) == 0
+    capsys.readouterr()
+    assert main(["sae", "eval", str(run), "--cache", str(run / "activations"),
+                 "--groups-from", str(SAMPLE), "--group-column", "missing"]) != 0
+    err = capsys.readouterr().err
+    assert "missing" in err and "sample.jsonl" in err

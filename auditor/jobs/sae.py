@@ -11,7 +11,8 @@ from typing import Any, Literal
 from auditor import __version__
 from auditor.errors import ConfigError
 
-__all__ = ["EVALUATION_FILENAME", "read_corpus_texts", "run_sae_eval", "run_sae_train",
+__all__ = ["EVALUATION_FILENAME", "read_corpus_groups", "read_corpus_texts", "run_sae_eval",
+           "run_sae_train",
            "write_card"]
 
 EVALUATION_FILENAME = "evaluation.json"
@@ -27,6 +28,17 @@ def read_corpus_texts(path: str | Path, *, text_column: str = "text",
         if limit is not None and i >= limit:
             return
         yield doc.text
+
+
+def read_corpus_groups(path: str | Path, *, group_column: str = "source",
+                       text_column: str = "text") -> list[str]:
+    """Each document's ``group_column`` value, for the documents :func:`read_corpus_texts`
+    yields (same rows skipped), i.e. indexed like an activation cache collected from it."""
+    from auditor.io import read_documents
+
+    return [str(doc.extra[group_column])
+            for doc in read_documents(path, text_column=text_column,
+                                      passthrough=(group_column,), skip_bad_rows=True)]
 
 
 def run_sae_train(
@@ -115,6 +127,9 @@ def run_sae_eval(
     split: Literal["train", "heldout", "all"] = "heldout",
     device: str | None = None,
     write: bool = True,
+    groups_from: str | Path | None = None,
+    group_column: str = "source",
+    whole_cache_density: bool = False,
 ) -> dict[str, Any]:
     """Evaluate an SAE on held-out cached activations and, with a corpus, by ΔCE.
 
@@ -140,6 +155,13 @@ def run_sae_eval(
         Device for ΔCE.
     write
         Save the result as ``evaluation.json`` in the SAE directory.
+    groups_from, group_column
+        The corpus the cache was collected from and its column naming each document's
+        group (genre): adds FVU per group.
+    whole_cache_density
+        Also count firing over every cached token (training split included): a latent
+        that fires once in 10^5 tokens looks dead on a small held-out split, so this is
+        the fairer dead-latent count (the held-out one is kept too).
     """
     from auditor.lm import HookPoint
     from auditor.sae import delta_ce, evaluate_sae, load_sae, open_cache
@@ -150,13 +172,21 @@ def run_sae_eval(
                           path=sae_path)
     hook = HookPoint(sae.cfg.hook_layer, sae.cfg.hook_point)
     acts = open_cache(cache)
-    metrics = evaluate_sae(sae, acts, hook=hook, split=split)
+    doc_groups = (read_corpus_groups(groups_from, group_column=group_column)
+                  if groups_from is not None else None)
+    metrics = evaluate_sae(sae, acts, hook=hook, split=split, doc_groups=doc_groups)
     record: dict[str, Any] = {
         "auditor_version": __version__,
         "sae_sha256": sae.sha256,
         "cache": {"path": str(cache), "model": acts.manifest.get("model"), "split": split},
         "metrics": metrics.to_dict(),
     }
+    if groups_from is not None:
+        record["groups"] = {"corpus": str(groups_from), "column": group_column}
+    if whole_cache_density:
+        whole = evaluate_sae(sae, acts, hook=hook, split="all")
+        record["whole_cache"] = {key: getattr(whole, key) for key in
+                                 ("n_tokens", "dead_frac", "dense_frac", "density_hist", "fvu")}
     if corpus is not None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -221,9 +251,13 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
                   f"(it carries {m['top_direction_variance']:.1%} of the variance) | "
                   f"{m['fvu_without_top_direction']:.4f} |",
                   f"| L0 | {m['l0']:.1f} |",
-                  f"| dead latents | {m['dead_frac']:.2%} |",
+                  f"| dead latents (never fire on these tokens) | {m['dead_frac']:.2%} |",
                   f"| dense latents (> 10 % of tokens) | {m['dense_frac']:.2%} |",
                   f"| tokens | {m['n_tokens']:,} |"]
+        whole = evaluation.get("whole_cache")
+        if whole:
+            lines += [f"| dead latents over all {whole['n_tokens']:,} cached tokens "
+                      f"(training split included) | {whole['dead_frac']:.2%} |"]
         ce = evaluation.get("ce")
         if ce:
             lines += [f"| CE clean / SAE / zero-ablated | {ce['ce_clean']:.4f} / "
@@ -237,8 +271,17 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
             b = by_pos[bucket]
             fvu = f"{b['fvu']:.4f}" if b["fvu"] == b["fvu"] else "–"
             lines.append(f"| {bucket} | {b['n_tokens']:,} | {fvu} |")
-        hist = m.get("density_hist") or {}
-        lines += ["", "Feature density (latents per log10 firing-frequency bin):", "",
+        by_group = m.get("fvu_by_group") or {}
+        if by_group:
+            lines += ["", "FVU by genre (each genre's error over its variance around its own "
+                      "mean):", "", "| genre | tokens | FVU |", "|---|---|---|"]
+            for name, g in by_group.items():
+                fvu = f"{g['fvu']:.4f}" if g["fvu"] == g["fvu"] else "–"
+                lines.append(f"| {name} | {g['n_tokens']:,} | {fvu} |")
+        hist = (whole or m).get("density_hist") or {}
+        where = f"all {whole['n_tokens']:,} cached tokens" if whole else "held-out tokens"
+        lines += ["", f"Feature density over {where} (latents per log10 firing-frequency "
+                  "bin):", "",
                   "| log10 frequency from | latents |", "|---|---|"]
         for edge, count in zip(hist.get("edges", []), hist.get("counts", []), strict=False):
             lines.append(f"| {edge} | {count:,} |")

@@ -3,7 +3,8 @@
 :func:`evaluate_sae` measures reconstruction on an :class:`ActivationCache` split: FVU,
 FVU with the top principal direction removed (a single direction can carry over half the
 variance of a residual stream, so a low FVU can hide a poor reconstruction of the rest),
-L0, dead and dense latents, a feature-density histogram and FVU by token position.
+L0, dead and dense latents, a feature-density histogram, FVU by token position and, given
+each document's group (say its genre), FVU per group.
 
 :func:`delta_ce` splices the SAE into the model: the hooked layer's output is replaced by
 the reconstruction at content positions (special tokens such as BOS stay clean) and the
@@ -80,6 +81,11 @@ class SAEMetrics:
     fvu_by_position : dict
         ``'0-9'``, ``'10-49'``, ``'50-199'``, ``'200+'`` → ``{'n_tokens', 'fvu'}``; each
         bucket's error over its variance around the global mean (``nan`` if empty).
+    fvu_by_group : dict
+        Group name → ``{'n_tokens', 'fvu'}`` for the groups present in the split, when
+        document groups were given; each group's
+        error over its variance around *its own* mean (the stricter choice: a genre's
+        offset from the other genres does not count as explained).
     """
 
     hook: str
@@ -94,6 +100,7 @@ class SAEMetrics:
     dense_frac: float
     density_hist: dict[str, list[float] | list[int]] = field(default_factory=dict)
     fvu_by_position: dict[str, dict[str, float]] = field(default_factory=dict)
+    fvu_by_group: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN kept as float NaN)."""
@@ -160,6 +167,7 @@ def evaluate_sae(
     heldout_fraction: float = 0.05,
     batch_size: int = 1024,
     max_tokens: int | None = None,
+    doc_groups: Sequence[str] | None = None,
 ) -> SAEMetrics:
     """Measure how well ``sae`` reconstructs the activations of a cache split.
 
@@ -179,6 +187,10 @@ def evaluate_sae(
         Tokens encoded at once (peak memory ~ ``batch_size * d_sae`` floats).
     max_tokens : int or None
         Evaluate only the first this many tokens of the split.
+    doc_groups : sequence of str or None
+        Group of every cached document, indexed by the cache's ``doc`` number (the order
+        the texts were collected in), e.g. the corpus's ``source`` column; adds
+        ``fvu_by_group``.
 
     Returns
     -------
@@ -199,9 +211,9 @@ def evaluate_sae(
                           field="batch_size")
     data = cache.tensors(name, split=split, heldout_fraction=heldout_fraction,
                          dtype=torch.float16)
-    acts, pos = data["acts"], data["pos"]
+    acts, pos, doc = data["acts"], data["pos"], data["doc"]
     if max_tokens is not None:
-        acts, pos = acts[:max_tokens], pos[:max_tokens]
+        acts, pos, doc = acts[:max_tokens], pos[:max_tokens], doc[:max_tokens]
     n = int(acts.shape[0])
     if n == 0:
         raise StoreError(f"split {split!r} of hook {name!r} holds no tokens",
@@ -219,6 +231,12 @@ def evaluate_sae(
     b_sq = torch.zeros(n_buckets, dtype=torch.float64)
     b_sum = torch.zeros(n_buckets, d, dtype=torch.float64)
     bounds = torch.tensor([b[0] for b in POSITION_BUCKETS[1:]], dtype=torch.int64)
+    group_names, group_of_doc = _group_index(doc_groups, doc)
+    n_groups = len(group_names)
+    g_n = torch.zeros(n_groups, dtype=torch.float64)
+    g_err = torch.zeros(n_groups, dtype=torch.float64)
+    g_sq = torch.zeros(n_groups, dtype=torch.float64)
+    g_sum = torch.zeros(n_groups, d, dtype=torch.float64)
     for start in range(0, n, batch_size):
         x_raw = acts[start : start + batch_size].float()
         x_hat, indices, values = _reconstruct(sae, x_raw)
@@ -237,6 +255,12 @@ def evaluate_sae(
         b_err.index_add_(0, bucket, err_sq)
         b_sq.index_add_(0, bucket, x.pow(2).sum(dim=1))
         b_sum.index_add_(0, bucket, x)
+        if n_groups:
+            group = group_of_doc[doc[start : start + batch_size].long()]
+            g_n += torch.bincount(group, minlength=n_groups).double()
+            g_err.index_add_(0, group, err_sq)
+            g_sq.index_add_(0, group, x.pow(2).sum(dim=1))
+            g_sum.index_add_(0, group, x)
 
     mean = sum_x / n
     centred = scatter_x - n * torch.outer(mean, mean)
@@ -260,6 +284,14 @@ def evaluate_sae(
             "n_tokens": int(count),
             "fvu": float(b_err[i]) / var if count > 0 and var > 0 else math.nan,
         }
+    by_group: dict[str, dict[str, float]] = {}
+    for i, group_name in enumerate(group_names):
+        count = float(g_n[i])
+        if count == 0:  # no document of this group in the split
+            continue
+        var = float(g_sq[i] - g_sum[i] @ g_sum[i] / count)
+        by_group[group_name] = {
+            "n_tokens": int(count), "fvu": float(g_err[i]) / var if var > 0 else math.nan}
     return SAEMetrics(
         hook=name,
         split=split,
@@ -273,7 +305,28 @@ def evaluate_sae(
         dense_frac=float((freq > DENSE_THRESHOLD).double().mean()),
         density_hist={"edges": list(DENSITY_BIN_EDGES), "counts": [int(c) for c in counts]},
         fvu_by_position=by_position,
+        fvu_by_group=by_group,
     )
+
+
+def _group_index(
+    doc_groups: Sequence[str] | None, doc: torch.Tensor
+) -> tuple[list[str], torch.Tensor]:
+    """Sorted group names and each document's group number (empty without groups)."""
+    if doc_groups is None:
+        return [], torch.zeros(0, dtype=torch.int64)
+    if isinstance(doc_groups, str):
+        raise ConfigError("doc_groups must be a sequence of group names, one per document",
+                          field="doc_groups")
+    highest = int(doc.max()) if doc.numel() else -1
+    if highest >= len(doc_groups):
+        raise ConfigError(
+            f"doc_groups names {len(doc_groups)} documents but the cache holds document "
+            f"{highest}: give one group per collected text, in collection order",
+            field="doc_groups")
+    names = sorted({str(g) for g in doc_groups})
+    number = {g: i for i, g in enumerate(names)}
+    return names, torch.tensor([number[str(g)] for g in doc_groups], dtype=torch.int64)
 
 
 def _resolve_hook(sae: SAE, hook: HookPoint | str | None) -> str:

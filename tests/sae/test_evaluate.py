@@ -91,6 +91,35 @@ def test_metrics_against_hand_computed(tmp_path: Path,
     assert m.to_dict()["fvu"] == m.fvu
 
 
+def test_fvu_by_group_against_hand_computed(tmp_path: Path,
+                                           data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, pos = data  # one document per token (doc = arange)
+    groups = ["news" if i % 3 else "mail" for i in range(40)]
+    m = evaluate_sae(_relu_sae(torch.eye(3), torch.eye(3)), _cache(tmp_path / "c", x, pos),
+                     split="all", batch_size=7, doc_groups=groups)
+    xs = x.double().numpy()
+    err = xs - np.maximum(xs, 0)
+    assert sorted(m.fvu_by_group) == ["mail", "news"]
+    for name in ("mail", "news"):
+        sel = np.array([g == name for g in groups])
+        own = xs[sel] - xs[sel].mean(0)  # variance around the group's own mean
+        assert m.fvu_by_group[name]["n_tokens"] == int(sel.sum())
+        assert m.fvu_by_group[name]["fvu"] == pytest.approx(
+            (err[sel] ** 2).sum() / (own**2).sum(), rel=1e-9)
+    assert evaluate_sae(_relu_sae(torch.eye(3), torch.eye(3)), _cache(tmp_path / "d", x, pos),
+                        split="all").fvu_by_group == {}
+
+
+def test_fvu_by_group_needs_a_group_per_document(
+        tmp_path: Path, data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, pos = data
+    cache = _cache(tmp_path / "c", x, pos)
+    with pytest.raises(ConfigError, match="names 39 documents but the cache holds document 39"):
+        evaluate_sae(_perfect_sae(3), cache, split="all", doc_groups=["a"] * 39)
+    with pytest.raises(ConfigError, match="one per document"):
+        evaluate_sae(_perfect_sae(3), cache, split="all", doc_groups="abc")
+
+
 def test_perfect_sae_has_zero_fvu(tmp_path: Path, data: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, pos = data
     m = evaluate_sae(_perfect_sae(3), _cache(tmp_path / "c", x, pos), split="all")
