@@ -11,16 +11,58 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = [
     "binarize_positive",
+    "binary_proba",
     "check_binary",
+    "classes_of",
     "document_frequency",
     "sample_weights",
     "select_columns",
     "signed_log1p",
     "to_float",
+    "validated_fit_data",
+    "validated_input",
 ]
+
+#: Feature dtypes the probes accept as is (anything else is converted to float64).
+_FLOAT_DTYPES = [np.float64, np.float32]
+
+
+def validated_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, np.ndarray]:
+    """``X, y`` checked for ``fit``: CSR kept sparse, float features, classification ``y``.
+
+    Records ``n_features_in_`` on ``estimator`` (sklearn's ``validate_data``) and raises
+    sklearn's own errors for a continuous or otherwise unusable ``y``.
+    """
+    X, y = validate_data(estimator, X, y, accept_sparse="csr", dtype=_FLOAT_DTYPES)
+    check_classification_targets(y)
+    return X, y
+
+
+def classes_of(y: np.ndarray, *, estimator: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted classes of ``y`` and each sample's class index; ValueError for one class."""
+    classes, y_idx = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(
+            f"{estimator} needs samples of at least 2 classes; y has only one class "
+            f"({classes[0]!r})"
+        )
+    return classes, y_idx
+
+
+def validated_input(estimator: Any, X: Any) -> Any:
+    """``X`` checked for prediction against a fitted ``estimator`` (same feature count)."""
+    check_is_fitted(estimator)
+    return validate_data(estimator, X, accept_sparse="csr", dtype=_FLOAT_DTYPES, reset=False)
+
+
+def binary_proba(p: np.ndarray) -> np.ndarray:
+    """``[1 - p, p]`` columns from the positive-class probability ``p`` of shape (n,)."""
+    return np.column_stack([1.0 - p, p])
 
 def to_float(X: Any) -> Any:
     """Return ``X`` as float64 (CSR stays CSR, dense stays dense), copying only if needed."""

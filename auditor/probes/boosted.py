@@ -12,10 +12,17 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from auditor.probes._base import document_frequency, sample_weights, select_columns
+from auditor.probes._base import (
+    binary_proba,
+    classes_of,
+    document_frequency,
+    sample_weights,
+    select_columns,
+    validated_fit_data,
+    validated_input,
+)
 
 __all__ = ["BoostedProbe", "split_contributions"]
 
@@ -224,14 +231,8 @@ class BoostedProbe(ClassifierMixin, BaseEstimator):
         """
         import lightgbm as lgb
 
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                f"BoostedProbe needs samples of at least 2 classes; y has only one class "
-                f"({classes[0]!r})"
-            )
+        X, y = validated_fit_data(self, X, y)
+        classes, y_idx = classes_of(y, estimator="BoostedProbe")
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         self.classes_ = classes
@@ -273,9 +274,7 @@ class BoostedProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _used(self, X: Any) -> Any:
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32],
-                          reset=False)
+        X = validated_input(self, X)
         return select_columns(X, self.selected_features_)
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -307,7 +306,7 @@ class BoostedProbe(ClassifierMixin, BaseEstimator):
         Xs = self._used(X)
         p = np.asarray(self.booster_.predict(Xs), dtype=np.float64)
         if p.ndim == 1:
-            return np.column_stack([1.0 - p, p])
+            return binary_proba(p)
         return p
 
     def predict(self, X: Any) -> np.ndarray:

@@ -13,8 +13,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
+
+from auditor.probes._base import binary_proba, classes_of, validated_fit_data, validated_input
 
 __all__ = ["CalibratedProbe", "fit_isotonic", "fit_platt"]
 
@@ -163,14 +164,8 @@ class CalibratedProbe(ClassifierMixin, BaseEstimator):
         ValueError
             Fewer than 2 classes, or a class with fewer than 2 samples (no stratified split).
         """
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(
-                "CalibratedProbe needs samples of at least 2 classes; y has only one class "
-                f"({classes[0]!r})"
-            )
+        X, y = validated_fit_data(self, X, y)
+        classes, y_idx = classes_of(y, estimator="CalibratedProbe")
         counts = np.bincount(y_idx)
         if counts.min() < 2:
             raise ValueError(
@@ -226,12 +221,10 @@ class CalibratedProbe(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32],
-                          reset=False)
+        X = validated_input(self, X)
         p = self._calibrate(self._scores(X))
         if p.shape[1] == 1:
-            return np.column_stack([1.0 - p[:, 0], p[:, 0]])
+            return binary_proba(p[:, 0])
         total = p.sum(axis=1, keepdims=True)
         uniform = np.full_like(p, 1.0 / p.shape[1])
         return np.divide(p, total, out=uniform, where=total > 0)

@@ -12,10 +12,17 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from auditor.probes._base import binarize_positive, signed_log1p, to_float
+from auditor.probes._base import (
+    binarize_positive,
+    binary_proba,
+    classes_of,
+    signed_log1p,
+    to_float,
+    validated_fit_data,
+    validated_input,
+)
 
 __all__ = ["LinearProbe"]
 
@@ -158,14 +165,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         LinearProbe
             ``self``, fitted.
         """
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(
-                f"LinearProbe needs samples of at least 2 classes; y has only one class "
-                f"({classes[0]!r})"
-            )
+        X, y = validated_fit_data(self, X, y)
+        classes, _ = classes_of(y, estimator="LinearProbe")
         Z = self._transformed(X)
         if self.center and sp.issparse(Z):
             raise ValueError("center=True needs dense input (centring would densify a "
@@ -226,9 +227,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _design(self, X: Any) -> Any:
         """Validated, transformed and scaled input (what the coefficients multiply)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32],
-                          reset=False)
+        X = validated_input(self, X)
         Z = self._transformed(X)
         if self.center:
             if sp.issparse(Z):
@@ -269,7 +268,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         scores = self.decision_function(X)
         if scores.ndim == 1:
             p = expit(scores)
-            return np.column_stack([1.0 - p, p])
+            return binary_proba(p)
         return np.asarray(softmax(scores, axis=1))
 
     def predict(self, X: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from auditor.probes._base import validated_input
 from auditor.probes.linear import LinearProbe
 
 __all__ = ["MultiLabelProbe"]
@@ -232,9 +233,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ prediction
 
     def _validate(self, X: Any) -> Any:
-        check_is_fitted(self)
-        return validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32],
-                             reset=False)
+        return validated_input(self, X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probability that each label is present.

@@ -11,10 +11,16 @@ import scipy.sparse as sp
 from scipy.special import logit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from auditor.probes._base import check_binary, sample_weights, select_columns
+from auditor.probes._base import (
+    binary_proba,
+    check_binary,
+    sample_weights,
+    select_columns,
+    validated_fit_data,
+    validated_input,
+)
 
 __all__ = ["RuleCondition", "RuleProbe"]
 
@@ -124,8 +130,7 @@ class RuleProbe(ClassifierMixin, BaseEstimator):
         ValueError
             ``y`` does not have exactly two classes.
         """
-        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=[np.float64, np.float32])
-        check_classification_targets(y)
+        X, y = validated_fit_data(self, X, y)
         classes = np.unique(y)
         check_binary(classes, estimator="RuleProbe")
         self.classes_ = classes
@@ -206,9 +211,7 @@ class RuleProbe(ClassifierMixin, BaseEstimator):
         return out
 
     def _fired(self, X: Any) -> np.ndarray:
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse="csr", dtype=[np.float64, np.float32],
-                          reset=False)
+        X = validated_input(self, X)
         fired = np.zeros(X.shape[0], dtype=bool)
         if not self.rule_:
             return fired
@@ -244,7 +247,7 @@ class RuleProbe(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples, 2)
         """
         p = np.where(self._fired(X), self.proba_fired_, self.proba_not_fired_)
-        return np.column_stack([1.0 - p, p])
+        return binary_proba(p)
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable class per sample (the rule itself when ``class_weight='balanced'``).
