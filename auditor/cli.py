@@ -254,6 +254,14 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               help="Tokens per step.")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: by width).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init", "init", type=click.Path(path_type=Path), default=None,
+              help="Continue training from this SAE (same width and hook).")
+@click.option("--warmup-steps", type=int, default=1000, show_default=True,
+              help="Linear learning-rate warm-up (capped at a tenth of the steps).")
+@click.option("--auxk-alpha", type=float, default=1 / 32, show_default=True,
+              help="Weight of the AuxK loss that revives dead latents (0: off).")
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True,
+              help="Steps between resumable checkpoints (0: none).")
 @click.option("--resume/--restart", default=True, show_default=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
@@ -261,7 +269,8 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
 def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               corpus: Path | None, model: str | None, n_tokens: int,
               collect_tokens: int | None, max_length: int, batch_size: int, lr: float | None,
-              seed: int, resume: bool, device: str | None, progress: bool | None,
+              seed: int, init: Path | None, warmup_steps: int, auxk_alpha: float,
+              checkpoint_every: int, resume: bool, device: str | None, progress: bool | None,
               as_json: bool) -> None:
     """Train a TopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
     from auditor.jobs.sae import run_sae_train
@@ -270,7 +279,8 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
         out=out, layer=layer, d_sae=d_sae, k=k, cache=cache, corpus=corpus, model=model,
         n_tokens=n_tokens, collect_tokens=collect_tokens, max_length=max_length,
         batch_size=batch_size, lr=lr, seed=seed, resume=resume, device=device,
-        progress=sys.stderr.isatty() if progress is None else progress,
+        progress=sys.stderr.isatty() if progress is None else progress, init=init,
+        warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
     )
     if as_json:
         click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},

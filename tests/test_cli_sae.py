@@ -50,6 +50,39 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     assert json.loads((run / "evaluation.json").read_text())["sae_sha256"] == sae.sha256
 
 
+def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    first = tmp_path / "first"
+    common = ["--layer", "1", "--width", "64", "--k", "4", "--batch-size", "256",
+              "--warmup-steps", "2", "--json"]
+    assert main(["sae", "train", "--out", str(first), "--corpus", str(SAMPLE), "--model",
+                 str(tiny_llama_dir), "--tokens", "12800", "--max-length", "32",
+                 *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    base = json.loads((first / "training.json").read_text())
+    cache = first / "activations"
+
+    second = tmp_path / "second"
+    assert main(["sae", "train", "--out", str(second), "--cache", str(cache), "--tokens", "2560",
+                 "--init", str(first), "--auxk-alpha", "0.5", "--checkpoint-every", "0",
+                 *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    cont = json.loads((second / "training.json").read_text())
+    assert cont["init"]["sha256"] == load_sae(first).sha256
+    assert cont["config"]["auxk_alpha"] == 0.5 and cont["config"]["warmup_steps"] == 2
+    assert cont["input_scale"] == pytest.approx(base["input_scale"])
+    # a warm start begins where the first run ended, far below a fresh run's first steps
+    # (a fresh start logs ~0.62 here; the first run ended at ~0.47)
+    assert cont["history"][0]["fvu"] < min(base["history"][0]["fvu"], 1.1 * base["fvu"])
+    assert not (second / "checkpoints").exists()
+
+    # an init of another width is refused, naming both shapes
+    assert main(["sae", "train", "--out", str(tmp_path / "bad"), "--cache", str(cache),
+                 "--layer", "1", "--width", "128", "--k", "4", "--tokens", "512",
+                 "--batch-size", "256", "--init", str(first)]) != 0
+    assert "init SAE is" in capsys.readouterr().err
+
+
 def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sae", "train", "--out", str(tmp_path), "--layer", "1", "--width", "64",
                  "--k", "4"]) == 2

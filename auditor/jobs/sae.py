@@ -59,6 +59,10 @@ def run_sae_train(
     resume: bool = True,
     device: str | None = None,
     progress: bool = False,
+    init: str | Path | None = None,
+    warmup_steps: int = 1000,
+    auxk_alpha: float = 1 / 32,
+    checkpoint_every: int = 1000,
 ) -> dict[str, Any]:
     """Train a TopK SAE on a hook's activations; collect them first if no cache is given.
 
@@ -84,6 +88,12 @@ def run_sae_train(
     max_length, batch_size, lr, seed, resume, device, progress
         Collection window, training batch (tokens), learning rate (None: scaled by width),
         seed, resume from the last checkpoint, device, progress bars.
+    init
+        An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from,
+        e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
+        sha256 is recorded in ``training.json``.
+    warmup_steps, auxk_alpha, checkpoint_every
+        See :class:`auditor.sae.TrainConfig`.
 
     Returns
     -------
@@ -95,8 +105,12 @@ def run_sae_train(
 
     if (cache is None) == (corpus is None):
         raise ConfigError("give exactly one of --cache or --corpus", field="cache")
+    from auditor.sae import load_sae
+
     config = TrainConfig(layer=layer, d_sae=d_sae, k=k, n_tokens=n_tokens,
-                         batch_size=batch_size, lr=lr, seed=seed)
+                         batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
+                         auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every)
+    start = None if init is None else load_sae(init)
     if cache is None:
         assert corpus is not None
         cache_dir = Path(out) / "activations"
@@ -111,7 +125,8 @@ def run_sae_train(
                                        overwrite=True, progress=progress)
     else:
         acts = open_cache(cache)
-    result = train_sae(acts, config=config, out=out, resume=resume, progress=progress)
+    result = train_sae(acts, config=config, out=out, resume=resume, init=start,
+                       progress=progress)
     return dict(result.to_dict())
 
 

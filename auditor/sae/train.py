@@ -747,6 +747,8 @@ def train_sae(
         "n_train_tokens": n_train,
         "cache_model": model,
     }
+    if init is not None:  # a resume must continue from the same starting weights
+        identity["init_sha256"] = init.sha256
 
     checkpoints = _checkpoint_dirs(out) if resume else []
     start_step, history, resumed_from = 0, [], None
@@ -822,6 +824,7 @@ def train_sae(
         **result.to_dict(), "auditor_version": __version__, "n_train_tokens": n_train,
         "cache": str(cache.directory), "cache_model": model, "hook": config.hook,
         "sae_sha256": sae.sha256,
+        "init": None if init is None else {"path": init.source_path, "sha256": init.sha256},
     })
     return result
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,18 +44,28 @@ def sae_dir(sae, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return sae.save(tmp_path_factory.mktemp("sae") / "s")
 
 
-@pytest.fixture(scope="module")
-def stores(tiny_llama_dir: Path, sae_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("heads-data")
+def extract_splits(make_rows: Callable[[int, int], list[dict[str, Any]]], root: Path, *,
+                   model: Path, sae_dir: Path, passthrough: tuple[str, ...]
+                   ) -> dict[str, tuple[Path, Path, list[dict[str, Any]]]]:
+    """Write a 90-row train and a 45-row test JSONL from ``make_rows(n, seed)`` and extract
+    each into a store; per split: (store, data file, rows)."""
     out = {}
     for split, n, seed in (("train", 90, 0), ("test", 45, 1)):
-        rows = _texts(n, seed)
+        rows = make_rows(n, seed)
         data = root / f"{split}.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        run_extract(data, out=root / f"{split}.store", model=tiny_llama_dir, saes=[str(sae_dir)],
-                    config=CONFIG, id_column="id", passthrough=("label",))
-        out[split] = (root / f"{split}.store", data, {r["id"]: r["text"] for r in rows})
+        run_extract(data, out=root / f"{split}.store", model=model, saes=[str(sae_dir)],
+                    config=CONFIG, id_column="id", passthrough=passthrough)
+        out[split] = (root / f"{split}.store", data, rows)
     return out
+
+
+@pytest.fixture(scope="module")
+def stores(tiny_llama_dir: Path, sae_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    splits = extract_splits(_texts, tmp_path_factory.mktemp("heads-data"), model=tiny_llama_dir,
+                            sae_dir=sae_dir, passthrough=("label",))
+    return {split: (store, data, {r["id"]: r["text"] for r in rows})
+            for split, (store, data, rows) in splits.items()}
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ from auditor.heads import (
     train_head,
 )
 from auditor.heads.classify import classify_store
-from auditor.jobs import run_extract
-from tests.heads.conftest import CONFIG, FILLER, SPORT, WEATHER
+from tests.heads.conftest import FILLER, SPORT, WEATHER, extract_splits
 
 NIGHT = "night moon dark midnight stars lamp sleep owl dream late".split()
 WORDS = {"weather": WEATHER, "sport": SPORT, "night": NIGHT}
@@ -51,18 +50,12 @@ def _docs(n: int, seed: int) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def ml_stores(tiny_llama_dir: Path, sae_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("multilabel-data")
-    out = {}
-    for split, n, seed in (("train", 90, 0), ("test", 45, 1)):
-        rows = _docs(n, seed)
-        data = root / f"{split}.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        run_extract(data, out=root / f"{split}.store", model=tiny_llama_dir,
-                    saes=[str(sae_dir)], config=CONFIG, id_column="id",
-                    passthrough=("labels", "tags"))
-        out[split] = (root / f"{split}.store", data, {r["id"]: r["text"] for r in rows},
-                      {r["id"]: r["labels"] for r in rows})
-    return out
+    splits = extract_splits(_docs, tmp_path_factory.mktemp("multilabel-data"),
+                            model=tiny_llama_dir, sae_dir=sae_dir,
+                            passthrough=("labels", "tags"))
+    return {split: (store, data, {r["id"]: r["text"] for r in rows},
+                    {r["id"]: r["labels"] for r in rows})
+            for split, (store, data, rows) in splits.items()}
 
 
 @pytest.fixture(scope="module")
