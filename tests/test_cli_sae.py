@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from auditor.cli import main
+from auditor.jobs.sae import write_card
 from auditor.sae import load_sae
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
@@ -75,6 +76,10 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     # (a fresh start logs ~0.62 here; the first run ended at ~0.47)
     assert cont["history"][0]["fvu"] < min(base["history"][0]["fvu"], 1.1 * base["fvu"])
     assert not (second / "checkpoints").exists()
+    assert cont["init"]["training"]["tokens"] == base["tokens"]  # the first run's record
+    card = write_card(second).read_text()
+    assert f"continued from SAE `{base['sae_sha256'][:12]}" in card
+    assert f"in total: {base['tokens'] + cont['tokens']:,} training tokens" in card
 
     # an init of another width is refused, naming both shapes
     assert main(["sae", "train", "--out", str(tmp_path / "bad"), "--cache", str(cache),

@@ -127,7 +127,21 @@ def run_sae_train(
         acts = open_cache(cache)
     result = train_sae(acts, config=config, out=out, resume=resume, init=start,
                        progress=progress)
+    if init is not None:
+        _record_init_training(Path(out), Path(init))
     return dict(result.to_dict())
+
+
+def _record_init_training(out: Path, init: Path) -> None:
+    """Copy the init SAE's own training summary (if it has one) into ``out/training.json``,
+    so the card can give the whole history of a continued run."""
+    previous = _read_json((init if init.is_dir() else init.parent) / "training.json")
+    record = _read_json(out / "training.json")
+    if not previous or not record or not isinstance(record.get("init"), dict):
+        return
+    summary = {k: v for k, v in previous.items() if k != "history"}
+    record["init"]["training"] = summary
+    _write_json(out / "training.json", record)
 
 
 def run_sae_eval(
@@ -222,6 +236,29 @@ def run_sae_eval(
     return record
 
 
+def _init_lines(training: Mapping[str, Any]) -> list[str]:
+    """Card lines for a run continued from another SAE (``--init``): the chain of runs
+    back to the random start, and the totals over all of them."""
+    lines: list[str] = []
+    tokens, seconds = int(training.get("tokens", 0)), float(training.get("seconds", 0.0))
+    init = training.get("init")
+    while isinstance(init, dict):
+        lines.append(f"- continued from SAE `{str(init.get('sha256'))[:12]}…`")
+        previous = init.get("training")
+        if not isinstance(previous, dict):
+            lines[-1] += " (its training record is not available)"
+            break
+        tokens += int(previous.get("tokens", 0))
+        seconds += float(previous.get("seconds", 0.0))
+        lines[-1] += (f", itself trained for {int(previous.get('tokens', 0)):,} tokens in "
+                      f"{float(previous.get('seconds', 0.0)) / 60:.1f} min (lr "
+                      f"{previous.get('config', {}).get('lr')})")
+        init = previous.get("init")
+    if lines:
+        lines.append(f"- in total: {tokens:,} training tokens, {seconds / 60:.1f} min")
+    return lines
+
+
 def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
     """Render ``CARD.md`` for an SAE directory from its config, training and evaluation.
 
@@ -256,7 +293,8 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
                   f"{cfg_t.get('batch_size')}), {training.get('seconds', 0) / 60:.1f} min",
                   f"- final train FVU {training.get('fvu', float('nan')):.4f}, dead fraction "
                   f"{training.get('dead_frac', float('nan')):.4f}",
-                  f"- config: `{json.dumps(cfg_t, sort_keys=True)}`", ""]
+                  f"- config: `{json.dumps(cfg_t, sort_keys=True)}`"]
+        lines += [*_init_lines(training), ""]
     if evaluation:
         m = evaluation["metrics"]
         lines += ["## Evaluation (held-out documents)", "",
