@@ -58,14 +58,14 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
               "--warmup-steps", "2", "--json"]
     assert main(["sae", "train", "--out", str(first), "--corpus", str(SAMPLE), "--model",
                  str(tiny_llama_dir), "--tokens", "12800", "--max-length", "32",
-                 *common]) == 0, capsys.readouterr().err
+                 "--checkpoint-every", "20", *common]) == 0, capsys.readouterr().err
     capsys.readouterr()
     base = json.loads((first / "training.json").read_text())
     cache = first / "activations"
 
     second = tmp_path / "second"
     assert main(["sae", "train", "--out", str(second), "--cache", str(cache), "--tokens", "2560",
-                 "--init", str(first), "--auxk-alpha", "0.5", "--checkpoint-every", "0",
+                 "--init", str(first), "--auxk-alpha", "0.5", "--checkpoint-every", "5",
                  *common]) == 0, capsys.readouterr().err
     capsys.readouterr()
     cont = json.loads((second / "training.json").read_text())
@@ -75,11 +75,28 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     # a warm start begins where the first run ended, far below a fresh run's first steps
     # (a fresh start logs ~0.62 here; the first run ended at ~0.47)
     assert cont["history"][0]["fvu"] < min(base["history"][0]["fvu"], 1.1 * base["fvu"])
-    assert not (second / "checkpoints").exists()
     assert cont["init"]["training"]["tokens"] == base["tokens"]  # the first run's record
     card = write_card(second).read_text()
     assert f"continued from SAE `{base['sae_sha256'][:12]}" in card
     assert f"in total: {base['tokens'] + cont['tokens']:,} training tokens" in card
+
+    # from checkpoints: of the first run (a random start), and of the second run, whose
+    # chain goes on through it back to the first run
+    for name, ckpt, links, before in (("third", first / "checkpoints" / "step-40", 1, 0),
+                                      ("fourth", second / "checkpoints" / "step-5", 2,
+                                       base["tokens"])):
+        out = tmp_path / name
+        assert main(["sae", "train", "--out", str(out), "--cache", str(cache), "--tokens",
+                     "2560", "--init", str(ckpt), *common]) == 0
+        capsys.readouterr()
+        record = json.loads((out / "training.json").read_text())["init"]["training"]
+        steps = int(ckpt.name.split("-")[1])
+        assert (record["steps"], record["tokens"]) == (steps, steps * 256)
+        assert record["checkpoint"] == str(ckpt) and record["seconds"] > 0
+        card = write_card(out).read_text()
+        assert card.count("- continued from SAE") == links
+        assert f"checkpoint at step {steps} of a run of {steps * 256:,} tokens" in card
+        assert f"in total: {before + steps * 256 + 2560:,} training tokens" in card
 
     # an init of another width is refused, naming both shapes
     assert main(["sae", "train", "--out", str(tmp_path / "bad"), "--cache", str(cache),

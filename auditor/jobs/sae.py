@@ -134,8 +134,23 @@ def run_sae_train(
 
 def _record_init_training(out: Path, init: Path) -> None:
     """Copy the init SAE's own training summary (if it has one) into ``out/training.json``,
-    so the card can give the whole history of a continued run."""
-    previous = _read_json((init if init.is_dir() else init.parent) / "training.json")
+    so the card can give the whole history of a continued run.
+
+    The init may be a finished run (its ``training.json``) or a checkpoint of one
+    (``state.json``: steps, tokens, settings and the SAE that run started from).
+    """
+    root = init if init.is_dir() else init.parent
+    previous = _read_json(root / "training.json")
+    state = _read_json(root / "state.json")
+    if not previous and state:
+        identity = state.get("identity") or {}
+        previous = {"checkpoint": str(root), "steps": state.get("step"),
+                    "tokens": state.get("tokens"), "seconds": state.get("seconds"),
+                    "config": identity.get("config") or {}}
+        if identity.get("init_sha256"):
+            run = _read_json(root.parent.parent / "training.json")  # finished since?
+            previous["init"] = (run["init"] if isinstance(run.get("init"), dict)
+                                else {"sha256": identity["init_sha256"]})
     record = _read_json(out / "training.json")
     if not previous or not record or not isinstance(record.get("init"), dict):
         return
@@ -241,6 +256,7 @@ def _init_lines(training: Mapping[str, Any]) -> list[str]:
     back to the random start, and the totals over all of them."""
     lines: list[str] = []
     tokens, seconds = int(training.get("tokens", 0)), float(training.get("seconds", 0.0))
+    timed = True
     init = training.get("init")
     while isinstance(init, dict):
         lines.append(f"- continued from SAE `{str(init.get('sha256'))[:12]}…`")
@@ -248,14 +264,19 @@ def _init_lines(training: Mapping[str, Any]) -> list[str]:
         if not isinstance(previous, dict):
             lines[-1] += " (its training record is not available)"
             break
-        tokens += int(previous.get("tokens", 0))
-        seconds += float(previous.get("seconds", 0.0))
-        lines[-1] += (f", itself trained for {int(previous.get('tokens', 0)):,} tokens in "
-                      f"{float(previous.get('seconds', 0.0)) / 60:.1f} min (lr "
-                      f"{previous.get('config', {}).get('lr')})")
+        tokens += int(previous.get("tokens") or 0)
+        took = previous.get("seconds")
+        timed = timed and took is not None
+        seconds += float(took or 0.0)
+        where = (f"checkpoint at step {previous.get('steps')} of a run"
+                 if previous.get("checkpoint") else "a run")
+        lines[-1] += (f", {where} of {int(previous.get('tokens') or 0):,} tokens"
+                      + (f" in {float(took) / 60:.1f} min" if took is not None else "")
+                      + f" (lr {(previous.get('config') or {}).get('lr')})")
         init = previous.get("init")
     if lines:
-        lines.append(f"- in total: {tokens:,} training tokens, {seconds / 60:.1f} min")
+        lines.append(f"- in total: {tokens:,} training tokens"
+                     + (f", {seconds / 60:.1f} min" if timed else ""))
     return lines
 
 

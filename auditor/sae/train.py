@@ -799,7 +799,8 @@ def train_sae(
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < steps:
                 state = {"step": done, "tokens": tokens, "adam_step": trainer.adam_step,
                          "input_scale": input_scale, "history": history,
-                         "identity": identity, "auditor_version": __version__}
+                         "identity": identity, "auditor_version": __version__,
+                         "seconds": time.perf_counter() - started}
                 _save_checkpoint(out, trainer, step=done, state=state, input_scale=input_scale,
                                  model_name=model_name, keep=config.keep_checkpoints)
             if on_step is not None:
