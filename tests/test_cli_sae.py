@@ -95,7 +95,7 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
         assert record["checkpoint"] == str(ckpt) and record["seconds"] > 0
         card = write_card(out).read_text()
         assert card.count("- continued from SAE") == links
-        assert f"checkpoint at step {steps} of a run of {steps * 256:,} tokens" in card
+        assert f"checkpoint at step {steps} ({steps * 256:,} tokens) of a run" in card
         assert f"in total: {before + steps * 256 + 2560:,} training tokens" in card
 
     # an init of another width is refused, naming both shapes

@@ -268,9 +268,10 @@ def _init_lines(training: Mapping[str, Any]) -> list[str]:
         took = previous.get("seconds")
         timed = timed and took is not None
         seconds += float(took or 0.0)
-        where = (f"checkpoint at step {previous.get('steps')} of a run"
-                 if previous.get("checkpoint") else "a run")
-        lines[-1] += (f", {where} of {int(previous.get('tokens') or 0):,} tokens"
+        n = f"{int(previous.get('tokens') or 0):,} tokens"
+        where = (f"the checkpoint at step {previous.get('steps')} ({n}) of a run"
+                 if previous.get("checkpoint") else f"a run of {n}")
+        lines[-1] += (f", {where}"
                       + (f" in {float(took) / 60:.1f} min" if took is not None else "")
                       + f" (lr {(previous.get('config') or {}).get('lr')})")
         init = previous.get("init")
