@@ -262,6 +262,10 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               help="Weight of the AuxK loss that revives dead latents (0: off).")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
               help="Steps between resumable checkpoints (0: none).")
+@click.option("--decay-start", type=float, default=0.8, show_default=True,
+              help="Share of the steps after which the learning rate decays to zero.")
+@click.option("--resample-every", type=int, default=0, show_default=True,
+              help="Steps between dead-latent resamples before the decay (0: AuxK alone).")
 @click.option("--resume/--restart", default=True, show_default=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
@@ -270,8 +274,8 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               corpus: Path | None, model: str | None, n_tokens: int,
               collect_tokens: int | None, max_length: int, batch_size: int, lr: float | None,
               seed: int, init: Path | None, warmup_steps: int, auxk_alpha: float,
-              checkpoint_every: int, resume: bool, device: str | None, progress: bool | None,
-              as_json: bool) -> None:
+              checkpoint_every: int, decay_start: float, resample_every: int, resume: bool,
+              device: str | None, progress: bool | None, as_json: bool) -> None:
     """Train a TopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
     from auditor.jobs.sae import run_sae_train
 
@@ -281,6 +285,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
         batch_size=batch_size, lr=lr, seed=seed, resume=resume, device=device,
         progress=sys.stderr.isatty() if progress is None else progress, init=init,
         warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
+        decay_start=decay_start, resample_every=resample_every,
     )
     if as_json:
         click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},

@@ -66,17 +66,24 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     second = tmp_path / "second"
     assert main(["sae", "train", "--out", str(second), "--cache", str(cache), "--tokens", "2560",
                  "--init", str(first), "--auxk-alpha", "0.5", "--checkpoint-every", "5",
-                 *common]) == 0, capsys.readouterr().err
+                 "--decay-start", "0.5", "--resample-every", "2", *common]) == 0, \
+        capsys.readouterr().err
     capsys.readouterr()
     cont = json.loads((second / "training.json").read_text())
     assert cont["init"]["sha256"] == load_sae(first).sha256
     assert cont["config"]["auxk_alpha"] == 0.5 and cont["config"]["warmup_steps"] == 2
+    assert cont["config"]["decay_start"] == 0.5 and cont["config"]["resample_every"] == 2
+    assert all(r["step"] % 2 == 0 and r["step"] < 5 for r in cont["resamples"])
+    # every latent fires in this tiny run, so the card's resample line is fed by hand
+    cont["resamples"] = [{"step": 2, "latents": 3}, {"step": 4, "latents": 1}]
+    (second / "training.json").write_text(json.dumps(cont))
     assert cont["input_scale"] == pytest.approx(base["input_scale"])
     # a warm start begins where the first run ended, far below a fresh run's first steps
     # (a fresh start logs ~0.62 here; the first run ended at ~0.47)
     assert cont["history"][0]["fvu"] < min(base["history"][0]["fvu"], 1.1 * base["fvu"])
     assert cont["init"]["training"]["tokens"] == base["tokens"]  # the first run's record
     card = write_card(second).read_text()
+    assert "dead latents resampled 2 times (4 latents in all, steps 2–4)" in card
     assert f"continued from SAE `{base['sae_sha256'][:12]}" in card
     assert f"in total: {base['tokens'] + cont['tokens']:,} training tokens" in card
 

@@ -63,6 +63,8 @@ def run_sae_train(
     warmup_steps: int = 1000,
     auxk_alpha: float = 1 / 32,
     checkpoint_every: int = 1000,
+    decay_start: float = 0.8,
+    resample_every: int = 0,
 ) -> dict[str, Any]:
     """Train a TopK SAE on a hook's activations; collect them first if no cache is given.
 
@@ -92,7 +94,7 @@ def run_sae_train(
         An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from,
         e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
         sha256 is recorded in ``training.json``.
-    warmup_steps, auxk_alpha, checkpoint_every
+    warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every
         See :class:`auditor.sae.TrainConfig`.
 
     Returns
@@ -109,7 +111,8 @@ def run_sae_train(
 
     config = TrainConfig(layer=layer, d_sae=d_sae, k=k, n_tokens=n_tokens,
                          batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
-                         auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every)
+                         auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
+                         decay_start=decay_start, resample_every=resample_every)
     start = None if init is None else load_sae(init)
     if cache is None:
         assert corpus is not None
@@ -316,6 +319,11 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
                   f"- final train FVU {training.get('fvu', float('nan')):.4f}, dead fraction "
                   f"{training.get('dead_frac', float('nan')):.4f}",
                   f"- config: `{json.dumps(cfg_t, sort_keys=True)}`"]
+        resamples = training.get("resamples") or []
+        if resamples:
+            lines.append(f"- dead latents resampled {len(resamples)} times "
+                         f"({sum(int(r['latents']) for r in resamples):,} latents in all, "
+                         f"steps {resamples[0]['step']}–{resamples[-1]['step']})")
         lines += [*_init_lines(training), ""]
     if evaluation:
         m = evaluation["metrics"]

@@ -116,6 +116,12 @@ class TrainConfig:
         Steps between checkpoints; 0 disables them.
     keep_checkpoints : int, default 2
         Most recent checkpoints kept on disk.
+    resample_every : int, default 0
+        Steps between dead-latent resamples before the decay starts; 0 disables them
+        (AuxK alone). A resample points each dead latent at the reconstruction error of a
+        token drawn with probability proportional to its squared error (Bricken et al.
+        2023), with an encoder row as long as the live ones' mean, and resets its Adam
+        moments: AuxK trains dead latents but rarely lifts them into the top k.
 
     Raises
     ------
@@ -150,6 +156,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    resample_every: int = 0
 
     #: Fields that do not change the trained weights (may differ on resume).
     RUNTIME = ("checkpoint_every", "keep_checkpoints")
@@ -162,7 +169,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
-        for name in ("layer", "warmup_steps", "seed", "checkpoint_every"):
+        for name in ("layer", "warmup_steps", "seed", "checkpoint_every", "resample_every"):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise ConfigError(f"must be a non-negative integer, got {value!r}", field=name)
@@ -237,6 +244,11 @@ class TrainConfig:
             factor = min(factor, (steps - step) / (steps - decay_from))
         return self.learning_rate * factor
 
+    def resamples_at(self, step: int) -> bool:
+        """Whether dead latents are resampled after (1-based) ``step``."""
+        every = self.resample_every
+        return every > 0 and step % every == 0 and step < int(self.decay_start * self.steps)
+
     # ------------------------------------------------------------------ serialisation
     def to_dict(self, *, include_runtime: bool = True) -> dict[str, Any]:
         """Plain JSON-able dict; :meth:`from_dict` inverts it."""
@@ -284,6 +296,8 @@ class TrainResult:
         Wall time of this call.
     resumed_from : int or None
         Step of the checkpoint this call resumed from.
+    resamples : list of dict
+        ``step, latents`` of every dead-latent resample (``config.resample_every``).
     config : TrainConfig
     """
 
@@ -300,6 +314,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int | None = None
+    resamples: list[dict[str, int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the SAE itself)."""
@@ -308,7 +323,7 @@ class TrainResult:
             "fvu": self.fvu, "auxk_loss": self.auxk_loss, "dead_frac": self.dead_frac,
             "input_scale": self.input_scale, "config": self.config.to_dict(),
             "history": list(self.history), "seconds": self.seconds,
-            "resumed_from": self.resumed_from,
+            "resumed_from": self.resumed_from, "resamples": list(self.resamples),
         }
 
 
@@ -478,6 +493,40 @@ class _Trainer:
         return {"loss": float(loss.detach()), "fvu": float(fvu.detach()),
                 "auxk_loss": float(auxk_loss.detach()),
                 "dead_frac": dead_frac}
+
+    @torch.no_grad()
+    def resample_dead(self, x: torch.Tensor, *, generator: torch.Generator) -> int:
+        """Re-initialise the dead latents toward ``x``'s worst-reconstructed tokens.
+
+        Returns the number of latents resampled.
+        """
+        dead = self.since_fired >= self.dead_tokens
+        dead_idx = dead.nonzero().squeeze(1)
+        n = int(dead_idx.numel())
+        if n == 0 or n == self.config.d_sae:
+            return 0
+        p = self.params
+        sae_in = x - p["b_dec"]
+        pre = torch.addmm(p["b_enc"], sae_in, p["W_enc"].T)
+        top_vals, top_idx = torch.relu(pre).topk(self.config.k, dim=-1, sorted=False)
+        error = x - (_sparse_decode(top_idx, top_vals, p["W_dec"]) + p["b_dec"])
+        weight = error.pow(2).sum(dim=1).double()
+        if not float(weight.sum()) > 0:
+            return 0
+        rows = torch.multinomial(weight, n, replacement=n > x.shape[0], generator=generator)
+        direction = error[rows]
+        direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        alive = ~dead
+        p["W_dec"][dead_idx] = direction
+        p["W_enc"][dead_idx] = direction * p["W_enc"][alive].norm(dim=1).mean()
+        p["b_enc"][dead_idx] = 0.0
+        # Fresh first moments; second moments at the live rows' mean so the first steps
+        # are as large as anyone's (zeros would make them ~3x lr).
+        for name in ("W_enc", "W_dec", "b_enc"):
+            self.exp_avg[name][dead_idx] = 0.0
+            self.exp_avg_sq[name][dead_idx] = self.exp_avg_sq[name][alive].mean(dim=0)
+        self.since_fired[dead_idx] = 0
+        return n
 
     def _project_decoder_grad(self) -> None:
         w = self.params["W_dec"]
@@ -752,6 +801,7 @@ def train_sae(
 
     checkpoints = _checkpoint_dirs(out) if resume else []
     start_step, history, resumed_from = 0, [], None
+    resamples: list[dict[str, int]] = []
     if checkpoints:
         step_found, path = checkpoints[-1]
         state = _load_checkpoint(path, trainer)
@@ -763,6 +813,7 @@ def train_sae(
                 path=path,
             )
         start_step, history = int(state["step"]), list(state["history"])
+        resamples = list(state.get("resamples", []))
         input_scale = float(state["input_scale"])
         resumed_from = step_found
     else:
@@ -789,6 +840,14 @@ def train_sae(
             lr = config.lr_at(step)
             metrics = trainer.step(x, lr=lr)
             done = step + 1
+            if config.resamples_at(done):
+                # Seeded by step so a resumed run draws the same tokens.
+                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + done)
+                n = trainer.resample_dead(x, generator=generator)
+                if n:
+                    resamples.append({"step": done, "latents": n})
+                    metrics["dead_frac"] = float(
+                        (trainer.since_fired >= trainer.dead_tokens).float().mean())
             tokens = done * config.batch_size
             record = {"step": done, "tokens": tokens, **metrics, "lr": lr}
             if done % config.log_every == 0 or done == steps:
@@ -799,7 +858,8 @@ def train_sae(
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < steps:
                 state = {"step": done, "tokens": tokens, "adam_step": trainer.adam_step,
                          "input_scale": input_scale, "history": history,
-                         "identity": identity, "auditor_version": __version__,
+                         "resamples": resamples, "identity": identity,
+                         "auditor_version": __version__,
                          "seconds": time.perf_counter() - started}
                 _save_checkpoint(out, trainer, step=done, state=state, input_scale=input_scale,
                                  model_name=model_name, keep=config.keep_checkpoints)
@@ -820,6 +880,7 @@ def train_sae(
         loss=metrics["loss"], fvu=metrics["fvu"], auxk_loss=metrics["auxk_loss"],
         dead_frac=metrics["dead_frac"], input_scale=input_scale, config=config,
         history=history, seconds=time.perf_counter() - started, resumed_from=resumed_from,
+        resamples=resamples,
     )
     _write_json(out / TRAINING_FILENAME, {
         **result.to_dict(), "auditor_version": __version__, "n_train_tokens": n_train,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -69,6 +70,7 @@ def test_config_round_trip_and_defaults() -> None:
     {"k": 33}, {"k": 0}, {"d_sae": -1}, {"lr": -1.0}, {"decay_start": 1.5},
     {"auxk_alpha": -0.1}, {"n_tokens": 10}, {"point": "mlp_out"}, {"b_dec_init": "median"},
     {"heldout_fraction": 1.0}, {"batch_size": True}, {"dead_tokens": 0},
+    {"resample_every": -1},
 ])
 def test_config_validation(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -169,14 +171,41 @@ def test_auxk_revives_dead_latent(cache: ActivationCache, tmp_path: Path, alpha:
         assert result.dead_frac == pytest.approx(1 / 32)
 
 
+def test_resampling_revives_dead_latent_without_auxk(cache: ActivationCache,
+                                                     tmp_path: Path) -> None:
+    x = cache.tensors(HOOK)["acts"]
+    init = _init_with_dead_latent(math.sqrt(D) / cache.mean_norm(HOOK))
+    cfg = _config(n_tokens=64 * 150, warmup_steps=0, dead_tokens=256, auxk_alpha=0.0,
+                  heldout_fraction=0.0, log_every=50, resample_every=20)
+    result = train_sae(cache, config=cfg, out=tmp_path / "sae", init=init)
+    assert result.resamples and result.resamples[0] == {"step": 20, "latents": 1}
+    assert all(r["step"] < 120 for r in result.resamples)  # none once the decay starts
+    assert int((result.sae.encode(x)[:, 0] > 0).sum()) > 50
+    assert not torch.equal(result.sae.W_dec[0], init.W_dec[0])
+    torch.testing.assert_close(result.sae.W_dec.norm(dim=1), torch.ones(32))
+    saved = json.loads((tmp_path / "sae" / TRAINING_FILENAME).read_text())
+    assert saved["resamples"] == result.resamples
+    assert saved["config"]["resample_every"] == 20
+
+
+def test_resamples_at_stops_before_the_decay() -> None:
+    cfg = _config(n_tokens=64 * 100, resample_every=25, decay_start=0.8)
+    assert [s for s in range(1, 101) if cfg.resamples_at(s)] == [25, 50, 75]
+    assert not any(_config(resample_every=0).resamples_at(s) for s in range(1, 61))
+
+
 class _Stop(Exception):
     pass
 
 
+@pytest.mark.parametrize("resample_every", [0, 5])
 def test_resume_equals_uninterrupted(cache: ActivationCache, tmp_path: Path,
-                                     one_thread: None) -> None:
-    cfg = _config(n_tokens=64 * 40, checkpoint_every=10, keep_checkpoints=2, dead_tokens=128)
-    full = train_sae(cache, config=cfg, out=tmp_path / "full")
+                                     one_thread: None, resample_every: int) -> None:
+    cfg = _config(n_tokens=64 * 40, checkpoint_every=10, keep_checkpoints=2, dead_tokens=128,
+                  resample_every=resample_every)
+    # With resampling, start from a dead latent so that there is something to resample.
+    init = _init_with_dead_latent(math.sqrt(D) / cache.mean_norm(HOOK)) if resample_every else None
+    full = train_sae(cache, config=cfg, out=tmp_path / "full", init=init)
     assert full.resumed_from is None
 
     def stop_at_25(record: Mapping[str, Any]) -> None:
@@ -184,22 +213,25 @@ def test_resume_equals_uninterrupted(cache: ActivationCache, tmp_path: Path,
             raise _Stop
 
     with pytest.raises(_Stop):
-        train_sae(cache, config=cfg, out=tmp_path / "part", on_step=stop_at_25)
+        train_sae(cache, config=cfg, out=tmp_path / "part", on_step=stop_at_25, init=init)
     ckpts = sorted(p.name for p in (tmp_path / "part" / "checkpoints").iterdir())
     assert ckpts == ["step-10", "step-20"]  # keep_checkpoints=2 pruned nothing yet
     files = {p.suffix for p in (tmp_path / "part" / "checkpoints" / "step-20").iterdir()}
     assert files == {".json", ".safetensors"}  # nothing pickled
-    resumed = train_sae(cache, config=cfg, out=tmp_path / "part")
+    resumed = train_sae(cache, config=cfg, out=tmp_path / "part", init=init)
     assert resumed.resumed_from == 20
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
         assert torch.equal(getattr(resumed.sae, name), getattr(full.sae, name)), name
     assert resumed.history == full.history
+    assert resumed.resamples == full.resamples
+    assert bool(full.resamples) == (resample_every > 0)
+    assert all(r["step"] % 5 == 0 and r["step"] < 32 for r in full.resamples)
     # A checkpoint made with other settings is refused.
     with pytest.raises(ConfigError, match="other settings"):
         train_sae(cache, config=_config(n_tokens=64 * 40, checkpoint_every=10, lr=1e-3),
-                  out=tmp_path / "part")
+                  out=tmp_path / "part", init=init)
     # resume=False starts over and gives the same result.
-    again = train_sae(cache, config=cfg, out=tmp_path / "part", resume=False)
+    again = train_sae(cache, config=cfg, out=tmp_path / "part", resume=False, init=init)
     assert torch.equal(again.sae.W_enc, full.sae.W_enc)
 
 
