@@ -266,6 +266,9 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               help="Share of the steps after which the learning rate decays to zero.")
 @click.option("--resample-every", type=int, default=0, show_default=True,
               help="Steps between dead-latent resamples before the decay (0: AuxK alone).")
+@click.option("--dead-tokens", type=int, default=None,
+              help="A latent is dead after this many tokens without firing "
+                   "(default: a twentieth of --tokens, at most 10M).")
 @click.option("--resume/--restart", default=True, show_default=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
@@ -274,8 +277,9 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               corpus: Path | None, model: str | None, n_tokens: int,
               collect_tokens: int | None, max_length: int, batch_size: int, lr: float | None,
               seed: int, init: Path | None, warmup_steps: int, auxk_alpha: float,
-              checkpoint_every: int, decay_start: float, resample_every: int, resume: bool,
-              device: str | None, progress: bool | None, as_json: bool) -> None:
+              checkpoint_every: int, decay_start: float, resample_every: int,
+              dead_tokens: int | None, resume: bool, device: str | None,
+              progress: bool | None, as_json: bool) -> None:
     """Train a TopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
     from auditor.jobs.sae import run_sae_train
 
@@ -285,7 +289,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
         batch_size=batch_size, lr=lr, seed=seed, resume=resume, device=device,
         progress=sys.stderr.isatty() if progress is None else progress, init=init,
         warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
-        decay_start=decay_start, resample_every=resample_every,
+        decay_start=decay_start, resample_every=resample_every, dead_tokens=dead_tokens,
     )
     if as_json:
         click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},

@@ -66,13 +66,15 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     second = tmp_path / "second"
     assert main(["sae", "train", "--out", str(second), "--cache", str(cache), "--tokens", "2560",
                  "--init", str(first), "--auxk-alpha", "0.5", "--checkpoint-every", "5",
-                 "--decay-start", "0.5", "--resample-every", "2", *common]) == 0, \
+                 "--decay-start", "0.5", "--resample-every", "2", "--dead-tokens", "512",
+                 *common]) == 0, \
         capsys.readouterr().err
     capsys.readouterr()
     cont = json.loads((second / "training.json").read_text())
     assert cont["init"]["sha256"] == load_sae(first).sha256
     assert cont["config"]["auxk_alpha"] == 0.5 and cont["config"]["warmup_steps"] == 2
     assert cont["config"]["decay_start"] == 0.5 and cont["config"]["resample_every"] == 2
+    assert cont["config"]["dead_tokens"] == 512
     assert all(r["step"] % 2 == 0 and r["step"] < 5 for r in cont["resamples"])
     # every latent fires in this tiny run, so the card's resample line is fed by hand
     cont["resamples"] = [{"step": 2, "latents": 3}, {"step": 4, "latents": 1}]

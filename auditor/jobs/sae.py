@@ -65,6 +65,7 @@ def run_sae_train(
     checkpoint_every: int = 1000,
     decay_start: float = 0.8,
     resample_every: int = 0,
+    dead_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Train a TopK SAE on a hook's activations; collect them first if no cache is given.
 
@@ -94,7 +95,7 @@ def run_sae_train(
         An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from,
         e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
         sha256 is recorded in ``training.json``.
-    warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every
+    warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every, dead_tokens
         See :class:`auditor.sae.TrainConfig`.
 
     Returns
@@ -112,7 +113,8 @@ def run_sae_train(
     config = TrainConfig(layer=layer, d_sae=d_sae, k=k, n_tokens=n_tokens,
                          batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
                          auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
-                         decay_start=decay_start, resample_every=resample_every)
+                         decay_start=decay_start, resample_every=resample_every,
+                         dead_tokens=dead_tokens)
     start = None if init is None else load_sae(init)
     if cache is None:
         assert corpus is not None
