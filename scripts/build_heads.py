@@ -18,7 +18,9 @@ Three stages, each resumable (outputs under ``--work``, default ``data/heads``; 
 
 Usage::
 
-    python scripts/build_heads.py [--stage data|extract|train|all] [--task safety ...]
+    python scripts/build_heads.py [--stage data|extract|train|all|table] [--task safety ...]
+
+``table`` prints the README's table of the shipped heads from their cards.
 """
 
 from __future__ import annotations
@@ -219,9 +221,26 @@ def stage_train(work: Path, tasks: list[str], *, seed: int) -> None:
         print(render_card(head.config.to_dict(), head.card), flush=True)
 
 
+def readme_table(models: Path = REPO / "models" / "heads") -> str:
+    """The README's table of shipped heads, read from their cards (``--stage table``)."""
+    lines = ["| head | classes | representation (by CV) | test macro-F1: head | SAE max | raw | "
+             "TF-IDF | at 200 labels: SAE max | raw | TF-IDF |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for card_path in sorted(models.glob("*/probe/card.json")):
+        card = json.loads(card_path.read_text())
+        classes = ", ".join(sorted(card["training"]["labels"]))
+        cells = [f"{card['test_head']['macro_f1_at_threshold']:.3f}"]
+        for table in ("test", "test_200"):
+            cells += [f"{card[table][name]['macro_f1']:.3f}"
+                      for name in ("sae-max-log1p", "raw", "tfidf")]
+        lines.append(f"| {card['head']} | {classes} | "
+                     f"{card['representation']['candidate']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=["data", "extract", "train", "all"], default="all")
+    p.add_argument("--stage", choices=["data", "extract", "train", "all", "table"], default="all")
     p.add_argument("--task", action="append", choices=sorted(TASKS))
     p.add_argument("--work", type=Path, default=REPO / "data" / "heads")
     p.add_argument("--seed", type=int, default=0)
@@ -233,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_extract(args.work, tasks)
     if args.stage in ("train", "all"):
         stage_train(args.work, tasks, seed=args.seed)
+    if args.stage in ("train", "all", "table"):
+        print(readme_table())
     return 0
 
 
