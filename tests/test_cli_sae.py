@@ -75,8 +75,8 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     assert cont["config"]["auxk_alpha"] == 0.5 and cont["config"]["warmup_steps"] == 2
     assert cont["config"]["decay_start"] == 0.5 and cont["config"]["resample_every"] == 2
     assert cont["config"]["dead_tokens"] == 512
-    assert all(r["step"] % 2 == 0 and r["step"] < 5 for r in cont["resamples"])
     # every latent fires in this tiny run, so the card's resample line is fed by hand
+    assert cont["resamples"] == []
     cont["resamples"] = [{"step": 2, "latents": 3}, {"step": 4, "latents": 1}]
     (second / "training.json").write_text(json.dumps(cont))
     assert cont["input_scale"] == pytest.approx(base["input_scale"])

@@ -447,6 +447,10 @@ class _Trainer:
         if renormalise:
             self._renormalise()
 
+    def dead_mask(self) -> torch.Tensor:
+        """Latents that have not fired in ``dead_tokens`` training tokens."""
+        return self.since_fired >= self.dead_tokens
+
     # ------------------------------------------------------------------ step
     def step(self, x: torch.Tensor, *, lr: float) -> dict[str, float]:
         cfg = self.config
@@ -464,7 +468,7 @@ class _Trainer:
         total_variance = (x - x.mean(dim=0)).pow(2).sum()
         fvu = error.pow(2).sum() / total_variance
 
-        dead = self.since_fired >= self.dead_tokens
+        dead = self.dead_mask()
         n_dead = int(dead.sum())
         auxk_loss = torch.zeros(())
         if n_dead > 0 and cfg.auxk_alpha > 0:
@@ -489,7 +493,7 @@ class _Trainer:
             fired[top_idx[top_vals > 0]] = True
             self.since_fired += x.shape[0]
             self.since_fired[fired] = 0
-        dead_frac = float((self.since_fired >= self.dead_tokens).float().mean())
+        dead_frac = float(self.dead_mask().float().mean())
         return {"loss": float(loss.detach()), "fvu": float(fvu.detach()),
                 "auxk_loss": float(auxk_loss.detach()),
                 "dead_frac": dead_frac}
@@ -500,7 +504,7 @@ class _Trainer:
 
         Returns the number of latents resampled.
         """
-        dead = self.since_fired >= self.dead_tokens
+        dead = self.dead_mask()
         dead_idx = dead.nonzero().squeeze(1)
         n = int(dead_idx.numel())
         if n == 0 or n == self.config.d_sae:
@@ -846,8 +850,7 @@ def train_sae(
                 n = trainer.resample_dead(x, generator=generator)
                 if n:
                     resamples.append({"step": done, "latents": n})
-                    metrics["dead_frac"] = float(
-                        (trainer.since_fired >= trainer.dead_tokens).float().mean())
+                    metrics["dead_frac"] = float(trainer.dead_mask().float().mean())
             tokens = done * config.batch_size
             record = {"step": done, "tokens": tokens, **metrics, "lr": lr}
             if done % config.log_every == 0 or done == steps:
