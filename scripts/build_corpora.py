@@ -13,6 +13,11 @@ Usage::
 
     python scripts/build_corpora.py [--out data] [--cap 2500] [--seed 0]
 
+A second, disjoint corpus (fresh text for continuing a trained SAE, whose held-out split
+no earlier run has seen) excludes every document of the first::
+
+    python scripts/build_corpora.py --name sae-corpus-2 --exclude data/sae-corpus.jsonl
+
 The archives are downloaded into the cache (``$AUDITOR_DATA_CACHE`` or
 ``~/.cache/auditor/data``) on first use; the output folder is not committed.
 """
@@ -33,7 +38,7 @@ from typing import Any
 from auditor.corpora import SOURCES, chunk_text, load
 from auditor.corpora.sources import archive_versions
 
-__all__ = ["SAE_SOURCES", "build", "main", "sample_balanced"]
+__all__ = ["SAE_SOURCES", "build", "main", "read_excluded", "sample_balanced"]
 
 #: Sources mixed into the SAE corpus (insults is probe-only).
 SAE_SOURCES: tuple[str, ...] = (
@@ -82,6 +87,36 @@ def sample_balanced(
     return out
 
 
+def _base_id(chunk_id: str) -> str:
+    # Chunks of one document are "<doc id>#<k>"; exclusion works on whole documents.
+    return chunk_id.split("#", 1)[0]
+
+
+def read_excluded(paths: Iterable[Path]) -> set[tuple[str, str]]:
+    """``(source, document id)`` of every document in the given corpus files.
+
+    Raises
+    ------
+    ValueError
+        A line is not a JSON object with string ``source`` and ``id`` (names file and line).
+    """
+    seen: set[tuple[str, str]] = set()
+    for path in paths:
+        with Path(path).open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+                if not (isinstance(rec, dict) and isinstance(rec.get("source"), str)
+                        and isinstance(rec.get("id"), str)):
+                    raise ValueError(f"{path}:{lineno}: needs string fields 'source' and 'id'")
+                seen.add((rec["source"], _base_id(rec["id"])))
+    return seen
+
+
 def _chunks(
     docs: Iterable[dict[str, str]], *, max_chars: int, min_chars: int
 ) -> list[dict[str, str]]:
@@ -108,6 +143,8 @@ def build(
     min_chars: int = 20,
     seed: int = 0,
     cache: Path | None = None,
+    name: str = "sae-corpus",
+    exclude: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Build the corpus and its card into ``out_dir``; return the card.
 
@@ -125,25 +162,32 @@ def build(
         Seed of the sampling and the final shuffle.
     cache
         Archive cache folder; the default cache when ``None``.
+    name
+        Output stem: ``<name>.jsonl`` and ``<name>.card.json``.
+    exclude
+        Corpus files whose documents (every chunk of them) are left out, so the new corpus
+        shares no document with them.
 
     Returns
     -------
     dict
-        The card written to ``sae-corpus.card.json``.
+        The card written to ``<name>.card.json``.
     """
     rng = random.Random(seed)
+    excluded = read_excluded(exclude)
     mixed: list[dict[str, str]] = []
     per_source: dict[str, Any] = {}
-    for name in sources:
+    for source in sources:
         started = time.monotonic()
-        src = SOURCES[name]
+        src = SOURCES[source]
         archives = src.archives(cache)
-        train_docs = [d for d in load(name, split="train", cache=cache)]
-        chunks = _chunks(train_docs, max_chars=max_chars, min_chars=min_chars)
+        train_docs = [d for d in load(source, split="train", cache=cache)]
+        chunks = [c for c in _chunks(train_docs, max_chars=max_chars, min_chars=min_chars)
+                  if (c["source"], _base_id(c["id"])) not in excluded]
         chosen = sample_balanced(chunks, cap=cap, rng=rng)
         mixed.extend(chosen)
         versions = archive_versions(src, archives)
-        per_source[name] = {
+        per_source[source] = {
             "registry": src.registry,
             "packages": list(src.packages),
             "versions": versions,
@@ -157,11 +201,11 @@ def build(
             "labels": dict(sorted(collections.Counter(d.get("label", "") for d in chosen)
                                   .items())),
         }
-        print(f"{name:13s} train docs {len(train_docs):6d}  chunks {len(chunks):6d}  "
+        print(f"{source:13s} train docs {len(train_docs):6d}  chunks {len(chunks):6d}  "
               f"kept {len(chosen):5d}  ({time.monotonic() - started:.1f} s)", file=sys.stderr)
     rng.shuffle(mixed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = out_dir / "sae-corpus.jsonl"
+    corpus = out_dir / f"{name}.jsonl"
     tmp = corpus.with_name(corpus.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for doc in mixed:
@@ -176,11 +220,13 @@ def build(
         "max_chars": max_chars,
         "min_chars": min_chars,
         "seed": seed,
+        "excluded_corpora": [str(p) for p in exclude],
+        "excluded_documents": len(excluded),
         "sampling": "per source: train split, chunked at paragraph boundaries, round-robin "
                     "across labels up to the cap; then one global shuffle",
         "sources": per_source,
     }
-    card_path = out_dir / "sae-corpus.card.json"
+    card_path = out_dir / f"{name}.card.json"
     tmp_card = card_path.with_name(card_path.name + ".tmp")
     tmp_card.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp_card, card_path)
@@ -198,11 +244,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None)
     parser.add_argument("--sources", nargs="+", default=list(SAE_SOURCES),
                         choices=sorted(SOURCES))
+    parser.add_argument("--name", default="sae-corpus",
+                        help="output stem: <out>/<name>.jsonl and <name>.card.json")
+    parser.add_argument("--exclude", type=Path, action="append", default=[],
+                        help="corpus .jsonl whose documents to leave out (repeatable)")
     args = parser.parse_args(argv)
     card = build(args.out, sources=args.sources, cap=args.cap, max_chars=args.max_chars,
-                 min_chars=args.min_chars, seed=args.seed, cache=args.cache)
+                 min_chars=args.min_chars, seed=args.seed, cache=args.cache,
+                 name=args.name, exclude=args.exclude)
     print(f"wrote {card['documents']} documents ({card['chars']:,} chars) to "
-          f"{args.out / 'sae-corpus.jsonl'}")
+          f"{args.out / (args.name + '.jsonl')}")
     return 0
 
 

@@ -1,0 +1,62 @@
+"""scripts/build_corpora.py on the fake archives of test_sources: a second corpus that
+excludes the first shares no document with it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.corpora.test_sources import cache  # noqa: F401  (the pre-seeded archive cache)
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_corpora.py"
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_corpora", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_corpora"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _docs(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_second_corpus_excludes_every_document_of_the_first(
+    script: ModuleType, cache: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    sources = ["brown", "fortunes", "newsgroups"]
+    full = script.build(tmp_path / "all", sources=sources, cap=100, min_chars=5)
+    first = script.build(tmp_path, sources=sources, cap=1, min_chars=5)
+    assert first["documents"] == 3 and first["excluded_documents"] == 0
+    second = script.build(tmp_path, sources=sources, cap=100, min_chars=5,
+                          name="second", exclude=[tmp_path / "sae-corpus.jsonl"])
+
+    old = {(d["source"], d["id"].split("#")[0]) for d in _docs(tmp_path / "sae-corpus.jsonl")}
+    new = _docs(tmp_path / "second.jsonl")
+    assert old and new
+    assert not old & {(d["source"], d["id"].split("#")[0]) for d in new}
+    # Nothing else is lost: the two corpora together hold every document of the full one.
+    assert second["documents"] + first["documents"] == full["documents"]
+    card = json.loads((tmp_path / "second.card.json").read_text())
+    assert card == second and card["excluded_documents"] == 3
+    assert card["excluded_corpora"] == [str(tmp_path / "sae-corpus.jsonl")]
+
+
+def test_excluded_corpus_errors_name_file_and_line(script: ModuleType, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"source": "brown", "id": "a"}\n\n{"source": "brown"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: needs string fields"):
+        script.read_excluded([bad])
+    bad.write_text('{"source": "brown", "id": "a"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not JSON"):
+        script.read_excluded([bad])
+    assert script.read_excluded([]) == set()
