@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from auditor import __version__
+from auditor._versions import library_versions
 from auditor.errors import ConfigError, RowError
 from auditor.io import Document, batched
 from auditor.outliers import CALIBRATION_METHOD
@@ -370,6 +371,7 @@ def _provenance(
 ) -> dict[str, Any]:
     return {
         "auditor_version": __version__,
+        "libraries": library_versions(),
         "model": {
             "id": str(lm.model_id),
             "weights_sha256": lm.weights_sha256,

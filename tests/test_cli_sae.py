@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import transformers
 
 from auditor.cli import main
 from auditor.jobs.sae import write_card
@@ -48,7 +49,9 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     card = (run / "CARD.md").read_text()
     assert "FVU" in card and "ΔCE" in card and sae.sha256 in card
     assert "FVU by genre" in card and "cached tokens (training split included)" in card
-    assert json.loads((run / "evaluation.json").read_text())["sae_sha256"] == sae.sha256
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert evaluation["sae_sha256"] == sae.sha256
+    assert evaluation["libraries"]["transformers"] == transformers.__version__
 
 
 def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,

@@ -245,6 +245,11 @@ def test_provenance_recorded(lm, tmp_path: Path) -> None:
     assert meta["pooling"] == ["max", "mean"]
     assert meta["input"]["fingerprint"] == "sha256:abc"
     assert meta["auditor_version"]
+    # the library versions that produced the activations, as installed
+    from importlib.metadata import version
+
+    assert meta["libraries"]["torch"] == version("torch") == torch.__version__
+    assert meta["libraries"]["transformers"] == version("transformers")
     import pyarrow.parquet as pq
 
     shard = sorted((tmp_path / "s").glob("features-*.parquet"))[0]

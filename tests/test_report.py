@@ -198,6 +198,7 @@ def test_report_all_formats_on_a_real_store(real: dict[str, Any], tmp_path: Path
     assert prov["pooling"] == "max" and prov["poolings_stored"] == ["max", "mean"]
     assert prov["input"]["fingerprint"] == meta["input"]["fingerprint"]
     assert prov["auditor_version"] == meta["auditor_version"]
+    assert prov["libraries"] == meta["libraries"] and prov["libraries"]["torch"]
 
     # quality: the empty and the overlong rows, counted from the texts and the store summary
     assert report["quality"]["empty_texts"] == 1 and report["quality"]["overlong_texts"] == 1
@@ -256,6 +257,8 @@ def test_report_all_formats_on_a_real_store(real: dict[str, Any], tmp_path: Path
     assert html.count("<svg") == len(charts)
     for value in _prov_values(report):
         assert value in html and value in md.replace("\\_", "_")
+    libs = f"torch {prov['libraries']['torch']}, transformers "
+    assert libs in html and libs in md
     assert "<script" not in html.lower()
     external = re.findall(r"""(?:src|href)\s*=\s*["']?(?!#)[^"'\s>]+""", html)
     assert external == []

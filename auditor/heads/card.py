@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from auditor._versions import libraries_text
+
 __all__ = ["metrics_table", "render_card"]
 
 _METRICS = ("accuracy", "macro_f1", "auroc", "pr_auc", "ece")
@@ -82,7 +84,8 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
             f"| SAE | sha256 {str(sae.get('sha256', '?'))[:16]}…, d_sae {sae.get('d_sae')}, "
             f"k {sae.get('k')} |",
             f"| extraction | {config.get('extract')} |",
-            f"| auditor | {prov.get('auditor_version')} |", ""]
+            f"| auditor | {prov.get('auditor_version')} |",
+            f"| libraries (extraction) | {libraries_text(prov.get('libraries'))} |", ""]
     data = card.get("data")
     if data:
         out += ["## Data", "", f"{data.get('description', '')}", "",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from auditor import __version__
+from auditor._versions import library_versions
 from auditor.errors import ConfigError
 
 __all__ = ["EVALUATION_FILENAME", "read_corpus_groups", "read_corpus_texts", "run_sae_eval",
@@ -226,6 +227,7 @@ def run_sae_eval(
     metrics = evaluate_sae(sae, acts, hook=hook, split=split, doc_groups=doc_groups)
     record: dict[str, Any] = {
         "auditor_version": __version__,
+        "libraries": library_versions(),
         "sae_sha256": sae.sha256,
         "cache": {"path": str(cache), "model": acts.manifest.get("model"), "split": split},
         "metrics": metrics.to_dict(),

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from auditor._versions import libraries_text
 from auditor.errors import ConfigError
 from auditor.report.charts import Chart, chart_slug, chart_titles, report_charts
 
@@ -148,6 +149,7 @@ def _provenance_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Max length (tokens / window)", str(prov.get("max_length"))),
         ("Auditor version (extraction)", str(prov.get("auditor_version"))),
         ("Auditor version (report)", str(prov.get("report_auditor_version"))),
+        ("Libraries (extraction)", libraries_text(prov.get("libraries"))),
         ("Input", str(inp.get("path") or "–")),
         ("Input fingerprint", str(inp.get("fingerprint") or "–")),
         ("Feature store", str(store.get("path") or "–")),

@@ -36,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from auditor import __version__
+from auditor._versions import library_versions
 from auditor.errors import ConfigError, CorruptShard, ShardMissing, StoreError
 
 if TYPE_CHECKING:
@@ -279,6 +280,7 @@ class ActivationCacheWriter:
             "format": "auditor-activations",
             "format_version": CACHE_FORMAT_VERSION,
             "auditor_version": __version__,
+            "libraries": library_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "d_model": self.d_model,
             "dtype": "float16",

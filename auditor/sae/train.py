@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from auditor import __version__
+from auditor._versions import library_versions
 from auditor.errors import ConfigError, StoreError
 from auditor.sae.activations import ActivationCache
 from auditor.sae.config import HOOK_POINTS, SAEConfig
@@ -886,7 +887,8 @@ def train_sae(
         resamples=resamples,
     )
     _write_json(out / TRAINING_FILENAME, {
-        **result.to_dict(), "auditor_version": __version__, "n_train_tokens": n_train,
+        **result.to_dict(), "auditor_version": __version__,
+        "libraries": library_versions(), "n_train_tokens": n_train,
         "cache": str(cache.directory), "cache_model": model, "hook": config.hook,
         "sae_sha256": sae.sha256,
         "init": None if init is None else {"path": init.source_path, "sha256": init.sha256},

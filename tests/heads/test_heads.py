@@ -215,7 +215,10 @@ def test_cli_train_eval_predict_list_show_classify(stores, tiny_llama_dir: Path,
                  "--representation", "sae-max-log1p", "--positive-class", "sport"]) == 0
     printed = capsys.readouterr().out
     assert "sae-max-log1p (head" in printed and "tfidf" in printed
-    assert (heads_dir / "domain" / "CARD.md").read_text().startswith("# Head `domain`")
+    card_md = (heads_dir / "domain" / "CARD.md").read_text()
+    assert card_md.startswith("# Head `domain`")
+    assert f"torch {torch.__version__}, transformers " in card_md
+    assert "| libraries (extraction) | gguf " in card_md
 
     assert main(["probe", "eval", str(heads_dir / "domain"), "--features", str(test_store),
                  "--labels", str(test_data), "--json"]) == 0

@@ -64,6 +64,7 @@ def test_collect_counts_shapes_dtypes(cache: ActivationCache, doc_lengths: list[
         assert sorted(pos.tolist()) == list(range(n))
     manifest = json.loads((cache.directory / MANIFEST_FILENAME).read_text())
     assert manifest["model"]["weights_sha256"]
+    assert manifest["libraries"]["torch"] == torch.__version__
     assert manifest["counts"]["content_tokens"] == total
     assert manifest["counts"]["docs"] == len(TEXTS)
 

@@ -185,6 +185,7 @@ def test_resampling_revives_dead_latent_without_auxk(cache: ActivationCache,
     torch.testing.assert_close(result.sae.W_dec.norm(dim=1), torch.ones(32))
     saved = json.loads((tmp_path / "sae" / TRAINING_FILENAME).read_text())
     assert saved["resamples"] == result.resamples
+    assert saved["libraries"]["torch"] == torch.__version__
     assert saved["config"]["resample_every"] == 20
 
 
