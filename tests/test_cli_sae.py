@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 
 from auditor.cli import main
@@ -52,6 +53,9 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert evaluation["sae_sha256"] == sae.sha256
     assert evaluation["libraries"]["transformers"] == transformers.__version__
+    libraries = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    assert "- libraries: gguf " in card and "| libraries | gguf " in card
+    assert card.count(libraries) == 2
 
 
 def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from auditor import __version__
-from auditor._versions import library_versions
+from auditor._versions import libraries_text, library_versions
 from auditor.errors import ConfigError
 
 __all__ = ["EVALUATION_FILENAME", "read_corpus_groups", "read_corpus_texts", "run_sae_eval",
@@ -328,6 +328,8 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
             lines.append(f"- dead latents resampled {len(resamples)} times "
                          f"({sum(int(r['latents']) for r in resamples):,} latents in all, "
                          f"steps {resamples[0]['step']}–{resamples[-1]['step']})")
+        if training.get("libraries"):
+            lines.append(f"- libraries: {libraries_text(training['libraries'])}")
         lines += [*_init_lines(training), ""]
     if evaluation:
         m = evaluation["metrics"]
@@ -351,6 +353,8 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
                       f"{ce['ce_sae']:.4f} / {ce['ce_zero']:.4f} |",
                       f"| ΔCE | {ce['delta_ce']:.4f} |",
                       f"| next-token loss recovered | {ce['loss_recovered']:.1%} |"]
+        if evaluation.get("libraries"):
+            lines += [f"| libraries | {libraries_text(evaluation['libraries'])} |"]
         lines += ["", "FVU by position in the document:", "",
                   "| positions | tokens | FVU |", "|---|---|---|"]
         by_pos = m.get("fvu_by_position", {})
