@@ -3,6 +3,9 @@
     .venv/bin/python scripts/ship_sae.py RUN_DIR --name gemma-3-270m-l9-topk \
         --corpus-card data/sae-corpus.card.json [--layers runs/layers/layers.json]
 
+A run chain continued on a second corpus (``build_corpora.py --exclude``) passes both cards,
+in order: ``--corpus-card data/sae-corpus.card.json --corpus-card data/sae-corpus-2.card.json``.
+
 Then evaluate the *shipped* artifact (so the card describes exactly what ships):
 
     .venv/bin/auditor sae eval models/sae/NAME --cache ACTS --corpus samples/audit-sample.jsonl
@@ -20,6 +23,23 @@ from typing import Any
 
 from auditor.jobs.sae import write_card
 from auditor.sae import load_sae
+
+
+def _corpus_file(index: int) -> str:
+    return "corpus.card.json" if index == 0 else f"corpus-{index + 1}.card.json"
+
+
+def _corpora_section(cards: list[dict[str, Any]]) -> str:
+    if len(cards) == 1:
+        return _corpus_section(cards[0])
+    parts = []
+    for i, card in enumerate(cards, 1):
+        head = f"**Corpus {i}** (`{card['corpus']}`)"
+        if card.get("excluded_documents"):
+            head += (f": shares no document with the corpora before it "
+                     f"({card['excluded_documents']:,} documents excluded)")
+        parts += [head + ".", "", _corpus_section(card), ""]
+    return "\n".join(parts).rstrip()
 
 
 def _corpus_section(card: dict[str, Any]) -> str:
@@ -58,7 +78,8 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="training run dir, or the shipped dir with --card-only")
     ap.add_argument("--name", default="gemma-3-270m-l9-topk")
     ap.add_argument("--models", type=Path, default=Path(__file__).resolve().parents[1] / "models")
-    ap.add_argument("--corpus-card", type=Path, required=True)
+    ap.add_argument("--corpus-card", type=Path, action="append", required=True,
+                    help="corpus card of the training text; repeat for each corpus, in order")
     ap.add_argument("--layers", type=Path, default=None)
     ap.add_argument("--notes", type=Path, default=None, help="Markdown appended as 'Notes'")
     ap.add_argument("--model-name", default=None,
@@ -77,11 +98,17 @@ def main() -> None:
         sae.save(dest)
         training = json.loads((args.run / "training.json").read_text())
         (dest / "training.json").write_text(json.dumps(training, indent=2) + "\n")
-        shutil.copy(args.corpus_card, dest / "corpus.card.json")
+        for old in dest.glob("corpus-*.card.json"):
+            old.unlink()
+        for i, card_path in enumerate(args.corpus_card):
+            shutil.copy(card_path, dest / _corpus_file(i))
         if args.layers:
             shutil.copy(args.layers, dest / "layers.json")
-    corpus = json.loads((dest / "corpus.card.json").read_text())
-    extra = {"Training data": _corpus_section(corpus)}
+    cards, i = [], 0
+    while (dest / _corpus_file(i)).exists():
+        cards.append(json.loads((dest / _corpus_file(i)).read_text()))
+        i += 1
+    extra = {"Training data": _corpora_section(cards)}
     if (dest / "layers.json").exists():
         extra["Which layer"] = _layers_section(json.loads((dest / "layers.json").read_text()))
     if args.notes:
