@@ -37,6 +37,8 @@ from typing import Any
 
 from auditor.corpora import SOURCES, chunk_text, load
 from auditor.corpora.sources import archive_versions
+from auditor.errors import RowError
+from auditor.io import read_documents
 
 __all__ = ["SAE_SOURCES", "build", "main", "read_excluded", "sample_balanced"]
 
@@ -97,23 +99,18 @@ def read_excluded(paths: Iterable[Path]) -> set[tuple[str, str]]:
 
     Raises
     ------
-    ValueError
-        A line is not a JSON object with string ``source`` and ``id`` (names file and line).
+    auditor.errors.InputError
+        A file is missing or malformed, or a row lacks a string ``id`` or ``source``; the
+        error names the file, the row and the field.
     """
     seen: set[tuple[str, str]] = set()
     for path in paths:
-        with Path(path).open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
-                if not (isinstance(rec, dict) and isinstance(rec.get("source"), str)
-                        and isinstance(rec.get("id"), str)):
-                    raise ValueError(f"{path}:{lineno}: needs string fields 'source' and 'id'")
-                seen.add((rec["source"], _base_id(rec["id"])))
+        for doc in read_documents(path, id_column="id", passthrough=("source",)):
+            source = doc.extra["source"]
+            if not isinstance(source, str):
+                raise RowError("source is missing or not a string", path=path, row=doc.row,
+                               field="source")
+            seen.add((source, _base_id(doc.doc_id)))
     return seen
 
 

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from auditor.errors import ColumnError, InputFileError, RowError
 from tests.corpora.test_sources import cache  # noqa: F401  (the pre-seeded archive cache)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_corpora.py"
@@ -53,10 +54,14 @@ def test_second_corpus_excludes_every_document_of_the_first(
 
 def test_excluded_corpus_errors_name_file_and_line(script: ModuleType, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"source": "brown", "id": "a"}\n\n{"source": "brown"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:3: needs string fields"):
+    bad.write_text('{"source": "brown", "id": "a", "text": "t"}\n\n{"id": "b", "text": "t"}\n',
+                   encoding="utf-8")
+    with pytest.raises(RowError, match=r"bad\.jsonl, row 2, field 'source'"):
         script.read_excluded([bad])
-    bad.write_text('{"source": "brown", "id": "a"}\n{oops\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not JSON"):
+    bad.write_text('{"source": "brown", "text": "t"}\n', encoding="utf-8")
+    with pytest.raises(ColumnError, match=r"bad\.jsonl, field 'id'"):
+        script.read_excluded([bad])
+    bad.write_text('{"source": "brown", "id": "a", "text": "t"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"bad\.jsonl, row 1: malformed JSON"):
         script.read_excluded([bad])
     assert script.read_excluded([]) == set()
