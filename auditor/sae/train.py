@@ -123,6 +123,12 @@ class TrainConfig:
         token drawn with probability proportional to its squared error (Bricken et al.
         2023), with an encoder row as long as the live ones' mean, and resets its Adam
         moments: AuxK trains dead latents but rarely lifts them into the top k.
+    encoder_dtype : {'float32', 'bfloat16'}, default 'float32'
+        Precision of the dense ``[batch, d_in] x [d_in, d_sae]`` encoder product that picks
+        each token's top k and gives their values (inputs rounded to bfloat16, products
+        summed in float32, values rounded to bfloat16: ~0.2 % relative). The weights, the
+        reconstruction and every gradient stay float32. ``'bfloat16'`` halves the cost of a
+        step's largest product where the CPU has AVX512-BF16 or AMX (and on GPUs).
 
     Raises
     ------
@@ -158,10 +164,12 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     resample_every: int = 0
+    encoder_dtype: str = "float32"
 
     #: Fields that do not change the trained weights (may differ on resume).
     RUNTIME = ("checkpoint_every", "keep_checkpoints")
     B_DEC_INITS = ("geometric_median", "mean", "zeros")
+    ENCODER_DTYPES = ("float32", "bfloat16")
 
     def __post_init__(self) -> None:
         positive = ("d_sae", "k", "batch_size", "n_tokens", "init_tokens", "log_every",
@@ -196,6 +204,10 @@ class TrainConfig:
         if self.b_dec_init not in self.B_DEC_INITS:
             raise ConfigError(f"must be one of {self.B_DEC_INITS}, got {self.b_dec_init!r}",
                               field="b_dec_init")
+        if self.encoder_dtype not in self.ENCODER_DTYPES:
+            raise ConfigError(
+                f"must be one of {self.ENCODER_DTYPES}, got {self.encoder_dtype!r}",
+                field="encoder_dtype")
         if self.n_tokens < self.batch_size:
             raise ConfigError(
                 f"n_tokens={self.n_tokens} is less than one batch ({self.batch_size})",
@@ -422,6 +434,10 @@ class _Trainer:
         self.since_fired = torch.zeros(config.d_sae, dtype=torch.int64)
         self.auxk_k = config.resolved_auxk_k(d_in)
         self.dead_tokens = config.resolved_dead_tokens
+        self.encoder_dtype: torch.dtype = getattr(torch, config.encoder_dtype)
+        # The dense pre-activations, reused step after step: a fresh [batch, d_sae] tensor
+        # each step costs page faults comparable to the relu over it.
+        self._pre: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()
@@ -461,8 +477,11 @@ class _Trainer:
         # carry a sparse backward (_SelectedPre): O(n * k * d_in) instead of two more
         # dense [n, d_in] x [d_in, d_sae] products.
         with torch.no_grad():
-            pre = torch.addmm(p["b_enc"], sae_in, p["W_enc"].T)
-            top_idx = torch.relu(pre).topk(cfg.k, dim=-1, sorted=False).indices
+            pre = self._dense_pre(sae_in)
+            # The top k of pre, not of relu(pre): the same latents wherever k are positive,
+            # and where fewer are, the extra picks get value 0 from the relu below (no
+            # reconstruction, no gradient, not counted as firing).
+            top_idx = pre.topk(cfg.k, dim=-1, sorted=False).indices
         top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], pre=pre))
         x_hat = _sparse_decode(top_idx, top_vals, p["W_dec"]) + p["b_dec"]
         error = x_hat - x
@@ -498,6 +517,16 @@ class _Trainer:
         return {"loss": float(loss.detach()), "fvu": float(fvu.detach()),
                 "auxk_loss": float(auxk_loss.detach()),
                 "dead_frac": dead_frac}
+
+    def _dense_pre(self, sae_in: torch.Tensor) -> torch.Tensor:
+        """``sae_in @ W_enc.T + b_enc`` in ``encoder_dtype``, into the reused buffer."""
+        p = self.params
+        shape = (sae_in.shape[0], self.config.d_sae)
+        if self._pre is None or self._pre.shape != shape:
+            self._pre = torch.empty(shape, dtype=self.encoder_dtype)
+        dtype = self.encoder_dtype
+        return torch.addmm(p["b_enc"].detach().to(dtype), sae_in.detach().to(dtype),
+                           p["W_enc"].detach().to(dtype).T, out=self._pre)
 
     @torch.no_grad()
     def resample_dead(self, x: torch.Tensor, *, generator: torch.Generator) -> int:
@@ -543,18 +572,21 @@ class _Trainer:
 
     def _adam(self, lr: float) -> None:
         beta1, beta2 = _BETAS
+        grads = {n: p.grad for n, p in self.params.items() if p.grad is not None}
+        names = list(grads)
+        if not names:
+            return
+        # One fused kernel over all tensors (about 3x faster than the per-op update, same
+        # formula: lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)), t being
+        # this step's 1-based number.
         self.adam_step += 1
-        bias1 = 1 - beta1**self.adam_step
-        bias2 = 1 - beta2**self.adam_step
-        for name, param in self.params.items():
-            grad = param.grad
-            if grad is None:
-                continue
-            m, v = self.exp_avg[name], self.exp_avg_sq[name]
-            m.mul_(beta1).add_(grad, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (v.sqrt() / math.sqrt(bias2)).add_(_EPS)
-            param.addcdiv_(m, denom, value=-lr / bias1)
+        steps = [torch.tensor(float(self.adam_step)) for _ in names]
+        torch._fused_adam_(
+            [self.params[n].data for n in names], [grads[n] for n in names],
+            [self.exp_avg[n] for n in names], [self.exp_avg_sq[n] for n in names], [], steps,
+            lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=_EPS, amsgrad=False,
+            maximize=False,
+        )
 
     def _renormalise(self) -> None:
         w = self.params["W_dec"]
@@ -620,7 +652,7 @@ class _SelectedPre(torch.autograd.Function):
         w_enc: torch.Tensor, b_enc: torch.Tensor,
     ) -> torch.Tensor:
         ctx.save_for_backward(indices, sae_in, w_enc)
-        return pre.gather(1, indices)
+        return pre.gather(1, indices).to(sae_in.dtype)
 
     @staticmethod
     def backward(

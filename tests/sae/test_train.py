@@ -70,7 +70,7 @@ def test_config_round_trip_and_defaults() -> None:
     {"k": 33}, {"k": 0}, {"d_sae": -1}, {"lr": -1.0}, {"decay_start": 1.5},
     {"auxk_alpha": -0.1}, {"n_tokens": 10}, {"point": "mlp_out"}, {"b_dec_init": "median"},
     {"heldout_fraction": 1.0}, {"batch_size": True}, {"dead_tokens": 0},
-    {"resample_every": -1},
+    {"resample_every": -1}, {"encoder_dtype": "float16"},
 ])
 def test_config_validation(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -290,3 +290,65 @@ def test_selected_pre_backward_matches_dense_autograd() -> None:
     vals.backward(upstream)
     assert ws.grad is not None
     torch.testing.assert_close(ws.grad, grads(False)[2])
+
+
+def test_adam_step_is_the_textbook_formula() -> None:
+    """The fused update equals Adam written out (bias-corrected, eps outside the sqrt)."""
+    from auditor.sae.train import _BETAS, _EPS, _Trainer
+
+    trainer = _Trainer(d_in=D, config=_config())
+    g = torch.Generator().manual_seed(5)
+    for p in trainer.params.values():
+        p.data.copy_(torch.randn(p.shape, generator=g))
+    expected = {n: p.detach().clone() for n, p in trainer.params.items()}
+    m = {n: torch.zeros_like(p) for n, p in expected.items()}
+    v = {n: torch.zeros_like(p) for n, p in expected.items()}
+    beta1, beta2 = _BETAS
+    for t in range(1, 4):
+        for n, p in trainer.params.items():
+            p.grad = torch.randn(p.shape, generator=g)
+            m[n] = beta1 * m[n] + (1 - beta1) * p.grad
+            v[n] = beta2 * v[n] + (1 - beta2) * p.grad**2
+            denom = v[n].sqrt() / math.sqrt(1 - beta2**t) + _EPS
+            expected[n] -= 1e-2 / (1 - beta1**t) * m[n] / denom
+        trainer._adam(1e-2)
+        assert trainer.adam_step == t
+    for n, p in trainer.params.items():
+        torch.testing.assert_close(p.detach(), expected[n], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(trainer.exp_avg[n], m[n], rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_encoder_trains_like_float32(cache: ActivationCache, tmp_path: Path) -> None:
+    """The bf16 encoder product only rounds the forward values: same descent, close FVU."""
+    runs = {dt: train_sae(cache, config=_config(encoder_dtype=dt, checkpoint_every=30),
+                          out=tmp_path / dt)
+            for dt in ("float32", "bfloat16")}
+    fp32, bf16 = runs["float32"], runs["bfloat16"]
+    assert bf16.history[-1]["fvu"] < 0.6 * bf16.history[0]["fvu"]
+    assert bf16.fvu == pytest.approx(fp32.fvu, rel=0.05)
+    assert bf16.sae.W_enc.dtype == torch.float32
+    saved = json.loads((tmp_path / "bfloat16" / TRAINING_FILENAME).read_text())
+    assert saved["config"]["encoder_dtype"] == "bfloat16"
+    # The config is part of the run's identity: a resume with the other dtype is refused.
+    with pytest.raises(ConfigError, match="other settings"):
+        train_sae(cache, config=_config(encoder_dtype="float32", checkpoint_every=30),
+                  out=tmp_path / "bfloat16")
+
+
+def test_step_with_fewer_positive_than_k_fires_only_positive(cache: ActivationCache) -> None:
+    """The top k are taken on the raw pre-activations: picks with pre <= 0 are value 0,
+    reconstruct nothing and do not count as firing."""
+    from auditor.sae.train import _Trainer
+
+    trainer = _Trainer(d_in=D, config=_config(auxk_alpha=0.0))
+    x = cache.tensors(HOOK)["acts"][:64]
+    trainer.initialise(x)
+    with torch.no_grad():
+        trainer.params["b_enc"].fill_(-1e4)  # nothing is positive ...
+        trainer.params["b_enc"][3] = 1e4  # ... but latent 3
+    before = trainer.params["W_dec"].detach().clone()
+    trainer.step(x, lr=1e-3)
+    assert int(trainer.since_fired[3]) == 0
+    assert bool((trainer.since_fired[torch.arange(32) != 3] == 64).all())
+    moved = (trainer.params["W_dec"].detach() - before).norm(dim=1) > 1e-5  # not rounding
+    assert moved.nonzero().flatten().tolist() == [3]
