@@ -269,6 +269,11 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
 @click.option("--dead-tokens", type=int, default=None,
               help="A latent is dead after this many tokens without firing "
                    "(default: a twentieth of --tokens, at most 10M).")
+@click.option("--encoder-dtype", type=click.Choice(["float32", "bfloat16"]),
+              default="float32", show_default=True,
+              help="Precision of the dense encoder product that picks the top k "
+                   "(bfloat16: ~2x faster on CPUs with AVX512-BF16/AMX; gradients stay "
+                   "float32).")
 @click.option("--resume/--restart", default=True, show_default=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
@@ -278,8 +283,8 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               collect_tokens: int | None, max_length: int, batch_size: int, lr: float | None,
               seed: int, init: Path | None, warmup_steps: int, auxk_alpha: float,
               checkpoint_every: int, decay_start: float, resample_every: int,
-              dead_tokens: int | None, resume: bool, device: str | None,
-              progress: bool | None, as_json: bool) -> None:
+              dead_tokens: int | None, encoder_dtype: str, resume: bool,
+              device: str | None, progress: bool | None, as_json: bool) -> None:
     """Train a TopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
     from auditor.jobs.sae import run_sae_train
 
@@ -290,6 +295,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
         progress=sys.stderr.isatty() if progress is None else progress, init=init,
         warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
         decay_start=decay_start, resample_every=resample_every, dead_tokens=dead_tokens,
+        encoder_dtype=encoder_dtype,
     )
     if as_json:
         click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},

@@ -74,7 +74,7 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     assert main(["sae", "train", "--out", str(second), "--cache", str(cache), "--tokens", "2560",
                  "--init", str(first), "--auxk-alpha", "0.5", "--checkpoint-every", "5",
                  "--decay-start", "0.5", "--resample-every", "2", "--dead-tokens", "512",
-                 *common]) == 0, \
+                 "--encoder-dtype", "bfloat16", *common]) == 0, \
         capsys.readouterr().err
     capsys.readouterr()
     cont = json.loads((second / "training.json").read_text())
@@ -82,6 +82,8 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     assert cont["config"]["auxk_alpha"] == 0.5 and cont["config"]["warmup_steps"] == 2
     assert cont["config"]["decay_start"] == 0.5 and cont["config"]["resample_every"] == 2
     assert cont["config"]["dead_tokens"] == 512
+    assert cont["config"]["encoder_dtype"] == "bfloat16"
+    assert base["config"]["encoder_dtype"] == "float32"
     # every latent fires in this tiny run, so the card's resample line is fed by hand
     assert cont["resamples"] == []
     cont["resamples"] = [{"step": 2, "latents": 3}, {"step": 4, "latents": 1}]

@@ -67,6 +67,7 @@ def run_sae_train(
     decay_start: float = 0.8,
     resample_every: int = 0,
     dead_tokens: int | None = None,
+    encoder_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Train a TopK SAE on a hook's activations; collect them first if no cache is given.
 
@@ -96,7 +97,8 @@ def run_sae_train(
         An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from,
         e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
         sha256 is recorded in ``training.json``.
-    warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every, dead_tokens
+    warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every, dead_tokens,
+    encoder_dtype
         See :class:`auditor.sae.TrainConfig`.
 
     Returns
@@ -115,7 +117,7 @@ def run_sae_train(
                          batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
                          auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
                          decay_start=decay_start, resample_every=resample_every,
-                         dead_tokens=dead_tokens)
+                         dead_tokens=dead_tokens, encoder_dtype=encoder_dtype)
     start = None if init is None else load_sae(init)
     if cache is None:
         assert corpus is not None
