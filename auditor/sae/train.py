@@ -520,11 +520,10 @@ class _Trainer:
 
     def _dense_pre(self, sae_in: torch.Tensor) -> torch.Tensor:
         """``sae_in @ W_enc.T + b_enc`` in ``encoder_dtype``, into the reused buffer."""
-        p = self.params
+        p, dtype = self.params, self.encoder_dtype
         shape = (sae_in.shape[0], self.config.d_sae)
         if self._pre is None or self._pre.shape != shape:
-            self._pre = torch.empty(shape, dtype=self.encoder_dtype)
-        dtype = self.encoder_dtype
+            self._pre = torch.empty(shape, dtype=dtype)
         return torch.addmm(p["b_enc"].detach().to(dtype), sae_in.detach().to(dtype),
                            p["W_enc"].detach().to(dtype).T, out=self._pre)
 
