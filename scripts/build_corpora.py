@@ -38,7 +38,7 @@ from typing import Any
 from auditor.corpora import SOURCES, chunk_text, load
 from auditor.corpora.sources import archive_versions
 from auditor.errors import RowError
-from auditor.io import read_documents
+from auditor.io import input_fingerprint, read_documents
 
 __all__ = ["SAE_SOURCES", "build", "main", "read_excluded", "sample_balanced"]
 
@@ -210,6 +210,8 @@ def build(
     os.replace(tmp, corpus)
     card = {
         "corpus": corpus.name,
+        # the same fingerprint `auditor sae train --corpus` records for its cache
+        "fingerprint": input_fingerprint(corpus),
         "documents": len(mixed),
         "chars": sum(len(d["text"]) for d in mixed),
         "split": "train",

@@ -10,8 +10,9 @@ import torch
 import transformers
 
 from auditor.cli import main
-from auditor.jobs.sae import write_card
-from auditor.sae import load_sae
+from auditor.io import count_documents, input_fingerprint
+from auditor.jobs.sae import read_corpus_texts, write_card
+from auditor.sae import load_sae, texts_fingerprint
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
 
@@ -28,6 +29,12 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     sae = load_sae(run)
     assert (sae.cfg.hook_layer, sae.cfg.d_sae, sae.cfg.k) == (2, 128, 8)
     assert sae.cfg.normalize_activations == "constant" and sae.cfg.input_scale
+    # the record names the text: the corpus file and a fingerprint of the texts read
+    training = json.loads((run / "training.json").read_text())
+    fingerprint = input_fingerprint(SAMPLE)
+    assert training["cache_input"] == {"path": str(SAMPLE), "fingerprint": fingerprint}
+    assert training["cache_texts"] == {"sha256": texts_fingerprint(read_corpus_texts(SAMPLE)),
+                                       "docs": count_documents(SAMPLE)}
 
     # the activation cache is reused: a second run resumes and collects nothing new
     assert main(args) == 0
@@ -50,6 +57,8 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     card = (run / "CARD.md").read_text()
     assert "FVU" in card and "ΔCE" in card and sae.sha256 in card
     assert "FVU by genre" in card and "cached tokens (training split included)" in card
+    assert (f"- text: `sample.jsonl` ({fingerprint[:19]}…, "
+            f"{count_documents(SAMPLE):,} documents)") in card
     evaluation = json.loads((run / "evaluation.json").read_text())
     assert evaluation["sae_sha256"] == sae.sha256
     assert evaluation["libraries"]["transformers"] == transformers.__version__
@@ -96,6 +105,7 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     card = write_card(second).read_text()
     assert "dead latents resampled 2 times (4 latents in all, steps 2–4)" in card
     assert f"continued from SAE `{base['sae_sha256'][:12]}" in card
+    assert "(lr 0.0032, the default) on `sample.jsonl` (sha256:" in card  # the init run's text
     assert f"in total: {base['tokens'] + cont['tokens']:,} training tokens" in card
 
     # from checkpoints: of the first run (a random start), and of the second run, whose
@@ -114,6 +124,7 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
         card = write_card(out).read_text()
         assert card.count("- continued from SAE") == links
         assert f"checkpoint at step {steps} ({steps * 256:,} tokens) of a run" in card
+        assert card.count(f"on texts {base['cache_texts']['sha256'][:19]}…") == 1
         assert f"in total: {before + steps * 256 + 2560:,} training tokens" in card
 
     # an init of another width is refused, naming both shapes

@@ -106,6 +106,7 @@ def run_sae_train(
     dict
         The training result (``TrainResult.to_dict()``).
     """
+    from auditor.io import input_fingerprint
     from auditor.lm import HookPoint, load_model
     from auditor.sae import TrainConfig, collect_activations, open_cache, train_sae
 
@@ -130,7 +131,9 @@ def run_sae_train(
             acts = collect_activations(read_corpus_texts(corpus), lm=lm,
                                        hooks=[HookPoint(layer)], out=cache_dir,
                                        max_length=max_length, max_tokens=collect_tokens,
-                                       overwrite=True, progress=progress)
+                                       overwrite=True, progress=progress,
+                                       source={"path": str(corpus),
+                                               "fingerprint": input_fingerprint(corpus)})
     else:
         acts = open_cache(cache)
     result = train_sae(acts, config=config, out=out, resume=resume, init=start,
@@ -154,7 +157,8 @@ def _record_init_training(out: Path, init: Path) -> None:
         identity = state.get("identity") or {}
         previous = {"checkpoint": str(root), "steps": state.get("step"),
                     "tokens": state.get("tokens"), "seconds": state.get("seconds"),
-                    "config": identity.get("config") or {}}
+                    "config": identity.get("config") or {},
+                    "cache_texts": identity.get("cache_texts")}
         if identity.get("init_sha256"):
             run = _read_json(root.parent.parent / "training.json")  # finished since?
             previous["init"] = (run["init"] if isinstance(run.get("init"), dict)
@@ -280,14 +284,45 @@ def _init_lines(training: Mapping[str, Any]) -> list[str]:
         n = f"{int(previous.get('tokens') or 0):,} tokens"
         where = (f"the checkpoint at step {previous.get('steps')} ({n}) of a run"
                  if previous.get("checkpoint") else f"a run of {n}")
+        text = _training_text(previous)
         lines[-1] += (f", {where}"
                       + (f" in {float(took) / 60:.1f} min" if took is not None else "")
-                      + f" (lr {(previous.get('config') or {}).get('lr')})")
+                      + f" (lr {_run_lr(previous.get('config') or {})})"
+                      + (f" on {text}" if text else ""))
         init = previous.get("init")
     if lines:
         lines.append(f"- in total: {tokens:,} training tokens"
                      + (f", {seconds / 60:.1f} min" if timed else ""))
     return lines
+
+
+def _run_lr(config: Mapping[str, Any]) -> str:
+    """A run's learning rate as the card gives it: the default's value when none was set."""
+    from auditor.sae import TrainConfig
+
+    if config.get("lr") is not None:
+        return f"{float(config['lr']):g}"
+    try:
+        return f"{TrainConfig.from_dict(config).learning_rate:.3g}, the default"
+    except ConfigError:
+        return "?"
+
+
+def _training_text(training: Mapping[str, Any]) -> str:
+    """What a run trained on, for the card: the corpus file and its fingerprint, else the
+    texts' fingerprint; "" when the record predates either."""
+    source = training.get("cache_input")
+    texts = training.get("cache_texts")
+    docs = (f", {int(texts['docs']):,} documents"
+            if isinstance(texts, dict) and texts.get("docs") is not None else "")
+    if isinstance(source, dict) and source.get("path"):
+        fingerprint = str(source.get("fingerprint") or "")
+        return (f"`{Path(str(source['path'])).name}`"
+                + (f" ({fingerprint[:19]}…{docs})" if fingerprint else
+                   (f" ({docs.removeprefix(', ')})" if docs else "")))
+    if isinstance(texts, dict) and texts.get("sha256"):
+        return f"texts {str(texts['sha256'])[:19]}…{docs}"
+    return ""
 
 
 def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
@@ -319,9 +354,11 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
     ]
     if training:
         cfg_t = training.get("config", {})
+        text = _training_text(training)
         lines += ["## Training", "",
                   f"- tokens: {training.get('tokens', 0):,} ({training.get('steps')} steps of "
                   f"{cfg_t.get('batch_size')}), {training.get('seconds', 0) / 60:.1f} min",
+                  *([f"- text: {text}"] if text else []),
                   f"- final train FVU {training.get('fvu', float('nan')):.4f}, dead fraction "
                   f"{training.get('dead_frac', float('nan')):.4f}",
                   f"- config: `{json.dumps(cfg_t, sort_keys=True)}`"]

@@ -14,6 +14,7 @@ from auditor.sae.activations import (
     ActivationCacheWriter,
     collect_activations,
     open_cache,
+    texts_fingerprint,
 )
 from auditor.sae.config import SAEConfig
 from auditor.sae.evaluate import CEMetrics, SAEMetrics, delta_ce, evaluate_sae
@@ -40,5 +41,6 @@ __all__ = [
     "evaluate_sae",
     "load_sae",
     "open_cache",
+    "texts_fingerprint",
     "train_sae",
 ]

@@ -22,11 +22,12 @@ document in two.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +51,7 @@ __all__ = [
     "collect_activations",
     "heldout_mask",
     "open_cache",
+    "texts_fingerprint",
 ]
 
 #: Name of the manifest file; it is written last.
@@ -310,6 +312,7 @@ def collect_activations(
     shard_tokens: int = 262144,
     overwrite: bool = False,
     progress: bool = False,
+    source: Mapping[str, Any] | None = None,
 ) -> ActivationCache:
     """Run the model over ``texts`` once and cache the content-token activations.
 
@@ -343,6 +346,9 @@ def collect_activations(
         Replace an existing finished cache at ``out``.
     progress : bool, default False
         Show a tqdm bar (tokens).
+    source : mapping or None
+        Where ``texts`` came from, e.g. ``{"path": ..., "fingerprint": ...}`` of the corpus
+        file (:func:`auditor.io.input_fingerprint`); recorded as the manifest's ``input``.
 
     Returns
     -------
@@ -360,8 +366,11 @@ def collect_activations(
     -----
     Special tokens (BOS, EOS, padding, and special ids inside the text) are never stored.
     The manifest records the model id and weights hash, the hooks, the outlier
-    thresholds, the settings and per-hook token counts. It is written last: a cache
-    without it is unfinished and :func:`open_cache` refuses it.
+    thresholds, the settings, per-hook token counts, ``source`` and a fingerprint of the
+    texts read (:func:`texts_fingerprint`; a run that ``max_tokens`` stops has read whole
+    chunks of 256 documents, which the ``doc`` indices refer to), so a training run can
+    name the text it learnt from even when the texts were not a file. It is written last:
+    a cache without it is unfinished and :func:`open_cache` refuses it.
     """
     from tqdm.auto import tqdm
 
@@ -397,8 +406,10 @@ def collect_activations(
     bar = tqdm(total=max_tokens, unit="tok", disable=not progress, dynamic_ncols=True,
                desc="activations")
     done = False
+    texts_hash = _TextsHash()
     try:
         for chunk in _chunks(texts, _DOCS_PER_CHUNK):
+            texts_hash.update(chunk)
             windows = _windows(chunk, lm, max_length, doc_offset=counts["docs"])
             counts["docs"] += len(chunk)
             counts["windows"] += len(windows)
@@ -455,8 +466,52 @@ def collect_activations(
             "token_budget": token_budget,
         },
         seconds=round(seconds, 3),
+        input=None if source is None else dict(source),
+        texts={"sha256": texts_hash.hexdigest(), "docs": texts_hash.docs},
     )
     return ActivationCache(out)
+
+
+def texts_fingerprint(texts: Iterable[str]) -> str:
+    """A fingerprint of a sequence of texts: order, boundaries and content.
+
+    Parameters
+    ----------
+    texts : iterable of str
+
+    Returns
+    -------
+    str
+        ``"sha256:<hex>"`` of each text's UTF-8 bytes, each preceded by its length as
+        8 little-endian bytes (so ``["ab", "c"]`` and ``["a", "bc"]`` differ).
+
+    Examples
+    --------
+    >>> texts_fingerprint(["ab", "c"]) != texts_fingerprint(["a", "bc"])
+    True
+    >>> texts_fingerprint([])[:15]
+    'sha256:e3b0c442'
+    """
+    h = _TextsHash()
+    h.update(texts)
+    return h.hexdigest()
+
+
+class _TextsHash:
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.docs = 0
+
+    def update(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            # surrogatepass: a lone surrogate (from a lenient reader) must not crash here
+            data = text.encode("utf-8", "surrogatepass")
+            self._h.update(len(data).to_bytes(8, "little"))
+            self._h.update(data)
+            self.docs += 1
+
+    def hexdigest(self) -> str:
+        return f"sha256:{self._h.hexdigest()}"
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:

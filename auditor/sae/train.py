@@ -831,6 +831,7 @@ def train_sae(
         "d_model": d_in,
         "n_train_tokens": n_train,
         "cache_model": model,
+        "cache_texts": cache.manifest.get("texts"),
     }
     if init is not None:  # a resume must continue from the same starting weights
         identity["init_sha256"] = init.sha256
@@ -921,6 +922,9 @@ def train_sae(
         **result.to_dict(), "auditor_version": __version__,
         "libraries": library_versions(), "n_train_tokens": n_train,
         "cache": str(cache.directory), "cache_model": model, "hook": config.hook,
+        # What text the cache holds: the corpus file named at collection, and a fingerprint
+        # of the texts themselves (None for caches written before auditor recorded them).
+        "cache_input": cache.manifest.get("input"), "cache_texts": cache.manifest.get("texts"),
         "sae_sha256": sae.sha256,
         "init": None if init is None else {"path": init.source_path, "sha256": init.sha256},
     })

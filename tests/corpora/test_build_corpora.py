@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 
 from auditor.errors import ColumnError, InputFileError, RowError
+from auditor.io import input_fingerprint
 from tests.corpora.test_sources import cache  # noqa: F401  (the pre-seeded archive cache)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_corpora.py"
@@ -50,6 +51,9 @@ def test_second_corpus_excludes_every_document_of_the_first(
     card = json.loads((tmp_path / "second.card.json").read_text())
     assert card == second and card["excluded_documents"] == 3
     assert card["excluded_corpora"] == [str(tmp_path / "sae-corpus.jsonl")]
+    # the card names the file's bytes as `sae train --corpus` records them for its cache
+    assert card["fingerprint"] == input_fingerprint(tmp_path / "second.jsonl")
+    assert card["fingerprint"] != first["fingerprint"]
 
 
 def test_excluded_corpus_errors_name_file_and_line(script: ModuleType, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from auditor.sae.activations import (
     collect_activations,
     heldout_mask,
     open_cache,
+    texts_fingerprint,
 )
 from auditor.testing import CORPUS
 
@@ -136,6 +137,31 @@ def test_max_tokens_stops_early(lm: LoadedModel, tmp_path: Path) -> None:
                                 token_budget=64)
     assert 20 <= cache.n_tokens < 100
     assert cache.manifest["counts"]["truncated"] is True
+    # the fingerprint covers what was read: one chunk, here all 24 texts
+    assert cache.manifest["texts"] == {"sha256": texts_fingerprint(TEXTS), "docs": 24}
+
+
+def test_manifest_names_the_texts(cache: ActivationCache, lm: LoadedModel,
+                                  tmp_path: Path) -> None:
+    assert cache.manifest["texts"] == {"sha256": texts_fingerprint(TEXTS), "docs": len(TEXTS)}
+    assert cache.manifest["input"] is None
+    source = {"path": "corpus.jsonl", "fingerprint": "sha256:abc"}
+    other = collect_activations(TEXTS[:3][::-1], lm=lm, hooks=[HookPoint(0)],
+                                out=tmp_path / "b", max_length=16, exclude_outliers=False,
+                                source=source)
+    assert other.manifest["input"] == source
+    assert other.manifest["texts"]["docs"] == 3
+    assert other.manifest["texts"]["sha256"] not in (texts_fingerprint(TEXTS[:3]),
+                                                     cache.manifest["texts"]["sha256"])
+
+
+def test_texts_fingerprint_sees_order_and_boundaries() -> None:
+    base = texts_fingerprint(["ab", "c"])
+    assert base.startswith("sha256:") and len(base) == 7 + 64
+    assert base == texts_fingerprint(iter(["ab", "c"]))
+    assert base not in {texts_fingerprint(["a", "bc"]), texts_fingerprint(["c", "ab"]),
+                        texts_fingerprint(["abc"]), texts_fingerprint(["ab", "c", ""])}
+    assert texts_fingerprint(["\ud800"]) != texts_fingerprint(["\ud801"])  # lone surrogates
 
 
 def test_existing_cache_refused(cache: ActivationCache) -> None:

@@ -352,3 +352,20 @@ def test_step_with_fewer_positive_than_k_fires_only_positive(cache: ActivationCa
     assert bool((trainer.since_fired[torch.arange(32) != 3] == 64).all())
     moved = (trainer.params["W_dec"].detach() - before).norm(dim=1) > 1e-5  # not rounding
     assert moved.nonzero().flatten().tolist() == [3]
+
+
+def test_resume_refuses_a_cache_of_other_texts(tmp_path: Path) -> None:
+    """Same shapes, same token count, other texts: the checkpoint is not resumed on it."""
+    x = _synthetic(n=1000)
+    caches = []
+    for name in ("a", "b"):
+        writer = ActivationCacheWriter(tmp_path / name, hooks=[HOOK], d_model=D)
+        writer.add(HOOK, x, pos=torch.arange(1000) % 40, doc=torch.arange(1000) // 40)
+        caches.append(open_cache(writer.close(texts={"sha256": f"sha256:{name}", "docs": 25})))
+    config = _config(n_tokens=64 * 10, checkpoint_every=5)
+    train_sae(caches[0], config=config, out=tmp_path / "run")
+    record = json.loads((tmp_path / "run" / TRAINING_FILENAME).read_text())
+    assert record["cache_texts"] == {"sha256": "sha256:a", "docs": 25}
+    assert record["cache_input"] is None
+    with pytest.raises(ConfigError, match="other settings or data"):
+        train_sae(caches[1], config=config, out=tmp_path / "run")
