@@ -116,8 +116,8 @@ def stage_extract(work: Path, tasks: list[str]) -> None:
 
 #: Candidate pools where they differ from the linear default: LightGBM is cross-validated
 #: for the binary safety head (measured: test macro-F1 0.840 vs 0.824 for the linear head,
-#: 2.2x the cross-validation time); for topic (one tree set per class) and quality (linear already at
-#: 0.98) the CPU budget of a build on 2 cores is not spent on it.
+#: 2.2x the cross-validation time); for topic (one tree set per class) and quality (linear
+#: already at 0.98) the CPU budget of a build on 2 cores is not spent on it.
 POOLS: dict[str, tuple[str, ...]] = {
     "safety": ("sae-max-log1p", "sae-max-binary", "sae-mean-log1p", "raw", "sae-max-lgbm"),
 }
