@@ -379,6 +379,7 @@ def _provenance(
             "d_model": lm.d_model,
             "n_layers": lm.n_layers,
             "dtype": str(lm.dtype).removeprefix("torch."),
+            "converted_from": lm.converted_from,
         },
         "saes": {
             key: {

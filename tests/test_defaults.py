@@ -315,6 +315,8 @@ def test_default_extract_end_to_end(default_model_dir_real: Path, tmp_path: Path
     meta = fm.metadata
     assert meta["saes"]["layer9"]["sha256"] == shipped.sha256
     assert meta["model"]["weights_sha256"]
+    origin = meta["model"]["converted_from"]  # the cache path is named by its GGUF
+    assert origin["name"].endswith(".gguf") and len(origin["sha256"]) == 64
     assert meta["exclude"]["outliers"]["layer9.resid_post"] > 0
 
 

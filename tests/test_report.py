@@ -124,11 +124,11 @@ def real(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def make_store(path: Path, rows: list[dict[int, float]], *, ids: list[str] | None = None,
                n_tokens: list[int] | None = None, d_sae: int = 4, sha: str = "sae-hash",
-               max_length: int = 8) -> Path:
+               max_length: int = 8, model: dict[str, Any] | None = None) -> Path:
     """A hand-made store: one dict ``feature -> max activation`` per document."""
     provenance = {
         "auditor_version": "0.1.0",
-        "model": {"id": "hand-model", "weights_sha256": "model-hash"},
+        "model": model or {"id": "hand-model", "weights_sha256": "model-hash"},
         "saes": {"l0": {"d_sae": d_sae, "sha256": sha, "layer": 0, "hook_point": "resid_post"}},
         "pooling": ["max"],
         "max_length": max_length,
@@ -323,6 +323,20 @@ def test_top_features_hand_computed(tmp_path: Path) -> None:
     html, md = render_html(report), render_markdown(report)
     assert "two | &lt;i&gt;2&lt;/i&gt;" in html and "<i>2</i>" not in html
     assert "two \\| &lt;i&gt;2&lt;/i&gt;" in md
+
+
+def test_provenance_names_the_gguf_a_converted_model_came_from(tmp_path: Path) -> None:
+    origin = {"name": "m-q4.gguf", "sha256": "ab" * 32, "size": 10}
+    converted = make_store(tmp_path / "c", ROWS_A, ids=IDS_A, model={
+        "id": "/cache/models/abab", "weights_sha256": "model-hash", "converted_from": origin})
+    report = build_report(converted)
+    assert report["provenance"]["model"]["converted_from"] == origin
+    row = "| Model | m-q4.gguf (GGUF sha256 abababababab…), converted at /cache/models/abab |"
+    assert row in render_markdown(report)
+    assert "m-q4.gguf (GGUF sha256 abababababab…)" in render_html(report)
+    plain = build_report(make_store(tmp_path / "p", ROWS_A, ids=IDS_A))
+    assert plain["provenance"]["model"]["converted_from"] is None
+    assert "| Model | hand-model |" in render_markdown(plain)
 
 
 def test_drift_statistics_hand_computed() -> None:

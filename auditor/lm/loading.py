@@ -159,6 +159,10 @@ class LoadedModel:
         Usable context length in tokens.
     layers : torch.nn.ModuleList
         The decoder layers, in order; hook points index into this list.
+    converted_from : dict or None
+        For a directory converted from a GGUF file (:func:`auditor.lm.gguf.convert_gguf`),
+        that file's ``name``, ``sha256`` and ``size``: ``model_id`` is then a cache path,
+        and this names what it holds. ``None`` otherwise.
     """
 
     model: torch.nn.Module
@@ -171,6 +175,7 @@ class LoadedModel:
     n_layers: int
     max_positions: int
     layers: torch.nn.ModuleList
+    converted_from: dict[str, Any] | None = None
 
 
 def load_model(
@@ -262,7 +267,19 @@ def load_model(
         n_layers=len(layers),
         max_positions=max_positions,
         layers=layers,
+        converted_from=_gguf_origin(local_dir) if is_local else None,
     )
+
+
+def _gguf_origin(directory: Path) -> dict[str, Any] | None:
+    """The GGUF file a converted directory was made from, from its completion marker."""
+    from auditor.lm.gguf import read_marker
+
+    marker = read_marker(directory)
+    if marker is None or not marker.get("source_sha256"):
+        return None
+    return {"name": marker.get("source_name"), "sha256": marker["source_sha256"],
+            "size": marker.get("source_size")}
 
 
 def find_layers(module: torch.nn.Module) -> torch.nn.ModuleList:

@@ -398,7 +398,7 @@ def _provenance(meta: Mapping[str, Any], *, store: Path, sae: str, pooling: str,
     sae_info = (meta.get("saes") or {}).get(sae) or {}
     return {
         "model": {k: model.get(k) for k in ("id", "weights_sha256", "dtype", "n_layers",
-                                            "d_model")},
+                                            "d_model", "converted_from")},
         "sae": {"key": sae, **{k: sae_info.get(k) for k in (
             "layer", "hook_point", "d_sae", "k", "activation", "sha256", "format", "path")}},
         "layer": sae_info.get("layer"),

@@ -130,6 +130,16 @@ def _p_value(value: Any) -> str:
     return "< 1e-12" if v < 1e-12 else f"{v:.3g}"
 
 
+def _model_name(model: Mapping[str, Any]) -> str:
+    # A converted GGUF lives under a cache path; name the file it came from first.
+    origin = model.get("converted_from") or {}
+    where = f"{model.get('id') or '–'}"
+    if not origin.get("sha256"):
+        return where
+    return (f"{origin.get('name') or 'GGUF'} (GGUF sha256 {_short_hash(origin['sha256'], 12)}…), "
+            f"converted at {where}")
+
+
 def _provenance_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     prov = report.get("provenance") or {}
     model = prov.get("model") or {}
@@ -137,7 +147,7 @@ def _provenance_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     inp = prov.get("input") or {}
     store = prov.get("store") or {}
     return [
-        ("Model", f"{model.get('id') or '–'}"),
+        ("Model", _model_name(model)),
         ("Model weights SHA-256", _short_hash(model.get("weights_sha256"), 64)),
         ("SAE", f"{sae.get('key')} — layer {sae.get('layer')} {sae.get('hook_point') or ''}, "
                 f"d_sae {sae.get('d_sae')}, {sae.get('activation') or ''}"

@@ -119,6 +119,23 @@ def test_load_each_arch(tiny_lm: LoadedModel, arch: str, tiny_dirs: dict[str, Pa
     assert lm.weights_sha256 is not None and len(lm.weights_sha256) == 64
 
 
+def test_converted_directory_names_its_gguf(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from auditor.lm.gguf import COMPLETE_MARKER
+
+    assert load_model(tiny_dirs["llama"], device="cpu").converted_from is None
+    converted = tmp_path / "converted"
+    shutil.copytree(tiny_dirs["llama"], converted)
+    record = {"source": "/x/m.gguf", "source_name": "m.gguf", "source_sha256": "cd" * 32,
+              "source_size": 123, "format_version": 1}
+    (converted / COMPLETE_MARKER).write_text(json.dumps(record), encoding="utf-8")
+    lm = load_model(converted, device="cpu")
+    assert lm.converted_from == {"name": "m.gguf", "sha256": "cd" * 32, "size": 123}
+    (converted / COMPLETE_MARKER).write_text("{not json", encoding="utf-8")
+    assert load_model(converted, device="cpu").converted_from is None
+
+
 def test_gemma3_text_decoder(tiny_lms: dict[str, LoadedModel]) -> None:
     assert type(tiny_lms["gemma3"].model).__name__ == "Gemma3TextModel"
 
