@@ -736,11 +736,14 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
 @click.option("--format", "formats", default="html,json,md", show_default=True)
 @click.option("--skip-bad-rows", is_flag=True)
 @click.option("--device", default=None)
+@click.option("--overwrite", is_flag=True,
+              help="Start OUT's store afresh (a rerun resumes it; one made with other "
+                   "settings, e.g. by another auditor version, is refused without this).")
 @click.option("--progress/--no-progress", default=None)
 def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
           previous: Path | None, model: str | None, sae_paths: tuple[str, ...],
           text_column: str, id_column: str | None, formats: str, skip_bad_rows: bool,
-          device: str | None, progress: bool | None) -> None:
+          device: str | None, overwrite: bool, progress: bool | None) -> None:
     """Audit INPUT: SAE features, every head's labels with explanations, and a report."""
     from auditor.jobs import run_audit
 
@@ -748,7 +751,7 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
         input_path, out=out, heads=list(head_refs) or None, model=model, saes=sae_paths,
         explain=explain, previous=previous, text_column=text_column, id_column=id_column,
         skip_bad_rows=skip_bad_rows, device=device, formats=formats.split(","),
-        progress=sys.stderr.isatty() if progress is None else progress)
+        overwrite=overwrite, progress=sys.stderr.isatty() if progress is None else progress)
     click.echo(f"audited {result.documents:,} documents with heads "
                f"{', '.join(result.heads) or '(none installed)'}")
     click.echo(f"  features     {result.store}")

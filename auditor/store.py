@@ -412,7 +412,8 @@ class FeatureStoreWriter:
             if diff:
                 raise ProvenanceMismatch(
                     "the store was written with a different provenance; differing keys: "
-                    f"{', '.join(diff)} (use a new directory or overwrite=True)",
+                    f"{', '.join(diff)} (use a new directory, or replace it: --overwrite on the "
+                    "command line, overwrite=True in Python)",
                     path=self.directory,
                     field=diff[0],
                 )

@@ -13,5 +13,7 @@ bash scripts/setup.sh
 # (merged into models/sae/…/dictionary; rebuilt from scratch each run).
 .venv/bin/auditor features build --corpus samples/audit-sample.jsonl --id-column id \
   --max-length 128 --max-windows 2 --top 5 --rebuild
-.venv/bin/auditor audit samples/audit-sample.jsonl --id-column id --out out/audit-sample
+# --overwrite: a rerun starts afresh, even after an upgrade changed the store's provenance.
+.venv/bin/auditor audit samples/audit-sample.jsonl --id-column id --out out/audit-sample \
+  --overwrite
 echo "open out/audit-sample/report.html in a browser (self-contained, works offline)"

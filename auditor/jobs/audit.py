@@ -65,7 +65,8 @@ def run_audit(
     previous: str | Path | None = None, text_column: str = "text",
     id_column: str | None = None, skip_bad_rows: bool = False, device: str | None = None,
     dtype: str | None = None, formats: Sequence[str] = ("html", "json", "md"),
-    progress: bool = False, on_progress: Callable[[Mapping[str, Any]], None] | None = None,
+    overwrite: bool = False, progress: bool = False,
+    on_progress: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> AuditResult:
     """Audit a dataset: features, every head's labels with explanations, and a report.
 
@@ -84,6 +85,9 @@ def run_audit(
         Top contributing features kept per document and head.
     previous
         A previous ``report.json`` of the same pipeline, for drift.
+    overwrite
+        Start the store afresh instead of resuming it: needed when it was written with
+        other settings (model, SAE, window, auditor version), which a resume refuses.
 
     Returns
     -------
@@ -103,7 +107,8 @@ def run_audit(
     store = root / "store"
     run_extract(input_path, out=store, model=model, saes=saes, config=config,
                 text_column=text_column, id_column=id_column, skip_bad_rows=skip_bad_rows,
-                device=device, dtype=dtype, progress=progress, on_progress=on_progress)
+                device=device, dtype=dtype, overwrite=overwrite, progress=progress,
+                on_progress=on_progress)
     metadata = read_metadata(store)
     sae_info = list((metadata.get("saes") or {}).values())
     labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1

@@ -285,6 +285,21 @@ def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path
     assert report["sources"]["predictions"] == str(out / "predictions.parquet")
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds.height == 45 and "domain.explain" in preds.columns
+    # a store written with other settings (here: another auditor version) is refused
+    # on a rerun, naming the key and the flag, and --overwrite starts it afresh
+    manifest = out / "store" / "store.json"
+    record = json.loads(manifest.read_text())
+    record["provenance"]["auditor_version"] = "0.0.1"
+    manifest.write_text(json.dumps(record))
+    args = ["audit", str(test_data), "--out", str(out), "--head", str(head_dir),
+            "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--id-column", "id",
+            "--format", "json"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "auditor_version" in err and "--overwrite" in err
+    assert main([*args, "--overwrite"]) == 0
+    assert json.loads(manifest.read_text())["provenance"]["auditor_version"] != "0.0.1"
+    assert pl.read_parquet(out / "predictions.parquet").height == 45
     # a second audit of the same data with the first as 'previous' reports drift
     again = run_audit(test_data, out=tmp_path / "audit2", heads=[str(head_dir)],
                       model=tiny_llama_dir, saes=[str(sae_dir)], id_column="id",
