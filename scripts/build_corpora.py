@@ -18,6 +18,11 @@ no earlier run has seen) excludes every document of the first::
 
     python scripts/build_corpora.py --name sae-corpus-2 --exclude data/sae-corpus.jsonl
 
+and ``--exclude`` repeats, so a third leaves out both::
+
+    python scripts/build_corpora.py --name sae-corpus-3 --exclude data/sae-corpus.jsonl \
+        --exclude data/sae-corpus-2.jsonl
+
 The archives are downloaded into the cache (``$AUDITOR_DATA_CACHE`` or
 ``~/.cache/auditor/data``) on first use; the output folder is not committed.
 """
