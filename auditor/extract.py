@@ -193,6 +193,7 @@ def extract_features(
     progress: bool = False,
     on_progress: ProgressCallback | None = None,
     bad_rows: Sequence[RowError] | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> ExtractSummary:
     """Extract pooled sparse SAE features for ``documents`` into the store at ``out``.
 
@@ -221,6 +222,10 @@ def extract_features(
         Called after every batch with running counts (for job status).
     bad_rows
         A list the reader appends skipped rows to; its length goes into the summary.
+    check
+        Called with the store's provenance before any document is read or anything is
+        written; whatever it raises stops the run (say, heads that cannot read these
+        features, found before a long extraction instead of after it).
 
     Returns
     -------
@@ -264,6 +269,8 @@ def extract_features(
                                         token_budget=config.token_budget)
     provenance = _provenance(lm=lm, saes=saes, config=config, max_length=max_length,
                              thresholds=thresholds, input_info=input_info)
+    if check is not None:
+        check(provenance)
     writer = FeatureStoreWriter(out, provenance=provenance, overwrite=overwrite)
     summary = ExtractSummary(out=str(out))
     active_sum = dict.fromkeys(saes, 0)

@@ -95,7 +95,7 @@ def run_audit(
     """
     from auditor.heads import list_heads, load_heads
     from auditor.heads.classify import classify_store, write_predictions
-    from auditor.jobs.classify import heads_extract_config
+    from auditor.jobs.classify import heads_check, heads_extract_config
     from auditor.jobs.extract import run_extract
     from auditor.report import build_report, write_report
     from auditor.store import read_metadata
@@ -108,7 +108,7 @@ def run_audit(
     run_extract(input_path, out=store, model=model, saes=saes, config=config,
                 text_column=text_column, id_column=id_column, skip_bad_rows=skip_bad_rows,
                 device=device, dtype=dtype, overwrite=overwrite, progress=progress,
-                on_progress=on_progress)
+                on_progress=on_progress, check=heads_check(loaded))
     metadata = read_metadata(store)
     sae_info = list((metadata.get("saes") or {}).values())
     labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1

@@ -42,6 +42,19 @@ def heads_extract_config(heads: Sequence[Any]) -> ExtractConfig:
                                     "raw_mean": raw})
 
 
+def heads_check(heads: Sequence[Any]) -> Callable[[Mapping[str, Any]], None]:
+    """A provenance check for :func:`run_extract`: every head must accept the features.
+
+    Run before extraction, it refuses another model or SAE at once instead of after a
+    whole extraction; :meth:`Head.check` raises ``ProvenanceMismatch`` naming the keys.
+    """
+    def check(provenance: Mapping[str, Any]) -> None:
+        for head in heads:
+            head.check(provenance)
+
+    return check
+
+
 def run_classify(
     input_path: str | Path, *, heads: Sequence[str] | None = None, explain: int = 0,
     store: str | Path | None = None, model: str | Path | None = None,
@@ -86,7 +99,7 @@ def run_classify(
         run_extract(input_path, out=where, model=model, saes=saes, config=config,
                     text_column=text_column, id_column=id_column,
                     skip_bad_rows=skip_bad_rows, device=device, dtype=dtype,
-                    progress=progress, on_progress=on_progress)
+                    progress=progress, on_progress=on_progress, check=heads_check(loaded))
         frame = classify_store(where, loaded, explain=explain, feature_labels=feature_labels)
         provenance = read_metadata(where)
     provenance["heads"] = {h.name: {"path": str(h.path), "classes": h.config.classes,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from auditor.errors import ConfigError, RowError
 from auditor.extract import ExtractConfig, ExtractSummary, ProgressCallback, default_sae_keys
@@ -31,6 +32,7 @@ def run_extract(
     dtype: str | None = None,
     progress: bool = False,
     on_progress: ProgressCallback | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> tuple[ExtractSummary, list[RowError]]:
     """Extract pooled SAE features of the dataset at ``input_path`` into the store ``out``.
 
@@ -58,6 +60,9 @@ def run_extract(
         Where and in what precision to run (default: CUDA with bf16/fp16 if present).
     progress, on_progress
         Terminal progress bar; callback with running counts for job status.
+    check
+        Called with the store's provenance before extraction starts; see
+        :func:`auditor.extract.extract_features`.
 
     Returns
     -------
@@ -86,7 +91,7 @@ def run_extract(
         docs, lm=lm, saes=dict(zip(keys, loaded, strict=True)), out=out, config=config,
         input_info={"path": str(input_path), "fingerprint": input_fingerprint(input_path)},
         overwrite=overwrite, total=count_documents(input_path), progress=progress,
-        on_progress=on_progress, bad_rows=bad,
+        on_progress=on_progress, bad_rows=bad, check=check,
     )
     return summary, bad
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -310,6 +311,30 @@ def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path
     bare = run_audit(test_data, out=tmp_path / "audit3", heads=[], model=tiny_llama_dir,
                      saes=[str(sae_dir)], id_column="id", formats=("json",))
     assert bare.predictions is None and bare.heads == []
+
+
+def test_heads_refuse_another_sae_before_extracting(stores, tiny_llama_dir: Path,
+                                                   tmp_path: Path) -> None:
+    """A head that cannot read the features fails before the extraction, not after it."""
+    from auditor.jobs import run_audit, run_classify
+
+    train_store, _, _ = stores["train"]
+    head = train_head("domain", load_split(train_store, "label"), candidate="sae-max-log1p",
+                      folds=3, positive_class="sport")
+    head_dir = save_head(head, tmp_path / "heads" / "domain")
+    other = make_random_sae(layer=2, d_sae=128, k=8, seed=4).save(tmp_path / "other")
+    test_data = stores["test"][1]
+    seen: list[Any] = []
+    out = tmp_path / "audit"
+    with pytest.raises(ProvenanceMismatch, match=r"head 'domain'.*saes\.layer2\.sha256"):
+        run_audit(test_data, out=out, heads=[str(head_dir)], model=tiny_llama_dir,
+                  saes=[str(other)], id_column="id", on_progress=seen.append)
+    assert seen == [] and not (out / "store").exists()  # no document read, nothing written
+    store = tmp_path / "classify-store"
+    with pytest.raises(ProvenanceMismatch, match=r"saes\.layer2\.sha256"):
+        run_classify(test_data, heads=[str(head_dir)], model=tiny_llama_dir,
+                     saes=[str(other)], id_column="id", store=store, on_progress=seen.append)
+    assert seen == [] and not store.exists()
 
 
 def test_dictionary_annotations_found_from_the_weights_file(
