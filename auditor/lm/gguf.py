@@ -47,6 +47,7 @@ __all__ = [
     "convert_gguf",
     "converted_dirs",
     "gguf_sha256",
+    "gguf_source",
     "is_gguf_file",
     "read_marker",
 ]
@@ -231,6 +232,22 @@ def read_marker(directory: str | Path) -> dict[str, Any] | None:
         if isinstance(data, dict):
             return data
     return None
+
+
+def gguf_source(directory: str | Path) -> dict[str, Any] | None:
+    """The GGUF file a converted directory was made from, read from its marker.
+
+    Returns
+    -------
+    dict or None
+        ``name``, ``sha256`` and ``size`` of the source file, or ``None`` when the
+        directory is not a finished conversion.
+    """
+    marker = read_marker(directory)
+    if marker is None or not marker.get("source_sha256"):
+        return None
+    return {"name": marker.get("source_name"), "sha256": marker["source_sha256"],
+            "size": marker.get("source_size")}
 
 
 def converted_dirs(*, cache_root: Path | None = None) -> list[Path]:

@@ -226,6 +226,8 @@ def load_model(
     ``Gemma3ForCausalLM.model`` or ``Gemma3ForConditionalGeneration``'s language model, so
     logits are never computed.
     """
+    from auditor.lm.gguf import gguf_source
+
     model_id = str(name_or_path)
     resolved_device, resolved_dtype = resolve_device_dtype(device, dtype)
     local_dir = Path(name_or_path).expanduser()
@@ -267,19 +269,8 @@ def load_model(
         n_layers=len(layers),
         max_positions=max_positions,
         layers=layers,
-        converted_from=_gguf_origin(local_dir) if is_local else None,
+        converted_from=gguf_source(local_dir) if is_local else None,
     )
-
-
-def _gguf_origin(directory: Path) -> dict[str, Any] | None:
-    """The GGUF file a converted directory was made from, from its completion marker."""
-    from auditor.lm.gguf import read_marker
-
-    marker = read_marker(directory)
-    if marker is None or not marker.get("source_sha256"):
-        return None
-    return {"name": marker.get("source_name"), "sha256": marker["source_sha256"],
-            "size": marker.get("source_size")}
 
 
 def find_layers(module: torch.nn.Module) -> torch.nn.ModuleList:
