@@ -239,7 +239,8 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               help="Run directory: the SAE, training.json, checkpoints (resumed if present).")
 @click.option("--layer", type=int, required=True, help="Decoder layer whose output it reads.")
 @click.option("--width", "d_sae", type=int, required=True, help="Number of latents.")
-@click.option("--k", type=int, required=True, help="Active latents per token (TopK).")
+@click.option("--k", type=int, required=True,
+              help="Active latents per token (BatchTopK: on average).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Activation cache to train on (see --corpus).")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None,
@@ -274,6 +275,12 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               help="Precision of the dense encoder product that picks the top k "
                    "(bfloat16: 1.6x faster steps measured on a 2-core AVX512-BF16 CPU, "
                    "bench/train_step.py; gradients stay float32).")
+@click.option("--activation", type=click.Choice(["topk", "batchtopk"]), default="topk",
+              show_default=True,
+              help="topk: k latents per token; batchtopk: the batch's batch-size × k largest, "
+                   "saved with a global threshold for inference.")
+@click.option("--batchtopk-max-k", type=int, default=None,
+              help="BatchTopK: most latents one token may use in training (default 4 × k).")
 @click.option("--resume/--restart", default=True, show_default=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
@@ -283,9 +290,10 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               collect_tokens: int | None, max_length: int, batch_size: int, lr: float | None,
               seed: int, init: Path | None, warmup_steps: int, auxk_alpha: float,
               checkpoint_every: int, decay_start: float, resample_every: int,
-              dead_tokens: int | None, encoder_dtype: str, resume: bool,
+              dead_tokens: int | None, encoder_dtype: str, activation: str,
+              batchtopk_max_k: int | None, resume: bool,
               device: str | None, progress: bool | None, as_json: bool) -> None:
-    """Train a TopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
+    """Train a TopK or BatchTopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
     from auditor.jobs.sae import run_sae_train
 
     result = run_sae_train(
@@ -295,7 +303,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
         progress=sys.stderr.isatty() if progress is None else progress, init=init,
         warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
         decay_start=decay_start, resample_every=resample_every, dead_tokens=dead_tokens,
-        encoder_dtype=encoder_dtype,
+        encoder_dtype=encoder_dtype, activation=activation, batchtopk_max_k=batchtopk_max_k,
     )
     if as_json:
         click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},

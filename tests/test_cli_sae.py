@@ -134,6 +134,33 @@ def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
     assert "init SAE is" in capsys.readouterr().err
 
 
+def test_train_batchtopk_from_a_topk_sae(tiny_llama_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    first = tmp_path / "first"
+    common = ["--layer", "1", "--width", "64", "--k", "4", "--batch-size", "256",
+              "--warmup-steps", "2", "--checkpoint-every", "0", "--json"]
+    assert main(["sae", "train", "--out", str(first), "--corpus", str(SAMPLE), "--model",
+                 str(tiny_llama_dir), "--tokens", "5120", "--max-length", "32",
+                 *common]) == 0, capsys.readouterr().err
+    second = tmp_path / "second"
+    assert main(["sae", "train", "--out", str(second), "--cache", str(first / "activations"),
+                 "--tokens", "2560", "--init", str(first), "--activation", "batchtopk",
+                 "--batchtopk-max-k", "8", *common]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    config = json.loads((second / "training.json").read_text())["config"]
+    assert (config["activation"], config["batchtopk_max_k"]) == ("batchtopk", 8)
+    sae = load_sae(second)
+    assert sae.cfg.activation == "batchtopk" and sae.cfg.batchtopk_threshold
+    card = write_card(second).read_text()
+    assert (f"| architecture | batchtopk, trained at k = 4 on average per batch, inference "
+            f"threshold {sae.cfg.batchtopk_threshold:.6g}, width 64 ") in card
+    # BatchTopK's cap is checked against k
+    assert main(["sae", "train", "--out", str(tmp_path / "bad"), "--cache",
+                 str(first / "activations"), "--tokens", "512", "--activation", "batchtopk",
+                 "--batchtopk-max-k", "2", *common]) != 0
+    assert "batchtopk_max_k" in capsys.readouterr().err
+
+
 def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sae", "train", "--out", str(tmp_path), "--layer", "1", "--width", "64",
                  "--k", "4"]) == 2

@@ -68,8 +68,10 @@ def run_sae_train(
     resample_every: int = 0,
     dead_tokens: int | None = None,
     encoder_dtype: str = "float32",
+    activation: str = "topk",
+    batchtopk_max_k: int | None = None,
 ) -> dict[str, Any]:
-    """Train a TopK SAE on a hook's activations; collect them first if no cache is given.
+    """Train a TopK or BatchTopK SAE on a hook's activations (collected first if no cache).
 
     Parameters
     ----------
@@ -98,7 +100,7 @@ def run_sae_train(
         e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
         sha256 is recorded in ``training.json``.
     warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every, dead_tokens,
-    encoder_dtype
+    encoder_dtype, activation, batchtopk_max_k
         See :class:`auditor.sae.TrainConfig`.
 
     Returns
@@ -118,7 +120,8 @@ def run_sae_train(
                          batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
                          auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
                          decay_start=decay_start, resample_every=resample_every,
-                         dead_tokens=dead_tokens, encoder_dtype=encoder_dtype)
+                         dead_tokens=dead_tokens, encoder_dtype=encoder_dtype,
+                         activation=activation, batchtopk_max_k=batchtopk_max_k)
     start = None if init is None else load_sae(init)
     if cache is None:
         assert corpus is not None
@@ -340,9 +343,14 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
     weights = next((p for p in root.iterdir() if p.suffix == ".safetensors"), None)
     lines = [f"# SAE card: {root.name}", ""]
     cfg = sae.cfg
+    sparsity = f"k = {cfg.k}"
+    if cfg.activation == "batchtopk":
+        sparsity = (f"k = {cfg.k} on average over a training batch" if
+                    cfg.batchtopk_threshold is None else f"trained at k = {cfg.k} on average "
+                    f"per batch, inference threshold {cfg.batchtopk_threshold:.6g}")
     lines += [
         "| | |", "|---|---|",
-        f"| architecture | {cfg.activation}, k = {cfg.k}, width {cfg.d_sae:,} "
+        f"| architecture | {cfg.activation}, {sparsity}, width {cfg.d_sae:,} "
         f"({cfg.d_sae // cfg.d_in}× d_model {cfg.d_in}) |",
         f"| hook | {cfg.hook_point} of decoder layer {cfg.hook_layer} |",
         f"| model | {cfg.model_name} |",

@@ -1,4 +1,4 @@
-"""Train a TopK sparse autoencoder on cached activations.
+"""Train a TopK (or BatchTopK) sparse autoencoder on cached activations.
 
 The recipe follows Gao et al. 2024 ("Scaling and evaluating sparse autoencoders") and
 EleutherAI's ``sparsify``:
@@ -14,6 +14,12 @@ EleutherAI's ``sparsify``:
 * Adam (0.9, 0.999, eps 6.25e-10), linear warm-up then linear decay to zero; the decoder
   gradient's component parallel to each row is removed before the step and the rows are
   renormalised to unit norm after it.
+
+BatchTopK (Bussmann et al. 2024, ``activation='batchtopk'``) keeps the ``batch × k``
+largest pre-activations of the whole batch instead of ``k`` per token, so a token may use
+more or fewer latents while the mean stays ``k``; at inference a single global threshold
+(a running mean of each batch's smallest kept value, saved as ``batchtopk_threshold``)
+replaces the batch, so a token's code does not depend on its batch.
 
 Checkpoints (``out/checkpoints/step-N/``) hold the SAE in auditor's format, the optimizer
 moments and latent statistics as safetensors, and ``state.json`` (step, data position,
@@ -57,6 +63,9 @@ _BETAS = (0.9, 0.999)
 _EPS = 6.25e-10
 _PARAMS = ("W_enc", "b_enc", "W_dec", "b_dec")
 _MAX_DEAD_TOKENS = 10_000_000
+# BatchTopK's inference threshold: a running mean over about the last 100 batches (as in
+# Bussmann et al.'s code), so it tracks the weights as they train.
+_THRESHOLD_MOMENTUM = 0.99
 
 
 def _is_int(value: object) -> bool:
@@ -74,7 +83,7 @@ StepCallback = Callable[[Mapping[str, Any]], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one TopK SAE training run.
+    """Settings of one TopK or BatchTopK SAE training run.
 
     Parameters
     ----------
@@ -83,7 +92,7 @@ class TrainConfig:
     d_sae : int
         Number of latents.
     k : int
-        Active latents per token.
+        Active latents per token (for BatchTopK: on average over a batch).
     point : {'resid_post', 'resid_pre'}, default 'resid_post'
         Hook point at ``layer``; the cache hook read is ``f"layer{layer}.{point}"``.
     lr : float or None
@@ -129,6 +138,13 @@ class TrainConfig:
         summed in float32, values rounded to bfloat16: ~0.2 % relative). The weights, the
         reconstruction and every gradient stay float32. ``'bfloat16'`` halves the cost of a
         step's largest product where the CPU has AVX512-BF16 or AMX (and on GPUs).
+    activation : {'topk', 'batchtopk'}, default 'topk'
+        ``'topk'``: exactly ``k`` latents per token. ``'batchtopk'``: the ``batch_size × k``
+        largest pre-activations of the batch, at most ``batchtopk_max_k`` per token; the
+        saved SAE applies the learned global threshold instead.
+    batchtopk_max_k : int or None
+        For ``'batchtopk'``: most latents one token may use in training (the candidates
+        are each token's top ``batchtopk_max_k``); ``None`` is ``min(4 * k, d_sae)``.
 
     Raises
     ------
@@ -165,11 +181,14 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resample_every: int = 0
     encoder_dtype: str = "float32"
+    activation: str = "topk"
+    batchtopk_max_k: int | None = None
 
     #: Fields that do not change the trained weights (may differ on resume).
     RUNTIME = ("checkpoint_every", "keep_checkpoints")
     B_DEC_INITS = ("geometric_median", "mean", "zeros")
     ENCODER_DTYPES = ("float32", "bfloat16")
+    ACTIVATIONS = ("topk", "batchtopk")
 
     def __post_init__(self) -> None:
         positive = ("d_sae", "k", "batch_size", "n_tokens", "init_tokens", "log_every",
@@ -182,13 +201,20 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise ConfigError(f"must be a non-negative integer, got {value!r}", field=name)
-        for name in ("auxk_k", "dead_tokens"):
+        for name in ("auxk_k", "dead_tokens", "batchtopk_max_k"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ConfigError(f"must be a positive integer or None, got {value!r}",
                                   field=name)
         if self.k > self.d_sae:
             raise ConfigError(f"k={self.k} exceeds d_sae={self.d_sae}", field="k")
+        if self.activation not in self.ACTIVATIONS:
+            raise ConfigError(f"must be one of {self.ACTIVATIONS}, got {self.activation!r}",
+                              field="activation")
+        if self.batchtopk_max_k is not None and not self.k <= self.batchtopk_max_k <= self.d_sae:
+            raise ConfigError(
+                f"must be between k={self.k} and d_sae={self.d_sae}, got {self.batchtopk_max_k}",
+                field="batchtopk_max_k")
         if self.point not in HOOK_POINTS:
             raise ConfigError(f"must be one of {HOOK_POINTS}, got {self.point!r}", field="point")
         if self.lr is not None and (not _is_real(self.lr) or self.lr <= 0):
@@ -238,6 +264,15 @@ class TrainConfig:
         if self.dead_tokens is not None:
             return self.dead_tokens
         return min(_MAX_DEAD_TOKENS, max(self.n_tokens // 20, self.batch_size))
+
+    @property
+    def candidates_per_token(self) -> int:
+        """Latents a token may use in a training step: ``k`` (TopK) or the BatchTopK cap."""
+        if self.activation == "topk":
+            return self.k
+        if self.batchtopk_max_k is not None:
+            return self.batchtopk_max_k
+        return min(4 * self.k, self.d_sae)
 
     def resolved_auxk_k(self, d_model: int) -> int:
         """``auxk_k`` or ``min(d_model // 2, 256, d_sae)``."""
@@ -435,6 +470,8 @@ class _Trainer:
         self.auxk_k = config.resolved_auxk_k(d_in)
         self.dead_tokens = config.resolved_dead_tokens
         self.encoder_dtype: torch.dtype = getattr(torch, config.encoder_dtype)
+        # BatchTopK only: running mean of each batch's smallest kept pre-activation.
+        self.threshold: float | None = None
         # The dense pre-activations, reused step after step: a fresh [batch, d_sae] tensor
         # each step costs page faults comparable to the relu over it.
         self._pre: torch.Tensor | None = None
@@ -461,6 +498,8 @@ class _Trainer:
         for name in _PARAMS:
             value = getattr(sae, name).detach().float().cpu()
             self.params[name].copy_(value.T if name == "W_enc" else value)
+        if self.config.activation == "batchtopk" and sae.cfg.batchtopk_threshold is not None:
+            self.threshold = float(sae.cfg.batchtopk_threshold)
         if renormalise:
             self._renormalise()
 
@@ -481,8 +520,15 @@ class _Trainer:
             # The top k of pre, not of relu(pre): the same latents wherever k are positive,
             # and where fewer are, the extra picks get value 0 from the relu below (no
             # reconstruction, no gradient, not counted as firing).
-            top_idx = pre.topk(cfg.k, dim=-1, sorted=False).indices
+            top_idx = pre.topk(cfg.candidates_per_token, dim=-1, sorted=False).indices
+            keep = None
+            if cfg.activation == "batchtopk":
+                keep, smallest = _batch_top(pre.gather(1, top_idx), cfg.k * x.shape[0])
+                self.threshold = smallest if self.threshold is None else (
+                    _THRESHOLD_MOMENTUM * self.threshold + (1 - _THRESHOLD_MOMENTUM) * smallest)
         top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], pre=pre))
+        if keep is not None:  # candidates outside the batch's top get value 0 and no gradient
+            top_vals = top_vals * keep
         x_hat = _sparse_decode(top_idx, top_vals, p["W_dec"]) + p["b_dec"]
         error = x_hat - x
         total_variance = (x - x.mean(dim=0)).pow(2).sum()
@@ -594,12 +640,14 @@ class _Trainer:
     # ------------------------------------------------------------------ export
     def to_sae(self, *, input_scale: float, model_name: str | None) -> SAE:
         cfg = self.config
+        # A BatchTopK SAE without a threshold yet (no step taken) encodes like TopK.
         sae = SAE(SAEConfig(
-            d_in=self.d_in, d_sae=cfg.d_sae, activation="topk", k=cfg.k,
-            hook_layer=cfg.layer, hook_point=cfg.point,  # type: ignore[arg-type]
+            d_in=self.d_in, d_sae=cfg.d_sae, activation=cfg.activation,  # type: ignore[arg-type]
+            k=cfg.k, hook_layer=cfg.layer, hook_point=cfg.point,  # type: ignore[arg-type]
             apply_b_dec_to_input=True, normalize_activations="constant",
             input_scale=float(input_scale), relu_before_topk=True, source_format="auditor",
             model_name=model_name,
+            batchtopk_threshold=self.threshold if cfg.activation == "batchtopk" else None,
         ))
         with torch.no_grad():
             for name in _PARAMS:
@@ -669,6 +717,23 @@ class _SelectedPre(torch.autograd.Function):
             grad_b = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(
                 0, indices.reshape(-1), grad.reshape(-1))
         return None, None, grad_in, grad_w, grad_b
+
+
+def _batch_top(candidates: torch.Tensor, budget: int) -> tuple[torch.Tensor, float]:
+    """BatchTopK's choice among each token's candidate pre-activations ``[n, c]``.
+
+    Returns a float mask of the ``budget`` largest positive values of the whole batch
+    (ties at the boundary all kept) and the smallest kept value (0 when fewer than
+    ``budget`` are positive), the batch's threshold.
+    """
+    flat = candidates.reshape(-1).float()
+    if budget < flat.numel():
+        boundary = float(flat.topk(budget, sorted=False).values.min())
+    else:
+        boundary = float(flat.min())
+    boundary = max(boundary, 0.0)
+    keep = (candidates >= boundary) & (candidates > 0)
+    return keep.to(torch.float32), boundary
 
 
 def _transposed_sparse(indices: torch.Tensor, values: torch.Tensor, width: int) -> torch.Tensor:
@@ -759,6 +824,8 @@ def _load_checkpoint(path: Path, trainer: _Trainer) -> dict[str, Any]:
     trainer.load_weights(load_sae(path, format="auditor"), renormalise=False)
     trainer.load_optimizer(tensors, path / _OPTIMIZER)
     trainer.adam_step = int(state["adam_step"])
+    threshold = state.get("threshold")
+    trainer.threshold = None if threshold is None else float(threshold)
     return dict(state)
 
 
@@ -893,6 +960,7 @@ def train_sae(
             bar.update(1)
             if config.checkpoint_every and done % config.checkpoint_every == 0 and done < steps:
                 state = {"step": done, "tokens": tokens, "adam_step": trainer.adam_step,
+                         "threshold": trainer.threshold,
                          "input_scale": input_scale, "history": history,
                          "resamples": resamples, "identity": identity,
                          "auditor_version": __version__,

@@ -70,7 +70,9 @@ def test_config_round_trip_and_defaults() -> None:
     {"k": 33}, {"k": 0}, {"d_sae": -1}, {"lr": -1.0}, {"decay_start": 1.5},
     {"auxk_alpha": -0.1}, {"n_tokens": 10}, {"point": "mlp_out"}, {"b_dec_init": "median"},
     {"heldout_fraction": 1.0}, {"batch_size": True}, {"dead_tokens": 0},
-    {"resample_every": -1}, {"encoder_dtype": "float16"},
+    {"resample_every": -1}, {"encoder_dtype": "float16"}, {"activation": "jumprelu"},
+    {"activation": "batchtopk", "batchtopk_max_k": 3}, {"batchtopk_max_k": 33},
+    {"batchtopk_max_k": 0},
 ])
 def test_config_validation(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
@@ -199,11 +201,13 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("resample_every", [0, 5])
+@pytest.mark.parametrize(("activation", "resample_every"),
+                         [("topk", 0), ("topk", 5), ("batchtopk", 0)])
 def test_resume_equals_uninterrupted(cache: ActivationCache, tmp_path: Path,
-                                     one_thread: None, resample_every: int) -> None:
+                                     one_thread: None, activation: str,
+                                     resample_every: int) -> None:
     cfg = _config(n_tokens=64 * 40, checkpoint_every=10, keep_checkpoints=2, dead_tokens=128,
-                  resample_every=resample_every)
+                  resample_every=resample_every, activation=activation)
     # With resampling, start from a dead latent so that there is something to resample.
     init = _init_with_dead_latent(math.sqrt(D) / cache.mean_norm(HOOK)) if resample_every else None
     full = train_sae(cache, config=cfg, out=tmp_path / "full", init=init)
@@ -223,6 +227,7 @@ def test_resume_equals_uninterrupted(cache: ActivationCache, tmp_path: Path,
     assert resumed.resumed_from == 20
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
         assert torch.equal(getattr(resumed.sae, name), getattr(full.sae, name)), name
+    assert resumed.sae.cfg == full.sae.cfg  # the BatchTopK threshold included
     assert resumed.history == full.history
     assert resumed.resamples == full.resamples
     assert bool(full.resamples) == (resample_every > 0)
@@ -369,3 +374,100 @@ def test_resume_refuses_a_cache_of_other_texts(tmp_path: Path) -> None:
     assert record["cache_input"] is None
     with pytest.raises(ConfigError, match="other settings or data"):
         train_sae(caches[1], config=config, out=tmp_path / "run")
+
+
+# --------------------------------------------------------------------------- BatchTopK
+def test_batchtopk_step_keeps_the_batch_top_and_learns_a_threshold(
+        cache: ActivationCache) -> None:
+    """One step's codes are the batch's n * k largest positive pre-activations (a dense
+    reference), tokens use different numbers of latents, and the threshold is the
+    smallest kept value."""
+    from auditor.sae.train import _Trainer
+
+    cfg = _config(activation="batchtopk", auxk_alpha=0.0)
+    trainer = _Trainer(d_in=D, config=cfg)
+    x = cache.tensors(HOOK)["acts"][:64]
+    trainer.initialise(x)
+    p = {n: t.detach().clone() for n, t in trainer.params.items()}
+    pre = torch.relu((x - p["b_dec"]) @ p["W_enc"].T + p["b_enc"])
+    boundary = pre.reshape(-1).topk(64 * 4).values.min()
+    z = pre * (pre >= boundary)
+    expected_fvu = (z @ p["W_dec"] + p["b_dec"] - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    metrics = trainer.step(x, lr=1e-3)
+    assert metrics["fvu"] == pytest.approx(float(expected_fvu), rel=1e-5)
+    assert trainer.threshold == pytest.approx(float(boundary), rel=1e-6)
+    per_token = (z > 0).sum(dim=1)
+    assert int(per_token.sum()) == 64 * 4 and int(per_token.min()) != int(per_token.max())
+    fired = torch.zeros(32, dtype=torch.bool)
+    fired[(z > 0).any(dim=0)] = True
+    assert bool((trainer.since_fired[fired] == 0).all())
+    assert bool((trainer.since_fired[~fired] == 64).all())
+    # The next step moves the threshold by the running mean, not to the new batch's value.
+    first = trainer.threshold
+    trainer.step(cache.tensors(HOOK)["acts"][64:128], lr=1e-3)
+    assert trainer.threshold is not None and trainer.threshold != first
+
+
+def test_batchtopk_caps_the_latents_of_one_token(cache: ActivationCache,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token whose pre-activations dominate the batch keeps at most batchtopk_max_k."""
+    import auditor.sae.train as train_module
+
+    cfg = _config(activation="batchtopk", batchtopk_max_k=6, auxk_alpha=0.0)
+    trainer = train_module._Trainer(d_in=D, config=cfg)
+    x = cache.tensors(HOOK)["acts"][:64].clone()
+    trainer.initialise(x)
+    x[0] *= 100.0  # every latent that fires on it fires hugely
+    decoded: list[torch.Tensor] = []
+    decode = train_module._sparse_decode
+
+    def spy(indices: torch.Tensor, values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        decoded.append(values.detach().clone())
+        return decode(indices, values, w)
+
+    monkeypatch.setattr(train_module, "_sparse_decode", spy)
+    trainer.step(x, lr=1e-3)
+    values = decoded[0]
+    assert values.shape == (64, 6)
+    assert int((values[0] > 0).sum()) == 6 and int((values > 0).sum()) <= 64 * 4
+
+
+def test_batchtopk_training_saves_a_thresholded_sae(cache: ActivationCache,
+                                                   tmp_path: Path) -> None:
+    cfg = _config(activation="batchtopk", n_tokens=64 * 120)
+    result = train_sae(cache, config=cfg, out=tmp_path / "b")
+    fvus = [h["fvu"] for h in result.history]
+    assert fvus[-1] < 0.6 * fvus[0]
+    loaded = load_sae(tmp_path / "b")
+    assert loaded.cfg.activation == "batchtopk" and loaded.cfg.k == 4
+    threshold = loaded.cfg.batchtopk_threshold
+    assert threshold is not None and threshold > 0
+    saved = json.loads((tmp_path / "b" / TRAINING_FILENAME).read_text())
+    assert saved["config"]["activation"] == "batchtopk"
+    # Inference applies the threshold, token by token: codes do not depend on the batch,
+    # the mean number of active latents stays near k, and it varies between tokens.
+    x = cache.tensors(HOOK, split="heldout", heldout_fraction=0.1)["acts"]
+    z = loaded.encode(x)
+    torch.testing.assert_close(loaded.encode(x[:7]), z[:7])
+    s = loaded.cfg.input_scale
+    assert s is not None
+    pre = (x * s - loaded.b_dec) @ loaded.W_enc + loaded.b_enc
+    torch.testing.assert_close(z, torch.relu(pre) * (pre > threshold), rtol=1e-5, atol=1e-5)
+    active = (z > 0).sum(dim=1).float()
+    assert 2.0 < float(active.mean()) < 8.0 and float(active.std()) > 0
+    fvu = float((loaded(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    assert fvu < 0.6
+
+
+def test_batchtopk_can_continue_a_topk_sae(cache: ActivationCache, tmp_path: Path) -> None:
+    """A TopK SAE is a valid start for BatchTopK (the fine-tune Bussmann et al. describe),
+    and a BatchTopK init passes its threshold on."""
+    topk = train_sae(cache, config=_config(n_tokens=64 * 20), out=tmp_path / "t").sae
+    cfg = _config(activation="batchtopk", n_tokens=64 * 20)
+    first = train_sae(cache, config=cfg, out=tmp_path / "b1", init=topk).sae
+    assert first.cfg.activation == "batchtopk" and first.cfg.batchtopk_threshold is not None
+    from auditor.sae.train import _Trainer
+
+    trainer = _Trainer(d_in=D, config=cfg)
+    trainer.load_weights(first, renormalise=False)
+    assert trainer.threshold == first.cfg.batchtopk_threshold
