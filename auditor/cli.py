@@ -274,7 +274,8 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               default="float32", show_default=True,
               help="Precision of the dense encoder product that picks the top k "
                    "(bfloat16: 1.6x faster steps measured on a 2-core AVX512-BF16 CPU, "
-                   "bench/train_step.py; gradients stay float32).")
+                   "bench/train_step.py; gradients stay float32; several times slower "
+                   "where the CPU lacks native bfloat16, which training warns about).")
 @click.option("--activation", type=click.Choice(["topk", "batchtopk"]), default="topk",
               show_default=True,
               help="topk: k latents per token; batchtopk: the batch's batch-size × k largest, "

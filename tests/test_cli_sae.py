@@ -67,6 +67,8 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     assert card.count(libraries) == 2
 
 
+@pytest.mark.filterwarnings(  # where the CPU lacks native bfloat16 (tests/sae/test_train.py)
+    "ignore:encoder_dtype='bfloat16' on a CPU without:RuntimeWarning")
 def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     first = tmp_path / "first"

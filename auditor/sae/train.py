@@ -52,7 +52,8 @@ from auditor.sae.activations import ActivationCache
 from auditor.sae.config import HOOK_POINTS, SAEConfig
 from auditor.sae.model import SAE, WEIGHTS_FILENAME
 
-__all__ = ["TRAINING_FILENAME", "TrainConfig", "TrainResult", "geometric_median", "train_sae"]
+__all__ = ["TRAINING_FILENAME", "TrainConfig", "TrainResult", "geometric_median",
+           "native_bfloat16", "train_sae"]
 
 #: Summary of a finished run written next to the SAE: config, metrics, history.
 TRAINING_FILENAME = "training.json"
@@ -79,6 +80,18 @@ def _is_real(value: object) -> bool:
 
 
 StepCallback = Callable[[Mapping[str, Any]], None]
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX).
+
+    Without it oneDNN emulates bfloat16 and the encoder product is several times slower
+    than in float32 (5.6x measured on a 2-core AMD EPYC Zen 3 with AVX2 only).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: no fast bfloat16 path
+        return False
 
 
 @dataclass(frozen=True)
@@ -881,6 +894,11 @@ def train_sae(
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if config.encoder_dtype == "bfloat16" and not native_bfloat16():
+        warnings.warn(
+            "encoder_dtype='bfloat16' on a CPU without native bfloat16 matrix products "
+            "(AVX512-BF16/AMX): the encoder product is emulated and several times slower "
+            "than float32", RuntimeWarning, stacklevel=2)
     out = Path(out)
     started = time.perf_counter()
     acts = cache.tensors(config.hook, split="train", heldout_fraction=config.heldout_fraction,

@@ -323,6 +323,28 @@ def test_adam_step_is_the_textbook_formula() -> None:
         torch.testing.assert_close(trainer.exp_avg[n], m[n], rtol=1e-5, atol=1e-7)
 
 
+# Machine-dependent: where the CPU lacks native bfloat16 the run warns (tested below).
+_EMULATED_BF16 = "ignore:encoder_dtype='bfloat16' on a CPU without:RuntimeWarning"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_on_a_cpu_without_it_warns(cache: ActivationCache, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            native: bool) -> None:
+    import auditor.sae.train as train_module
+
+    assert isinstance(train_module.native_bfloat16(), bool)  # the real probe answers
+    monkeypatch.setattr(train_module, "native_bfloat16", lambda: native)
+    cfg = _config(encoder_dtype="bfloat16", n_tokens=64 * 2)
+    if native:
+        train_sae(cache, config=cfg, out=tmp_path / "sae")  # -W error: no warning at all
+    else:
+        with pytest.warns(RuntimeWarning, match="several times slower than float32"):
+            train_sae(cache, config=cfg, out=tmp_path / "sae")
+    train_sae(cache, config=_config(n_tokens=64 * 2), out=tmp_path / "fp32")  # never warns
+
+
+@pytest.mark.filterwarnings(_EMULATED_BF16)
 def test_bfloat16_encoder_trains_like_float32(cache: ActivationCache, tmp_path: Path) -> None:
     """The bf16 encoder product only rounds the forward values: same descent, close FVU."""
     runs = {dt: train_sae(cache, config=_config(encoder_dtype=dt, checkpoint_every=30),
