@@ -1,10 +1,12 @@
-"""How fast is one SAE training step, float32 against bfloat16 encoder product?
+"""How fast is one SAE training step: float32 TopK against a bfloat16 encoder product and
+against BatchTopK?
 
-Times ``--steps`` optimizer steps of the TopK trainer (:mod:`auditor.sae.train`) at the
+Times ``--steps`` optimizer steps of the trainer (:mod:`auditor.sae.train`) at the
 shipped SAE's shape (d_in 640, width 10,240, k 64, 4,096 tokens a step) on random
-activations, alternating the two ``encoder_dtype`` settings in this one process (so a
-noisy machine slows both alike), and prints seconds per step, tokens/s and the ratio to
-float32. The FVU after the timed steps is printed too: both settings must descend alike.
+activations, alternating the settings in this one process (so a noisy machine slows all
+alike), and prints seconds per step, tokens/s and the ratio to float32 TopK. The FVU
+after the timed steps is printed too: the settings must descend alike. Whether the CPU
+multiplies bfloat16 natively is printed first: where it does not, bfloat16 is slower.
 
 Usage::
 
@@ -18,16 +20,19 @@ import time
 
 import torch
 
-from auditor.sae.train import TrainConfig, _Trainer
+from auditor.sae.train import TrainConfig, _Trainer, native_bfloat16
 
-DTYPES = ("float32", "bfloat16")
+#: (activation, encoder dtype); the first is the baseline.
+VARIANTS = (("topk", "float32"), ("topk", "bfloat16"), ("batchtopk", "float32"))
 
 
-def time_steps(dtype: str, x: torch.Tensor, *, width: int, k: int,
+def time_steps(variant: tuple[str, str], x: torch.Tensor, *, width: int, k: int,
                steps: int) -> tuple[float, float]:
     """Seconds per step (after two warm-up steps) and the last step's FVU."""
+    activation, dtype = variant
     cfg = TrainConfig(layer=9, d_sae=width, k=k, batch_size=x.shape[0],
-                      n_tokens=x.shape[0] * (steps + 2), encoder_dtype=dtype)
+                      n_tokens=x.shape[0] * (steps + 2), encoder_dtype=dtype,
+                      activation=activation)
     trainer = _Trainer(d_in=x.shape[1], config=cfg)
     trainer.initialise(x[:4096])
     for _ in range(2):
@@ -52,22 +57,24 @@ def main() -> None:
     idx = torch.randint(0, dirs.shape[0], (args.batch_size, 48), generator=g)
     x = (torch.rand(args.batch_size, 48, 1, generator=g) * dirs[idx]).sum(1)
     x += 0.05 * torch.randn(x.shape, generator=g)
-    seconds: dict[str, list[float]] = {d: [] for d in DTYPES}
-    fvu: dict[str, float] = {}
+    seconds: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
+    fvu: dict[tuple[str, str], float] = {}
     for _ in range(args.rounds):
-        for dtype in DTYPES:
-            s, f = time_steps(dtype, x, width=args.width, k=args.k, steps=args.steps)
-            seconds[dtype].append(s)
-            fvu[dtype] = f
-    base = min(seconds["float32"])
-    print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, width {args.width}, "
-          f"k {args.k}, best of {args.rounds} rounds of {args.steps} steps")
-    print("| encoder dtype | s/step | tokens/s | speed vs float32 | FVU after |")
-    print("|---|---|---|---|---|")
-    for dtype in DTYPES:
-        s = min(seconds[dtype])
-        print(f"| {dtype} | {s:.3f} | {args.batch_size / s:,.0f} | {base / s:.2f}x "
-              f"| {fvu[dtype]:.4f} |")
+        for variant in VARIANTS:
+            s, f = time_steps(variant, x, width=args.width, k=args.k, steps=args.steps)
+            seconds[variant].append(s)
+            fvu[variant] = f
+    base = min(seconds[VARIANTS[0]])
+    print(f"native bfloat16: {native_bfloat16()}; threads {torch.get_num_threads()}, batch "
+          f"{args.batch_size}, width {args.width}, k {args.k}, best of {args.rounds} rounds "
+          f"of {args.steps} steps")
+    print("| activation | encoder dtype | s/step | tokens/s | speed vs float32 TopK "
+          "| FVU after |")
+    print("|---|---|---|---|---|---|")
+    for variant in VARIANTS:
+        s = min(seconds[variant])
+        print(f"| {variant[0]} | {variant[1]} | {s:.3f} | {args.batch_size / s:,.0f} "
+              f"| {base / s:.2f}x | {fvu[variant]:.4f} |")
 
 
 if __name__ == "__main__":
