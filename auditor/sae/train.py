@@ -534,15 +534,19 @@ class _Trainer:
             # and where fewer are, the extra picks get value 0 from the relu below (no
             # reconstruction, no gradient, not counted as firing).
             top_idx = pre.topk(cfg.candidates_per_token, dim=-1, sorted=False).indices
-            keep = None
+            rows = offsets = None
             if cfg.activation == "batchtopk":
+                # Ragged codes: only the kept entries (batch × k of them), each with its
+                # token, so the sparse products cost what TopK's do, not 4x that.
                 keep, smallest = _batch_top(pre.gather(1, top_idx), cfg.k * x.shape[0])
+                rows, cols = keep.nonzero(as_tuple=True)
+                top_idx = top_idx[rows, cols]
+                offsets = _bag_offsets(rows, x.shape[0])
                 self.threshold = smallest if self.threshold is None else (
                     _THRESHOLD_MOMENTUM * self.threshold + (1 - _THRESHOLD_MOMENTUM) * smallest)
-        top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], pre=pre))
-        if keep is not None:  # candidates outside the batch's top get value 0 and no gradient
-            top_vals = top_vals * keep
-        x_hat = _sparse_decode(top_idx, top_vals, p["W_dec"]) + p["b_dec"]
+        top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], pre=pre,
+                                            rows=rows))
+        x_hat = _sparse_decode(top_idx, top_vals, p["W_dec"], offsets=offsets) + p["b_dec"]
         error = x_hat - x
         total_variance = (x - x.mean(dim=0)).pow(2).sum()
         fvu = error.pow(2).sum() / total_variance
@@ -698,9 +702,11 @@ def _check_tensor(tensors: Mapping[str, torch.Tensor], key: str, like: torch.Ten
 class _SelectedPre(torch.autograd.Function):
     """Pre-activations of the selected latents, with a sparse backward pass.
 
-    The forward pass only gathers from the dense pre-activations that were computed
-    without autograd to pick the top k. The backward pass needs three products with the
-    sparse ``[n, d_sae]`` matrix ``G`` of output gradients (``n * k`` non-zeros):
+    The selection is ``indices`` ``[n, k]`` (k latents per token) or, with ``rows``, a
+    ragged list: entry ``j`` is latent ``indices[j]`` of token ``rows[j]`` (sorted by
+    token). The forward pass only gathers from the dense pre-activations that were computed
+    without autograd to pick the latents. The backward pass needs three products with the
+    sparse ``[n, d_sae]`` matrix ``G`` of output gradients (one non-zero per entry):
     ``G.T @ sae_in`` for ``W_enc`` (a CSR matrix product), ``G @ W_enc`` for the input
     (an ``embedding_bag``) and the column sums of ``G`` for ``b_enc``. Gathering ``[n, k,
     d_in]`` encoder rows instead, as plain autograd does, was 60 % of a step's time.
@@ -708,36 +714,43 @@ class _SelectedPre(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, pre: torch.Tensor, indices: torch.Tensor, sae_in: torch.Tensor,
-        w_enc: torch.Tensor, b_enc: torch.Tensor,
+        ctx: Any, pre: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor | None,
+        sae_in: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor,
     ) -> torch.Tensor:
-        ctx.save_for_backward(indices, sae_in, w_enc)
-        return pre.gather(1, indices).to(sae_in.dtype)
+        if rows is None:  # k per token: a ragged list in which every token has k entries
+            values = pre.gather(1, indices)
+            rows = torch.arange(sae_in.shape[0], device=indices.device).repeat_interleave(
+                indices.shape[1])
+        else:
+            values = pre[rows, indices]
+        ctx.save_for_backward(indices, rows, sae_in, w_enc)
+        return values.to(sae_in.dtype)
 
     @staticmethod
     def backward(
         ctx: Any, grad: torch.Tensor
-    ) -> tuple[None, None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        indices, sae_in, w_enc = ctx.saved_tensors
-        d_sae = w_enc.shape[0]
+    ) -> tuple[None, None, None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        indices, rows, sae_in, w_enc = ctx.saved_tensors
+        d_sae, n = w_enc.shape[0], sae_in.shape[0]
+        flat, flat_grad = indices.reshape(-1), grad.reshape(-1)
         grad_in = grad_w = grad_b = None
-        if ctx.needs_input_grad[2]:
-            grad_in = torch.nn.functional.embedding_bag(
-                indices, w_enc, per_sample_weights=grad, mode="sum")
         if ctx.needs_input_grad[3]:
-            grad_w = _transposed_sparse(indices, grad, d_sae) @ sae_in
+            grad_in = torch.nn.functional.embedding_bag(
+                flat, w_enc, _bag_offsets(rows, n), per_sample_weights=flat_grad, mode="sum")
         if ctx.needs_input_grad[4]:
+            grad_w = _transposed_sparse(rows, flat, flat_grad, d_sae, n) @ sae_in
+        if ctx.needs_input_grad[5]:
             grad_b = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(
-                0, indices.reshape(-1), grad.reshape(-1))
-        return None, None, grad_in, grad_w, grad_b
+                0, flat, flat_grad)
+        return None, None, None, grad_in, grad_w, grad_b
 
 
 def _batch_top(candidates: torch.Tensor, budget: int) -> tuple[torch.Tensor, float]:
     """BatchTopK's choice among each token's candidate pre-activations ``[n, c]``.
 
-    Returns a float mask of the ``budget`` largest positive values of the whole batch
-    (ties at the boundary all kept) and the smallest kept value (0 when fewer than
-    ``budget`` are positive), the batch's threshold.
+    Returns the mask of the ``budget`` largest positive values of the whole batch (ties
+    at the boundary all kept) and the smallest kept value (0 when fewer than ``budget``
+    are positive), the batch's threshold.
     """
     flat = candidates.reshape(-1).float()
     if budget < flat.numel():
@@ -745,44 +758,58 @@ def _batch_top(candidates: torch.Tensor, budget: int) -> tuple[torch.Tensor, flo
     else:
         boundary = float(flat.min())
     boundary = max(boundary, 0.0)
-    keep = (candidates >= boundary) & (candidates > 0)
-    return keep.to(torch.float32), boundary
+    return (candidates >= boundary) & (candidates > 0), boundary
 
 
-def _transposed_sparse(indices: torch.Tensor, values: torch.Tensor, width: int) -> torch.Tensor:
-    """``[width, n]`` CSR matrix whose entry ``(indices[i, j], i)`` is ``values[i, j]``."""
-    n, k = indices.shape
-    flat = indices.reshape(-1)
-    order = torch.argsort(flat, stable=True)
-    crow = torch.zeros(width + 1, dtype=torch.int64, device=indices.device)
-    crow[1:] = torch.bincount(flat, minlength=width).cumsum(0)
+def _bag_offsets(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Where each of ``n`` tokens' entries start in a ragged list sorted by token ``rows``."""
+    offsets = torch.zeros(n, dtype=torch.int64, device=rows.device)
+    offsets[1:] = torch.bincount(rows, minlength=n)[:-1].cumsum(0)
+    return offsets
+
+
+def _transposed_sparse(rows: torch.Tensor, latents: torch.Tensor, values: torch.Tensor,
+                       width: int, n: int) -> torch.Tensor:
+    """``[width, n]`` CSR matrix whose entry ``(latents[j], rows[j])`` is ``values[j]``."""
+    order = torch.argsort(latents, stable=True)
+    crow = torch.zeros(width + 1, dtype=torch.int64, device=latents.device)
+    crow[1:] = torch.bincount(latents, minlength=width).cumsum(0)
     with warnings.catch_warnings():  # "CSR support is in beta": the product below is stable
         warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
-        return torch.sparse_csr_tensor(crow, order // k, values.reshape(-1)[order],
+        return torch.sparse_csr_tensor(crow, rows[order], values[order],
                                        size=(width, n), check_invariants=False)
 
 
 def _gathered_pre(
     sae_in: torch.Tensor, indices: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor,
-    *, pre: torch.Tensor | None = None,
+    *, pre: torch.Tensor | None = None, rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pre-activations of the latents ``indices`` (``[n, k]``); ``w_enc`` is ``[d_sae, d_in]``.
+    """Pre-activations of the latents ``indices``; ``w_enc`` is ``[d_sae, d_in]``.
 
-    ``pre`` is the dense ``sae_in @ w_enc.T + b_enc`` when it is already at hand (computed
-    without autograd); otherwise the selected rows are gathered.
+    ``indices`` is ``[n, k]``, or with ``rows`` a ragged list (entry ``j``: latent
+    ``indices[j]`` of token ``rows[j]``). ``pre`` is the dense ``sae_in @ w_enc.T + b_enc``
+    when it is already at hand (computed without autograd); otherwise the selected rows
+    are gathered.
     """
     if pre is not None:
-        return _SelectedPre.apply(pre, indices, sae_in, w_enc, b_enc)
-    rows = torch.nn.functional.embedding(indices, w_enc)  # [n, k, d_in]
-    return (rows * sae_in.unsqueeze(1)).sum(dim=2) + b_enc[indices]
+        return _SelectedPre.apply(pre, indices, rows, sae_in, w_enc, b_enc)
+    enc = torch.nn.functional.embedding(indices, w_enc)  # [n, k, d_in] or [m, d_in]
+    if rows is not None:
+        return (enc * sae_in[rows]).sum(dim=1) + b_enc[indices]
+    return (enc * sae_in.unsqueeze(1)).sum(dim=2) + b_enc[indices]
 
 
 def _sparse_decode(
-    indices: torch.Tensor, values: torch.Tensor, w_dec: torch.Tensor
+    indices: torch.Tensor, values: torch.Tensor, w_dec: torch.Tensor,
+    *, offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``sum_j values[:, j] * w_dec[indices[:, j]]`` without a dense ``[n, d_sae]`` tensor."""
+    """``sum_j values[:, j] * w_dec[indices[:, j]]`` without a dense ``[n, d_sae]`` tensor.
+
+    With ``offsets``, ``indices`` and ``values`` are ragged lists sorted by token and
+    token ``i``'s entries start at ``offsets[i]``.
+    """
     return torch.nn.functional.embedding_bag(
-        indices, w_dec, per_sample_weights=values, mode="sum"
+        indices, w_dec, offsets, per_sample_weights=values, mode="sum"
     )
 
 
