@@ -20,7 +20,10 @@ def test_the_default_is_among_them() -> None:
 @pytest.mark.parametrize("sae_dir", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_sae_loads_and_its_card_describes_it(sae_dir: Path) -> None:
     sae = load_sae(sae_dir)
-    assert (sae.cfg.d_in, sae.cfg.hook_layer, sae.cfg.activation) == (640, 9, "topk")
+    assert (sae.cfg.d_in, sae.cfg.hook_layer) == (640, 9)
+    # TopK, or BatchTopK that encodes token by token with its learned threshold
+    assert sae.cfg.activation == "topk" or (sae.cfg.activation == "batchtopk"
+                                           and sae.cfg.batchtopk_threshold is not None)
     weights = sae_dir / "sae.safetensors"
     assert weights.stat().st_size < 30e6  # fp16 on disk
     card = (sae_dir / "CARD.md").read_text(encoding="utf-8")
@@ -30,3 +33,4 @@ def test_shipped_sae_loads_and_its_card_describes_it(sae_dir: Path) -> None:
     assert f"| FVU | {evaluation['metrics']['fvu']:.4f} |" in card
     training = json.loads((sae_dir / "training.json").read_text())
     assert training["config"]["d_sae"] == sae.cfg.d_sae and training["config"]["k"] == sae.cfg.k
+    assert training["config"].get("activation", "topk") == sae.cfg.activation
