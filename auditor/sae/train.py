@@ -880,7 +880,7 @@ def train_sae(
     progress: bool = False,
     on_step: StepCallback | None = None,
 ) -> TrainResult:
-    """Train a TopK SAE on the training split of ``cache`` and save it into ``out``.
+    """Train a TopK or BatchTopK SAE on the training split of ``cache``; save it into ``out``.
 
     Parameters
     ----------
