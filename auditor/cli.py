@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -332,14 +332,19 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               help="Column of --groups-from naming each document's genre.")
 @click.option("--whole-cache/--heldout-only", default=False, show_default=True,
               help="Also count dead latents over every cached token (training split too).")
+@click.option("--split", type=click.Choice(["heldout", "all", "train"]), default="heldout",
+              show_default=True,
+              help="Cache split to score; 'all' for a cache of text the SAE never trained "
+                   "on (refused when its training chain read that text).")
 def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce_docs: int,
              max_length: int, layer: int | None, card: bool, groups_from: Path | None,
-             group_column: str, whole_cache: bool) -> None:
+             group_column: str, whole_cache: bool,
+             split: Literal["heldout", "all", "train"]) -> None:
     """FVU, L0, dead/dense latents, density and ΔCE of an SAE; written into its card."""
     from auditor.jobs.sae import run_sae_eval, write_card
 
     record = run_sae_eval(path, cache=cache, layer=layer, corpus=corpus, model=model,
-                          ce_docs=ce_docs, max_length=max_length, write=card,
+                          ce_docs=ce_docs, max_length=max_length, write=card, split=split,
                           groups_from=groups_from, group_column=group_column,
                           whole_cache_density=whole_cache)
     if card and path.is_dir():

@@ -12,7 +12,7 @@ import transformers
 from auditor.cli import main
 from auditor.io import count_documents, input_fingerprint
 from auditor.jobs.sae import read_corpus_texts, write_card
-from auditor.sae import load_sae, texts_fingerprint
+from auditor.sae import load_sae, open_cache, texts_fingerprint
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
 
@@ -180,3 +180,49 @@ def test_eval_group_column_must_exist(tiny_llama_dir: Path, tmp_path: Path,
                  "--groups-from", str(SAMPLE), "--group-column", "missing"]) != 0
     err = capsys.readouterr().err
     assert "missing" in err and "sample.jsonl" in err
+
+
+def test_eval_whole_cache_of_unseen_text(tiny_llama_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # --split all scores every token of a cache, which is right only for text that no run
+    # of the SAE's chain read: the held-out documents of an earlier corpus collected alone
+    lines = SAMPLE.read_text().splitlines()
+    parts = {name: tmp_path / f"{name}.jsonl" for name in ("a", "b", "c")}
+    for i, path in enumerate(parts.values()):
+        path.write_text("\n".join(lines[i::3]) + "\n")
+    common = ["--layer", "1", "--width", "64", "--k", "4", "--batch-size", "256",
+              "--max-length", "32", "--model", str(tiny_llama_dir), "--tokens", "2560"]
+    runs = {name: tmp_path / f"run-{name}" for name in parts}
+    assert main(["sae", "train", "--out", str(runs["a"]), "--corpus", str(parts["a"]),
+                 *common]) == 0
+    assert main(["sae", "train", "--out", str(runs["b"]), "--corpus", str(parts["b"]),
+                 "--init", str(runs["a"]), *common]) == 0
+    assert main(["sae", "train", "--out", str(runs["c"]), "--corpus", str(parts["c"]),
+                 *common]) == 0
+    capsys.readouterr()
+
+    for cache, which in ((runs["b"], "its last run"), (runs["a"], "run -1 of its training")):
+        assert main(["sae", "eval", str(runs["b"]), "--cache", str(cache / "activations"),
+                     "--split", "all"]) != 0
+        err = capsys.readouterr().err
+        assert which in err and "--split heldout" in err and str(cache / "activations") in err
+
+    unseen = runs["c"] / "activations"
+    assert main(["sae", "eval", str(runs["b"]), "--cache", str(unseen), "--split", "all",
+                 "--groups-from", str(parts["c"]), "--group-column", "genre"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["cache"]["split"] == "all"
+    assert record["metrics"]["n_tokens"] == open_cache(unseen).n_tokens
+    genres = {json.loads(line)["genre"] for line in parts["c"].read_text().splitlines()}
+    assert set(record["metrics"]["fvu_by_group"]) == genres  # every document, not 5 %
+    card = (runs["b"] / "CARD.md").read_text()
+    assert (f"## Evaluation (every token of a cache of `c.jsonl` "
+            f"({input_fingerprint(parts['c'])[:19]}…), {len(lines[2::3]):,} documents: text "
+            "no run of this SAE trained on)") in card
+    # the held-out split of the SAE's own cache is still allowed, and headed as such
+    assert main(["sae", "eval", str(runs["b"]), "--cache", str(runs["b"] / "activations")]) == 0
+    assert "## Evaluation (held-out documents)" in (runs["b"] / "CARD.md").read_text()
+    assert main(["sae", "eval", str(runs["b"]), "--cache", str(runs["b"] / "activations"),
+                 "--split", "train"]) == 0
+    assert ("## Evaluation (training documents: not unseen text)"
+            in (runs["b"] / "CARD.md").read_text())

@@ -209,7 +209,9 @@ def run_sae_eval(
     ce_docs, max_length
         How much text ΔCE uses.
     split
-        Which cache split to score (``'heldout'`` by default: never trained on).
+        Which cache split to score: ``'heldout'`` (the default, never trained on), or
+        ``'all'`` for a cache collected from text no run of this SAE trained on (e.g. the
+        held-out documents of an earlier corpus, collected on their own), or ``'train'``.
     device
         Device for ΔCE.
     write
@@ -221,6 +223,12 @@ def run_sae_eval(
         Also count firing over every cached token (training split included): a latent
         that fires once in 10^5 tokens looks dead on a small held-out split, so this is
         the fairer dead-latent count (the held-out one is kept too).
+
+    Raises
+    ------
+    ConfigError
+        ``split='all'`` on a cache of text that a run of this SAE's training chain (its
+        ``training.json`` and the runs it continued) read.
     """
     from auditor.lm import HookPoint
     from auditor.sae import delta_ce, evaluate_sae, load_sae, open_cache
@@ -231,6 +239,8 @@ def run_sae_eval(
                           path=sae_path)
     hook = HookPoint(sae.cfg.hook_layer, sae.cfg.hook_point)
     acts = open_cache(cache)
+    if split == "all":
+        _refuse_training_text(sae_path, acts.manifest.get("texts"), cache=cache)
     doc_groups = (read_corpus_groups(groups_from, group_column=group_column)
                   if groups_from is not None else None)
     metrics = evaluate_sae(sae, acts, hook=hook, split=split, doc_groups=doc_groups)
@@ -238,7 +248,8 @@ def run_sae_eval(
         "auditor_version": __version__,
         "libraries": library_versions(),
         "sae_sha256": sae.sha256,
-        "cache": {"path": str(cache), "model": acts.manifest.get("model"), "split": split},
+        "cache": {"path": str(cache), "model": acts.manifest.get("model"), "split": split,
+                  "input": acts.manifest.get("input"), "texts": acts.manifest.get("texts")},
         "metrics": metrics.to_dict(),
     }
     if groups_from is not None:
@@ -265,6 +276,49 @@ def run_sae_eval(
     if write and Path(sae_path).is_dir():
         _write_json(Path(sae_path) / EVALUATION_FILENAME, record)
     return record
+
+
+def _refuse_training_text(sae_path: str | Path, texts: Any, *, cache: str | Path) -> None:
+    """Refuse to score a whole cache as unseen when the SAE's training chain read its text.
+
+    The texts fingerprint of the cache is compared with that of every run in the chain
+    (``training.json`` and the ``init`` records inside it); runs too old to record one
+    cannot be checked.
+    """
+    wanted = texts.get("sha256") if isinstance(texts, Mapping) else None
+    if not wanted or not Path(sae_path).is_dir():
+        return
+    run: Any = _read_json(Path(sae_path) / "training.json")
+    depth = 0
+    while isinstance(run, Mapping):
+        seen = run.get("cache_texts")
+        if isinstance(seen, Mapping) and seen.get("sha256") == wanted:
+            which = "its last run" if depth == 0 else f"run -{depth} of its training chain"
+            raise ConfigError(
+                f"the cache holds the text {which} trained on, so its tokens are not "
+                "unseen; score its held-out split (--split heldout) or a cache of other "
+                "text", path=cache, field="split")
+        init = run.get("init")
+        run = init.get("training") if isinstance(init, Mapping) else None
+        depth += 1
+
+
+def _evaluation_heading(cache: Mapping[str, Any]) -> str:
+    """The card's evaluation heading: which tokens were scored."""
+    split = cache.get("split", "heldout")
+    if split == "heldout":
+        return "## Evaluation (held-out documents)"
+    if split == "train":
+        return "## Evaluation (training documents: not unseen text)"
+    source: Mapping[str, Any] = cache.get("input") or {}
+    texts: Mapping[str, Any] = cache.get("texts") or {}
+    named = (f" of `{Path(str(source['path'])).name}`" if source.get("path") else "")
+    if source.get("fingerprint"):
+        named += f" ({str(source['fingerprint'])[:19]}…)"
+    if texts.get("docs") is not None:
+        named += f", {int(texts['docs']):,} documents"
+    return (f"## Evaluation (every token of a cache{named}: text no run of this SAE "
+            "trained on)")
 
 
 def _init_lines(training: Mapping[str, Any]) -> list[str]:
@@ -380,7 +434,7 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -
         lines += [*_init_lines(training), ""]
     if evaluation:
         m = evaluation["metrics"]
-        lines += ["## Evaluation (held-out documents)", "",
+        lines += [_evaluation_heading(evaluation.get("cache") or {}), "",
                   "| metric | value |", "|---|---|",
                   f"| FVU | {m['fvu']:.4f} |",
                   f"| FVU without the top principal direction "
