@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CORPUS",
+    "EMULATED_BF16_WARNING",
     "SPECIAL_TOKENS",
     "make_random_sae",
     "make_tiny_model",
@@ -40,6 +41,11 @@ __all__ = [
 ]
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<bos>", "<eos>", "<pad>", "<unk>")
+
+#: A ``pytest.mark.filterwarnings`` filter for the warning that bfloat16 training gives on a
+#: CPU without native bfloat16 products (machine-dependent, so tests of bf16 training that
+#: run under ``-W error`` ignore it; the warning itself is tested where it is raised).
+EMULATED_BF16_WARNING = "ignore:encoder_dtype='bfloat16' on a CPU without:RuntimeWarning"
 
 CORPUS: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",

@@ -13,6 +13,7 @@ from auditor.cli import main
 from auditor.io import count_documents, input_fingerprint
 from auditor.jobs.sae import read_corpus_texts, write_card
 from auditor.sae import load_sae, open_cache, texts_fingerprint
+from auditor.testing import EMULATED_BF16_WARNING
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
 
@@ -67,8 +68,7 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     assert card.count(libraries) == 2
 
 
-@pytest.mark.filterwarnings(  # where the CPU lacks native bfloat16 (tests/sae/test_train.py)
-    "ignore:encoder_dtype='bfloat16' on a CPU without:RuntimeWarning")
+@pytest.mark.filterwarnings(EMULATED_BF16_WARNING)
 def test_train_continues_from_an_init_sae(tiny_llama_dir: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     first = tmp_path / "first"

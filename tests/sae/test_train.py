@@ -15,6 +15,7 @@ from auditor.errors import ConfigError
 from auditor.sae import SAE, SAEConfig, load_sae
 from auditor.sae.activations import ActivationCache, ActivationCacheWriter, open_cache
 from auditor.sae.train import TRAINING_FILENAME, TrainConfig, geometric_median, train_sae
+from auditor.testing import EMULATED_BF16_WARNING
 
 D = 16
 HOOK = "layer0.resid_post"
@@ -364,7 +365,7 @@ def test_adam_step_is_the_textbook_formula() -> None:
 
 
 # Machine-dependent: where the CPU lacks native bfloat16 the run warns (tested below).
-_EMULATED_BF16 = "ignore:encoder_dtype='bfloat16' on a CPU without:RuntimeWarning"
+_EMULATED_BF16 = EMULATED_BF16_WARNING
 
 
 @pytest.mark.parametrize("native", [True, False])
