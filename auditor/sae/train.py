@@ -534,15 +534,8 @@ class _Trainer:
             # The top k of pre, not of relu(pre): the same latents wherever k are positive,
             # and where fewer are, the extra picks get value 0 from the relu below (no
             # reconstruction, no gradient, not counted as firing).
-            top_idx = pre.topk(cfg.candidates_per_token, dim=-1, sorted=False).indices
-            rows = offsets = None
-            if cfg.activation == "batchtopk":
-                # Ragged codes: only the kept entries (batch × k of them), each with its
-                # token, so the sparse products cost what TopK's do, not 4x that.
-                keep, smallest = _batch_top(pre.gather(1, top_idx), cfg.k * x.shape[0])
-                rows, cols = keep.nonzero(as_tuple=True)
-                top_idx = top_idx[rows, cols]
-                offsets = _bag_offsets(rows, x.shape[0])
+            top_idx, rows, offsets, smallest = self._select(pre)
+            if smallest is not None:
                 self.threshold = smallest if self.threshold is None else (
                     _THRESHOLD_MOMENTUM * self.threshold + (1 - _THRESHOLD_MOMENTUM) * smallest)
         top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], pre=pre,
@@ -582,6 +575,25 @@ class _Trainer:
                 "auxk_loss": float(auxk_loss.detach()),
                 "dead_frac": dead_frac}
 
+    def _select(self, pre: torch.Tensor) -> tuple[
+            torch.Tensor, torch.Tensor | None, torch.Tensor | None, float | None]:
+        """The latents a step uses, from the dense pre-activations ``[n, d_sae]``.
+
+        Returns ``(indices, rows, offsets, smallest)``: for TopK ``indices`` is ``[n, k]``
+        and the rest ``None``; for BatchTopK a ragged list (entry ``j``: latent
+        ``indices[j]`` of token ``rows[j]``), its bag ``offsets`` and the batch's smallest
+        kept value.
+        """
+        cfg = self.config
+        top_idx = pre.topk(cfg.candidates_per_token, dim=-1, sorted=False).indices
+        if cfg.activation != "batchtopk":
+            return top_idx, None, None, None
+        # Ragged codes: only the kept entries (batch × k of them), each with its token, so
+        # the sparse products cost what TopK's do, not 4x that.
+        keep, smallest = _batch_top(pre.gather(1, top_idx), cfg.k * pre.shape[0])
+        rows, cols = keep.nonzero(as_tuple=True)
+        return top_idx[rows, cols], rows, _bag_offsets(rows, pre.shape[0]), smallest
+
     def _dense_pre(self, sae_in: torch.Tensor) -> torch.Tensor:
         """``sae_in @ W_enc.T + b_enc`` in ``encoder_dtype``, into the reused buffer."""
         p, dtype = self.params, self.encoder_dtype
@@ -604,9 +616,11 @@ class _Trainer:
             return 0
         p = self.params
         sae_in = x - p["b_dec"]
-        pre = torch.addmm(p["b_enc"], sae_in, p["W_enc"].T)
-        top_vals, top_idx = torch.relu(pre).topk(self.config.k, dim=-1, sorted=False)
-        error = x - (_sparse_decode(top_idx, top_vals, p["W_dec"]) + p["b_dec"])
+        # The error of the codes a step would use (for BatchTopK: the batch's top, not
+        # each token's top k); the threshold is not moved.
+        top_idx, rows, offsets, _ = self._select(self._dense_pre(sae_in))
+        top_vals = torch.relu(_gathered_pre(sae_in, top_idx, p["W_enc"], p["b_enc"], rows=rows))
+        error = x - (_sparse_decode(top_idx, top_vals, p["W_dec"], offsets=offsets) + p["b_dec"])
         weight = error.pow(2).sum(dim=1).double()
         if not float(weight.sum()) > 0:
             return 0

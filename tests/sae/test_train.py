@@ -471,6 +471,34 @@ def test_batchtopk_step_keeps_the_batch_top_and_learns_a_threshold(
     assert trainer.threshold is not None and trainer.threshold != first
 
 
+def test_batchtopk_resamples_toward_its_own_reconstruction_error(
+        cache: ActivationCache) -> None:
+    """Resampled directions are errors of the batch-top codes a step uses, not of each
+    token's top k."""
+    from auditor.sae.train import _Trainer
+
+    trainer = _Trainer(d_in=D, config=_config(activation="batchtopk", dead_tokens=64))
+    x = cache.tensors(HOOK)["acts"][:64]
+    trainer.initialise(x)
+    p = {n: t.detach().clone() for n, t in trainer.params.items()}
+    pre = torch.relu((x - p["b_dec"]) @ p["W_enc"].T + p["b_enc"])
+    z_batch = pre * (pre >= pre.reshape(-1).topk(64 * 4).values.min())
+    z_token = pre * (pre >= pre.topk(4, dim=1).values[:, -1:])
+
+    def unit_errors(z: torch.Tensor) -> torch.Tensor:
+        error = x - (z @ p["W_dec"] + p["b_dec"])
+        return error / error.norm(dim=1, keepdim=True)
+
+    trainer.since_fired[:16] = 64
+    assert trainer.resample_dead(x, generator=torch.Generator().manual_seed(0)) == 16
+    directions = trainer.params["W_dec"].detach()[:16]
+    best_batch = (directions @ unit_errors(z_batch).T).max(dim=1).values
+    best_token = (directions @ unit_errors(z_token).T).max(dim=1).values
+    torch.testing.assert_close(best_batch, torch.ones(16))
+    assert float(best_token.min()) < 0.999
+    assert trainer.threshold is None  # resampling does not move the threshold
+
+
 def test_batchtopk_caps_the_latents_of_one_token(cache: ActivationCache,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A token whose pre-activations dominate the batch keeps at most batchtopk_max_k."""
