@@ -808,11 +808,11 @@ def load_sae(
         raise SAEFormatError("no such file or directory", path=path)
     loaded = _LOADERS[format](path, k=k, layer=layer)
     cfg = replace(loaded.cfg, dtype=name)
-    sae = SAE(cfg)
+    with torch.device(device):  # built where it will live: no second copy of the weights
+        sae = SAE(cfg)
     with torch.no_grad():
         for tensor_name, value in sae.canonical_tensors().items():
             value.copy_(loaded.tensors[tensor_name].to(dtype))
-    sae.to(device=device)
     _check_finite_after_cast(sae, loaded.weights_path)
     sae.sha256 = _sha256(loaded.weights_path)
     sae.source_path = str(loaded.weights_path)
