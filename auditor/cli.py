@@ -283,7 +283,9 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
 @click.option("--batchtopk-max-k", type=int, default=None,
               help="BatchTopK: most latents one token may use in training (default 4 × k).")
 @click.option("--resume/--restart", default=True, show_default=True)
-@click.option("--device", default=None)
+@click.option("--device", default=None,
+              help="cpu, cuda, cuda:1 … for collection and training (default: cuda if "
+                   "available); a checkpoint resumes on any device.")
 @click.option("--progress/--no-progress", default=None)
 @click.option("--json", "as_json", is_flag=True)
 def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,

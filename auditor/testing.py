@@ -45,7 +45,7 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<bos>", "<eos>", "<pad>", "<unk>")
 #: A ``pytest.mark.filterwarnings`` filter for the warning that bfloat16 training gives on a
 #: CPU without native bfloat16 products (machine-dependent, so tests of bf16 training that
 #: run under ``-W error`` ignore it; the warning itself is tested where it is raised).
-EMULATED_BF16_WARNING = "ignore:encoder_dtype='bfloat16' on a CPU without:RuntimeWarning"
+EMULATED_BF16_WARNING = "ignore:encoder_dtype='bfloat16' on a device:RuntimeWarning"
 
 CORPUS: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",

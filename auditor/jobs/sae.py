@@ -94,7 +94,8 @@ def run_sae_train(
         Cap on the tokens collected from ``corpus``.
     max_length, batch_size, lr, seed, resume, device, progress
         Collection window, training batch (tokens), learning rate (None: scaled by width),
-        seed, resume from the last checkpoint, device, progress bars.
+        seed, resume from the last checkpoint, the device for collection and training
+        (None: CUDA when available), progress bars.
     init
         An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from,
         e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
@@ -140,7 +141,7 @@ def run_sae_train(
     else:
         acts = open_cache(cache)
     result = train_sae(acts, config=config, out=out, resume=resume, init=start,
-                       progress=progress)
+                       progress=progress, device=device)
     if init is not None:
         _record_init_training(Path(out), Path(init))
     return dict(result.to_dict())

@@ -17,6 +17,7 @@ from auditor.lm.loading import (
     cache_dir,
     find_layers,
     load_model,
+    native_bfloat16,
     resolve_device_dtype,
     weights_sha256,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "collate",
     "find_layers",
     "load_model",
+    "native_bfloat16",
     "plan_batches",
     "resolve_device_dtype",
     "special_affixes",

@@ -33,6 +33,7 @@ __all__ = [
     "cache_dir",
     "find_layers",
     "load_model",
+    "native_bfloat16",
     "resolve_device_dtype",
     "weights_sha256",
 ]
@@ -113,7 +114,7 @@ def resolve_device_dtype(
 
     if dtype is None:
         if resolved_device.type == "cuda":
-            bf16 = _native_bf16(resolved_device)
+            bf16 = native_bfloat16(resolved_device)
             resolved_dtype = torch.bfloat16 if bf16 else torch.float16
         else:
             resolved_dtype = torch.float32
@@ -126,12 +127,31 @@ def resolve_device_dtype(
     return resolved_device, resolved_dtype
 
 
-def _native_bf16(device: torch.device) -> bool:
-    """Whether a CUDA device computes in bfloat16 natively (Ampere or newer, or ROCm)."""
-    if torch.version.hip:
-        return True
-    major, _minor = torch.cuda.get_device_capability(device)
-    return major >= 8
+def native_bfloat16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively.
+
+    On a CUDA device: compute capability 8.0+ (Ampere or newer) or ROCm. On the CPU:
+    AVX512-BF16 or AMX, as oneDNN reports it. Elsewhere bfloat16 is emulated, several times
+    slower than float32 (5.6x measured for the SAE encoder product on a 2-core AMD EPYC
+    Zen 3 with AVX2 only), so auditor does not choose it.
+
+    Examples
+    --------
+    >>> isinstance(native_bfloat16("cpu"), bool)
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if torch.version.hip:
+            return True
+        major, _minor = torch.cuda.get_device_capability(device)
+        return major >= 8
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: no fast bfloat16 path
+        return False
 
 
 @dataclass

@@ -52,8 +52,7 @@ from auditor.sae.activations import ActivationCache
 from auditor.sae.config import HOOK_POINTS, SAEConfig
 from auditor.sae.model import SAE, WEIGHTS_FILENAME
 
-__all__ = ["TRAINING_FILENAME", "TrainConfig", "TrainResult", "geometric_median",
-           "native_bfloat16", "train_sae"]
+__all__ = ["TRAINING_FILENAME", "TrainConfig", "TrainResult", "geometric_median", "train_sae"]
 
 #: Summary of a finished run written next to the SAE: config, metrics, history.
 TRAINING_FILENAME = "training.json"
@@ -81,18 +80,6 @@ def _is_real(value: object) -> bool:
 
 
 StepCallback = Callable[[Mapping[str, Any]], None]
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX).
-
-    Without it oneDNN emulates bfloat16 and the encoder product is several times slower
-    than in float32 (5.6x measured on a 2-core AMD EPYC Zen 3 with AVX2 only).
-    """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN: no fast bfloat16 path
-        return False
 
 
 @dataclass(frozen=True)
@@ -435,18 +422,20 @@ class _DataStream:
     the seed and the step, which is what makes resuming exact.
     """
 
-    def __init__(self, acts: torch.Tensor, *, seed: int) -> None:
+    def __init__(self, acts: torch.Tensor, *, seed: int, device: torch.device) -> None:
         self.acts = acts
         self.n = acts.shape[0]
         self.seed = seed
+        self.device = device
         self._perms: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms[epoch] = torch.randperm(self.n, generator=generator)
+            # On the CPU whatever the device: the data order must not depend on it.
+            generator = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=generator, device="cpu")
         return self._perms[epoch]
 
     def take(self, start: int, count: int) -> torch.Tensor:
@@ -458,29 +447,34 @@ class _DataStream:
             parts.append(self._perm(epoch)[offset : offset + size])
             position += size
             count -= size
-        return self.acts[torch.cat(parts)].float()
+        # Moved in fp16 (half the bytes), widened on the device.
+        return self.acts[torch.cat(parts)].to(self.device, non_blocking=True).float()
 
 
 class _Trainer:
     """Parameters, Adam moments and latent statistics of one run."""
 
-    def __init__(self, *, d_in: int, config: TrainConfig) -> None:
+    def __init__(self, *, d_in: int, config: TrainConfig,
+                 device: torch.device | str = "cpu") -> None:
         self.config = config
         self.d_in = d_in
+        # Every tensor of the run lives here; only the data order, the init draw and the
+        # resample draw use CPU generators, so a seed means the same run on any device.
+        self.device = device = torch.device(device)
         self.params: dict[str, torch.Tensor] = {
             # Stored [d_sae, d_in] (rows = latents) so gathering latents is contiguous;
             # transposed to the canonical [d_in, d_sae] on export.
-            "W_enc": torch.zeros(config.d_sae, d_in),
-            "b_enc": torch.zeros(config.d_sae),
-            "W_dec": torch.zeros(config.d_sae, d_in),
-            "b_dec": torch.zeros(d_in),
+            "W_enc": torch.zeros(config.d_sae, d_in, device=device),
+            "b_enc": torch.zeros(config.d_sae, device=device),
+            "W_dec": torch.zeros(config.d_sae, d_in, device=device),
+            "b_dec": torch.zeros(d_in, device=device),
         }
         for p in self.params.values():
             p.requires_grad_(True)
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.adam_step = 0
-        self.since_fired = torch.zeros(config.d_sae, dtype=torch.int64)
+        self.since_fired = torch.zeros(config.d_sae, dtype=torch.int64, device=device)
         self.auxk_k = config.resolved_auxk_k(d_in)
         self.dead_tokens = config.resolved_dead_tokens
         self.encoder_dtype: torch.dtype = getattr(torch, config.encoder_dtype)
@@ -494,8 +488,8 @@ class _Trainer:
     @torch.no_grad()
     def initialise(self, sample: torch.Tensor) -> None:
         cfg = self.config
-        generator = torch.Generator().manual_seed(cfg.seed)
-        w_dec = torch.randn(cfg.d_sae, self.d_in, generator=generator)
+        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        w_dec = torch.randn(cfg.d_sae, self.d_in, generator=generator, device="cpu")
         w_dec /= w_dec.norm(dim=1, keepdim=True)
         self.params["W_dec"].copy_(w_dec)
         self.params["W_enc"].copy_(w_dec)
@@ -510,8 +504,8 @@ class _Trainer:
     @torch.no_grad()
     def load_weights(self, sae: SAE, *, renormalise: bool) -> None:
         for name in _PARAMS:
-            value = getattr(sae, name).detach().float().cpu()
-            self.params[name].copy_(value.T if name == "W_enc" else value)
+            value = getattr(sae, name).detach().float()
+            self.params[name].copy_(value.T if name == "W_enc" else value)  # to the device
         if self.config.activation == "batchtopk" and sae.cfg.batchtopk_threshold is not None:
             self.threshold = float(sae.cfg.batchtopk_threshold)
         if renormalise:
@@ -547,7 +541,7 @@ class _Trainer:
 
         dead = self.dead_mask()
         n_dead = int(dead.sum())
-        auxk_loss = torch.zeros(())
+        auxk_loss = torch.zeros((), device=x.device)
         if n_dead > 0 and cfg.auxk_alpha > 0:
             k_aux = min(self.auxk_k, n_dead)
             scale = min(n_dead / self.auxk_k, 1.0)
@@ -566,7 +560,7 @@ class _Trainer:
             self._project_decoder_grad()
             self._adam(lr)
             self._renormalise()
-            fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+            fired = torch.zeros(cfg.d_sae, dtype=torch.bool, device=x.device)
             fired[top_idx[top_vals > 0]] = True
             self.since_fired += x.shape[0]
             self.since_fired[fired] = 0
@@ -599,7 +593,7 @@ class _Trainer:
         p, dtype = self.params, self.encoder_dtype
         shape = (sae_in.shape[0], self.config.d_sae)
         if self._pre is None or self._pre.shape != shape:
-            self._pre = torch.empty(shape, dtype=dtype)
+            self._pre = torch.empty(shape, dtype=dtype, device=sae_in.device)
         return torch.addmm(p["b_enc"].detach().to(dtype), sae_in.detach().to(dtype),
                            p["W_enc"].detach().to(dtype).T, out=self._pre)
 
@@ -624,7 +618,9 @@ class _Trainer:
         weight = error.pow(2).sum(dim=1).double()
         if not float(weight.sum()) > 0:
             return 0
-        rows = torch.multinomial(weight, n, replacement=n > x.shape[0], generator=generator)
+        # Drawn on the CPU (``generator`` is a CPU generator): the same tokens on any device.
+        rows = torch.multinomial(weight.cpu(), n, replacement=n > x.shape[0],
+                                 generator=generator).to(x.device)
         direction = error[rows]
         direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
         alive = ~dead
@@ -657,7 +653,7 @@ class _Trainer:
         # formula: lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)), t being
         # this step's 1-based number.
         self.adam_step += 1
-        steps = [torch.tensor(float(self.adam_step)) for _ in names]
+        steps = [torch.tensor(float(self.adam_step), device=self.device) for _ in names]
         torch._fused_adam_(
             [self.params[n].data for n in names], [grads[n] for n in names],
             [self.exp_avg[n] for n in names], [self.exp_avg_sq[n] for n in names], [], steps,
@@ -671,16 +667,10 @@ class _Trainer:
 
     # ------------------------------------------------------------------ export
     def to_sae(self, *, input_scale: float, model_name: str | None) -> SAE:
-        cfg = self.config
-        # A BatchTopK SAE without a threshold yet (no step taken) encodes like TopK.
-        sae = SAE(SAEConfig(
-            d_in=self.d_in, d_sae=cfg.d_sae, activation=cfg.activation,  # type: ignore[arg-type]
-            k=cfg.k, hook_layer=cfg.layer, hook_point=cfg.point,  # type: ignore[arg-type]
-            apply_b_dec_to_input=True, normalize_activations="constant",
-            input_scale=float(input_scale), relu_before_topk=True, source_format="auditor",
-            model_name=model_name,
-            batchtopk_threshold=self.threshold if cfg.activation == "batchtopk" else None,
-        ))
+        # A BatchTopK SAE without a threshold yet (no step taken) encodes like TopK. The
+        # exported SAE lives on the CPU, wherever it was trained.
+        with torch.device("cpu"):
+            sae = self._new_sae(input_scale=input_scale, model_name=model_name)
         with torch.no_grad():
             for name in _PARAMS:
                 value = self.params[name].detach()
@@ -688,10 +678,23 @@ class _Trainer:
         sae.eval()
         return sae
 
+    def _new_sae(self, *, input_scale: float, model_name: str | None) -> SAE:
+        cfg = self.config
+        return SAE(SAEConfig(
+            d_in=self.d_in, d_sae=cfg.d_sae, activation=cfg.activation,  # type: ignore[arg-type]
+            k=cfg.k, hook_layer=cfg.layer, hook_point=cfg.point,  # type: ignore[arg-type]
+            apply_b_dec_to_input=True, normalize_activations="constant",
+            input_scale=float(input_scale), relu_before_topk=True, source_format="auditor",
+            model_name=model_name,
+            batchtopk_threshold=self.threshold if cfg.activation == "batchtopk" else None,
+        ))
+
     def optimizer_tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"exp_avg.{n}": t.clone() for n, t in self.exp_avg.items()}
-        out.update({f"exp_avg_sq.{n}": t.clone() for n, t in self.exp_avg_sq.items()})
-        out["since_fired"] = self.since_fired.clone()
+        """Copies on the CPU, for a checkpoint."""
+        out = {f"exp_avg.{n}": t.to("cpu", copy=True) for n, t in self.exp_avg.items()}
+        out.update({f"exp_avg_sq.{n}": t.to("cpu", copy=True)
+                    for n, t in self.exp_avg_sq.items()})
+        out["since_fired"] = self.since_fired.to("cpu", copy=True)
         return out
 
     @torch.no_grad()
@@ -700,7 +703,7 @@ class _Trainer:
             for name, value in target.items():
                 key = f"{prefix}.{name}"
                 _check_tensor(tensors, key, value, path)
-                value.copy_(tensors[key])
+                value.copy_(tensors[key])  # from the CPU to the run's device
         _check_tensor(tensors, "since_fired", self.since_fired, path)
         self.since_fired.copy_(tensors["since_fired"])
 
@@ -894,6 +897,7 @@ def train_sae(
     init: SAE | None = None,
     progress: bool = False,
     on_step: StepCallback | None = None,
+    device: torch.device | str | None = None,
 ) -> TrainResult:
     """Train a TopK or BatchTopK SAE on the training split of ``cache``; save it into ``out``.
 
@@ -919,6 +923,14 @@ def train_sae(
     on_step : callable or None
         Called after every step with ``step`` (1-based), ``steps``, ``tokens``, ``loss``,
         ``fvu``, ``auxk_loss``, ``dead_frac`` and ``lr``.
+    device : torch.device, str or None
+        Where the weights, optimizer state and batches live (``'cpu'``, ``'cuda'``,
+        ``'cuda:1'`` …); ``None`` is CUDA when available, else the CPU
+        (:func:`auditor.lm.resolve_device_dtype`). The training split stays in CPU memory
+        and each batch is moved over; the data order, the init and the resample draws come
+        from CPU generators, so a seed gives the same run on any device (up to floating
+        point). Checkpoints and the saved SAE are on the CPU, so a run may resume on
+        another device. Recorded in ``training.json``.
 
     Returns
     -------
@@ -928,19 +940,24 @@ def train_sae(
     ------
     ConfigError
         The hook is not in the cache, ``d_sae``/``k`` do not fit, ``init`` does not match,
-        or a checkpoint in ``out`` was made with other settings.
+        a checkpoint in ``out`` was made with other settings, or ``device`` is not a
+        device or is CUDA where there is none.
     StoreError
         The training split is empty, or a cache shard or checkpoint is missing or corrupt.
     """
     from tqdm.auto import tqdm
 
+    from auditor.lm.loading import native_bfloat16, resolve_device_dtype
+
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if config.encoder_dtype == "bfloat16" and not native_bfloat16():
+    run_device, _ = resolve_device_dtype(None if device is None else str(device), "float32")
+    if config.encoder_dtype == "bfloat16" and not native_bfloat16(run_device):
         warnings.warn(
-            "encoder_dtype='bfloat16' on a CPU without native bfloat16 matrix products "
-            "(AVX512-BF16/AMX): the encoder product is emulated and several times slower "
-            "than float32", RuntimeWarning, stacklevel=2)
+            f"encoder_dtype='bfloat16' on a device ({run_device}) without native bfloat16 "
+            "matrix products (a CPU needs AVX512-BF16/AMX, a GPU compute capability 8.0+): "
+            "the encoder product is emulated and several times slower than float32",
+            RuntimeWarning, stacklevel=2)
     out = Path(out)
     started = time.perf_counter()
     acts = cache.tensors(config.hook, split="train", heldout_fraction=config.heldout_fraction,
@@ -952,7 +969,7 @@ def train_sae(
     d_in = cache.d_model
     model = cache.manifest.get("model")
     model_name = model.get("id") if isinstance(model, dict) else None
-    trainer = _Trainer(d_in=d_in, config=config)
+    trainer = _Trainer(d_in=d_in, config=config, device=run_device)
     identity = {
         "config": config.to_dict(include_runtime=False),
         "d_model": d_in,
@@ -982,7 +999,7 @@ def train_sae(
         resumed_from = step_found
     else:
         input_scale = _input_scale(acts, d_in, init)
-        stream0 = _DataStream(acts, seed=config.seed)
+        stream0 = _DataStream(acts, seed=config.seed, device=run_device)
         sample = stream0.take(0, min(config.init_tokens, n_train)) * input_scale
         if init is not None:
             if init.cfg.d_in != d_in or init.cfg.d_sae != config.d_sae:
@@ -993,7 +1010,7 @@ def train_sae(
         else:
             trainer.initialise(sample)
 
-    stream = _DataStream(acts, seed=config.seed)
+    stream = _DataStream(acts, seed=config.seed, device=run_device)
     steps = config.steps
     metrics = {"loss": math.nan, "fvu": math.nan, "auxk_loss": math.nan, "dead_frac": 0.0}
     bar = tqdm(total=steps, initial=start_step, unit="step", disable=not progress,
@@ -1006,7 +1023,8 @@ def train_sae(
             done = step + 1
             if config.resamples_at(done):
                 # Seeded by step so a resumed run draws the same tokens.
-                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + done)
+                generator = torch.Generator(device="cpu").manual_seed(
+                    config.seed * 1_000_003 + done)
                 n = trainer.resample_dead(x, generator=generator)
                 if n:
                     resamples.append({"step": done, "latents": n})
@@ -1053,7 +1071,7 @@ def train_sae(
         # What text the cache holds: the corpus file named at collection, and a fingerprint
         # of the texts themselves (None for caches written before auditor recorded them).
         "cache_input": cache.manifest.get("input"), "cache_texts": cache.manifest.get("texts"),
-        "sae_sha256": sae.sha256,
+        "sae_sha256": sae.sha256, "device": str(run_device),
         "init": None if init is None else {"path": init.source_path, "sha256": init.sha256},
     })
     return result

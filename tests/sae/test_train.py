@@ -372,16 +372,19 @@ _EMULATED_BF16 = EMULATED_BF16_WARNING
 def test_bfloat16_on_a_cpu_without_it_warns(cache: ActivationCache, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch,
                                             native: bool) -> None:
-    import auditor.sae.train as train_module
+    import auditor.lm.loading as loading
 
-    assert isinstance(train_module.native_bfloat16(), bool)  # the real probe answers
-    monkeypatch.setattr(train_module, "native_bfloat16", lambda: native)
+    assert isinstance(loading.native_bfloat16(torch.device("cpu")), bool)  # the real probe
+    asked: list[torch.device] = []
+    monkeypatch.setattr(loading, "native_bfloat16",
+                        lambda device: asked.append(device) or native)
     cfg = _config(encoder_dtype="bfloat16", n_tokens=64 * 2)
     if native:
         train_sae(cache, config=cfg, out=tmp_path / "sae")  # -W error: no warning at all
     else:
         with pytest.warns(RuntimeWarning, match="several times slower than float32"):
             train_sae(cache, config=cfg, out=tmp_path / "sae")
+    assert asked and all(device == torch.device("cpu") for device in asked)
     train_sae(cache, config=_config(n_tokens=64 * 2), out=tmp_path / "fp32")  # never warns
 
 
@@ -565,3 +568,73 @@ def test_batchtopk_can_continue_a_topk_sae(cache: ActivationCache, tmp_path: Pat
     trainer = _Trainer(d_in=D, config=cfg)
     trainer.load_weights(first, renormalise=False)
     assert trainer.threshold == first.cfg.batchtopk_threshold
+
+
+# --------------------------------------------------------------------------- device
+@pytest.fixture
+def meta_default_device() -> Iterator[None]:
+    """Make ``meta`` the default device: a tensor created without naming its device lands
+    there, and the first op that mixes it with the run's tensors fails. This is how the
+    CUDA path is checked on a CPU-only machine: the trainer must place every tensor on the
+    run's device (or deliberately on the CPU), never rely on the default."""
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+@pytest.mark.parametrize("activation", ["topk", "batchtopk"])
+def test_every_tensor_is_placed_on_the_run_device(cache: ActivationCache, tmp_path: Path,
+                                                  activation: str) -> None:
+    """Init from an SAE, AuxK and resampling on a dead latent, checkpoints, a resume and
+    the export: all on ``device='cpu'`` while the default device is ``meta``."""
+    init = _init_with_dead_latent(math.sqrt(D) / cache.mean_norm(HOOK))
+    cfg = _config(n_tokens=64 * 40, checkpoint_every=10, dead_tokens=128, resample_every=5,
+                  activation=activation)
+    reference = train_sae(cache, config=cfg, out=tmp_path / "reference", init=init)
+    assert reference.resamples  # the resample path ran
+
+    def stop_at_25(record: Mapping[str, Any]) -> None:
+        if record["step"] == 25:
+            raise _Stop
+
+    torch.set_default_device("meta")
+    try:
+        with pytest.raises(_Stop):
+            train_sae(cache, config=cfg, out=tmp_path / "run", init=init, device="cpu",
+                      on_step=stop_at_25)
+        resumed = train_sae(cache, config=cfg, out=tmp_path / "run", init=init, device="cpu")
+    finally:
+        torch.set_default_device(None)
+    assert resumed.resumed_from == 20
+    assert resumed.sae.W_enc.device == torch.device("cpu")
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(resumed.sae, name), getattr(reference.sae, name)), name
+    assert resumed.history == reference.history
+    saved = json.loads((tmp_path / "run" / TRAINING_FILENAME).read_text())
+    assert saved["device"] == "cpu"
+
+
+def test_load_sae_builds_on_the_asked_device(tmp_path: Path,
+                                             meta_default_device: None) -> None:
+    with torch.device("cpu"):
+        sae = _init_with_dead_latent(1.0)
+        sae.save(tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae", device="cpu")
+    assert loaded.W_dec.device == torch.device("cpu")
+    assert torch.equal(loaded.W_dec, sae.W_dec)
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("cuda", "CUDA is not available"), ("cuda:3", "CUDA is not available"),
+    ("gpu0", "invalid device"),
+])
+def test_an_unusable_device_is_refused_before_anything_is_written(
+        cache: ActivationCache, tmp_path: Path, device: str, message: str) -> None:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match=message) as info:
+        train_sae(cache, config=_config(), out=tmp_path / "sae", device=device)
+    assert info.value.field == "device"
+    assert not (tmp_path / "sae").exists()
