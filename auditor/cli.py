@@ -338,17 +338,19 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               show_default=True,
               help="Cache split to score; 'all' for a cache of text the SAE never trained "
                    "on (refused when its training chain read that text).")
+@click.option("--device", default=None,
+              help="cpu, cuda, cuda:1 … for the ΔCE forward passes (default: cuda if available).")
 def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce_docs: int,
              max_length: int, layer: int | None, card: bool, groups_from: Path | None,
              group_column: str, whole_cache: bool,
-             split: Literal["heldout", "all", "train"]) -> None:
+             split: Literal["heldout", "all", "train"], device: str | None) -> None:
     """FVU, L0, dead/dense latents, density and ΔCE of an SAE; written into its card."""
     from auditor.jobs.sae import run_sae_eval, write_card
 
     record = run_sae_eval(path, cache=cache, layer=layer, corpus=corpus, model=model,
                           ce_docs=ce_docs, max_length=max_length, write=card, split=split,
                           groups_from=groups_from, group_column=group_column,
-                          whole_cache_density=whole_cache)
+                          whole_cache_density=whole_cache, device=device)
     if card and path.is_dir():
         write_card(path)
     click.echo(json.dumps(record, indent=2, default=str))

@@ -23,7 +23,7 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     run = tmp_path / "run"
     args = ["sae", "train", "--out", str(run), "--layer", "2", "--width", "128", "--k", "8",
             "--corpus", str(SAMPLE), "--model", str(tiny_llama_dir), "--tokens", "20000",
-            "--batch-size", "512", "--max-length", "64", "--json"]
+            "--batch-size", "512", "--max-length", "64", "--device", "cpu", "--json"]
     assert main(args) == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out)
     assert result["tokens"] > 20000 - 512 and result["fvu"] < 1.0  # whole steps of 512
@@ -36,6 +36,7 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     assert training["cache_input"] == {"path": str(SAMPLE), "fingerprint": fingerprint}
     assert training["cache_texts"] == {"sha256": texts_fingerprint(read_corpus_texts(SAMPLE)),
                                        "docs": count_documents(SAMPLE)}
+    assert training["device"] == "cpu"
 
     # the activation cache is reused: a second run resumes and collects nothing new
     assert main(args) == 0
@@ -44,7 +45,7 @@ def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
     assert main(["sae", "eval", str(run), "--cache", str(run / "activations"),
                  "--corpus", str(SAMPLE), "--model", str(tiny_llama_dir), "--ce-docs", "8",
                  "--max-length", "64", "--groups-from", str(SAMPLE), "--group-column", "genre",
-                 "--whole-cache"]) == 0
+                 "--whole-cache", "--device", "cpu"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert 0 <= record["metrics"]["fvu"] < 1.5 and record["metrics"]["l0"] <= 8
     genres = {json.loads(line)["genre"] for line in SAMPLE.read_text().splitlines()}
@@ -167,6 +168,26 @@ def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["sae", "train", "--out", str(tmp_path), "--layer", "1", "--width", "64",
                  "--k", "4"]) == 2
     assert "exactly one of --cache or --corpus" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_train_and_eval_refuse_cuda_where_there_is_none(
+        tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    common = ["--layer", "1", "--width", "64", "--k", "4", "--batch-size", "512"]
+    assert main(["sae", "train", "--out", str(run), *common, "--corpus", str(SAMPLE),
+                 "--model", str(tiny_llama_dir), "--tokens", "2048", "--max-length", "32"]) == 0
+    capsys.readouterr()
+    # Training on a cache (no collection) is refused before a step or a file is written.
+    again = tmp_path / "again"
+    assert main(["sae", "train", "--out", str(again), *common, "--cache",
+                 str(run / "activations"), "--tokens", "2048", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not again.exists()
+    assert main(["sae", "eval", str(run), "--cache", str(run / "activations"), "--corpus",
+                 str(SAMPLE), "--model", str(tiny_llama_dir), "--ce-docs", "2",
+                 "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_eval_group_column_must_exist(tiny_llama_dir: Path, tmp_path: Path,

@@ -231,9 +231,11 @@ def run_sae_eval(
         ``split='all'`` on a cache of text that a run of this SAE's training chain (its
         ``training.json`` and the runs it continued) read.
     """
-    from auditor.lm import HookPoint
+    from auditor.lm import HookPoint, resolve_device_dtype
     from auditor.sae import delta_ce, evaluate_sae, load_sae, open_cache
 
+    # Checked first: an unusable device is refused before minutes of FVU scoring.
+    dev, dtype = resolve_device_dtype(device, None)
     sae = load_sae(sae_path, layer=layer)
     if sae.cfg.hook_layer is None:
         raise ConfigError("the SAE does not say which layer it reads; pass --layer",
@@ -263,10 +265,7 @@ def run_sae_eval(
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from auditor.lm import resolve_device_dtype
-
         model_dir = _model_dir(model, progress=False)
-        dev, dtype = resolve_device_dtype(device, None)
         full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         full = full.to(dev).eval()  # type: ignore[arg-type]
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
