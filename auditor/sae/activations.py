@@ -41,7 +41,7 @@ from auditor._versions import library_versions
 from auditor.errors import ConfigError, CorruptShard, ShardMissing, StoreError
 
 if TYPE_CHECKING:
-    from auditor.lm import HookPoint, LoadedModel
+    from auditor.lm import HookPoint, LoadedModel, TruncatedForward
 
 __all__ = [
     "MANIFEST_FILENAME",
@@ -49,6 +49,7 @@ __all__ = [
     "ActivationCacheWriter",
     "Split",
     "collect_activations",
+    "forward_batches",
     "heldout_mask",
     "open_cache",
     "texts_fingerprint",
@@ -374,7 +375,7 @@ def collect_activations(
     """
     from tqdm.auto import tqdm
 
-    from auditor.lm import TruncatedForward, collate, plan_batches, special_affixes
+    from auditor.lm import TruncatedForward
     from auditor.outliers import CALIBRATION_METHOD, outlier_thresholds
 
     _check_positive_int(max_length, "max_length")
@@ -388,17 +389,13 @@ def collect_activations(
                           field="outlier_factor")
     max_length = min(max_length, lm.max_positions)
     forward = TruncatedForward(lm, list(hooks))
-    prefix, suffix = special_affixes(lm.tokenizer)
-    content_size = max_length - len(prefix) - len(suffix)
+    content_size = _content_size(lm, max_length)
     thresholds = None
     if exclude_outliers:
         thresholds = outlier_thresholds(lm, forward, factor=float(outlier_factor),
                                         max_length=max_length, token_budget=token_budget)
     writer = ActivationCacheWriter(out, hooks=forward.hooks, d_model=lm.d_model,
                                    shard_tokens=shard_tokens, overwrite=overwrite)
-    tok = lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    pad_id = int(pad if pad is not None else 0)
     counts = {"docs": 0, "windows": 0, "content_tokens": 0, "skipped_first": 0}
     excluded = {h.name: 0 for h in forward.hooks}
     first = forward.hooks[0].name
@@ -410,30 +407,15 @@ def collect_activations(
     try:
         for chunk in _chunks(texts, _DOCS_PER_CHUNK):
             texts_hash.update(chunk)
-            windows = _windows(chunk, lm, max_length, doc_offset=counts["docs"])
+            doc_offset = counts["docs"]
             counts["docs"] += len(chunk)
-            counts["windows"] += len(windows)
-            for batch in plan_batches([w.n_tokens for w in windows], token_budget=token_budget):
-                ws = [windows[i] for i in batch]
-                ids, attn, keep = collate(ws, pad_id=pad_id, device=lm.device)
-                width = ids.shape[1]
-                keep_cpu = keep.cpu()
-                win = torch.tensor([w.window_index for w in ws], dtype=torch.long)
-                doc_rows = torch.tensor([w.doc_index for w in ws], dtype=torch.long)
-                pos_grid = win[:, None] * content_size + torch.arange(width)[None, :] - len(prefix)
-                pos = pos_grid[keep_cpu]
-                doc = doc_rows[:, None].expand(-1, width)[keep_cpu]
-                counts["content_tokens"] += int(pos.numel())
-                wanted = pos >= skip_first
-                counts["skipped_first"] += int((~wanted).sum())
-                for hook, acts in forward(ids, attn).items():
-                    sel = acts[keep].float().cpu()
-                    mask = wanted.clone()
-                    if thresholds is not None:
-                        outlier = sel.norm(dim=-1) > thresholds[hook.name]
-                        excluded[hook.name] += int((outlier & wanted).sum())
-                        mask &= ~outlier
-                    writer.add(hook, sel[mask], pos=pos[mask], doc=doc[mask])
+            for batch in forward_batches(chunk, lm=lm, forward=forward, max_length=max_length,
+                                         token_budget=token_budget, doc_offset=doc_offset,
+                                         thresholds=thresholds, skip_first=skip_first,
+                                         counts=counts, excluded=excluded):
+                for hook in forward.hooks:
+                    acts, pos, doc = batch[hook.name]
+                    writer.add(hook, acts, pos=pos, doc=doc)
                 kept = writer.n_tokens(first)
                 bar.update(kept - bar.n)
                 if max_tokens is not None and kept >= max_tokens:
@@ -470,6 +452,83 @@ def collect_activations(
         texts={"sha256": texts_hash.hexdigest(), "docs": texts_hash.docs},
     )
     return ActivationCache(out)
+
+
+def forward_batches(
+    texts: Sequence[str],
+    *,
+    lm: LoadedModel,
+    forward: TruncatedForward,
+    max_length: int,
+    token_budget: int,
+    doc_offset: int = 0,
+    thresholds: Mapping[str, float] | None = None,
+    skip_first: int = 0,
+    counts: dict[str, int] | None = None,
+    excluded: dict[str, int] | None = None,
+) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """The content-token activations of ``texts``, one forward batch at a time.
+
+    The one place where documents become the tokens an SAE trains on, for a cache
+    (:func:`collect_activations`) and for a run that streams from the model
+    (:class:`auditor.sae.stream.ModelStream`) alike: documents are cut into windows of
+    ``max_length``, batched under ``token_budget`` padded tokens, and of every window only
+    the content tokens are kept (no BOS, EOS, padding or special ids), less each
+    document's first ``skip_first`` tokens and, per hook, tokens whose norm exceeds
+    ``thresholds`` (massive activations).
+
+    Yields
+    ------
+    dict
+        Hook name to ``(acts, pos, doc)``: float32 ``[m, d_model]`` activations on the CPU,
+        each token's position in its document and its document's index
+        (``doc_offset`` + its place in ``texts``).
+
+    ``counts`` (``windows``, ``content_tokens``, ``skipped_first``) and ``excluded`` (per
+    hook) are added to as batches go by, when given.
+    """
+    from auditor.lm import collate, plan_batches, special_affixes
+
+    prefix, _suffix = special_affixes(lm.tokenizer)
+    content_size = _content_size(lm, max_length)
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad_id = int(pad if pad is not None else 0)
+    counts = {} if counts is None else counts
+    excluded = {} if excluded is None else excluded
+    windows = _windows(list(texts), lm, max_length, doc_offset=doc_offset)
+    counts["windows"] = counts.get("windows", 0) + len(windows)
+    for batch in plan_batches([w.n_tokens for w in windows], token_budget=token_budget):
+        ws = [windows[i] for i in batch]
+        ids, attn, keep = collate(ws, pad_id=pad_id, device=lm.device)
+        width = ids.shape[1]
+        keep_cpu = keep.cpu()
+        win = torch.tensor([w.window_index for w in ws], dtype=torch.long)
+        doc_rows = torch.tensor([w.doc_index for w in ws], dtype=torch.long)
+        pos_grid = win[:, None] * content_size + torch.arange(width)[None, :] - len(prefix)
+        pos = pos_grid[keep_cpu]
+        doc = doc_rows[:, None].expand(-1, width)[keep_cpu]
+        counts["content_tokens"] = counts.get("content_tokens", 0) + int(pos.numel())
+        wanted = pos >= skip_first
+        counts["skipped_first"] = counts.get("skipped_first", 0) + int((~wanted).sum())
+        out: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for hook, acts in forward(ids, attn).items():
+            sel = acts[keep].float().cpu()
+            mask = wanted.clone()
+            if thresholds is not None:
+                outlier = sel.norm(dim=-1) > thresholds[hook.name]
+                excluded[hook.name] = excluded.get(hook.name, 0) + int((outlier & wanted).sum())
+                mask &= ~outlier
+            out[hook.name] = (sel[mask], pos[mask], doc[mask])
+        yield out
+
+
+def _content_size(lm: LoadedModel, max_length: int) -> int:
+    """Content tokens per window: ``max_length`` less the tokenizer's own specials."""
+    from auditor.lm import special_affixes
+
+    prefix, suffix = special_affixes(lm.tokenizer)
+    return max_length - len(prefix) - len(suffix)
 
 
 def texts_fingerprint(texts: Iterable[str]) -> str:
