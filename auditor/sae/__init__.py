@@ -20,6 +20,7 @@ from auditor.sae.config import SAEConfig
 from auditor.sae.evaluate import CEMetrics, SAEMetrics, delta_ce, evaluate_sae
 from auditor.sae.formats import FORMATS, convert_sae, detect_format, load_sae
 from auditor.sae.model import SAE, SparseCodes, check_compatible
+from auditor.sae.stream import ModelStream, StreamSettings
 from auditor.sae.train import TrainConfig, TrainResult, train_sae
 
 __all__ = [
@@ -28,9 +29,11 @@ __all__ = [
     "ActivationCache",
     "ActivationCacheWriter",
     "CEMetrics",
+    "ModelStream",
     "SAEConfig",
     "SAEMetrics",
     "SparseCodes",
+    "StreamSettings",
     "TrainConfig",
     "TrainResult",
     "check_compatible",

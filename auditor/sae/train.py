@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -51,6 +51,9 @@ from auditor.errors import ConfigError, StoreError
 from auditor.sae.activations import ActivationCache
 from auditor.sae.config import HOOK_POINTS, SAEConfig
 from auditor.sae.model import SAE, WEIGHTS_FILENAME
+
+if TYPE_CHECKING:
+    from auditor.sae.stream import ModelStream
 
 __all__ = ["TRAINING_FILENAME", "TrainConfig", "TrainResult", "geometric_median", "train_sae"]
 
@@ -422,11 +425,10 @@ class _DataStream:
     the seed and the step, which is what makes resuming exact.
     """
 
-    def __init__(self, acts: torch.Tensor, *, seed: int, device: torch.device) -> None:
+    def __init__(self, acts: torch.Tensor, *, seed: int) -> None:
         self.acts = acts
         self.n = acts.shape[0]
         self.seed = seed
-        self.device = device
         self._perms: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
@@ -447,8 +449,54 @@ class _DataStream:
             parts.append(self._perm(epoch)[offset : offset + size])
             position += size
             count -= size
-        # Moved in fp16 (half the bytes), widened on the device.
-        return self.acts[torch.cat(parts)].to(self.device, non_blocking=True).float()
+        return self.acts[torch.cat(parts)]
+
+
+class _CacheData:
+    """The training split of an activation cache, served like a
+    :class:`auditor.sae.stream.ModelStream`: batches by step, an identity for checkpoints
+    and a record for ``training.json``."""
+
+    def __init__(self, cache: ActivationCache, *, config: TrainConfig) -> None:
+        self.cache = cache
+        self.acts = cache.tensors(config.hook, split="train",
+                                  heldout_fraction=config.heldout_fraction,
+                                  dtype=torch.float16)["acts"]
+        if int(self.acts.shape[0]) == 0:
+            raise StoreError(f"no training tokens for hook {config.hook!r}",
+                             path=cache.directory)
+        self.d_model = cache.d_model
+        self.seed = config.seed
+        self._stream = _DataStream(self.acts, seed=config.seed)
+
+    def identity(self) -> dict[str, Any]:
+        return {"n_train_tokens": int(self.acts.shape[0]),
+                "cache_model": self.cache.manifest.get("model"),
+                "cache_texts": self.cache.manifest.get("texts")}
+
+    def record(self) -> dict[str, Any]:
+        manifest = self.cache.manifest
+        return {"n_train_tokens": int(self.acts.shape[0]), "cache": str(self.cache.directory),
+                "cache_model": manifest.get("model"),
+                # What text the cache holds: the corpus file named at collection, and a
+                # fingerprint of the texts themselves (None for caches written before
+                # auditor recorded them).
+                "cache_input": manifest.get("input"), "cache_texts": manifest.get("texts")}
+
+    def scale_sample(self) -> torch.Tensor:
+        return self.acts
+
+    def first_tokens(self, n: int) -> torch.Tensor:
+        return _DataStream(self.acts, seed=self.seed).take(0, min(n, self._stream.n)).float()
+
+    def batch(self, step: int, batch_size: int) -> torch.Tensor:
+        return self._stream.take(step * batch_size, batch_size)
+
+    def state(self) -> dict[str, Any]:
+        return {}  # the data order is a function of the step
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        return None
 
 
 class _Trainer:
@@ -889,7 +937,7 @@ def _load_checkpoint(path: Path, trainer: _Trainer) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- public API
 def train_sae(
-    cache: ActivationCache,
+    data: ActivationCache | ModelStream,
     *,
     config: TrainConfig,
     out: str | Path,
@@ -899,14 +947,17 @@ def train_sae(
     on_step: StepCallback | None = None,
     device: torch.device | str | None = None,
 ) -> TrainResult:
-    """Train a TopK or BatchTopK SAE on the training split of ``cache``; save it into ``out``.
+    """Train a TopK or BatchTopK SAE on cached or streamed activations; save it into ``out``.
 
     Parameters
     ----------
-    cache : ActivationCache
-        Activations (:func:`auditor.sae.activations.collect_activations`). The training
-        split (``config.heldout_fraction``) of hook ``config.hook`` is loaded into memory
-        in fp16.
+    data : ActivationCache or ModelStream
+        A cache (:func:`auditor.sae.activations.collect_activations`), whose training split
+        (``config.heldout_fraction``) of hook ``config.hook`` is loaded into memory in fp16;
+        or a :class:`auditor.sae.stream.ModelStream`, which runs the model over a corpus as
+        training goes (its held-out documents skipped), one shuffled chunk in memory. A
+        fresh run's input scale is the mean norm over the cache's training split, or over
+        the stream's first chunk.
     config : TrainConfig
         The run's settings.
     out : str or Path
@@ -960,23 +1011,14 @@ def train_sae(
             RuntimeWarning, stacklevel=2)
     out = Path(out)
     started = time.perf_counter()
-    acts = cache.tensors(config.hook, split="train", heldout_fraction=config.heldout_fraction,
-                         dtype=torch.float16)["acts"]
-    n_train = int(acts.shape[0])
-    if n_train == 0:
-        raise StoreError(f"no training tokens for hook {config.hook!r}",
-                         path=cache.directory)
-    d_in = cache.d_model
-    model = cache.manifest.get("model")
+    source = _training_data(data, config)
+    d_in = source.d_model
+    record = source.record()
+    model = record.get("cache_model")
     model_name = model.get("id") if isinstance(model, dict) else None
     trainer = _Trainer(d_in=d_in, config=config, device=run_device)
-    identity = {
-        "config": config.to_dict(include_runtime=False),
-        "d_model": d_in,
-        "n_train_tokens": n_train,
-        "cache_model": model,
-        "cache_texts": cache.manifest.get("texts"),
-    }
+    identity = {"config": config.to_dict(include_runtime=False), "d_model": d_in,
+                **source.identity()}
     if init is not None:  # a resume must continue from the same starting weights
         identity["init_sha256"] = init.sha256
 
@@ -995,12 +1037,12 @@ def train_sae(
             )
         start_step, history = int(state["step"]), list(state["history"])
         resamples = list(state.get("resamples", []))
+        source.restore(state.get("data") or {})
         input_scale = float(state["input_scale"])
         resumed_from = step_found
     else:
-        input_scale = _input_scale(acts, d_in, init)
-        stream0 = _DataStream(acts, seed=config.seed, device=run_device)
-        sample = stream0.take(0, min(config.init_tokens, n_train)) * input_scale
+        input_scale = _input_scale(source, d_in, init)
+        sample = source.first_tokens(config.init_tokens) * input_scale
         if init is not None:
             if init.cfg.d_in != d_in or init.cfg.d_sae != config.d_sae:
                 raise ConfigError(
@@ -1010,14 +1052,15 @@ def train_sae(
         else:
             trainer.initialise(sample)
 
-    stream = _DataStream(acts, seed=config.seed, device=run_device)
     steps = config.steps
     metrics = {"loss": math.nan, "fvu": math.nan, "auxk_loss": math.nan, "dead_frac": 0.0}
     bar = tqdm(total=steps, initial=start_step, unit="step", disable=not progress,
                dynamic_ncols=True, desc="train sae")
     try:
         for step in range(start_step, steps):
-            x = stream.take(step * config.batch_size, config.batch_size) * input_scale
+            # Moved in fp16 (half the bytes), widened on the device.
+            x = source.batch(step, config.batch_size).to(run_device, non_blocking=True)
+            x = x.float() * input_scale
             lr = config.lr_at(step)
             metrics = trainer.step(x, lr=lr)
             done = step + 1
@@ -1041,6 +1084,7 @@ def train_sae(
                          "threshold": trainer.threshold,
                          "input_scale": input_scale, "history": history,
                          "resamples": resamples, "identity": identity,
+                         "data": source.state(),
                          "auditor_version": __version__,
                          "seconds": time.perf_counter() - started}
                 _save_checkpoint(out, trainer, step=done, state=state, input_scale=input_scale,
@@ -1066,18 +1110,32 @@ def train_sae(
     )
     _write_json(out / TRAINING_FILENAME, {
         **result.to_dict(), "auditor_version": __version__,
-        "libraries": library_versions(), "n_train_tokens": n_train,
-        "cache": str(cache.directory), "cache_model": model, "hook": config.hook,
-        # What text the cache holds: the corpus file named at collection, and a fingerprint
-        # of the texts themselves (None for caches written before auditor recorded them).
-        "cache_input": cache.manifest.get("input"), "cache_texts": cache.manifest.get("texts"),
+        "libraries": library_versions(), **source.record(), "hook": config.hook,
         "sae_sha256": sae.sha256, "device": str(run_device),
         "init": None if init is None else {"path": init.source_path, "sha256": init.sha256},
     })
     return result
 
 
-def _input_scale(acts: torch.Tensor, d_in: int, init: SAE | None) -> float:
+def _training_data(data: ActivationCache | ModelStream,
+                   config: TrainConfig) -> _CacheData | ModelStream:
+    from auditor.sae.stream import ModelStream
+
+    if isinstance(data, ModelStream):
+        if data.hook.name != config.hook:
+            raise ConfigError(f"the stream reads {data.hook.name!r}, the run trains on "
+                              f"{config.hook!r}", field="layer")
+        if data.heldout_fraction != config.heldout_fraction or data.seed != config.seed:
+            raise ConfigError("the stream's heldout_fraction and seed must be the run's",
+                              field="heldout_fraction")
+        return data
+    if isinstance(data, ActivationCache):
+        return _CacheData(data, config=config)
+    raise ConfigError(f"data must be an ActivationCache or a ModelStream, got "
+                      f"{type(data).__name__}", field="data")
+
+
+def _input_scale(source: _CacheData | ModelStream, d_in: int, init: SAE | None) -> float:
     if init is not None:
         if init.cfg.normalize_activations == "constant":
             assert init.cfg.input_scale is not None
@@ -1086,6 +1144,7 @@ def _input_scale(acts: torch.Tensor, d_in: int, init: SAE | None) -> float:
             return 1.0
         raise ConfigError("init SAE must use 'constant' or no input normalisation",
                           field="init")
+    acts = source.scale_sample()
     total = 0.0
     for start in range(0, acts.shape[0], 65536):
         total += float(acts[start : start + 65536].float().norm(dim=1).double().sum())
