@@ -282,6 +282,11 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
                    "saved with a global threshold for inference.")
 @click.option("--batchtopk-max-k", type=int, default=None,
               help="BatchTopK: most latents one token may use in training (default 4 × k).")
+@click.option("--stream", is_flag=True,
+              help="With --corpus: compute activations as training goes, a shuffled chunk "
+                   "at a time, instead of collecting a cache on disk first.")
+@click.option("--chunk-tokens", type=int, default=524_288, show_default=True,
+              help="--stream: tokens computed, held in memory and shuffled together.")
 @click.option("--resume/--restart", default=True, show_default=True)
 @click.option("--device", default=None,
               help="cpu, cuda, cuda:1 … for collection and training (default: cuda if "
@@ -294,7 +299,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               seed: int, init: Path | None, warmup_steps: int, auxk_alpha: float,
               checkpoint_every: int, decay_start: float, resample_every: int,
               dead_tokens: int | None, encoder_dtype: str, activation: str,
-              batchtopk_max_k: int | None, resume: bool,
+              batchtopk_max_k: int | None, stream: bool, chunk_tokens: int, resume: bool,
               device: str | None, progress: bool | None, as_json: bool) -> None:
     """Train a TopK or BatchTopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
     from auditor.jobs.sae import run_sae_train
@@ -307,6 +312,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
         warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
         decay_start=decay_start, resample_every=resample_every, dead_tokens=dead_tokens,
         encoder_dtype=encoder_dtype, activation=activation, batchtopk_max_k=batchtopk_max_k,
+        stream=stream, chunk_tokens=chunk_tokens,
     )
     if as_json:
         click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},

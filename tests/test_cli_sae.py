@@ -170,6 +170,41 @@ def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "exactly one of --cache or --corpus" in capsys.readouterr().err
 
 
+def test_train_streamed_from_the_model_writes_no_cache(
+        tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    common = ["--layer", "1", "--width", "64", "--k", "4", "--batch-size", "256",
+              "--max-length", "32", "--model", str(tiny_llama_dir)]
+    assert main(["sae", "train", "--out", str(run), *common, "--corpus", str(SAMPLE),
+                 "--stream", "--chunk-tokens", "1024", "--tokens", "4096", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 16 and result["fvu"] < 1.0
+    assert not (run / "activations").exists()
+    training = json.loads((run / "training.json").read_text())
+    assert training["cache"] is None and training["stream"]["chunk_tokens"] == 1024
+    assert training["cache_input"] == {"path": str(SAMPLE),
+                                       "fingerprint": input_fingerprint(SAMPLE)}
+    assert load_sae(run).cfg.hook_layer == 1
+    # A cache of the same corpus scores the held-out documents the stream skipped.
+    assert main(["sae", "train", "--out", str(tmp_path / "cached"), *common, "--corpus",
+                 str(SAMPLE), "--tokens", "256"]) == 0
+    capsys.readouterr()
+    assert main(["sae", "eval", str(run), "--cache", str(tmp_path / "cached" / "activations"),
+                 "--no-card"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["n_tokens"] > 0
+    # ... but not all of it as unseen text: the stream's record names the corpus's texts.
+    assert main(["sae", "eval", str(run), "--cache", str(tmp_path / "cached" / "activations"),
+                 "--no-card", "--split", "all"]) == 2
+    assert "trained on" in capsys.readouterr().err
+    # A stream needs a corpus, and reads it as training needs: no --collect-tokens.
+    assert main(["sae", "train", "--out", str(tmp_path / "x"), *common, "--cache",
+                 str(tmp_path / "cached" / "activations"), "--stream"]) == 2
+    assert "give --corpus" in capsys.readouterr().err
+    assert main(["sae", "train", "--out", str(tmp_path / "y"), *common, "--corpus",
+                 str(SAMPLE), "--stream", "--collect-tokens", "100"]) == 2
+    assert "--collect-tokens caps a cache" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_train_and_eval_refuse_cuda_where_there_is_none(
         tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,8 +70,11 @@ def run_sae_train(
     encoder_dtype: str = "float32",
     activation: str = "topk",
     batchtopk_max_k: int | None = None,
+    stream: bool = False,
+    chunk_tokens: int = 524_288,
 ) -> dict[str, Any]:
-    """Train a TopK or BatchTopK SAE on a hook's activations (collected first if no cache).
+    """Train a TopK or BatchTopK SAE on a hook's activations: from a cache, from a corpus
+    collected into a cache first, or streamed from the model as training goes.
 
     Parameters
     ----------
@@ -85,7 +88,8 @@ def run_sae_train(
         An activation cache (:func:`auditor.sae.collect_activations`) to train on.
     corpus
         A text file (JSONL/Parquet/CSV/txt) to collect activations from when ``cache`` is
-        not given; they are cached in ``out/activations`` and reused on a rerun.
+        not given; they are cached in ``out/activations`` and reused on a rerun, or, with
+        ``stream``, computed chunk by chunk as training goes and never written.
     model
         Model directory (default: the embedded default model).
     n_tokens
@@ -103,6 +107,9 @@ def run_sae_train(
     warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every, dead_tokens,
     encoder_dtype, activation, batchtopk_max_k
         See :class:`auditor.sae.TrainConfig`.
+    stream, chunk_tokens
+        Train from the model without a disk cache (:class:`auditor.sae.ModelStream`),
+        holding ``chunk_tokens`` shuffled tokens in memory at a time.
 
     Returns
     -------
@@ -115,7 +122,13 @@ def run_sae_train(
 
     if (cache is None) == (corpus is None):
         raise ConfigError("give exactly one of --cache or --corpus", field="cache")
-    from auditor.sae import load_sae
+    if stream and corpus is None:
+        raise ConfigError("--stream computes activations from a corpus: give --corpus, "
+                          "not --cache", field="stream")
+    if stream and collect_tokens is not None:
+        raise ConfigError("--collect-tokens caps a cache; a stream reads the corpus as "
+                          "training needs it (set --tokens)", field="collect_tokens")
+    from auditor.sae import ModelStream, StreamSettings, load_sae
 
     config = TrainConfig(layer=layer, d_sae=d_sae, k=k, n_tokens=n_tokens,
                          batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
@@ -124,7 +137,19 @@ def run_sae_train(
                          dead_tokens=dead_tokens, encoder_dtype=encoder_dtype,
                          activation=activation, batchtopk_max_k=batchtopk_max_k)
     start = None if init is None else load_sae(init)
-    if cache is None:
+    acts: Any
+    if stream:
+        assert corpus is not None
+        settings = StreamSettings(chunk_tokens=chunk_tokens, max_length=max_length)
+        lm = load_model(_model_dir(model, progress=progress), device=device)
+        source_file = corpus
+        acts = ModelStream(lambda: read_corpus_texts(source_file), lm=lm,
+                           hook=HookPoint(layer), settings=settings,
+                           heldout_fraction=config.heldout_fraction, seed=seed,
+                           source={"path": str(corpus),
+                                   "fingerprint": input_fingerprint(corpus)},
+                           progress=progress)
+    elif cache is None:
         assert corpus is not None
         cache_dir = Path(out) / "activations"
         try:
