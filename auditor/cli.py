@@ -234,6 +234,32 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
     click.echo(json.dumps(info, indent=2))
 
 
+@sae.command("collect")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Cache directory (refused if it holds a finished cache; see --overwrite).")
+@click.option("--layer", "layers", type=int, multiple=True, required=True,
+              help="Decoder layer whose output is kept; repeat for several (one forward pass).")
+@click.option("--model", default=None, help="Model directory (default: the embedded model).")
+@click.option("--max-tokens", type=int, default=None,
+              help="Stop after this many tokens (default: the whole corpus).")
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--overwrite", is_flag=True, help="Replace a finished cache at --out.")
+@click.option("--progress/--no-progress", default=None)
+def sae_collect(corpus: Path, out: Path, layers: tuple[int, ...], model: str | None,
+                max_tokens: int | None, max_length: int, device: str | None, overwrite: bool,
+                progress: bool | None) -> None:
+    """Cache a corpus's activations (fp16) for training and evaluating SAEs."""
+    from auditor.jobs.sae import run_sae_collect
+
+    cache = run_sae_collect(corpus, out=out, layers=list(layers), model=model,
+                            max_length=max_length, max_tokens=max_tokens, device=device,
+                            overwrite=overwrite,
+                            progress=sys.stderr.isatty() if progress is None else progress)
+    click.echo(json.dumps(cache.info(), indent=2, default=str))
+
+
 @sae.command("train")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Run directory: the SAE, training.json, checkpoints (resumed if present).")

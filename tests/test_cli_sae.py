@@ -170,6 +170,32 @@ def test_train_needs_one_data_source(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "exactly one of --cache or --corpus" in capsys.readouterr().err
 
 
+def test_collect_caches_several_layers_in_one_pass(
+        tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cache"
+    args = ["sae", "collect", str(SAMPLE), "--out", str(out), "--layer", "1", "--layer", "3",
+            "--max-length", "32", "--model", str(tiny_llama_dir)]
+    assert main(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info["hooks"]) == {"layer1.resid_post", "layer3.resid_post"}
+    cache = open_cache(out)
+    assert cache.hook_tokens("layer1.resid_post") == cache.hook_tokens("layer3.resid_post") > 0
+    assert cache.manifest["input"] == {"path": str(SAMPLE),
+                                       "fingerprint": input_fingerprint(SAMPLE)}
+    assert cache.manifest["texts"]["docs"] == count_documents(SAMPLE)
+    # A finished cache is not replaced unless asked; --max-tokens caps a new one.
+    assert main(args) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--max-tokens", "100"]) == 0
+    capsys.readouterr()
+    again = open_cache(out)  # checked after each forward batch: at least 100 tokens
+    assert again.manifest["settings"]["max_tokens"] == 100
+    assert again.hook_tokens("layer1.resid_post") >= 100
+    assert main(["sae", "collect", str(tmp_path / "missing.jsonl"), "--out",
+                 str(tmp_path / "c2"), "--layer", "1", "--model", str(tiny_llama_dir)]) == 3
+    assert "missing.jsonl" in capsys.readouterr().err
+
+
 def test_train_streamed_from_the_model_writes_no_cache(
         tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
@@ -186,19 +212,19 @@ def test_train_streamed_from_the_model_writes_no_cache(
                                        "fingerprint": input_fingerprint(SAMPLE)}
     assert load_sae(run).cfg.hook_layer == 1
     # A cache of the same corpus scores the held-out documents the stream skipped.
-    assert main(["sae", "train", "--out", str(tmp_path / "cached"), *common, "--corpus",
-                 str(SAMPLE), "--tokens", "256"]) == 0
+    cached = tmp_path / "cached"
+    assert main(["sae", "collect", str(SAMPLE), "--out", str(cached), "--layer", "1",
+                 "--max-length", "32", "--model", str(tiny_llama_dir)]) == 0
     capsys.readouterr()
-    assert main(["sae", "eval", str(run), "--cache", str(tmp_path / "cached" / "activations"),
-                 "--no-card"]) == 0
+    assert main(["sae", "eval", str(run), "--cache", str(cached), "--no-card"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["n_tokens"] > 0
     # ... but not all of it as unseen text: the stream's record names the corpus's texts.
-    assert main(["sae", "eval", str(run), "--cache", str(tmp_path / "cached" / "activations"),
-                 "--no-card", "--split", "all"]) == 2
+    assert main(["sae", "eval", str(run), "--cache", str(cached), "--no-card", "--split",
+                 "all"]) == 2
     assert "trained on" in capsys.readouterr().err
     # A stream needs a corpus, and reads it as training needs: no --collect-tokens.
     assert main(["sae", "train", "--out", str(tmp_path / "x"), *common, "--cache",
-                 str(tmp_path / "cached" / "activations"), "--stream"]) == 2
+                 str(cached), "--stream"]) == 2
     assert "give --corpus" in capsys.readouterr().err
     assert main(["sae", "train", "--out", str(tmp_path / "y"), *common, "--corpus",
                  str(SAMPLE), "--stream", "--collect-tokens", "100"]) == 2

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from auditor import __version__
 from auditor._versions import libraries_text, library_versions
 from auditor.errors import ConfigError
 
-__all__ = ["EVALUATION_FILENAME", "read_corpus_groups", "read_corpus_texts", "run_sae_eval",
-           "run_sae_train",
-           "write_card"]
+if TYPE_CHECKING:
+    from auditor.sae import ActivationCache
+
+__all__ = ["EVALUATION_FILENAME", "read_corpus_groups", "read_corpus_texts", "run_sae_collect",
+           "run_sae_eval", "run_sae_train", "write_card"]
 
 EVALUATION_FILENAME = "evaluation.json"
 CARD_FILENAME = "CARD.md"
@@ -118,7 +120,7 @@ def run_sae_train(
     """
     from auditor.io import input_fingerprint
     from auditor.lm import HookPoint, load_model
-    from auditor.sae import TrainConfig, collect_activations, open_cache, train_sae
+    from auditor.sae import TrainConfig, open_cache, train_sae
 
     if (cache is None) == (corpus is None):
         raise ConfigError("give exactly one of --cache or --corpus", field="cache")
@@ -155,14 +157,9 @@ def run_sae_train(
         try:
             acts = open_cache(cache_dir)
         except Exception:  # absent or unfinished: collect (again)
-            model_dir = _model_dir(model, progress=progress)
-            lm = load_model(model_dir, device=device)
-            acts = collect_activations(read_corpus_texts(corpus), lm=lm,
-                                       hooks=[HookPoint(layer)], out=cache_dir,
-                                       max_length=max_length, max_tokens=collect_tokens,
-                                       overwrite=True, progress=progress,
-                                       source={"path": str(corpus),
-                                               "fingerprint": input_fingerprint(corpus)})
+            acts = run_sae_collect(corpus, out=cache_dir, layers=[layer], model=model,
+                                   max_length=max_length, max_tokens=collect_tokens,
+                                   device=device, overwrite=True, progress=progress)
     else:
         acts = open_cache(cache)
     result = train_sae(acts, config=config, out=out, resume=resume, init=start,
@@ -170,6 +167,54 @@ def run_sae_train(
     if init is not None:
         _record_init_training(Path(out), Path(init))
     return dict(result.to_dict())
+
+
+def run_sae_collect(
+    corpus: str | Path,
+    *,
+    out: str | Path,
+    layers: Sequence[int],
+    model: str | Path | None = None,
+    max_length: int = 512,
+    max_tokens: int | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> ActivationCache:
+    """Run the model over a corpus once and cache its layers' activations for SAE training
+    and evaluation (:func:`auditor.sae.collect_activations`).
+
+    Parameters
+    ----------
+    corpus
+        A text file (JSONL/Parquet/CSV/txt); bad rows are skipped, as for training.
+    out
+        The cache directory.
+    layers
+        Decoder layers whose output (``resid_post``) is kept, all from one forward pass.
+    model
+        Model directory (default: the embedded default model).
+    max_length, max_tokens, device, overwrite, progress
+        Window length, a cap on the tokens kept, the device, whether to replace a
+        finished cache at ``out``, a progress bar.
+
+    Returns
+    -------
+    ActivationCache
+        The finished cache; its manifest names the corpus file and its fingerprint.
+    """
+    from auditor.io import input_fingerprint
+    from auditor.lm import HookPoint, load_model
+    from auditor.sae import collect_activations
+
+    if not layers:
+        raise ConfigError("give at least one layer", field="layer")
+    source = {"path": str(corpus), "fingerprint": input_fingerprint(corpus)}  # before the model
+    lm = load_model(_model_dir(model, progress=progress), device=device)
+    return collect_activations(read_corpus_texts(corpus), lm=lm,
+                               hooks=[HookPoint(layer) for layer in layers], out=out,
+                               max_length=max_length, max_tokens=max_tokens,
+                               overwrite=overwrite, progress=progress, source=source)
 
 
 def _record_init_training(out: Path, init: Path) -> None:
