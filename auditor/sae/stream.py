@@ -48,8 +48,9 @@ class StreamSettings:
     chunk_tokens : int, default 524288
         Tokens computed, held in memory (fp16) and shuffled together; at least one batch.
         Larger chunks mix more documents into each batch.
-    group_docs : int, default 64
-        Documents run through the model together (a chunk is whole groups).
+    group_docs : int, default 256
+        Documents run through the model together (a chunk is whole groups); as many as
+        a cache's collection reads at a time, so the forward batches are as full.
     max_length : int, default 512
         Window length in tokens (specials included).
     token_budget : int, default 8192
@@ -62,11 +63,11 @@ class StreamSettings:
     Examples
     --------
     >>> StreamSettings.from_dict(StreamSettings(chunk_tokens=4096).to_dict())
-    StreamSettings(chunk_tokens=4096, group_docs=64, max_length=512, token_budget=8192, exclude_outliers=True, outlier_factor=5.0)
+    StreamSettings(chunk_tokens=4096, group_docs=256, max_length=512, token_budget=8192, exclude_outliers=True, outlier_factor=5.0)
     """  # noqa: E501
 
     chunk_tokens: int = 524_288
-    group_docs: int = 64
+    group_docs: int = 256
     max_length: int = 512
     token_budget: int = 8192
     exclude_outliers: bool = True
