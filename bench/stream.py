@@ -10,8 +10,10 @@ meaningful) fed two ways over the same corpus:
   over each chunk as it needs it (every pass computes the activations again).
 
 Prints seconds, training tokens/s and the ratio to the cached run, the last-step FVU of each,
-and the peak memory each needs for activations (the cache's training split is held in
-memory; the stream holds one chunk). ``training.json`` of each run is under ``--out``.
+how many tokens the stream had the model compute (a chunk is whole groups of documents and
+a chunk's last part-batch is dropped, so it computes a little more than one pass per pass),
+and the memory each needs for activations (the cache's training split is held in memory;
+the stream holds one chunk). ``training.json`` of each run is under ``--out``.
 
 Usage::
 
@@ -78,22 +80,21 @@ def main() -> None:
         stream_seconds = time.perf_counter() - started
         tokens = steps * args.batch_size
         rows.append((epochs, steps, cached_seconds, stream_seconds, cached.fvu, streamed.fvu,
-                     train_tokens, args.chunk_tokens))
+                     stream.totals["tokens"], stream.totals["forward_seconds"]))
         print(f"epochs {epochs}: {tokens:,} training tokens; cache (collect + train) "
               f"{cached_seconds:.1f} s, stream {stream_seconds:.1f} s", flush=True)
 
     mb = d_model * 2 / 2**20
     print(f"\ncorpus {args.corpus.name}: {train_tokens:,} training tokens at layer {layer}; "
           f"collection {collect_seconds:.1f} s; torch threads {torch.get_num_threads()}")
+    print(f"activation memory: cache {train_tokens * mb:.0f} MB (its training split), "
+          f"stream {args.chunk_tokens * mb:.0f} MB and up (one chunk of whole document groups)")
     print("| passes | steps | cache: collect + train s | stream s | stream / cache time "
-          "| tokens/s cache | tokens/s stream | FVU cache | FVU stream "
-          "| activation memory cache / stream MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for epochs, steps, c_s, s_s, c_fvu, s_fvu, n_train, chunk in rows:
-        tokens = steps * args.batch_size
+          "| tokens the stream computed (forward s) | FVU cache | FVU stream |")
+    print("|---|---|---|---|---|---|---|---|")
+    for epochs, steps, c_s, s_s, c_fvu, s_fvu, computed, forward_s in rows:
         print(f"| {epochs} | {steps} | {c_s:.1f} | {s_s:.1f} | {s_s / c_s:.2f}x "
-              f"| {tokens / c_s:,.0f} | {tokens / s_s:,.0f} | {c_fvu:.4f} | {s_fvu:.4f} "
-              f"| {n_train * mb:.0f} / {min(chunk, n_train) * mb:.0f} |")
+              f"| {computed:,} ({forward_s:.0f}) | {c_fvu:.4f} | {s_fvu:.4f} |")
 
 
 if __name__ == "__main__":
