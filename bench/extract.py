@@ -28,7 +28,9 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -66,7 +68,10 @@ def _texts(n_docs: int) -> list[str]:
     return out
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+
+
+def _timed(fn: Callable[[], _T]) -> tuple[_T, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
@@ -97,10 +102,10 @@ def main() -> None:
         hook = HookPoint(sae.cfg.hook_layer or 0, sae.cfg.hook_point)
 
         # cap every text to one window so the naive pipeline sees the same tokens
-        texts = []
+        texts: list[str] = []
         for t in _texts(args.docs):
             ids = lm.tokenizer(t, add_special_tokens=False)["input_ids"][: args.max_length - 2]
-            texts.append(lm.tokenizer.decode(ids))
+            texts.append(str(lm.tokenizer.decode(ids)))
         windows = [w for w in _tokenize_windows(texts, lm.tokenizer, max_length=args.max_length)
                    if w.window_index == 0]
         n_content = sum(w.n_tokens - sum(w.special_mask) for w in windows)
