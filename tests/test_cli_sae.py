@@ -202,8 +202,11 @@ def test_train_streamed_from_the_model_writes_no_cache(
     common = ["--layer", "1", "--width", "64", "--k", "4", "--batch-size", "256",
               "--max-length", "32", "--model", str(tiny_llama_dir)]
     assert main(["sae", "train", "--out", str(run), *common, "--corpus", str(SAMPLE),
-                 "--stream", "--chunk-tokens", "1024", "--tokens", "4096", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+                 "--stream", "--chunk-tokens", "1024", "--tokens", "4096", "--progress",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert "activations, chunk 0" in captured.err  # the bar while a chunk is computed
     assert result["steps"] == 16 and result["fvu"] < 1.0
     assert not (run / "activations").exists()
     training = json.loads((run / "training.json").read_text())

@@ -289,7 +289,9 @@ class ModelStream:
                 parts.append(acts)
                 have += acts.shape[0]
                 added = added or acts.shape[0] > 0
-                bar.update(min(have, want) - bar.n)
+                if have > bar.total:  # the group being read overshoots the chunk size
+                    bar.total = have
+                bar.update(have - bar.n)
             self.totals["docs"] += len(train)
         return torch.cat(parts), epoch, doc
 
