@@ -150,6 +150,7 @@ class ModelStream:
         self._chunk: torch.Tensor | None = None  # shuffled fp16 [n, d_model], on the CPU
         self._next: tuple[int, int] = (0, 0)  # (epoch, first doc) of the chunk after it
         self._reader: tuple[int, int, Iterator[str]] | None = None  # (epoch, next doc, it)
+        self._plan: tuple[int, int] | None = None  # (steps, batch size) of the run
 
     # ------------------------------------------------------------------ identity
     def model_record(self) -> dict[str, Any]:
@@ -201,6 +202,20 @@ class ModelStream:
         self._chunk = None
 
     # ------------------------------------------------------------------ serving
+    def plan(self, *, steps: int, batch_size: int) -> None:
+        """Say how many steps of ``batch_size`` tokens the run takes: a chunk is then
+        computed only as far as the run still needs (in whole document groups), so a short
+        run or the last chunk of a long one does not compute ``chunk_tokens`` it will not
+        use. A run resumed with the same plan computes the same chunks.
+
+        Raises
+        ------
+        ConfigError
+            ``batch_size`` exceeds ``chunk_tokens``.
+        """
+        self._check_batch(batch_size)
+        self._plan = (int(steps), int(batch_size))
+
     def scale_sample(self) -> torch.Tensor:
         """The first chunk's tokens, fp16: a fresh run's input scale is their mean norm."""
         self._ensure(0, batch_size=1)
@@ -221,10 +236,13 @@ class ModelStream:
         start = (step - self.position["first_step"]) * batch_size
         return self._chunk[start : start + batch_size]
 
-    def _ensure(self, step: int, *, batch_size: int) -> None:
+    def _check_batch(self, batch_size: int) -> None:
         if batch_size > self.settings.chunk_tokens:
             raise ConfigError(f"chunk_tokens={self.settings.chunk_tokens} is less than one "
                               f"batch ({batch_size})", field="chunk_tokens")
+
+    def _ensure(self, step: int, *, batch_size: int) -> None:
+        self._check_batch(batch_size)
         while True:
             if self._chunk is None:
                 self._load_chunk(batch_size)
@@ -243,7 +261,11 @@ class ModelStream:
 
         started = time.perf_counter()
         self._prepare()
-        want = max(self.settings.chunk_tokens, batch_size)
+        want = self.settings.chunk_tokens
+        if self._plan is not None:  # no more than the run still needs
+            steps, planned = self._plan
+            want = min(want, max(steps - self.position["first_step"], 1) * planned)
+        want = max(want, batch_size)
         bar = tqdm(total=want, unit="tok", disable=not self.progress, dynamic_ncols=True,
                    leave=False, desc=f"activations, chunk {self.position['chunk']}")
         try:

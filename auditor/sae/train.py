@@ -492,6 +492,9 @@ class _CacheData:
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         return self._stream.take(step * batch_size, batch_size)
 
+    def plan(self, *, steps: int, batch_size: int) -> None:
+        return None  # the whole training split is in memory already
+
     def state(self) -> dict[str, Any]:
         return {}  # the data order is a function of the step
 
@@ -1012,6 +1015,7 @@ def train_sae(
     out = Path(out)
     started = time.perf_counter()
     source = _training_data(data, config)
+    source.plan(steps=config.steps, batch_size=config.batch_size)
     d_in = source.d_model
     record = source.record()
     model = record.get("cache_model")

@@ -92,6 +92,19 @@ def test_restore_recomputes_the_chunk_it_was_in(lm: LoadedModel) -> None:
     assert batches
 
 
+def test_a_planned_run_computes_only_what_it_needs(lm: LoadedModel) -> None:
+    whole = _stream(lm, chunk_tokens=10_000)
+    whole.batch(0, 32)
+    planned = _stream(lm, chunk_tokens=10_000)
+    planned.plan(steps=2, batch_size=32)
+    first = planned.scale_sample()
+    assert 64 <= first.shape[0] < whole.totals["tokens"]  # whole groups, not 10,000 tokens
+    assert planned.batch(1, 32).shape == (32, lm.d_model)
+    assert planned.totals["chunks"] == 1
+    with pytest.raises(ConfigError, match="less than one batch"):
+        planned.plan(steps=2, batch_size=20_000)
+
+
 class _Stop(Exception):
     pass
 
