@@ -175,7 +175,8 @@ class ModelStream:
 
     def record(self) -> dict[str, Any]:
         """What ``training.json`` says of the run's data: no cache; the stream's settings
-        and totals (chunks, documents and tokens computed, seconds spent computing them);
+        and totals (chunks, documents and tokens computed, seconds spent computing them,
+        a chunk computed again after a resume included);
         the model, the corpus and its texts' fingerprint, under the keys a cached run
         uses."""
         stream = {**self.settings.to_dict(), "max_length": self.max_length,
