@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=REPO / "samples" / "audit-sample.jsonl")
     ap.add_argument("--epochs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--chunk-tokens", type=int, default=16384)
+    ap.add_argument("--chunk-tokens", type=int, default=StreamSettings().chunk_tokens)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-stream"))
     args = ap.parse_args()
@@ -88,7 +88,8 @@ def main() -> None:
     print(f"\ncorpus {args.corpus.name}: {train_tokens:,} training tokens at layer {layer}; "
           f"collection {collect_seconds:.1f} s; torch threads {torch.get_num_threads()}")
     print(f"activation memory: cache {train_tokens * mb:.0f} MB (its training split), "
-          f"stream {args.chunk_tokens * mb:.0f} MB and up (one chunk of whole document groups)")
+          f"stream at most one chunk: {args.chunk_tokens:,} tokens, "
+          f"{args.chunk_tokens * mb:.0f} MB (fewer where the run needs fewer)")
     print("| passes | steps | cache: collect + train s | stream s | stream / cache time "
           "| tokens the stream computed (forward s) | FVU cache | FVU stream |")
     print("|---|---|---|---|---|---|---|---|")
