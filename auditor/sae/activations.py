@@ -314,6 +314,7 @@ def collect_activations(
     overwrite: bool = False,
     progress: bool = False,
     source: Mapping[str, Any] | None = None,
+    heldout_only: float | None = None,
 ) -> ActivationCache:
     """Run the model over ``texts`` once and cache the content-token activations.
 
@@ -350,6 +351,12 @@ def collect_activations(
     source : mapping or None
         Where ``texts`` came from, e.g. ``{"path": ..., "fingerprint": ...}`` of the corpus
         file (:func:`auditor.io.input_fingerprint`); recorded as the manifest's ``input``.
+    heldout_only : float or None
+        Run the model only over the documents in the held-out bucket at this fraction
+        (:func:`heldout_mask`): a small cache of exactly the text that a run with that
+        ``heldout_fraction`` never trains on, e.g. to evaluate an SAE trained from a
+        stream of the same corpus. The other documents are read (and fingerprinted) but
+        not computed; document indices stay those of the whole corpus.
 
     Returns
     -------
@@ -381,6 +388,8 @@ def collect_activations(
     _check_positive_int(max_length, "max_length")
     _check_positive_int(token_budget, "token_budget")
     _check_positive_int(skip_first, "skip_first", allow_zero=True)
+    if heldout_only is not None:
+        heldout_only = _check_fraction(heldout_only)
     if max_tokens is not None:
         _check_positive_int(max_tokens, "max_tokens")
     if not (isinstance(outlier_factor, (int, float)) and outlier_factor > 1
@@ -409,10 +418,17 @@ def collect_activations(
             texts_hash.update(chunk)
             doc_offset = counts["docs"]
             counts["docs"] += len(chunk)
+            indices: list[int] | None = None
+            if heldout_only is not None:
+                held = heldout_mask(np.arange(doc_offset, doc_offset + len(chunk)),
+                                    fraction=heldout_only)
+                indices = [doc_offset + i for i in np.flatnonzero(held).tolist()]
+                chunk = [chunk[i - doc_offset] for i in indices]
             for batch in forward_batches(chunk, lm=lm, forward=forward, max_length=max_length,
                                          token_budget=token_budget, doc_offset=doc_offset,
-                                         thresholds=thresholds, skip_first=skip_first,
-                                         counts=counts, excluded=excluded):
+                                         doc_indices=indices, thresholds=thresholds,
+                                         skip_first=skip_first, counts=counts,
+                                         excluded=excluded):
                 for hook in forward.hooks:
                     acts, pos, doc = batch[hook.name]
                     writer.add(hook, acts, pos=pos, doc=doc)
@@ -446,6 +462,7 @@ def collect_activations(
             "max_tokens": max_tokens,
             "shard_tokens": shard_tokens,
             "token_budget": token_budget,
+            "heldout_only": heldout_only,
         },
         seconds=round(seconds, 3),
         input=None if source is None else dict(source),
@@ -462,6 +479,7 @@ def forward_batches(
     max_length: int,
     token_budget: int,
     doc_offset: int = 0,
+    doc_indices: Sequence[int] | None = None,
     thresholds: Mapping[str, float] | None = None,
     skip_first: int = 0,
     counts: dict[str, int] | None = None,
@@ -481,8 +499,9 @@ def forward_batches(
     ------
     dict
         Hook name to ``(acts, pos, doc)``: float32 ``[m, d_model]`` activations on the CPU,
-        each token's position in its document and its document's index
-        (``doc_offset`` + its place in ``texts``).
+        each token's position in its document and its document's index: ``doc_offset`` +
+        its place in ``texts``, or its entry in ``doc_indices`` when given (for texts
+        picked out of a corpus).
 
     ``counts`` (``windows``, ``content_tokens``, ``skipped_first``) and ``excluded`` (per
     hook) are added to as batches go by, when given.
@@ -496,7 +515,12 @@ def forward_batches(
     pad_id = int(pad if pad is not None else 0)
     counts = {} if counts is None else counts
     excluded = {} if excluded is None else excluded
-    windows = _windows(list(texts), lm, max_length, doc_offset=doc_offset)
+    texts = list(texts)
+    if doc_indices is not None and len(doc_indices) != len(texts):
+        raise ConfigError(f"{len(doc_indices)} document indices for {len(texts)} texts",
+                          field="doc_indices")
+    windows = _windows(texts, lm, max_length,
+                       doc_offset=0 if doc_indices is not None else doc_offset)
     counts["windows"] = counts.get("windows", 0) + len(windows)
     for batch in plan_batches([w.n_tokens for w in windows], token_budget=token_budget):
         ws = [windows[i] for i in batch]
@@ -504,7 +528,8 @@ def forward_batches(
         width = ids.shape[1]
         keep_cpu = keep.cpu()
         win = torch.tensor([w.window_index for w in ws], dtype=torch.long)
-        doc_rows = torch.tensor([w.doc_index for w in ws], dtype=torch.long)
+        doc_rows = torch.tensor([w.doc_index if doc_indices is None
+                                 else doc_indices[w.doc_index] for w in ws], dtype=torch.long)
         pos_grid = win[:, None] * content_size + torch.arange(width)[None, :] - len(prefix)
         pos = pos_grid[keep_cpu]
         doc = doc_rows[:, None].expand(-1, width)[keep_cpu]

@@ -203,3 +203,24 @@ def test_wrong_schema_and_no_manifest(tmp_path: Path) -> None:
     (tmp_path / "c" / MANIFEST_FILENAME).unlink()
     with pytest.raises(ShardMissing):
         open_cache(tmp_path / "c")
+
+
+def test_heldout_only_computes_just_the_held_out_documents(
+        lm: LoadedModel, cache: ActivationCache, tmp_path: Path) -> None:
+    small = collect_activations(TEXTS, lm=lm, hooks=HOOKS, out=tmp_path / "heldout",
+                                max_length=16, exclude_outliers=False, shard_tokens=100,
+                                heldout_only=0.25)
+    for hook in HOOKS:
+        full = cache.tensors(hook, split="heldout", heldout_fraction=0.25)
+        only = small.tensors(hook)
+        assert 0 < only["acts"].shape[0] < cache.hook_tokens(hook)
+        # the same tokens, with the documents' indices in the whole corpus
+        for key in ("acts", "pos", "doc"):
+            assert torch.equal(only[key], full[key]), key
+    assert heldout_mask(small.tensors(HOOKS[0])["doc"], fraction=0.25).all()
+    assert small.tensors(HOOKS[0], split="train", heldout_fraction=0.25)["acts"].shape[0] == 0
+    # every text was read (and fingerprinted) though few were computed
+    assert small.manifest["texts"] == cache.manifest["texts"]
+    assert small.manifest["settings"]["heldout_only"] == 0.25
+    with pytest.raises(ConfigError):
+        collect_activations(TEXTS, lm=lm, hooks=HOOKS, out=tmp_path / "bad", heldout_only=1.0)
