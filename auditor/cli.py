@@ -246,16 +246,22 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished cache at --out.")
+@click.option("--heldout-only", is_flag=True,
+              help="Compute only the held-out documents (those a training run with "
+                   "--heldout-fraction never reads): an evaluation cache.")
+@click.option("--heldout-fraction", type=float, default=0.05, show_default=True,
+              help="With --heldout-only: the training runs' held-out fraction.")
 @click.option("--progress/--no-progress", default=None)
 def sae_collect(corpus: Path, out: Path, layers: tuple[int, ...], model: str | None,
                 max_tokens: int | None, max_length: int, device: str | None, overwrite: bool,
-                progress: bool | None) -> None:
+                heldout_only: bool, heldout_fraction: float, progress: bool | None) -> None:
     """Cache a corpus's activations (fp16) for training and evaluating SAEs."""
     from auditor.jobs.sae import run_sae_collect
 
     cache = run_sae_collect(corpus, out=out, layers=list(layers), model=model,
                             max_length=max_length, max_tokens=max_tokens, device=device,
                             overwrite=overwrite,
+                            heldout_only=heldout_fraction if heldout_only else None,
                             progress=sys.stderr.isatty() if progress is None else progress)
     click.echo(json.dumps(cache.info(), indent=2, default=str))
 

@@ -214,13 +214,20 @@ def test_train_streamed_from_the_model_writes_no_cache(
     assert training["cache_input"] == {"path": str(SAMPLE),
                                        "fingerprint": input_fingerprint(SAMPLE)}
     assert load_sae(run).cfg.hook_layer == 1
-    # A cache of the same corpus scores the held-out documents the stream skipped.
-    cached = tmp_path / "cached"
-    assert main(["sae", "collect", str(SAMPLE), "--out", str(cached), "--layer", "1",
-                 "--max-length", "32", "--model", str(tiny_llama_dir)]) == 0
+    # A cache of the same corpus scores the held-out documents the stream skipped; one of
+    # just those documents scores the same tokens.
+    cached, heldout = tmp_path / "cached", tmp_path / "heldout"
+    for out, extra in ((cached, []), (heldout, ["--heldout-only"])):
+        assert main(["sae", "collect", str(SAMPLE), "--out", str(out), "--layer", "1",
+                     "--max-length", "32", "--model", str(tiny_llama_dir), *extra]) == 0
     capsys.readouterr()
-    assert main(["sae", "eval", str(run), "--cache", str(cached), "--no-card"]) == 0
-    assert json.loads(capsys.readouterr().out)["metrics"]["n_tokens"] > 0
+    scores = []
+    for out in (cached, heldout):
+        assert main(["sae", "eval", str(run), "--cache", str(out), "--no-card"]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["metrics"])
+    assert scores[0]["n_tokens"] == scores[1]["n_tokens"] > 0
+    assert scores[0]["fvu"] == pytest.approx(scores[1]["fvu"], rel=1e-6)
+    assert open_cache(heldout).hook_tokens("layer1.resid_post") == scores[1]["n_tokens"]
     # ... but not all of it as unseen text: the stream's record names the corpus's texts.
     assert main(["sae", "eval", str(run), "--cache", str(cached), "--no-card", "--split",
                  "all"]) == 2

@@ -180,6 +180,7 @@ def run_sae_collect(
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    heldout_only: float | None = None,
 ) -> ActivationCache:
     """Run the model over a corpus once and cache its layers' activations for SAE training
     and evaluation (:func:`auditor.sae.collect_activations`).
@@ -197,6 +198,9 @@ def run_sae_collect(
     max_length, max_tokens, device, overwrite, progress
         Window length, a cap on the tokens kept, the device, whether to replace a
         finished cache at ``out``, a progress bar.
+    heldout_only
+        Compute only the documents held out at this fraction (what a training run with
+        that ``heldout_fraction`` never reads): an evaluation cache.
 
     Returns
     -------
@@ -214,7 +218,8 @@ def run_sae_collect(
     return collect_activations(read_corpus_texts(corpus), lm=lm,
                                hooks=[HookPoint(layer) for layer in layers], out=out,
                                max_length=max_length, max_tokens=max_tokens,
-                               overwrite=overwrite, progress=progress, source=source)
+                               overwrite=overwrite, progress=progress, source=source,
+                               heldout_only=heldout_only)
 
 
 def _record_init_training(out: Path, init: Path) -> None:
