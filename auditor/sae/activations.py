@@ -52,6 +52,7 @@ __all__ = [
     "forward_batches",
     "heldout_mask",
     "open_cache",
+    "pick_documents",
     "texts_fingerprint",
 ]
 
@@ -416,19 +417,13 @@ def collect_activations(
     try:
         for chunk in _chunks(texts, _DOCS_PER_CHUNK):
             texts_hash.update(chunk)
-            doc_offset = counts["docs"]
+            picked, indices = pick_documents(chunk, first=counts["docs"],
+                                             heldout_fraction=heldout_only, heldout=True)
             counts["docs"] += len(chunk)
-            indices: list[int] | None = None
-            if heldout_only is not None:
-                held = heldout_mask(np.arange(doc_offset, doc_offset + len(chunk)),
-                                    fraction=heldout_only)
-                indices = [doc_offset + i for i in np.flatnonzero(held).tolist()]
-                chunk = [chunk[i - doc_offset] for i in indices]
-            for batch in forward_batches(chunk, lm=lm, forward=forward, max_length=max_length,
-                                         token_budget=token_budget, doc_offset=doc_offset,
-                                         doc_indices=indices, thresholds=thresholds,
-                                         skip_first=skip_first, counts=counts,
-                                         excluded=excluded):
+            for batch in forward_batches(picked, lm=lm, forward=forward, max_length=max_length,
+                                         token_budget=token_budget, doc_indices=indices,
+                                         thresholds=thresholds, skip_first=skip_first,
+                                         counts=counts, excluded=excluded):
                 for hook in forward.hooks:
                     acts, pos, doc = batch[hook.name]
                     writer.add(hook, acts, pos=pos, doc=doc)
@@ -478,7 +473,6 @@ def forward_batches(
     forward: TruncatedForward,
     max_length: int,
     token_budget: int,
-    doc_offset: int = 0,
     doc_indices: Sequence[int] | None = None,
     thresholds: Mapping[str, float] | None = None,
     skip_first: int = 0,
@@ -499,14 +493,13 @@ def forward_batches(
     ------
     dict
         Hook name to ``(acts, pos, doc)``: float32 ``[m, d_model]`` activations on the CPU,
-        each token's position in its document and its document's index: ``doc_offset`` +
-        its place in ``texts``, or its entry in ``doc_indices`` when given (for texts
-        picked out of a corpus).
+        each token's position in its document and its document's index: its entry in
+        ``doc_indices`` (the texts' indices in their corpus), or its place in ``texts``.
 
     ``counts`` (``windows``, ``content_tokens``, ``skipped_first``) and ``excluded`` (per
     hook) are added to as batches go by, when given.
     """
-    from auditor.lm import collate, plan_batches, special_affixes
+    from auditor.lm import collate, plan_batches, special_affixes, tokenize_windows
 
     prefix, _suffix = special_affixes(lm.tokenizer)
     content_size = _content_size(lm, max_length)
@@ -519,8 +512,7 @@ def forward_batches(
     if doc_indices is not None and len(doc_indices) != len(texts):
         raise ConfigError(f"{len(doc_indices)} document indices for {len(texts)} texts",
                           field="doc_indices")
-    windows = _windows(texts, lm, max_length,
-                       doc_offset=0 if doc_indices is not None else doc_offset)
+    windows = tokenize_windows(texts, lm.tokenizer, max_length=max_length)
     counts["windows"] = counts.get("windows", 0) + len(windows)
     for batch in plan_batches([w.n_tokens for w in windows], token_budget=token_budget):
         ws = [windows[i] for i in batch]
@@ -546,6 +538,26 @@ def forward_batches(
                 mask &= ~outlier
             out[hook.name] = (sel[mask], pos[mask], doc[mask])
         yield out
+
+
+def pick_documents(texts: Sequence[str], *, first: int, heldout_fraction: float | None,
+                   heldout: bool) -> tuple[list[str], list[int]]:
+    """The texts on one side of the held-out split, and their indices in the corpus.
+
+    ``texts`` are documents ``first``, ``first + 1`` … of a corpus. With ``heldout`` the
+    ones :func:`heldout_mask` puts in the held-out bucket at ``heldout_fraction`` are
+    picked, otherwise the others; with no fraction, all of them.
+
+    Examples
+    --------
+    >>> pick_documents(["a", "b", "c", "d"], first=2, heldout_fraction=0.5, heldout=False)
+    (['a'], [2])
+    """
+    indices = np.arange(first, first + len(texts))
+    if heldout_fraction is not None:
+        indices = indices[heldout_mask(indices, fraction=heldout_fraction) == heldout]
+    picked = indices.tolist()
+    return [texts[i - first] for i in picked], picked
 
 
 def _content_size(lm: LoadedModel, max_length: int) -> int:
@@ -609,12 +621,6 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _windows(texts: list[str], lm: LoadedModel, max_length: int, *, doc_offset: int) -> list[Any]:
-    from auditor.lm import tokenize_windows
-
-    return tokenize_windows(texts, lm.tokenizer, max_length=max_length, doc_offset=doc_offset)
 
 
 # --------------------------------------------------------------------------- reading

@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from auditor.errors import ConfigError, StoreError
-from auditor.sae.activations import forward_batches, heldout_mask, texts_fingerprint
+from auditor.sae.activations import forward_batches, pick_documents, texts_fingerprint
 
 if TYPE_CHECKING:
     from auditor.lm import HookPoint, LoadedModel
@@ -225,7 +224,7 @@ class ModelStream:
 
     def first_tokens(self, n: int) -> torch.Tensor:
         """The first ``n`` tokens of the first chunk (after its shuffle), float32: for the
-        input scale and the decoder-bias init of a fresh run."""
+        decoder-bias init of a fresh run."""
         self._ensure(0, batch_size=1)
         assert self._chunk is not None
         return self._chunk[:n].float()
@@ -297,11 +296,9 @@ class ModelStream:
                 epoch, doc = epoch + 1, 0
                 whole_pass, added = True, False
                 continue
-            index = np.arange(doc, doc + len(group))
+            train, _ = pick_documents(group, first=doc, heldout_fraction=self.heldout_fraction,
+                                      heldout=False)
             doc += len(group)
-            train = [text for text, held in
-                     zip(group, heldout_mask(index, fraction=self.heldout_fraction),
-                         strict=True) if not held]
             if not train:
                 continue
             for batch in forward_batches(train, lm=self.lm, forward=self._forward,
