@@ -118,7 +118,6 @@ def run_sae_train(
     dict
         The training result (``TrainResult.to_dict()``).
     """
-    from auditor.io import input_fingerprint
     from auditor.lm import HookPoint, load_model
     from auditor.sae import TrainConfig, open_cache, train_sae
 
@@ -148,9 +147,7 @@ def run_sae_train(
         acts = ModelStream(lambda: read_corpus_texts(source_file), lm=lm,
                            hook=HookPoint(layer), settings=settings,
                            heldout_fraction=config.heldout_fraction, seed=seed,
-                           source={"path": str(corpus),
-                                   "fingerprint": input_fingerprint(corpus)},
-                           progress=progress)
+                           source=_corpus_source(corpus), progress=progress)
     elif cache is None:
         assert corpus is not None
         cache_dir = Path(out) / "activations"
@@ -207,19 +204,25 @@ def run_sae_collect(
     ActivationCache
         The finished cache; its manifest names the corpus file and its fingerprint.
     """
-    from auditor.io import input_fingerprint
     from auditor.lm import HookPoint, load_model
     from auditor.sae import collect_activations
 
     if not layers:
         raise ConfigError("give at least one layer", field="layer")
-    source = {"path": str(corpus), "fingerprint": input_fingerprint(corpus)}  # before the model
+    source = _corpus_source(corpus)  # before the model: a missing corpus fails at once
     lm = load_model(_model_dir(model, progress=progress), device=device)
     return collect_activations(read_corpus_texts(corpus), lm=lm,
                                hooks=[HookPoint(layer) for layer in layers], out=out,
                                max_length=max_length, max_tokens=max_tokens,
                                overwrite=overwrite, progress=progress, source=source,
                                heldout_only=heldout_only)
+
+
+def _corpus_source(corpus: str | Path) -> dict[str, str]:
+    """What a cache or a stream records of the corpus file it read."""
+    from auditor.io import input_fingerprint
+
+    return {"path": str(corpus), "fingerprint": input_fingerprint(corpus)}
 
 
 def _record_init_training(out: Path, init: Path) -> None:

@@ -466,7 +466,6 @@ class _CacheData:
             raise StoreError(f"no training tokens for hook {config.hook!r}",
                              path=cache.directory)
         self.d_model = cache.d_model
-        self.seed = config.seed
         self._stream = _DataStream(self.acts, seed=config.seed)
 
     def identity(self) -> dict[str, Any]:
@@ -487,7 +486,7 @@ class _CacheData:
         return self.acts
 
     def first_tokens(self, n: int) -> torch.Tensor:
-        return _DataStream(self.acts, seed=self.seed).take(0, min(n, self._stream.n)).float()
+        return self._stream.take(0, min(n, self._stream.n)).float()
 
     def batch(self, step: int, batch_size: int) -> torch.Tensor:
         return self._stream.take(step * batch_size, batch_size)
@@ -718,27 +717,25 @@ class _Trainer:
 
     # ------------------------------------------------------------------ export
     def to_sae(self, *, input_scale: float, model_name: str | None) -> SAE:
+        cfg = self.config
         # A BatchTopK SAE without a threshold yet (no step taken) encodes like TopK. The
         # exported SAE lives on the CPU, wherever it was trained.
         with torch.device("cpu"):
-            sae = self._new_sae(input_scale=input_scale, model_name=model_name)
+            sae = SAE(SAEConfig(
+                d_in=self.d_in, d_sae=cfg.d_sae,
+                activation=cfg.activation,  # type: ignore[arg-type]
+                k=cfg.k, hook_layer=cfg.layer, hook_point=cfg.point,  # type: ignore[arg-type]
+                apply_b_dec_to_input=True, normalize_activations="constant",
+                input_scale=float(input_scale), relu_before_topk=True, source_format="auditor",
+                model_name=model_name,
+                batchtopk_threshold=self.threshold if cfg.activation == "batchtopk" else None,
+            ))
         with torch.no_grad():
             for name in _PARAMS:
                 value = self.params[name].detach()
                 getattr(sae, name).copy_(value.T if name == "W_enc" else value)
         sae.eval()
         return sae
-
-    def _new_sae(self, *, input_scale: float, model_name: str | None) -> SAE:
-        cfg = self.config
-        return SAE(SAEConfig(
-            d_in=self.d_in, d_sae=cfg.d_sae, activation=cfg.activation,  # type: ignore[arg-type]
-            k=cfg.k, hook_layer=cfg.layer, hook_point=cfg.point,  # type: ignore[arg-type]
-            apply_b_dec_to_input=True, normalize_activations="constant",
-            input_scale=float(input_scale), relu_before_topk=True, source_format="auditor",
-            model_name=model_name,
-            batchtopk_threshold=self.threshold if cfg.activation == "batchtopk" else None,
-        ))
 
     def optimizer_tensors(self) -> dict[str, torch.Tensor]:
         """Copies on the CPU, for a checkpoint."""
