@@ -82,14 +82,14 @@ def test_chunks_are_shuffled_whole_groups_and_the_corpus_repeats(lm: LoadedModel
 
 def test_restore_recomputes_the_chunk_it_was_in(lm: LoadedModel) -> None:
     stream = _stream(lm)
-    batches = [stream.batch(step, 32) for step in range(12)]
+    for step in range(12):  # into the run, past a few chunks
+        stream.batch(step, 32)
     state = json.loads(json.dumps(stream.state()))  # as a checkpoint keeps it
     later = [stream.batch(step, 32) for step in range(12, 20)]
     resumed = _stream(lm)
     resumed.restore(state)
     assert all(torch.equal(resumed.batch(s, 32), later[s - 12]) for s in range(12, 20))
     assert resumed.totals["chunks"] == stream.totals["chunks"] + 1  # the one computed again
-    assert batches
 
 
 def test_a_planned_run_computes_only_what_it_needs(lm: LoadedModel) -> None:
