@@ -2,7 +2,9 @@
 
 Every error auditor raises on purpose derives from :class:`AuditorError`. Intermediate
 bases let callers catch at the level they care about; the CLI maps each branch to one
-exit code (see :data:`EXIT_CODES`) and the HTTP API to one status.
+exit code (see :data:`EXIT_CODES`) and the HTTP API to one status (:data:`HTTP_STATUS`).
+Every error serialises with :meth:`AuditorError.to_dict` (a queued job's failure travels
+as JSON) and comes back as the same class with :func:`error_from_dict`.
 
 ::
 
@@ -24,6 +26,9 @@ exit code (see :data:`EXIT_CODES`) and the HTTP API to one status.
         ├── ShardMissing            a shard named in the store is not on disk
         ├── CorruptShard            a shard cannot be read or has the wrong schema
         └── ProvenanceMismatch      shards from different model / SAE / layer are mixed
+    └── JobError                    running a job
+        ├── JobConflict             OUT holds a job run with other options or input
+        └── JobCancelled            the job's cancel token was set; finished work is kept
 
 Context travels as keyword-only attributes (``path``, ``row``, ``field``, ``tensor``) so a
 caller can report it without parsing the message.
@@ -31,10 +36,13 @@ caller can report it without parsing the message.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "EXIT_CODES",
+    "HTTP_STATUS",
     "AuditorError",
     "ColumnError",
     "ConfigError",
@@ -42,6 +50,9 @@ __all__ = [
     "HookError",
     "InputError",
     "InputFileError",
+    "JobCancelled",
+    "JobConflict",
+    "JobError",
     "ModelError",
     "ModelLoadError",
     "ProvenanceMismatch",
@@ -53,7 +64,9 @@ __all__ = [
     "ShardMissing",
     "StoreError",
     "UnsafeFileError",
+    "error_from_dict",
     "exit_code_for",
+    "http_status_for",
 ]
 
 
@@ -87,6 +100,13 @@ class AuditorError(Exception):
         if self.tensor is not None:
             where.append(f"tensor {self.tensor!r}")
         return f"{', '.join(where)}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record: ``type`` (the class name), ``message``, the context fields,
+        ``exit_code`` and ``http_status``; :func:`error_from_dict` inverts it."""
+        return {"type": type(self).__name__, "message": self.message, "path": self.path,
+                "row": self.row, "field": self.field, "tensor": self.tensor,
+                "exit_code": exit_code_for(self), "http_status": http_status_for(self)}
 
 
 class ConfigError(AuditorError):
@@ -157,6 +177,19 @@ class ProvenanceMismatch(StoreError):
     """Shards or artifacts from different models, SAEs or layers are being mixed."""
 
 
+class JobError(AuditorError):
+    """A job cannot run or did not finish as asked."""
+
+
+class JobConflict(JobError):
+    """The output directory holds a job run with other options or another input."""
+
+
+class JobCancelled(JobError):
+    """The job's cancel token was set; every finished shard, step or stage stays valid and a
+    rerun with the same options resumes from there."""
+
+
 # One exit code per branch, most specific first (the CLI walks the MRO).
 EXIT_CODES: dict[type[AuditorError], int] = {
     ConfigError: 2,
@@ -164,13 +197,65 @@ EXIT_CODES: dict[type[AuditorError], int] = {
     ModelError: 4,
     SAEError: 5,
     StoreError: 6,
+    JobConflict: 7,
+    JobCancelled: 130,  # as for an interrupt: the run was stopped on request
+    JobError: 8,
     AuditorError: 1,
 }
+
+# One HTTP status per branch: the caller's fault is 4xx, a conflict with what is on disk
+# 409, a cancelled job 499 (client closed request, as nginx uses it), the rest 500.
+HTTP_STATUS: dict[type[AuditorError], int] = {
+    ConfigError: 400,
+    InputError: 422,
+    ModelError: 422,
+    SAEError: 422,
+    ProvenanceMismatch: 409,
+    StoreError: 500,
+    JobConflict: 409,
+    JobCancelled: 499,
+    JobError: 500,
+    AuditorError: 500,
+}
+
+
+def _lookup(table: dict[type[AuditorError], int], error: AuditorError, default: int) -> int:
+    for cls in type(error).__mro__:
+        if cls in table:
+            return table[cls]
+    return default
 
 
 def exit_code_for(error: AuditorError) -> int:
     """Return the CLI exit code of ``error``'s branch of the tree."""
-    for cls in type(error).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
-    return 1
+    return _lookup(EXIT_CODES, error, 1)
+
+
+def http_status_for(error: AuditorError) -> int:
+    """Return the HTTP status of ``error``'s branch of the tree."""
+    return _lookup(HTTP_STATUS, error, 500)
+
+
+def _classes() -> dict[str, type[AuditorError]]:
+    found: dict[str, type[AuditorError]] = {}
+    todo: list[type[AuditorError]] = [AuditorError]
+    while todo:
+        cls = todo.pop()
+        found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def error_from_dict(record: Mapping[str, Any]) -> AuditorError:
+    """Rebuild an error from :meth:`AuditorError.to_dict`; an unknown ``type`` (say, from
+    a newer auditor) becomes the nearest known base, :class:`AuditorError`.
+
+    Examples
+    --------
+    >>> err = error_from_dict(RowError("empty text", path="a.jsonl", row=3).to_dict())
+    >>> type(err).__name__, str(err)
+    ('RowError', 'a.jsonl, row 3: empty text')
+    """
+    cls = _classes().get(str(record.get("type")), AuditorError)
+    return cls(str(record.get("message", "")), path=record.get("path"), row=record.get("row"),
+               field=record.get("field"), tensor=record.get("tensor"))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from auditor._atomic import atomic_directory
+from auditor._files import atomic_directory
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.explain import Contributions, feature_contributions, raw_contributions
 

@@ -23,7 +23,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.base import clone
 
-from auditor._atomic import atomic_directory
+from auditor._files import atomic_directory
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.probes.boosted import BoostedProbe
 from auditor.probes.calibration import CalibratedProbe
