@@ -21,7 +21,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from auditor.cli_features import features as features_cli
+from auditor.cli.features import features as features_cli
 from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, StoreError
 from auditor.features import (
     DictionaryConfig,

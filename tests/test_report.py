@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from auditor.cli_report import report as report_command
+from auditor.cli.report import report as report_command
 from auditor.errors import ColumnError, ConfigError, InputError, InputFileError, StoreError
 from auditor.report import (
     NearDuplicateFinder,

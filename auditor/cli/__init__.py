@@ -1,0 +1,67 @@
+"""The ``auditor`` command line: one module per command group.
+
+Every command parses its options, calls a job in :mod:`auditor.jobs` and prints the result;
+the workers and the HTTP API call the same jobs. Errors from
+the :mod:`auditor.errors` tree are printed as one line naming the file/row/tensor and end
+the process with that branch's exit code (see :data:`auditor.errors.EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from auditor import __version__
+from auditor.errors import AuditorError, exit_code_for
+
+__all__ = ["cli", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return (and, as a script, exit with) the process exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="auditor",
+                 standalone_mode=False)
+    except AuditorError as err:
+        click.echo(f"error: {err}", err=True)
+        return exit_code_for(err)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    return 0
+
+
+def _run() -> None:  # console-script entry point
+    sys.exit(main())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+def cli() -> None:
+    """auditor: classify and audit datasets with sparse-autoencoder features."""
+
+
+def _register() -> None:
+    from auditor.cli.extract import extract
+    from auditor.cli.features import features
+    from auditor.cli.heads import heads
+    from auditor.cli.models import models
+    from auditor.cli.probe import probe
+    from auditor.cli.report import report
+    from auditor.cli.run import audit, classify, explain
+    from auditor.cli.sae import sae
+    from auditor.cli.store import store
+
+    for command in (extract, models, sae, probe, heads, classify, audit, explain, features,
+                    report, store):
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,124 @@
+"""``auditor extract``: pooled SAE features of a dataset into a feature store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["extract"]
+
+# ----------------------------------------------------------------------------- extract
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Feature store directory to write (resumed if it exists).")
+@click.option("--model", "model", default=None,
+              help="Local Hugging Face model directory (default: the embedded Gemma 3 270M).")
+@click.option("--sae", "sae_paths", multiple=True,
+              help="SAE file or directory (any supported format); repeat for several, "
+                   "optionally named as NAME=PATH (default: the shipped SAE).")
+@click.option("--layer", type=int, default=None,
+              help="Decoder layer the SAE reads, when its files do not say.")
+@click.option("--sae-format", default=None, help="Force an SAE format instead of detecting it.")
+@click.option("--k", "k", type=int, default=None, help="TopK k, when the SAE files do not say.")
+@click.option("--pool", "poolings", multiple=True, default=("max",), show_default=True,
+              type=click.Choice(["max", "mean", "sum", "count", "last"]),
+              help="Pooling over tokens; repeat for several.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default=None, help="Column with document ids (default: row number).")
+@click.option("--keep", "passthrough", multiple=True, help="Input column to copy into the store.")
+@click.option("--max-length", type=int, default=512, show_default=True,
+              help="Window length in tokens; longer documents are split and pooled across.")
+@click.option("--max-windows", type=int, default=None,
+              help="Keep only each document's first N windows (default: all).")
+@click.option("--max-chars", type=int, default=1_000_000, show_default=True,
+              help="Reject (or skip) texts longer than this many characters.")
+@click.option("--token-budget", type=int, default=8192, show_default=True,
+              help="Padded tokens per batch.")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Maximum windows per batch.")
+@click.option("--shard-size", type=int, default=1000, show_default=True,
+              help="Documents per Parquet shard.")
+@click.option("--save-tokens", is_flag=True, help="Also write per-token sparse codes.")
+@click.option("--raw-mean", is_flag=True,
+              help="Also store mean raw activations per document (raw-activation baseline).")
+@click.option("--keep-outliers", is_flag=True,
+              help="Pool massive-activation tokens too (excluded by default).")
+@click.option("--outlier-factor", type=float, default=5.0, show_default=True,
+              help="Outlier = norm above this × median token norm.")
+@click.option("--skip-bad-rows", is_flag=True,
+              help="Skip unusable rows (reported at the end) instead of stopping.")
+@click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--dtype", default=None, help="float32, bfloat16, float16 (default by device).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def extract(
+    input_path: Path,
+    out: Path,
+    model: str | None,
+    sae_paths: tuple[str, ...],
+    layer: int | None,
+    sae_format: str | None,
+    k: int | None,
+    poolings: tuple[str, ...],
+    text_column: str,
+    id_column: str | None,
+    passthrough: tuple[str, ...],
+    max_length: int,
+    max_windows: int | None,
+    max_chars: int,
+    token_budget: int,
+    batch_size: int,
+    shard_size: int,
+    save_tokens: bool,
+    raw_mean: bool,
+    keep_outliers: bool,
+    outlier_factor: float,
+    skip_bad_rows: bool,
+    overwrite: bool,
+    device: str | None,
+    dtype: str | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Extract pooled sparse SAE features of INPUT (JSONL, Parquet, CSV or a .txt dir)."""
+    from auditor.extract import ExtractConfig
+    from auditor.jobs import run_extract
+
+    config = ExtractConfig(
+        poolings=poolings, max_length=max_length, max_windows=max_windows,
+        shard_size=shard_size, exclude_outliers=not keep_outliers, outlier_factor=outlier_factor,
+        save_tokens=save_tokens, raw_mean=raw_mean, token_budget=token_budget,
+        max_batch_size=batch_size,
+    )
+    summary, bad = run_extract(
+        input_path, out=out, model=model, saes=sae_paths, layer=layer, sae_format=sae_format,
+        k=k, config=config, text_column=text_column, id_column=id_column,
+        passthrough=passthrough, max_chars=max_chars, skip_bad_rows=skip_bad_rows,
+        overwrite=overwrite, device=device, dtype=dtype,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    click.echo(f"wrote {out}")
+    click.echo(f"  documents   {summary.docs:,} new, {summary.docs_skipped_done:,} already done"
+               f" ({summary.shards_written} shards written, {summary.shards_skipped} skipped)")
+    click.echo(f"  tokens      {summary.tokens:,} in {summary.windows:,} windows, "
+               f"{summary.seconds:.1f} s, {summary.tokens_per_s:,.0f} tokens/s")
+    if summary.truncated_docs:
+        click.echo(f"  truncated   {summary.truncated_docs:,} documents cut to their first "
+                   f"{max_windows} window(s)")
+    for key, mean in summary.mean_active.items():
+        click.echo(f"  {key:<11} {mean:,.1f} active features per document, "
+                   f"{summary.excluded_tokens.get(key, 0):,} outlier tokens excluded")
+    click.echo(f"  size        {summary.bytes_written / 1e6:,.2f} MB")
+    for err in bad:
+        click.echo(f"  skipped: {err}", err=True)

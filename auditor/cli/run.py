@@ -1,0 +1,188 @@
+"""``auditor classify``, ``audit`` and ``explain``: the model and the heads on a dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["audit", "classify", "explain"]
+
+# ----------------------------------------------------------------------------- classify
+
+
+_RUN_OPTIONS = [
+    click.option("--head", "head_refs", multiple=True,
+                 help="Head name or directory; repeat (default: every installed head)."),
+    click.option("--model", default=None, help="Model directory (default: the embedded one)."),
+    click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one)."),
+    click.option("--text-column", default="text", show_default=True),
+]
+
+
+def _run_options(f: Any) -> Any:
+    """The options every command that runs the model and heads on a dataset shares."""
+    for opt in reversed(_RUN_OPTIONS):
+        f = opt(f)
+    return f
+
+
+@contextlib.contextmanager
+def _text_or_file(source: str, id_column: str | None
+                  ) -> Iterator[tuple[Path, str | None]]:
+    """A dataset path as given, or a one-row JSONL (id ``text``) holding a literal text."""
+    if Path(source).exists():
+        yield Path(source), id_column
+        return
+    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
+        path = Path(tmp) / "input.jsonl"
+        path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
+        yield path, "id"
+
+
+@click.command()
+@click.argument("source", metavar="TEXT|FILE")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write predictions to .parquet or .jsonl (default: print them).")
+@_run_options
+@click.option("--explain", "explain", type=int, default=0, is_flag=False, flag_value=5,
+              help="Top contributing SAE features per head (--explain alone: 5).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Keep the extracted features in this store.")
+@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--skip-bad-rows", is_flag=True)
+@click.option("--device", default=None)
+@click.option("--progress/--no-progress", default=None)
+def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain: int,
+             store: Path | None, model: str | None, sae_paths: tuple[str, ...],
+             text_column: str, id_column: str | None, skip_bad_rows: bool,
+             device: str | None, progress: bool | None) -> None:
+    """Label TEXT (a literal string) or FILE (a dataset) with the heads."""
+    from auditor.heads.classify import write_predictions
+    from auditor.jobs import run_classify
+
+    with _text_or_file(source, id_column) as (path, id_column):
+        frame, provenance = run_classify(
+            path, heads=list(head_refs) or None, explain=explain, store=store, model=model,
+            saes=sae_paths, text_column=text_column, id_column=id_column,
+            skip_bad_rows=skip_bad_rows, device=device,
+            progress=sys.stderr.isatty() if progress is None else progress)
+    if out is not None:
+        write_predictions(frame, out, provenance=provenance)
+        click.echo(f"wrote {frame.height:,} rows to {out}")
+        return
+    _print_predictions(frame)
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output directory: store/, predictions.parquet, report.html/json/md.")
+@_run_options
+@click.option("--explain", type=int, default=5, show_default=True,
+              help="Top contributing SAE features kept per document and head.")
+@click.option("--previous", type=click.Path(path_type=Path), default=None,
+              help="report.json of an earlier audit of the same pipeline (drift).")
+@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--format", "formats", default="html,json,md", show_default=True)
+@click.option("--skip-bad-rows", is_flag=True)
+@click.option("--device", default=None)
+@click.option("--overwrite", is_flag=True,
+              help="Start OUT's store afresh (a rerun resumes it; one made with other "
+                   "settings, e.g. by another auditor version, is refused without this).")
+@click.option("--progress/--no-progress", default=None)
+def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
+          previous: Path | None, model: str | None, sae_paths: tuple[str, ...],
+          text_column: str, id_column: str | None, formats: str, skip_bad_rows: bool,
+          device: str | None, overwrite: bool, progress: bool | None) -> None:
+    """Audit INPUT: SAE features, every head's labels with explanations, and a report."""
+    from auditor.jobs import run_audit
+
+    result = run_audit(
+        input_path, out=out, heads=list(head_refs) or None, model=model, saes=sae_paths,
+        explain=explain, previous=previous, text_column=text_column, id_column=id_column,
+        skip_bad_rows=skip_bad_rows, device=device, formats=formats.split(","),
+        overwrite=overwrite, progress=sys.stderr.isatty() if progress is None else progress)
+    click.echo(f"audited {result.documents:,} documents with heads "
+               f"{', '.join(result.heads) or '(none installed)'}")
+    click.echo(f"  features     {result.store}")
+    if result.predictions is not None:
+        click.echo(f"  predictions  {result.predictions}")
+    for fmt, path in result.reports.items():
+        click.echo(f"  {fmt:<12} {path}")
+
+
+@click.command()
+@click.argument("source", metavar="TEXT|FILE")
+@_run_options
+@click.option("--top", type=int, default=5, show_default=True,
+              help="Contributing features shown per document and head.")
+@click.option("--check", is_flag=True,
+              help="Faithfulness: zero each decision's top-k features and re-score, vs k "
+                   "random active features.")
+@click.option("--k", "k", type=int, default=5, show_default=True, help="Features zeroed.")
+@click.option("--random", "n_random", type=int, default=10, show_default=True,
+              help="Random draws per document for the control.")
+@click.option("--no-tokens", is_flag=True, help="Skip token-level evidence.")
+@click.option("--id-column", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: int,
+            n_random: int, no_tokens: bool, model: str | None, sae_paths: tuple[str, ...],
+            text_column: str, id_column: str | None, as_json: bool) -> None:
+    """Why each head labelled TEXT (or each document of FILE) as it did."""
+    from auditor.jobs import run_explain
+
+    with _text_or_file(source, id_column) as (path, id_column):
+        result = run_explain(path, heads=list(head_refs) or None, top=top, check=check, k=k,
+                             n_random=n_random, tokens=not no_tokens, model=model,
+                             saes=sae_paths, text_column=text_column, id_column=id_column,
+                             progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for doc in result["documents"]:
+        click.echo(doc["id"])
+        for name in result["heads"]:
+            e = doc[name]
+            cover = "" if e["explained_share"] >= 0.999 else \
+                f", features cover {e['explained_share']:.0%} of the score"
+            shown = f"[{', '.join(e['labels'])}]" if "labels" in e else e["label"]
+            click.echo(f"  {name}: {shown} (p={e['p']:.3f}; contributions to the "
+                       f"'{e['explains']}' score{cover})")
+            for f in e["features"]:
+                label = f" {f['label']}" if f["label"] else ""
+                click.echo(f"    f{f['feature']:<6} {f['contribution']:+.3f}  act "
+                           f"{f['activation']:.2f}{label}")
+                if f["evidence"]:
+                    click.echo(f"           {f['evidence']}")
+    for name, c in result["faithfulness"].items():
+        ratio = "–" if c["ratio"] is None else f"{c['ratio']:.1f}×"
+        click.echo(f"faithfulness {name} (k={c['k']}, {c['documents']} documents): top-k "
+                   f"removal drops p(label) by {c['top_k']['mean_drop']:.3f} and flips "
+                   f"{c['top_k']['flip_rate']:.0%}; random-k by "
+                   f"{c['random_k']['mean_drop']:.3f} / {c['random_k']['flip_rate']:.0%} "
+                   f"(ratio {ratio})")
+
+
+def _print_predictions(frame: Any) -> None:
+    heads = [c[: -len(".label")] for c in frame.columns if c.endswith(".label")]
+    for row in frame.iter_rows(named=True):
+        click.echo(f"{row['id']}")
+        for h in heads:
+            label = row[f"{h}.label"]
+            if f"{h}.labels" in row:  # multilabel: every present label, or none
+                present = ", ".join(f"{lab} p={row[f'{h}.p.{lab}']:.3f}"
+                                    for lab in row[f"{h}.labels"])
+                click.echo(f"  {h:<9} {present or '(no label)'}")
+            else:
+                click.echo(f"  {h:<9} {label:<12} p={row[f'{h}.p.{label}']:.3f}")
+            for e in row.get(f"{h}.explain") or []:
+                name = f" {e['label']}" if e.get("label") else ""
+                click.echo(f"      f{e['feature']:<6} {e['contribution']:+.3f} "
+                           f"(act {e['activation']:.2f}){name}")
