@@ -99,18 +99,20 @@ def stage_data(work: Path, tasks: list[str], *, seed: int) -> None:
 
 
 def stage_extract(work: Path, tasks: list[str]) -> None:
+    from auditor.cli._progress import progress_bars
     from auditor.heads import HEAD_EXTRACT
-    from auditor.jobs import run_extract
+    from auditor.jobs import ExtractOptions, run_extract
 
+    options = ExtractOptions(id_column="id", passthrough=("label",)).with_config(
+        HEAD_EXTRACT.to_dict())
     for task in tasks:
         for split in ("train", "test"):
             store = work / task / f"{split}.store"
             print(f"[extract] {task}/{split} → {store}", flush=True)
-            summary, _ = run_extract(work / task / f"{split}.jsonl", out=store,
-                                     config=HEAD_EXTRACT, id_column="id",
-                                     passthrough=("label",), progress=sys.stderr.isatty())
-            print(f"[extract] {summary.docs:,} docs, {summary.tokens:,} tokens, "
-                  f"{summary.tokens_per_s:,.0f} tokens/s, {summary.truncated_docs:,} cut",
+            summary = run_extract(str(work / task / f"{split}.jsonl"), out=store,
+                                  options=options, progress=progress_bars(None)).summary
+            print(f"[extract] {summary['docs']:,} docs, {summary['tokens']:,} tokens, "
+                  f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['truncated_docs']:,} cut",
                   flush=True)
 
 
