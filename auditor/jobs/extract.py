@@ -82,6 +82,9 @@ class ExtractOptions(JobOptions):
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(f"rank must be in [0, world_size), got {self.rank} of "
                               f"{self.world_size}", field="rank")
+        if self.overwrite and self.world_size > 1:
+            raise ConfigError("overwrite would delete other ranks' shards; clear the store "
+                              "with one rank first", field="overwrite")
 
     def extract_config(self) -> Any:
         """The :class:`auditor.extract.ExtractConfig` these options describe."""
@@ -186,7 +189,7 @@ def run_extract(
                 docs, lm=loaded.lm, saes=loaded.saes, out=root,
                 config=options.extract_config(),
                 input_info={"path": str(input), "fingerprint": input_fingerprint(input)},
-                overwrite=options.overwrite and options.world_size == 1, progress=stage,
+                overwrite=options.overwrite, progress=stage,
                 cancel=cancel, rank=options.rank, world_size=options.world_size,
                 bad_rows=bad, check=check)
         return ExtractResult(store=".", summary=summary.to_dict(),
