@@ -66,7 +66,7 @@ def test_formats_match_the_library() -> None:
 
 def test_options_and_result_round_trip() -> None:
     options = ReportOptions(predictions="p.parquet", texts="t.jsonl", previous="r.json",
-                            labels="l.json", formats=["md", "HTML"], title="T", sae="l0",
+                            labels="l.json", formats=("md", "HTML", "md"), title="T", sae="l0",
                             pooling="mean", text_column="body", id_column="id", max_chars=10,
                             flags={"safety": ["unsafe", "toxic"]}, max_flagged=3,
                             top_features=2, dup_threshold=0.5, near_duplicates=False,
