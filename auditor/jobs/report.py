@@ -202,10 +202,14 @@ def report_inputs(store: str | Path, options: ReportOptions) -> dict[str, str | 
             "previous": options.previous, "labels": options.labels}
 
 
-def _check_inputs(store: str | Path, options: ReportOptions) -> None:
-    """Fail before anything is written: the store's manifest reads, the side files exist."""
+def _check_inputs(store: str | Path, out: str | Path, options: ReportOptions) -> None:
+    """Fail before anything is written: ``out`` is no file, the store's manifest reads, the
+    side files exist."""
     from auditor.store import read_metadata
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError("the output path exists and is not a directory", path=out,
+                          field="out")
     read_metadata(store)
     for name, what in (("predictions", "predictions"), ("texts", "texts"),
                        ("previous", "previous report"), ("labels", "feature-label")):
@@ -417,6 +421,8 @@ def run_report(
 
     Raises
     ------
+    ConfigError
+        ``out`` is a file.
     StoreError
         ``store`` is not a feature store.
     InputFileError
@@ -428,7 +434,7 @@ def run_report(
     AuditorError
         From the inputs (see :func:`auditor.report.build_report`).
     """
-    _check_inputs(store, options)
+    _check_inputs(store, out, options)
 
     def work(root: Path) -> ReportResult:
         key = (read_job(root) or {}).get("input_fingerprint")

@@ -384,3 +384,17 @@ def test_cli_report_module_imports_no_heavy_library() -> None:
              "auditor.report", "auditor.store"}
     assert not {m for m in imported if m.split(".")[0] in heavy or m in heavy
                 or any(m.startswith(h + ".") for h in heavy)}
+
+
+def test_bad_store_or_out_fail_before_anything_is_written(inputs: dict[str, Any],
+                                                          tmp_path: Path) -> None:
+    from auditor.errors import StoreError
+
+    with pytest.raises(StoreError):
+        run_report(tmp_path / "no-store", out=tmp_path / "out", options=ReportOptions())
+    assert not (tmp_path / "out").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError) as info:
+        run_report(inputs["store"], out=a_file, options=ReportOptions())
+    assert info.value.field == "out" and a_file.read_text() == "x"
