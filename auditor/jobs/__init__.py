@@ -11,6 +11,7 @@ from auditor.jobs.audit import AuditOptions, AuditResult, run_audit
 from auditor.jobs.classify import ClassifyOptions, ClassifyResult, run_classify
 from auditor.jobs.explain import ExplainOptions, ExplainResult, run_explain
 from auditor.jobs.extract import ExtractOptions, ExtractResult, run_extract
+from auditor.jobs.report import ReportOptions, ReportResult, run_report
 from auditor.jobs.warmup import WarmupOptions, WarmupResult, run_warmup
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "JobResult",
     "Pipeline",
     "PipelineSpec",
+    "ReportOptions",
+    "ReportResult",
     "WarmupOptions",
     "WarmupResult",
     "fingerprint",
@@ -36,6 +39,7 @@ __all__ = [
     "run_classify",
     "run_explain",
     "run_extract",
+    "run_report",
     "run_warmup",
     "text_input",
 ]
