@@ -410,6 +410,9 @@ def _differences(previous: Mapping[str, Any], verb: str, options: JobOptions,
     differs = []
     if previous.get("verb") != verb:
         differs.append("verb")
+    if previous.get("auditor_version") != __version__:
+        # another release may compute other numbers: its record is not this job's
+        differs.append(f"auditor version ({previous.get('auditor_version')})")
     if previous.get("options_hash") != options.options_hash():
         old = previous.get("options") or {}
         new = options.to_dict()
