@@ -27,7 +27,6 @@ key-value metadata under the key ``"auditor"``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -42,6 +41,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from auditor._files import fsync_dir, sha256_file, write_json
 from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, ShardMissing, StoreError
 
 __all__ = [
@@ -80,7 +80,6 @@ VOLATILE_KEYS: frozenset[str] = frozenset({"created_at", "updated_at", "progress
 Kind = Literal["features", "tokens"]
 _KINDS: tuple[str, ...] = ("features", "tokens")
 _RESERVED_SUFFIXES = frozenset({"indices", "n_excluded", "values"})
-_BLOCK = 1 << 20
 
 
 # --------------------------------------------------------------------------- schema
@@ -226,15 +225,6 @@ def _provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
 _MISSING = object()
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _tmp_path(target: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
@@ -242,26 +232,7 @@ def _tmp_path(target: Path) -> Path:
 
 
 def _atomic_write_json(target: Path, payload: Mapping[str, Any]) -> None:
-    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
-    tmp = _tmp_path(target)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
+    write_json(target, payload, sort_keys=True)
 
 
 def _list_parts(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -551,13 +522,13 @@ class FeatureStoreWriter:
             pq.write_table(arrow, tmp, compression="zstd")
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            digest = _sha256_file(tmp)
+            digest = sha256_file(tmp)
             size = tmp.stat().st_size
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         _atomic_write_json(
             marker_path,
             {"rows": table.height, "shard": name, "kind": kind, "sha256": digest, "bytes": size},
