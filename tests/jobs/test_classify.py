@@ -126,13 +126,19 @@ def test_explain_records_its_result(stores, head_dir: Path, extract: ExtractOpti
     data = stores["test"][1]
     options = explain_jobs.ExplainOptions(heads=(str(head_dir),), top=2, check=True, k=2,
                                           n_random=2, extract=extract)
-    events: list[ProgressEvent] = []
+    token, events = CancelToken(), []
+    with pytest.raises(JobCancelled, match="head domain"):
+        explain_jobs.run_explain(str(data), out=tmp_path / "e", options=options,
+                                 progress=_cancel_when("docs", events, token), cancel=token)
+    assert not (tmp_path / "e" / "explanations.json").exists()
+    events.clear()
     result = explain_jobs.run_explain(str(data), out=tmp_path / "e", options=options,
                                       progress=events.append)
     assert len(result.documents) == 45 and set(result.faithfulness) == {"domain"}
+    assert sorted(d["id"] for d in result.documents) == sorted(stores["test"][2])
     written = json.loads((tmp_path / "e" / result.written).read_text())
     assert explain_jobs.ExplainResult.from_dict(written) == result
-    assert [e.stage for e in events if e.final] == ["docs", "explain"]
+    assert [e.stage for e in events if e.final] == ["explain"]
     monkeypatch.setattr(explain_jobs, "_explain_head",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert explain_jobs.run_explain(str(data), out=tmp_path / "e", options=options) == result
