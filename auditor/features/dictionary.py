@@ -41,6 +41,7 @@ The job that loads the model and SAE, reads a corpus file and records the run is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
@@ -413,9 +414,10 @@ def build_dictionary(
     def decode(ids: Any) -> str:
         return str(tokenizer.decode(list(ids)))
 
-    with tempfile.TemporaryDirectory(prefix="auditor-dictionary-") as tmp:
-        saved = ChunkCheckpoint(checkpoint if checkpoint is not None else Path(tmp) / "chunks",
-                                resume_key)
+    with contextlib.ExitStack() as stack:
+        where = Path(checkpoint) if checkpoint is not None else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="auditor-dictionary-"))) / "chunks"
+        saved = ChunkCheckpoint(where, resume_key)
         state = saved.load(sae.cfg.d_sae) if checkpoint is not None else None
         resumed = state.chunks if state is not None else 0
         if state is None:

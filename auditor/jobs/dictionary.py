@@ -303,6 +303,10 @@ def run_dictionary_build(
       build. Options other than ``exclude_outliers`` may differ from the dictionary's
       earlier builds; the manifest records each input's.
 
+    The job's input is the corpus (and, for a merge, the dictionary merged into); the
+    model and SAE are named by the options (paths), and the manifest's provenance records
+    their content hashes, which a merge checks.
+
     Parameters
     ----------
     corpus
@@ -337,6 +341,8 @@ def run_dictionary_build(
     if not src.exists():
         raise InputFileError("no such corpus file or directory", path=src, field="corpus")
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ConfigError("not a directory", path=root, field="out")
     previous = read_job(root)
     has_dictionary = (root / MANIFEST).is_file()
     if options.merge:
