@@ -435,3 +435,31 @@ def test_cli_show_search_label_call_the_jobs(monkeypatch: pytest.MonkeyPatch,
     assert main(["features", "label", "5", "--remove"]) == 0
     assert "removed label of feature 5" in capsys.readouterr().out
     assert main(["features", "label", "5"]) == 2  # neither TEXT nor --remove: ConfigError
+
+
+def test_a_build_killed_inside_a_chunk_resumes_from_the_last_marker(
+        lm: Any, sae: Any, corpus: Path, tiny_llama_dir: Path, sae_dir: Path,
+        built: tuple[Path, DictionaryBuildResult], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor.features.stats import FeatureStats
+
+    original = FeatureStats.add_tokens
+    calls = []
+
+    def dies_in_third_chunk(self: FeatureStats, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a kill would, halfway through the chunk
+        original(self, *args, **kwargs)
+
+    out = tmp_path / "dict"
+    options = _options(tiny_llama_dir, sae_dir)
+    with monkeypatch.context() as patch:
+        patch.setattr(FeatureStats, "add_tokens", dies_in_third_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            run_dictionary_build(corpus, out=out, options=options, model=lm, sae=sae)
+    assert list((out / jobs.CHECKPOINT_DIR / "extract").iterdir())  # the chunk it was in
+    result = run_dictionary_build(corpus, out=out, options=options, model=lm, sae=sae)
+    assert result.resumed_chunks == 2 and result.documents == N_DOCS
+    got, want = _tables(out), _tables(built[0])
+    assert got[0].equals(want[0]) and got[1].equals(want[1])
