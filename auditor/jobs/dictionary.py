@@ -19,15 +19,17 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from auditor.cancel import CancelToken
 from auditor.errors import ConfigError, InputFileError, JobConflict
 from auditor.jobs._contract import (
+    JOB_FILE,
     JobOptions,
     JobResult,
+    fingerprint,
     read_job,
     run_recorded,
     runtime_field,
@@ -94,7 +96,8 @@ class DictionaryBuildOptions(JobOptions):
         Model precision (``float32``, ``bfloat16``, ``float16``; default by device).
     merge
         Add this corpus to the dictionary ``out`` already holds instead of requiring an
-        empty (or same-job) ``out``; see :func:`run_dictionary_build`.
+        empty (or same-job) ``out``; see :func:`run_dictionary_build`. Not together with
+        ``overwrite``.
     chunk_docs, token_budget, max_batch_size, device
         Runtime: chunking and batching do not change the dictionary (a resumed build goes
         on from the documents already read, whatever the chunk size).
@@ -123,6 +126,9 @@ class DictionaryBuildOptions(JobOptions):
     device: str | None = runtime_field(None)
 
     def validate(self) -> None:
+        if self.merge and self.overwrite:
+            raise ConfigError("merge adds to the dictionary in out and overwrite replaces it; "
+                              "choose one", field="merge")
         _positive(self, "max_length", "max_windows", "top_contexts", "logit_tokens",
                   "chunk_docs", "token_budget", "max_batch_size", "max_chars", "k")
         _positive(self, "context_tokens", "layer", minimum=0)
@@ -328,7 +334,8 @@ def run_dictionary_build(
     Raises
     ------
     JobConflict
-        ``out`` holds another job's output and neither ``merge`` nor ``overwrite`` is set.
+        ``out`` holds another job's output and neither ``merge`` nor ``overwrite`` is set,
+        or a merge finds the output of another verb there.
     ConfigError, InputError, ProvenanceMismatch, StoreError, ModelError, SAEError
         As :func:`auditor.features.build_dictionary` and the loaders raise them.
     JobCancelled
@@ -346,10 +353,9 @@ def run_dictionary_build(
     previous = read_job(root)
     has_dictionary = (root / MANIFEST).is_file()
     if options.merge:
-        if previous is not None and previous.get("verb") != BUILD_VERB \
-                and not options.overwrite:
+        if previous is not None and previous.get("verb") != BUILD_VERB:
             raise JobConflict(f"holds a {previous.get('verb')!r} job run, not a feature "
-                              "dictionary; pass overwrite to replace it", path=root)
+                              "dictionary to merge into", path=root)
         if has_dictionary:
             fp = input_fingerprint(src)
             for item in load_manifest(root).get("inputs") or []:
@@ -360,7 +366,13 @@ def run_dictionary_build(
                         "start over)", path=root, field="corpus")
         job_input: dict[str, Any] = {"corpus": src,
                                      "base": root / MANIFEST if has_dictionary else None}
-        recorded = replace(options, overwrite=True)  # a merge supersedes the record in out
+        if previous is not None and (
+                previous.get("options_hash") != options.options_hash()
+                or previous.get("input_fingerprint") != fingerprint(job_input)):
+            # the user chose to add this corpus: the record of the job that wrote (or
+            # began to write) the dictionary is superseded, its unfinished state dropped
+            _merge_clear(root)
+            (root / JOB_FILE).unlink()
         clear = _merge_clear
     else:
         if previous is None and has_dictionary and not options.overwrite:
@@ -368,7 +380,6 @@ def run_dictionary_build(
                               "merge to add this corpus to it or overwrite to replace it",
                               path=root)
         job_input = {"corpus": src}
-        recorded = options
         clear = _keep_labels_clear
 
     def work(directory: Path) -> DictionaryBuildResult:
@@ -395,7 +406,7 @@ def run_dictionary_build(
             seconds=round(float(summary.seconds), 3),
             files={"manifest": MANIFEST, "features": FEATURES_FILE, "contexts": CONTEXTS_FILE})
 
-    return run_recorded(BUILD_VERB, out=root, options=recorded, input=job_input,
+    return run_recorded(BUILD_VERB, out=root, options=options, input=job_input,
                         result_type=DictionaryBuildResult, work=work, clear=clear)
 
 

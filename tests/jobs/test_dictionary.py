@@ -106,7 +106,8 @@ def _tables(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 def test_options_and_results_round_trip() -> None:
     records = [
         DictionaryBuildOptions(model="m", sae="s", layer=3, max_windows=2, merge=True,
-                               chunk_docs=7, device="cpu", overwrite=True),
+                               chunk_docs=7, device="cpu"),
+        DictionaryBuildOptions(id_column="id", dtype="float32", overwrite=True),
         DictionaryBuildResult(documents=3, tokens=40, new_documents=3, new_tokens=40,
                               features=64, alive=20, merged=False, chunks=1, resumed_chunks=0,
                               seconds=0.5, files={"manifest": "dictionary.json"}),
@@ -131,6 +132,9 @@ def test_options_validate_and_runtime_fields() -> None:
     with pytest.raises(ConfigError) as err:
         DictionaryBuildOptions(outlier_factor=1.0)
     assert err.value.field == "outlier_factor"
+    with pytest.raises(ConfigError) as err:
+        DictionaryBuildOptions(merge=True, overwrite=True)
+    assert err.value.field == "merge"
     with pytest.raises(ConfigError) as err:
         FeatureLabelOptions(feature=1)  # neither a label nor remove
     assert err.value.field == "label"
@@ -213,6 +217,9 @@ def test_merge_is_an_explicit_choice(lm: Any, sae: Any, corpus: Path, other_corp
     assert result.merged and result.documents == N_DOCS + 6 and result.new_documents == 6
     manifest = load_manifest(out)
     assert [i["path"] for i in manifest["inputs"]] == [str(corpus), str(other_corpus)]
+    record = read_job(out)
+    assert record is not None and record["state"] == "done"
+    assert record["options"]["merge"] and not record["options"]["overwrite"]
     # merging the same corpus again would count it twice: refused, dictionary unchanged
     before = (out / "dictionary.json").read_bytes()
     for again in (other_corpus, corpus):
@@ -233,6 +240,13 @@ def test_merge_is_an_explicit_choice(lm: Any, sae: Any, corpus: Path, other_corp
     assert result.merged and result.documents == N_DOCS + 6
     a, b = _tables(out), _tables(legacy)
     assert a[0].equals(b[0]) and a[1].equals(b[1])
+
+    # a merge never folds into the output of another job
+    foreign = tmp_path / "store"
+    foreign.mkdir()
+    (foreign / "_job.json").write_text(json.dumps({"verb": "extract", "state": "done"}))
+    with pytest.raises(JobConflict, match="'extract'"):
+        run_dictionary_build(corpus, out=foreign, options=merge, model=lm, sae=sae)
 
     # a merge into an empty directory is a plain build
     fresh = run_dictionary_build(corpus, out=tmp_path / "fresh", options=merge, model=lm,
@@ -462,4 +476,26 @@ def test_a_build_killed_inside_a_chunk_resumes_from_the_last_marker(
     result = run_dictionary_build(corpus, out=out, options=options, model=lm, sae=sae)
     assert result.resumed_chunks == 2 and result.documents == N_DOCS
     got, want = _tables(out), _tables(built[0])
+    assert got[0].equals(want[0]) and got[1].equals(want[1])
+
+
+def test_an_unfinished_merge_resumes(lm: Any, sae: Any, other_corpus: Path,
+                                     tiny_llama_dir: Path, sae_dir: Path,
+                                     built: tuple[Path, DictionaryBuildResult],
+                                     tmp_path: Path) -> None:
+    merge = _options(tiny_llama_dir, sae_dir, merge=True)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    shutil.copytree(built[0], whole)
+    shutil.copytree(built[0], stopped)
+    reference = run_dictionary_build(other_corpus, out=whole, options=merge, model=lm, sae=sae)
+    token = CancelToken()
+    with pytest.raises(JobCancelled):
+        run_dictionary_build(other_corpus, out=stopped, options=merge, model=lm, sae=sae,
+                             cancel=token, progress=lambda event: token.cancel())
+    assert (stopped / "dictionary.json").read_bytes() == (
+        built[0] / "dictionary.json").read_bytes()  # the base is untouched until the end
+    result = run_dictionary_build(other_corpus, out=stopped, options=merge, model=lm, sae=sae)
+    assert result.resumed_chunks == 1 and result.merged
+    assert result.documents == reference.documents == N_DOCS + 6
+    got, want = _tables(stopped), _tables(whole)
     assert got[0].equals(want[0]) and got[1].equals(want[1])
