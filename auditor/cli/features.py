@@ -52,8 +52,9 @@ def features() -> None:
 @click.option("--sae-format", default=None, help="Force an SAE format instead of detecting it.")
 @click.option("--keep-outliers", is_flag=True,
               help="Count massive-activation tokens too (excluded by default, as in pooling).")
-@click.option("--rebuild", is_flag=True,
-              help="Replace an existing dictionary instead of merging into it.")
+@click.option("--rebuild", "--overwrite", "rebuild", is_flag=True,
+              help="Replace an existing dictionary instead of merging into it (keeps "
+                   "labels.tsv / labels.json).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
 @click.option("--dtype", default=None, help="float32, bfloat16, float16 (default by device).")
 @click.option("--progress/--no-progress", default=None,

@@ -34,6 +34,7 @@ from auditor.jobs._contract import (
     run_recorded,
     runtime_field,
 )
+from auditor.jobs._pipeline import Pipeline, PipelineSpec
 from auditor.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -135,6 +136,12 @@ class DictionaryBuildOptions(JobOptions):
         if not (self.outlier_factor > 1 and math.isfinite(self.outlier_factor)):
             raise ConfigError(f"outlier_factor must be > 1, got {self.outlier_factor!r}",
                               field="outlier_factor")
+
+    def pipeline_spec(self) -> PipelineSpec:
+        """Which model and SAE these options ask for (a handed pipeline must match)."""
+        return PipelineSpec(model=self.model, saes=() if self.sae is None else (self.sae,),
+                            layer=self.layer, sae_format=self.sae_format, k=self.k,
+                            device=self.device, dtype=self.dtype)
 
     def dictionary_config(self) -> DictionaryConfig:
         """The library's :class:`~auditor.features.DictionaryConfig` of these options."""
@@ -283,6 +290,7 @@ def run_dictionary_build(
     cancel: CancelToken | None = None,
     model: LoadedModel | None = None,
     sae: SAE | None = None,
+    pipeline: Pipeline | None = None,
 ) -> DictionaryBuildResult:
     """Build the feature dictionary of ``corpus`` in ``out`` (or merge it into the one there).
 
@@ -330,6 +338,9 @@ def run_dictionary_build(
     model, sae
         A loaded model and SAE to use instead of loading ``options.model`` /
         ``options.sae`` (a worker keeps them warm); they must be what those options name.
+    pipeline
+        Or a loaded :class:`~auditor.jobs.Pipeline` with one SAE (a warm worker's, as the
+        extraction jobs take it); checked against the options.
 
     Raises
     ------
@@ -344,6 +355,14 @@ def run_dictionary_build(
     from auditor.features.files import CONTEXTS_FILE, FEATURES_FILE, MANIFEST, load_manifest
     from auditor.io import input_fingerprint
 
+    if pipeline is not None:
+        if model is not None or sae is not None:
+            raise ConfigError("hand either a pipeline or a model and SAE", field="pipeline")
+        pipeline.check(options.pipeline_spec())
+        if len(pipeline.saes) != 1:
+            raise ConfigError(f"a dictionary is of one SAE; the pipeline runs "
+                              f"{len(pipeline.saes)}", field="pipeline")
+        model, sae = pipeline.lm, next(iter(pipeline.saes.values()))
     src = Path(corpus)
     if not src.exists():
         raise InputFileError("no such corpus file or directory", path=src, field="corpus")
@@ -413,13 +432,18 @@ def run_dictionary_build(
 def _load(options: DictionaryBuildOptions, model: LoadedModel | None,
           sae: SAE | None) -> tuple[LoadedModel, SAE]:
     """The model and SAE: those handed in, else loaded as the options name them."""
+    if model is None and sae is None:
+        from auditor.jobs._pipeline import load_pipeline
+
+        loaded = load_pipeline(options.pipeline_spec())
+        return loaded.lm, next(iter(loaded.saes.values()))
     sae_path = _sae_path(options.model, options.sae) if sae is None else None
     if model is None:
-        from auditor import defaults
+        from auditor.jobs._pipeline import resolve_defaults
         from auditor.lm import load_model
 
-        model_path = options.model if options.model is not None else \
-            defaults.default_model_dir(progress=False)
+        model_path, _ = resolve_defaults(options.model,
+                                         [] if options.sae is None else [options.sae])
         model = load_model(model_path, device=options.device, dtype=options.dtype)
     if sae is None:
         from auditor.sae import load_sae

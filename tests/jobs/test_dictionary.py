@@ -404,6 +404,9 @@ def test_cli_build_calls_the_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     options = calls[1]["options"]
     assert calls[1]["out"] == "o" and options.overwrite and not options.merge
     assert json.loads(capsys.readouterr().out) == {"out": "o", **_RESULT.to_dict()}
+    assert main(["features", "build", "--corpus", "c.jsonl", "--out", "o", "--overwrite",
+                 "--no-progress"]) == 0  # the flag the CLI names for a conflict
+    assert calls[2]["options"] == options
 
 
 def test_cli_show_search_label_call_the_jobs(monkeypatch: pytest.MonkeyPatch,
@@ -499,3 +502,32 @@ def test_an_unfinished_merge_resumes(lm: Any, sae: Any, other_corpus: Path,
     assert result.documents == reference.documents == N_DOCS + 6
     got, want = _tables(stopped), _tables(whole)
     assert got[0].equals(want[0]) and got[1].equals(want[1])
+
+
+def test_a_handed_pipeline_is_used_and_checked(lm: Any, sae: Any, corpus: Path,
+                                                tiny_llama_dir: Path, sae_dir: Path,
+                                                built: tuple[Path, DictionaryBuildResult],
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor.jobs import Pipeline
+
+    def no_loading(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("loaded a model")
+
+    for loader in ("auditor.jobs._pipeline.load_pipeline", "auditor.lm.load_model",
+                   "auditor.sae.load_sae"):
+        monkeypatch.setattr(loader, no_loading)
+    options = _options(tiny_llama_dir, sae_dir)
+    warm = Pipeline(spec=options.pipeline_spec(), lm=lm, saes={"sae": sae},
+                    model_dir=str(tiny_llama_dir))
+    result = run_dictionary_build(corpus, out=tmp_path / "d", options=options, pipeline=warm)
+    assert result.documents == N_DOCS
+    assert _tables(tmp_path / "d")[0].equals(_tables(built[0])[0])
+    with pytest.raises(ConfigError) as err:  # the options ask for another SAE
+        run_dictionary_build(corpus, out=tmp_path / "e", pipeline=warm,
+                             options=_options(tiny_llama_dir, tmp_path / "other"))
+    assert err.value.field == "pipeline"
+    two = Pipeline(spec=options.pipeline_spec(), lm=lm, saes={"a": sae, "b": sae},
+                   model_dir=str(tiny_llama_dir))
+    with pytest.raises(ConfigError, match="one SAE"):
+        run_dictionary_build(corpus, out=tmp_path / "e", options=options, pipeline=two)
