@@ -276,9 +276,14 @@ def test_cancel_after_first_chunk_then_rerun_equals_uninterrupted(
     record = read_job(out)
     assert record is not None and record["state"] == "running"
 
-    result = run_dictionary_build(corpus, out=out, options=options, model=lm, sae=sae)
+    events.clear()
+    result = run_dictionary_build(corpus, out=out, options=options, model=lm, sae=sae,
+                                  progress=events.append)
     assert result.resumed_chunks == 1 and result.chunks == 3
     assert result.documents == N_DOCS and result.new_documents == N_DOCS  # each doc once
+    assert events[0].done == 1 and events[0].counters["docs"] == CHUNK  # where it resumed
+    assert events[-1].final and events[-1].done == events[-1].total == 3
+    assert events[-1].counters["docs"] == N_DOCS
     reference = built[1]
     for name in ("documents", "tokens", "new_tokens", "alive", "features"):
         assert getattr(result, name) == getattr(reference, name), name
