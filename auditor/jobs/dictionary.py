@@ -313,9 +313,11 @@ def run_dictionary_build(
       corpus the dictionary already holds is refused (:class:`~auditor.errors.ConfigError`,
       ``field="corpus"``: it would count twice). So a merge rerun after it finished is
       refused rather than repeated, while an unfinished merge resumes (the dictionary it
-      merges into is rewritten only at the end). An empty ``out`` makes a merge a plain
-      build. Options other than ``exclude_outliers`` may differ from the dictionary's
-      earlier builds; the manifest records each input's.
+      merges into is rewritten only at the end; a merge killed in the instant between
+      writing the dictionary and recording the job is refused on rerun the same way, its
+      dictionary being complete). An empty ``out`` makes a merge a plain build. Options
+      other than ``exclude_outliers`` may differ from the dictionary's earlier builds;
+      the manifest records each input's.
 
     The job's input is the corpus (and, for a merge, the dictionary merged into); the
     model and SAE are named by the options (paths), and the manifest's provenance records
