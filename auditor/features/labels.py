@@ -20,8 +20,6 @@ never called unless you call it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
@@ -30,7 +28,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from auditor._files import atomic_write_text
 from auditor.errors import AuditorError, ConfigError
+from auditor.features.files import (
+    LABELS_JSON,
+    LABELS_TSV,
+    load_contexts,
+    load_feature_table,
+    load_manifest,
+)
 
 __all__ = [
     "LABELS_JSON",
@@ -40,12 +46,9 @@ __all__ = [
     "label_with_llm",
     "llm_label",
     "load_label_overrides",
+    "resolve_overrides",
     "save_label_override",
 ]
-
-#: Override file names looked for in a dictionary directory.
-LABELS_TSV = "labels.tsv"
-LABELS_JSON = "labels.json"
 
 _MAX_PIECE = 24
 _MAX_LABEL = 200
@@ -217,8 +220,6 @@ def save_label_override(dictionary_dir: str | Path, feature: int, label: str | N
     StoreError
         No dictionary at ``dictionary_dir``.
     """
-    from auditor.features.dictionary import load_manifest
-
     root = Path(dictionary_dir)
     n = int(load_manifest(root)["provenance"]["sae"]["d_sae"])
     feature = _feature_number(feature, src=None, row=None, n_features=n)
@@ -229,10 +230,7 @@ def save_label_override(dictionary_dir: str | Path, feature: int, label: str | N
     else:
         labels[feature] = _label_text(label, src=None, row=None)
     lines = ["feature\tlabel", *(f"{f}\t{labels[f]}" for f in sorted(labels))]
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{LABELS_TSV}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -262,10 +260,11 @@ def feature_labels(
     ConfigError
         A malformed override file or an out-of-range feature in it.
     """
-    from auditor.features.dictionary import load_dictionary
-
-    frame = load_dictionary(dictionary_dir, overrides=overrides)
-    return dict(zip(frame["feature"].to_list(), frame["label"].to_list(), strict=True))
+    frame = load_feature_table(dictionary_dir)
+    labels = resolve_overrides(dictionary_dir, overrides, n_features=frame.height)
+    auto = frame["auto_label"].to_list()
+    return {int(f): labels.get(int(f), str(a))
+            for f, a in zip(frame["feature"].to_list(), auto, strict=True)}
 
 
 def resolve_overrides(
@@ -433,9 +432,7 @@ def label_with_llm(
     AuditorError
         A request failed.
     """
-    from auditor.features.dictionary import load_contexts, load_dictionary
-
-    frame = load_dictionary(dictionary_dir)
+    frame = load_feature_table(dictionary_dir)
     n = frame.height
     contexts = load_contexts(dictionary_dir)
     by_feature: dict[int, list[str]] = {}
