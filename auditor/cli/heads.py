@@ -55,9 +55,9 @@ def heads_list(directory: Path | None, as_json: bool) -> None:
               help="Features with the largest weights listed per class (0: none).")
 def heads_show(head_ref: str, n_features: int) -> None:
     """Print a head's card and the SAE features that separate its classes."""
+    from auditor.features import dictionary_annotations
     from auditor.heads import load_heads
     from auditor.heads.card import render_card
-    from auditor.jobs.audit import dictionary_annotations
 
     head = load_heads([head_ref])[0]
     click.echo(render_card(head.config.to_dict(), head.card))

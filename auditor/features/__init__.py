@@ -32,6 +32,7 @@ from auditor.features.dictionary import (
 )
 from auditor.features.labels import (
     auto_label,
+    dictionary_annotations,
     feature_labels,
     label_with_llm,
     llm_label,
@@ -64,6 +65,7 @@ __all__ = [
     "build_dictionary",
     "default_dictionary_dir",
     "describe_feature",
+    "dictionary_annotations",
     "dictionary_provenance",
     "feature_labels",
     "final_norm_gain",

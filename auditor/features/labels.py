@@ -33,6 +33,7 @@ from auditor.errors import AuditorError, ConfigError
 from auditor.features.files import (
     LABELS_JSON,
     LABELS_TSV,
+    default_dictionary_dir,
     load_contexts,
     load_feature_table,
     load_manifest,
@@ -42,6 +43,7 @@ __all__ = [
     "LABELS_JSON",
     "LABELS_TSV",
     "auto_label",
+    "dictionary_annotations",
     "feature_labels",
     "label_with_llm",
     "llm_label",
@@ -444,3 +446,29 @@ def label_with_llm(
     return {f: llm_label(by_feature.get(f, [])[:max_contexts], base_url=base_url, model=model,
                          promoted=list(promoted[f] or [])[:5], api_key=api_key, timeout=timeout)
             for f in wanted}
+
+
+def dictionary_annotations(
+    sae_path: str | Path | None, *, examples: int = 3
+) -> tuple[dict[int, str] | None, dict[int, list[str]] | None]:
+    """Feature labels and example contexts from the dictionary beside an SAE, if any."""
+    if sae_path is None:
+        return None, None
+    # provenance records the weights file; `features build` defaults to the SAE directory
+    path = Path(sae_path)
+    candidates = [default_dictionary_dir(path)]
+    if path.is_file():
+        candidates.append(default_dictionary_dir(path.parent))
+    root = next((c for c in candidates if c.is_dir()), None)
+    if root is None:
+        return None, None
+    try:
+        labels = feature_labels(root)
+        ctx = load_contexts(root)
+    except AuditorError:
+        return None, None
+    top = ctx.filter(ctx["rank"] < examples)
+    shown: dict[int, list[str]] = {}
+    for feature, text in zip(top["feature"].to_list(), top["text"].to_list(), strict=True):
+        shown.setdefault(int(feature), []).append(str(text))
+    return labels, shown

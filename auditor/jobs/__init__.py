@@ -9,6 +9,11 @@ from auditor.jobs._contract import JobOptions, JobResult, fingerprint, read_job,
 from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
 from auditor.jobs.audit import AuditOptions, AuditResult, run_audit
 from auditor.jobs.classify import ClassifyOptions, ClassifyResult, run_classify
+from auditor.jobs.dictionary import (
+    DictionaryBuildOptions,
+    DictionaryBuildResult,
+    run_dictionary_build,
+)
 from auditor.jobs.explain import ExplainOptions, ExplainResult, run_explain
 from auditor.jobs.extract import ExtractOptions, ExtractResult, run_extract
 from auditor.jobs.report import ReportOptions, ReportResult, run_report
@@ -19,6 +24,8 @@ __all__ = [
     "AuditResult",
     "ClassifyOptions",
     "ClassifyResult",
+    "DictionaryBuildOptions",
+    "DictionaryBuildResult",
     "ExplainOptions",
     "ExplainResult",
     "ExtractOptions",
@@ -37,6 +44,7 @@ __all__ = [
     "resolve_defaults",
     "run_audit",
     "run_classify",
+    "run_dictionary_build",
     "run_explain",
     "run_extract",
     "run_report",

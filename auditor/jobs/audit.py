@@ -21,7 +21,7 @@ from auditor.jobs._pipeline import Pipeline
 from auditor.jobs.extract import ExtractOptions
 from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["AuditOptions", "AuditResult", "dictionary_annotations", "run_audit"]
+__all__ = ["AuditOptions", "AuditResult", "run_audit"]
 
 #: What an audit extracts when no head is installed (the shipped heads' settings).
 NO_HEAD_EXTRACT = {"poolings": ["max", "mean"], "max_length": 128, "max_windows": 2}
@@ -73,35 +73,6 @@ class AuditResult(JobResult):
     heads: tuple[str, ...]
 
 
-def dictionary_annotations(
-    sae_path: str | Path | None, *, examples: int = 3
-) -> tuple[dict[int, str] | None, dict[int, list[str]] | None]:
-    """Feature labels and example contexts from the dictionary beside an SAE, if any."""
-    if sae_path is None:
-        return None, None
-    from auditor.errors import AuditorError
-    from auditor.features import default_dictionary_dir, feature_labels, load_contexts
-
-    # provenance records the weights file; `features build` defaults to the SAE directory
-    path = Path(sae_path)
-    candidates = [default_dictionary_dir(path)]
-    if path.is_file():
-        candidates.append(default_dictionary_dir(path.parent))
-    root = next((c for c in candidates if c.is_dir()), None)
-    if root is None:
-        return None, None
-    try:
-        labels = feature_labels(root)
-        ctx = load_contexts(root)
-    except AuditorError:
-        return None, None
-    top = ctx.filter(ctx["rank"] < examples)
-    shown: dict[int, list[str]] = {}
-    for feature, text in zip(top["feature"].to_list(), top["text"].to_list(), strict=True):
-        shown.setdefault(int(feature), []).append(str(text))
-    return labels, shown
-
-
 def run_audit(
     input: str | Path,
     *,
@@ -149,6 +120,7 @@ def run_audit(
         extract = ExtractOptions.from_dict({**extract.to_dict(), "overwrite": True})
 
     def work(root: Path) -> AuditResult:
+        from auditor.features import dictionary_annotations
         from auditor.heads.classify import classify_store, write_predictions
         from auditor.jobs.extract import run_extract
         from auditor.report import build_report, write_report

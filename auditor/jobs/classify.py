@@ -188,8 +188,8 @@ def run_classify(
     extract = options.extract.with_config(heads_extract_settings(loaded))
 
     def work(root: Path) -> ClassifyResult:
+        from auditor.features import dictionary_annotations
         from auditor.heads.classify import classify_store, write_predictions
-        from auditor.jobs.audit import dictionary_annotations
         from auditor.store import read_metadata
 
         store = root / options.store

@@ -132,7 +132,7 @@ def run_explain(
     def work(root: Path) -> ExplainResult:
         from auditor._files import write_json
         from auditor.explain import faithfulness
-        from auditor.jobs.audit import dictionary_annotations
+        from auditor.features import dictionary_annotations
         from auditor.jobs.extract import run_extract
         from auditor.store import read_metadata
 

@@ -31,6 +31,14 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
     ("models", "list"): ("auditor.jobs.inspect", "models_list", []),
     ("models", "warmup"): ("auditor.jobs.warmup", "run_warmup", []),
     ("store", "info"): ("auditor.jobs.inspect", "store_info", ["store"]),
+    ("features", "build"): ("auditor.jobs.dictionary", "run_dictionary_build",
+                            ["--corpus", "c.jsonl", "--out", "d"]),
+    ("features", "show"): ("auditor.jobs.dictionary", "run_feature_show",
+                           ["7", "--dictionary", "d"]),
+    ("features", "search"): ("auditor.jobs.dictionary", "run_feature_search",
+                             ["word", "--dictionary", "d"]),
+    ("features", "label"): ("auditor.jobs.dictionary", "run_feature_label",
+                            ["7", "a label", "--dictionary", "d"]),
 }
 
 #: leaf commands not yet converted (emptied as the verbs land)
@@ -38,8 +46,6 @@ PENDING: set[tuple[str, ...]] = {
     ("sae", "convert"), ("sae", "info"), ("sae", "collect"), ("sae", "train"),
     ("sae", "eval"), ("probe", "compare"), ("probe", "curve"), ("probe", "train"),
     ("probe", "eval"), ("probe", "predict"), ("heads", "list"), ("heads", "show"),
-    ("features", "build"), ("features", "show"), ("features", "search"),
-    ("features", "label"),
 }
 
 #: libraries the faces must not import (the jobs do, lazily)

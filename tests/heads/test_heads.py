@@ -356,14 +356,20 @@ def test_heads_refuse_another_sae_before_extracting(stores, tiny_llama_dir: Path
 def test_dictionary_annotations_found_from_the_weights_file(
         stores, tiny_llama_dir: Path, sae, tmp_path: Path) -> None:
     """Store provenance names the SAE's weights file; the dictionary sits in its folder."""
-    from auditor.features import DictionaryConfig, run_build
-    from auditor.jobs.audit import dictionary_annotations
+    from auditor.features import dictionary_annotations
+    from auditor.jobs.dictionary import (
+        DictionaryBuildOptions,
+        default_dictionary_out,
+        run_dictionary_build,
+    )
 
     sae_dir = sae.save(tmp_path / "sae")
     assert dictionary_annotations(sae_dir / "sae.safetensors") == (None, None)
     assert dictionary_annotations(None) == (None, None)
-    run_build(stores["test"][1], model=tiny_llama_dir, sae=sae_dir, id_column="id",
-              config=DictionaryConfig(max_length=24, top_contexts=2))
+    run_dictionary_build(stores["test"][1], out=default_dictionary_out(sae=str(sae_dir)),
+                         options=DictionaryBuildOptions(model=str(tiny_llama_dir),
+                                                        sae=str(sae_dir), id_column="id",
+                                                        max_length=24, top_contexts=2))
     labels, examples = dictionary_annotations(sae_dir / "sae.safetensors")
     assert labels is not None and examples is not None
     assert len(labels) == 128 and examples
