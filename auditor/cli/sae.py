@@ -206,7 +206,7 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
 @click.option("--layer", type=int, default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where evaluation.json and the job record go (default: PATH/evaluation, "
-                   "replaced by each evaluation).")
+                   "or PATH.evaluation beside an SAE file; replaced by each evaluation).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an evaluation at --out made with other options or inputs.")
 @click.option("--card/--no-card", default=True, show_default=True,
@@ -231,7 +231,7 @@ def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce
     from auditor.jobs import sae as jobs
 
     if out is None:  # the SAE's own evaluation: each run replaces the last
-        out = (path if path.is_dir() else path.parent) / "evaluation"
+        out = path / "evaluation" if path.is_dir() else path.with_name(f"{path.name}.evaluation")
         overwrite = True
     options = jobs.SAEEvalOptions(
         cache=str(cache), layer=layer, corpus=None if corpus is None else str(corpus),

@@ -34,6 +34,7 @@ from auditor.jobs._contract import (
     JOB_FILE,
     JobOptions,
     JobResult,
+    read_job,
     relative_to,
     run_recorded,
     runtime_field,
@@ -279,7 +280,8 @@ class SAETrainOptions(JobOptions):
         The corpus's text column.
     resume
         Go on from the last checkpoint in ``out`` (a runtime field). ``False`` starts the
-        run over: everything in ``out`` but the collected activations is removed first.
+        run over: the checkpoints and the job record of a training run in ``out`` are
+        removed first (whatever its options were; the collected activations are kept).
     device
         Where collection and training run (a runtime field; a checkpoint resumes on any).
     """
@@ -428,9 +430,8 @@ def run_sae_train(
     from auditor.lm import resolve_device_dtype
 
     resolve_device_dtype(options.device, "float32")  # before a file is written
-    root = Path(out)
-    if not options.resume and root.is_dir():
-        _clear_run(root)
+    if not options.resume:
+        _restart(Path(out))
     inputs = {"data": _cache_input(input) if options.source == "cache" else str(input),
               "init": _sae_input(options.init)}
 
@@ -492,6 +493,16 @@ def _train(input: str | Path, root: Path, options: SAETrainOptions, *,
         resamples=[{"step": int(r["step"]), "latents": int(r["latents"])}
                    for r in result.resamples],
         config=config.to_dict())
+
+
+def _restart(root: Path) -> None:
+    """Forget a training run in ``root`` (its checkpoints and its record) so that it starts
+    over; a record of another job is left for :func:`run_recorded` to refuse."""
+    previous = read_job(root) if root.is_dir() else None
+    if previous is not None and previous.get("verb") != "sae-train":
+        return
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
+    (root / JOB_FILE).unlink(missing_ok=True)
 
 
 def _clear_run(root: Path) -> None:

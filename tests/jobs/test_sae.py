@@ -216,6 +216,17 @@ def test_train_restart_starts_over(cache_dir: Path, tmp_path: Path) -> None:
     restarted = jobs.run_sae_train(cache_dir, out=out, options=jobs.SAETrainOptions.of(
         _config(checkpoint_every=10), resume=False))
     assert restarted.resumed_from is None and restarted.steps == 30
+    # a restart starts over whatever the run's settings were (the checkpoints are dropped)
+    other = jobs.run_sae_train(cache_dir, out=out, options=jobs.SAETrainOptions.of(
+        _config(lr=1e-3), resume=False))
+    assert other.config["lr"] == 1e-3 and not (out / "checkpoints").exists()
+    # ... but leaves another job's output alone
+    evaluation = tmp_path / "eval"
+    jobs.run_sae_eval(out, out=evaluation, options=jobs.SAEEvalOptions(cache=str(cache_dir)))
+    with pytest.raises(JobConflict):
+        jobs.run_sae_train(cache_dir, out=evaluation, options=jobs.SAETrainOptions.of(
+            _config(), resume=False))
+    assert (evaluation / "evaluation.json").is_file()
 
 
 def test_train_refuses_an_unusable_device_before_writing(cache_dir: Path,
