@@ -638,6 +638,7 @@ def run_sae_eval(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     sae: SAE | None = None,
+    causal_lm: tuple[Any, Any] | None = None,
 ) -> SAEEvalResult:
     """Evaluate an SAE on cached activations and, with a corpus, by ΔCE; write
     ``out/evaluation.json``.
@@ -661,6 +662,9 @@ def run_sae_eval(
         Checked between the measurements.
     sae
         A loaded SAE to use instead of loading ``sae_path`` (which still names its files).
+    causal_lm
+        ``(model, tokenizer)``: a loaded Hugging Face causal LM for ΔCE, instead of
+        loading ``options.model``.
 
     Raises
     ------
@@ -681,7 +685,8 @@ def run_sae_eval(
               "corpus": options.corpus, "groups_from": options.groups_from}
 
     def work(root: Path) -> SAEEvalResult:
-        return _evaluate(sae_path, root, options, progress=progress, cancel=cancel, sae=sae)
+        return _evaluate(sae_path, root, options, progress=progress, cancel=cancel, sae=sae,
+                         causal_lm=causal_lm)
 
     result = run_recorded("sae-eval", out=out, options=options, input=inputs,
                           result_type=SAEEvalResult, work=work)
@@ -697,9 +702,9 @@ def run_sae_eval(
 
 def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
               progress: ProgressCallback | None, cancel: CancelToken | None,
-              sae: SAE | None) -> SAEEvalResult:
+              sae: SAE | None, causal_lm: tuple[Any, Any] | None) -> SAEEvalResult:
     from auditor.lm import HookPoint, resolve_device_dtype
-    from auditor.sae import delta_ce, evaluate_sae, load_sae, open_cache
+    from auditor.sae import evaluate_sae, load_sae, open_cache
 
     dev, dtype = resolve_device_dtype(options.device, None)
     loaded = sae if sae is not None else load_sae(sae_path, layer=options.layer)
@@ -740,7 +745,7 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
         if options.corpus is not None:
             check_cancel(cancel, "the next-token loss comparison")
             record["ce"] = _delta_ce(loaded, options, hook=hook, device=dev, dtype=dtype,
-                                     delta_ce=delta_ce)
+                                     causal_lm=causal_lm)
             stage.advance(1)
     _write_record(root / EVALUATION_FILENAME, record)
     safe = _json_safe(record)
@@ -751,15 +756,22 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
 
 
 def _delta_ce(sae: SAE, options: SAEEvalOptions, *, hook: Any, device: Any, dtype: Any,
-              delta_ce: Any) -> dict[str, Any]:
+              causal_lm: tuple[Any, Any] | None) -> dict[str, Any]:
+    """ΔCE of the SAE spliced into the full model on the corpus's first documents."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from auditor.sae import delta_ce
+
     assert options.corpus is not None
-    model_dir = _model_dir(options.model)
-    full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    full = full.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if causal_lm is not None:
+        full, tokenizer = causal_lm
+        device = next(full.parameters()).device
+    else:
+        model_dir = _model_dir(options.model)
+        full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        full = full.to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = list(read_corpus_texts(options.corpus, limit=options.ce_docs))
     with torch.inference_mode():
         ce = delta_ce(sae.to(device), full, tokenizer, texts, hook=hook,

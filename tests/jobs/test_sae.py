@@ -522,3 +522,24 @@ def test_the_cli_module_imports_no_heavy_library() -> None:
     assert all(not s.startswith("from auditor.sae") for s in sources)
 
 
+
+
+def test_eval_delta_ce_with_a_preloaded_model(corpus: Path, lm: LoadedModel,
+                                              tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = tmp_path / "cache"
+    jobs.run_sae_collect(corpus, out=cache, model=lm,
+                         options=jobs.SAECollectOptions(layers=(1,), max_length=16))
+    run = tmp_path / "run"
+    jobs.run_sae_train(cache, out=run, options=jobs.SAETrainOptions.of(TrainConfig(
+        layer=1, d_sae=64, k=4, batch_size=64, n_tokens=64 * 5, warmup_steps=1,
+        checkpoint_every=0)))
+    options = jobs.SAEEvalOptions(cache=str(cache), corpus=str(corpus), model=str(tiny_llama_dir),
+                                  ce_docs=4, max_length=16, device="cpu")
+    loaded = jobs.run_sae_eval(run, out=tmp_path / "a", options=options)
+    full = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    given = jobs.run_sae_eval(run, out=tmp_path / "b", options=options,
+                              causal_lm=(full, AutoTokenizer.from_pretrained(tiny_llama_dir)))
+    assert loaded.ce is not None and loaded.ce["docs"] == 4
+    assert given.ce == loaded.ce
