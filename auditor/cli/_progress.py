@@ -22,6 +22,16 @@ def progress_option_value(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
 
 
+_SHOWN = ("tokens", "tokens_per_s", "bad_rows", "loss", "fvu", "dead_frac")
+
+
+def _number(value: float) -> str:
+    """Counts with thousands separators; small fractions (fvu, dead share) with 4 digits."""
+    if isinstance(value, int) or (isinstance(value, float) and abs(value) >= 100):
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
 class _Bars:
     def __init__(self) -> None:
         self._bars: dict[str, Any] = {}
@@ -38,9 +48,7 @@ class _Bars:
         if event.total is not None and bar.total != event.total:
             bar.total = event.total
         bar.n = event.done
-        shown = {k: (f"{v:,.0f}" if isinstance(v, float) else f"{v:,}")
-                 for k, v in event.counters.items() if k in ("tokens", "tokens_per_s",
-                                                             "bad_rows", "fvu", "loss")}
+        shown = {k: _number(v) for k, v in event.counters.items() if k in _SHOWN}
         if shown:
             bar.set_postfix(shown, refresh=False)
         bar.refresh()

@@ -17,6 +17,17 @@ from auditor.jobs.dictionary import (
 from auditor.jobs.explain import ExplainOptions, ExplainResult, run_explain
 from auditor.jobs.extract import ExtractOptions, ExtractResult, run_extract
 from auditor.jobs.report import ReportOptions, ReportResult, run_report
+from auditor.jobs.sae import (
+    SAECollectOptions,
+    SAECollectResult,
+    SAEEvalOptions,
+    SAEEvalResult,
+    SAETrainOptions,
+    SAETrainResult,
+    run_sae_collect,
+    run_sae_eval,
+    run_sae_train,
+)
 from auditor.jobs.warmup import WarmupOptions, WarmupResult, run_warmup
 
 __all__ = [
@@ -36,6 +47,12 @@ __all__ = [
     "PipelineSpec",
     "ReportOptions",
     "ReportResult",
+    "SAECollectOptions",
+    "SAECollectResult",
+    "SAEEvalOptions",
+    "SAEEvalResult",
+    "SAETrainOptions",
+    "SAETrainResult",
     "WarmupOptions",
     "WarmupResult",
     "fingerprint",
@@ -48,6 +65,9 @@ __all__ = [
     "run_explain",
     "run_extract",
     "run_report",
+    "run_sae_collect",
+    "run_sae_eval",
+    "run_sae_train",
     "run_warmup",
     "text_input",
 ]

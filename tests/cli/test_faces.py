@@ -31,6 +31,14 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
     ("models", "list"): ("auditor.jobs.inspect", "models_list", []),
     ("models", "warmup"): ("auditor.jobs.warmup", "run_warmup", []),
     ("store", "info"): ("auditor.jobs.inspect", "store_info", ["store"]),
+    ("sae", "convert"): ("auditor.jobs.sae", "sae_convert", ["src", "dst"]),
+    ("sae", "info"): ("auditor.jobs.sae", "sae_info", ["sae"]),
+    ("sae", "collect"): ("auditor.jobs.sae", "run_sae_collect",
+                         ["corpus.jsonl", "--out", "c", "--layer", "9"]),
+    ("sae", "train"): ("auditor.jobs.sae", "run_sae_train",
+                       ["--out", "o", "--layer", "9", "--width", "64", "--k", "4",
+                        "--cache", "c"]),
+    ("sae", "eval"): ("auditor.jobs.sae", "run_sae_eval", ["sae", "--cache", "c"]),
     ("features", "build"): ("auditor.jobs.dictionary", "run_dictionary_build",
                             ["--corpus", "c.jsonl", "--out", "d"]),
     ("features", "show"): ("auditor.jobs.dictionary", "run_feature_show",
@@ -43,8 +51,7 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
 
 #: leaf commands not yet converted (emptied as the verbs land)
 PENDING: set[tuple[str, ...]] = {
-    ("sae", "convert"), ("sae", "info"), ("sae", "collect"), ("sae", "train"),
-    ("sae", "eval"), ("probe", "compare"), ("probe", "curve"), ("probe", "train"),
+    ("probe", "compare"), ("probe", "curve"), ("probe", "train"),
     ("probe", "eval"), ("probe", "predict"), ("heads", "list"), ("heads", "show"),
 }
 
