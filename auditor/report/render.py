@@ -387,8 +387,8 @@ def render_html(report: Mapping[str, Any], *, charts: Sequence[Chart] | None = N
                  ", ".join(g["doc_ids"]) + (" …" if g["size"] > len(g["doc_ids"]) else ""),
                  g.get("snippet") or "–"] for g in dup["top_groups"]], numeric=(0, 1)))
     elif not t:
-        s.append('<p class="muted">Pass the input texts (<code>--texts</code>) for empty, '
-                 "overlong and near-duplicate counts.</p>")
+        s.append('<p class="muted">Give the report the input texts (<code>texts</code>) for '
+                 "empty, overlong and near-duplicate counts.</p>")
     s.append("</section>")
 
     # predictions
