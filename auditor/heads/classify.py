@@ -133,8 +133,8 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".jsonl"):
-        raise ConfigError(f"--out must end in .parquet or .jsonl, got {path.name!r}",
-                          path=path, field="out")
+        raise ConfigError(f"a predictions file must end in .parquet or .jsonl, got "
+                          f"{path.name!r}", path=path, field="out")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
