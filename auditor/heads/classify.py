@@ -130,6 +130,8 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
     import os
     import tempfile
 
+    from auditor._files import atomic_write_text
+
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".jsonl"):
@@ -152,7 +154,7 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
         else:
             frame.write_ndjson(tmp)
             side = path.with_name(path.name + ".provenance.json")
-            side.write_text(json.dumps(dict(provenance), indent=2, default=str))
+            atomic_write_text(side, json.dumps(dict(provenance), indent=2, default=str))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
