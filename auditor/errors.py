@@ -66,6 +66,7 @@ __all__ = [
     "UnsafeFileError",
     "error_from_dict",
     "exit_code_for",
+    "format_error",
     "http_status_for",
 ]
 
@@ -259,3 +260,8 @@ def error_from_dict(record: Mapping[str, Any]) -> AuditorError:
     cls = _classes().get(str(record.get("type")), AuditorError)
     return cls(str(record.get("message", "")), path=record.get("path"), row=record.get("row"),
                field=record.get("field"), tensor=record.get("tensor"))
+
+
+def format_error(record: Mapping[str, Any]) -> str:
+    """One line for an error record (:meth:`AuditorError.to_dict`), as ``str(error)``."""
+    return str(error_from_dict(record))

@@ -23,10 +23,12 @@ import polars as pl
 
 from auditor import __version__
 from auditor._versions import library_versions
+from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError, RowError
 from auditor.io import Document, batched
 from auditor.outliers import CALIBRATION_METHOD
 from auditor.pooling import DocumentPooler, validate_poolings
+from auditor.progress import Stage, stage_of
 from auditor.store import FeatureStoreWriter
 
 if TYPE_CHECKING:
@@ -177,9 +179,6 @@ def default_sae_keys(saes: Sequence[SAE]) -> list[str]:
     return keys
 
 
-ProgressCallback = Callable[[Mapping[str, Any]], None]
-
-
 def extract_features(
     documents: Iterable[Document],
     *,
@@ -190,8 +189,10 @@ def extract_features(
     input_info: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     total: int | None = None,
-    progress: bool = False,
-    on_progress: ProgressCallback | None = None,
+    progress: Stage | None = None,
+    cancel: CancelToken | None = None,
+    rank: int = 0,
+    world_size: int = 1,
     bad_rows: Sequence[RowError] | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> ExtractSummary:
@@ -215,11 +216,18 @@ def extract_features(
     overwrite
         Replace an existing store whose provenance differs instead of refusing.
     total
-        Number of documents if known (for the progress bar).
+        Number of documents if known (the progress stage's total).
     progress
-        Show a progress bar on the terminal.
-    on_progress
-        Called after every batch with running counts (for job status).
+        The stage that receives progress (documents done, with ``docs``, ``tokens`` and
+        ``bad_rows`` counters) after every batch; see :mod:`auditor.progress`.
+    cancel
+        Checked before every shard and batch; when set, :class:`JobCancelled` is raised
+        there and every shard finished before stays valid (a rerun resumes after it).
+    rank, world_size
+        This process fills shard ``i`` only when ``i % world_size == rank``: several
+        processes (say, Celery workers) fill one store without coordination, and the store
+        filled by ``world_size`` ranks equals the store filled by one. Every rank reads the
+        whole input (skipping others' shards costs reading, not the model).
     bad_rows
         A list the reader appends skipped rows to; its length goes into the summary.
     check
@@ -241,12 +249,22 @@ def extract_features(
         ``out`` holds a store made with other settings (and ``overwrite`` is false).
     InputError
         From the reader, for a bad row; shards already written stay valid.
+    JobCancelled
+        ``cancel`` was set; shards already written stay valid.
     """
     from auditor.lm import HookPoint, TruncatedForward
     from auditor.outliers import outlier_thresholds
     from auditor.sae import check_compatible
 
     config = config or ExtractConfig()
+    if (isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1
+            or isinstance(rank, bool) or not isinstance(rank, int)
+            or not 0 <= rank < world_size):
+        raise ConfigError(f"rank must be in [0, world_size), got rank {rank!r} of "
+                          f"world_size {world_size!r}", field="rank")
+    if overwrite and world_size > 1:
+        raise ConfigError("overwrite would delete other ranks' shards; clear the store with "
+                          "one rank first", field="overwrite")
     if not saes:
         raise ConfigError("at least one SAE is required")
     hooks: dict[HookPoint, list[str]] = {}
@@ -276,42 +294,54 @@ def extract_features(
     active_sum = dict.fromkeys(saes, 0)
     summary.excluded_tokens = dict.fromkeys(saes, 0)
 
-    bar = _progress_bar(total, enabled=progress)
-    try:
-        for shard_index, docs in enumerate(batched(documents, config.shard_size)):
-            if writer.is_done(shard_index):
-                summary.shards_skipped += 1
-                summary.docs_skipped_done += len(docs)
-                bar.update(len(docs))
-                continue
-            table, stats = _extract_shard(
-                docs, lm=lm, forward=forward, saes=saes, hooks=hooks, config=config,
-                max_length=max_length, thresholds=thresholds, bar=bar,
-                report=lambda s: _report(on_progress, summary, s),
-            )
-            path = writer.write_shard(shard_index, table.features)
-            summary.bytes_written += path.stat().st_size
-            if table.tokens is not None:
-                tpath = writer.write_shard(shard_index, table.tokens, kind="tokens")
-                summary.bytes_written += tpath.stat().st_size
-            summary.shards_written += 1
-            summary.docs += len(docs)
-            summary.windows += stats["windows"]
-            summary.truncated_docs += stats["truncated"]
-            summary.tokens += stats["tokens"]
-            for key in saes:
-                active_sum[key] += stats["active"][key]
-                summary.excluded_tokens[key] += stats["excluded"][key]
-            _report(on_progress, summary, {})
-    finally:
-        bar.close()
+    stage = progress if progress is not None else stage_of(None, job="extract", name="docs")
+    if total is not None:
+        stage.set_total(total)
+
+    def report(done_in_shard: int, tokens_in_shard: int) -> None:
+        check_cancel(cancel, "a batch boundary")
+        stage.update(summary.docs + summary.docs_skipped_done + done_in_shard,
+                     docs=summary.docs + summary.docs_skipped_done + done_in_shard,
+                     tokens=summary.tokens + tokens_in_shard,
+                     bad_rows=len(bad_rows) if bad_rows is not None else 0)
+
+    for shard_index, docs in enumerate(batched(documents, config.shard_size)):
+        check_cancel(cancel, f"shard {shard_index}")
+        if shard_index % world_size != rank or writer.is_done(shard_index):
+            # another rank's shard, or one finished before: nothing to compute
+            summary.shards_skipped += 1
+            summary.docs_skipped_done += len(docs)
+            report(0, 0)
+            continue
+        table, stats = _extract_shard(
+            docs, lm=lm, forward=forward, saes=saes, hooks=hooks, config=config,
+            max_length=max_length, thresholds=thresholds, report=report,
+        )
+        if table.tokens is not None:
+            # tokens first: the features shard's marker is what makes the shard done
+            tpath = writer.write_shard(shard_index, table.tokens, kind="tokens")
+            summary.bytes_written += tpath.stat().st_size
+        path = writer.write_shard(shard_index, table.features)
+        summary.bytes_written += path.stat().st_size
+        summary.shards_written += 1
+        summary.docs += len(docs)
+        summary.windows += stats["windows"]
+        summary.truncated_docs += stats["truncated"]
+        summary.tokens += stats["tokens"]
+        for key in saes:
+            active_sum[key] += stats["active"][key]
+            summary.excluded_tokens[key] += stats["excluded"][key]
+        report(0, 0)
     summary.seconds = time.perf_counter() - started
     summary.mean_active = {k: (v / summary.docs if summary.docs else 0.0)
                            for k, v in active_sum.items()}
     summary.bad_rows = len(bad_rows) if bad_rows is not None else 0
     writer.finalize(summary={**summary.to_dict(),
                              "runtime": {k: getattr(config, k) for k in config._RUNTIME},
-                             "device": str(lm.device)})
+                             "device": str(lm.device)},
+                    rank=rank, world_size=world_size)
+    if progress is None:
+        stage.close()
     return summary
 
 
@@ -322,20 +352,6 @@ def extract_features(
 class _ShardTables:
     features: pl.DataFrame
     tokens: pl.DataFrame | None
-
-
-def _report(cb: ProgressCallback | None, summary: ExtractSummary, extra: Mapping[str, Any]) -> None:
-    if cb is not None:
-        cb({"docs": summary.docs + summary.docs_skipped_done, "tokens": summary.tokens,
-            "shards_written": summary.shards_written, **extra})
-
-
-def _progress_bar(total: int | None, *, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    # disable=None would also hide it off a terminal; `enabled` is the caller's choice.
-    return tqdm(total=total, unit="doc", disable=not enabled, dynamic_ncols=True,
-                desc="extract")
 
 
 def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int,
@@ -425,8 +441,7 @@ def _extract_shard(
     config: ExtractConfig,
     max_length: int,
     thresholds: Mapping[str, float] | None,
-    bar: Any,
-    report: Callable[[Mapping[str, Any]], None],
+    report: Callable[[int, int], None],
 ) -> tuple[_ShardTables, dict[str, Any]]:
     import torch
 
@@ -445,6 +460,7 @@ def _extract_shard(
     token_batches: list[dict[str, Any]] = []
     pad_id = _pad_id(lm)
     tokens_done = 0
+    docs_done = 0
 
     for batch in plan_batches([w.n_tokens for w in windows], token_budget=config.token_budget,
                               max_batch_size=config.max_batch_size):
@@ -488,12 +504,10 @@ def _extract_shard(
                     tok_batch[f"{key}.pooled"] = pooled_mask
         if tok_batch is not None:
             token_batches.append(tok_batch)
-        finished = 0
         for w in ws:
             windows_left[w.doc_index] -= 1
-            finished += int(windows_left[w.doc_index] == 0)
-        bar.update(finished)
-        report({"shard_tokens": tokens_done})
+            docs_done += int(windows_left[w.doc_index] == 0)
+        report(docs_done, tokens_done)
 
     features = _features_table(docs, poolers, content, excluded, config)
     if raw_sums:

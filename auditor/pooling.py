@@ -46,11 +46,12 @@ def validate_poolings(poolings: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for p in poolings:
         if p not in POOLINGS:
-            raise ConfigError(f"unknown pooling {p!r}; choose from {', '.join(POOLINGS)}")
+            raise ConfigError(f"unknown pooling {p!r}; choose from {', '.join(POOLINGS)}",
+                              field="poolings")
         if p not in out:
             out.append(p)
     if not out:
-        raise ConfigError("at least one pooling is required")
+        raise ConfigError("at least one pooling is required", field="poolings")
     return tuple(out)
 
 

@@ -27,13 +27,12 @@ key-value metadata under the key ``"auditor"``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +41,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from auditor._files import fsync_dir, sha256_file, write_json
 from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, ShardMissing, StoreError
 
 __all__ = [
@@ -67,6 +67,8 @@ __all__ = [
 FORMAT = "auditor-feature-store"
 VERSION = 1
 MANIFEST = "store.json"
+#: Serialises manifest updates of processes filling one store (see ``rank``).
+LOCK_FILE = ".store.lock"
 DONE_DIR = "_done"
 #: Key of the provenance JSON in each Parquet file's key-value metadata.
 METADATA_KEY = "auditor"
@@ -78,7 +80,6 @@ VOLATILE_KEYS: frozenset[str] = frozenset({"created_at", "updated_at", "progress
 Kind = Literal["features", "tokens"]
 _KINDS: tuple[str, ...] = ("features", "tokens")
 _RESERVED_SUFFIXES = frozenset({"indices", "n_excluded", "values"})
-_BLOCK = 1 << 20
 
 
 # --------------------------------------------------------------------------- schema
@@ -224,15 +225,6 @@ def _provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
 _MISSING = object()
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _tmp_path(target: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
@@ -240,26 +232,7 @@ def _tmp_path(target: Path) -> Path:
 
 
 def _atomic_write_json(target: Path, payload: Mapping[str, Any]) -> None:
-    data = (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
-    tmp = _tmp_path(target)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
+    write_json(target, payload, sort_keys=True)
 
 
 def _list_parts(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +377,11 @@ class FeatureStoreWriter:
         if self.directory.exists() and not self.directory.is_dir():
             raise StoreError("exists and is not a directory", path=self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # ranks of one job open the store at once: one of them creates the manifest
+        with _manifest_lock(self.directory):
+            self._open(overwrite)
+
+    def _open(self, overwrite: bool) -> None:
         if overwrite:
             self._clear()
         elif (self.directory / MANIFEST).exists():
@@ -412,8 +390,7 @@ class FeatureStoreWriter:
             if diff:
                 raise ProvenanceMismatch(
                     "the store was written with a different provenance; differing keys: "
-                    f"{', '.join(diff)} (use a new directory, or replace it: --overwrite on the "
-                    "command line, overwrite=True in Python)",
+                    f"{', '.join(diff)} (use a new directory, or replace it with overwrite)",
                     path=self.directory,
                     field=diff[0],
                 )
@@ -545,13 +522,13 @@ class FeatureStoreWriter:
             pq.write_table(arrow, tmp, compression="zstd")
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            digest = _sha256_file(tmp)
+            digest = sha256_file(tmp)
             size = tmp.stat().st_size
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         _atomic_write_json(
             marker_path,
             {"rows": table.height, "shard": name, "kind": kind, "sha256": digest, "bytes": size},
@@ -600,16 +577,21 @@ class FeatureStoreWriter:
                     raise CorruptShard(f"list lengths differ from {idx!r}", path=target, field=col)
         return table
 
-    def finalize(self, *, summary: Mapping[str, Any]) -> None:
+    def finalize(self, *, summary: Mapping[str, Any], rank: int = 0,
+                 world_size: int = 1) -> None:
         """Record a run summary in the manifest (atomically).
 
-        ``manifest['summary']`` receives ``summary`` as given; ``manifest['shards']``
-        receives the number of done feature and token shards and the feature row count.
+        ``manifest['summary']`` receives ``summary`` as given (with ``world_size > 1``,
+        ``manifest['ranks'][rank]`` does, under a lock, since ranks finish concurrently);
+        ``manifest['shards']`` receives the number of done feature and token shards and
+        the feature row count.
 
         Parameters
         ----------
         summary : mapping
             JSON-serialisable counts, timings, etc.
+        rank, world_size
+            Which of the processes filling this store finished.
 
         Raises
         ------
@@ -619,16 +601,21 @@ class FeatureStoreWriter:
             The manifest is missing or invalid.
         """
         payload = _jsonable(summary, what="summary")
-        manifest = _read_manifest(self.directory)
-        feats = self.done_shards(kind="features")
-        markers = _markers(self.directory, "features")
-        manifest["summary"] = payload
-        manifest["shards"] = {
-            "features": len(feats),
-            "tokens": len(self.done_shards(kind="tokens")),
-            "rows": int(sum(int(markers[n].get("rows", 0)) for n in feats)),
-        }
-        _atomic_write_json(self.directory / MANIFEST, manifest)
+        with _manifest_lock(self.directory):
+            manifest = _read_manifest(self.directory)
+            feats = self.done_shards(kind="features")
+            markers = _markers(self.directory, "features")
+            if world_size > 1:
+                manifest.setdefault("ranks", {})[str(rank)] = {**payload,
+                                                               "world_size": world_size}
+            else:
+                manifest["summary"] = payload
+            manifest["shards"] = {
+                "features": len(feats),
+                "tokens": len(self.done_shards(kind="tokens")),
+                "rows": int(sum(int(markers[n].get("rows", 0)) for n in feats)),
+            }
+            _atomic_write_json(self.directory / MANIFEST, manifest)
 
     def _clear(self) -> None:
         for entry in self.directory.iterdir():
@@ -637,6 +624,23 @@ class FeatureStoreWriter:
         done = self.directory / DONE_DIR
         if done.is_dir():
             shutil.rmtree(done)
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the manifest between processes (POSIX ``flock``;
+    elsewhere a no-op, where one process per store is the rule)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(directory / LOCK_FILE, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _check_kind(kind: str) -> None:

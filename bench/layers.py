@@ -121,7 +121,7 @@ def main() -> None:
         extract_features(
             [Document(row=i, doc_id=str(i), text=d["text"], extra={}) for i, d in
              enumerate(docs)],
-            lm=lm, saes=saes, out=store, overwrite=True, progress=True,
+            lm=lm, saes=saes, out=store, overwrite=True,
             config=ExtractConfig(poolings=("max",), max_length=args.max_length,
                                  shard_size=10_000))
         y = np.array([str(d[field]) for d in docs])

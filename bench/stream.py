@@ -23,15 +23,23 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from auditor.defaults import default_model_dir, default_sae_path
-from auditor.jobs.sae import read_corpus_texts, run_sae_collect
+from auditor.jobs.sae import SAECollectOptions, read_corpus_texts, run_sae_collect
 from auditor.lm import HookPoint, load_model
-from auditor.sae import ModelStream, StreamSettings, TrainConfig, load_sae, train_sae
+from auditor.sae import (
+    ModelStream,
+    StreamSettings,
+    TrainConfig,
+    load_sae,
+    open_cache,
+    train_sae,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,9 +60,12 @@ def main() -> None:
     assert layer is not None
     lm = load_model(default_model_dir(progress=False), device="cpu")
 
+    shutil.rmtree(args.out / "cache", ignore_errors=True)  # time a whole collection
     started = time.perf_counter()
-    cache = run_sae_collect(args.corpus, out=args.out / "cache", layers=[layer],
-                            max_length=args.max_length, overwrite=True, device="cpu")
+    run_sae_collect(args.corpus, out=args.out / "cache", model=lm,
+                    options=SAECollectOptions(layers=(layer,), max_length=args.max_length,
+                                              overwrite=True, device="cpu"))
+    cache = open_cache(args.out / "cache")
     collect_seconds = time.perf_counter() - started
     train_tokens = cache.tensors(HookPoint(layer), split="train")["acts"].shape[0]
     d_model = cache.d_model

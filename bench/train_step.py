@@ -1,7 +1,7 @@
 """How fast is one SAE training step: float32 TopK against a bfloat16 encoder product and
 against BatchTopK?
 
-Times ``--steps`` optimizer steps of the trainer (:mod:`auditor.sae.train`) at the
+Times ``--steps`` optimizer steps of the trainer (:mod:`auditor.sae.trainer`) at the
 shipped SAE's shape (d_in 640, width 10,240, k 64, 4,096 tokens a step) on random
 activations, alternating the settings in this one process (so a noisy machine slows all
 alike), and prints seconds per step, tokens/s and the ratio to float32 TopK. The FVU
@@ -22,7 +22,8 @@ import time
 import torch
 
 from auditor.lm import native_bfloat16, resolve_device_dtype
-from auditor.sae.train import TrainConfig, _Trainer
+from auditor.sae import TrainConfig
+from auditor.sae.trainer import Trainer
 
 #: (activation, encoder dtype); the first is the baseline.
 VARIANTS = (("topk", "float32"), ("topk", "bfloat16"), ("batchtopk", "float32"))
@@ -35,7 +36,7 @@ def time_steps(variant: tuple[str, str], x: torch.Tensor, *, width: int, k: int,
     cfg = TrainConfig(layer=9, d_sae=width, k=k, batch_size=x.shape[0],
                       n_tokens=x.shape[0] * (steps + 2), encoder_dtype=dtype,
                       activation=activation)
-    trainer = _Trainer(d_in=x.shape[1], config=cfg, device=device)
+    trainer = Trainer(d_in=x.shape[1], config=cfg, device=device)
     trainer.initialise(x[:4096])
     for _ in range(2):
         trainer.step(x, lr=1e-4)

@@ -24,7 +24,7 @@ from typing import Any
 from auditor.corpora import load as load_corpus
 from auditor.extract import ExtractConfig
 from auditor.heads import cross_validate_candidates, load_split
-from auditor.jobs import run_extract
+from auditor.jobs import ExtractOptions, run_extract
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from build_heads import stratified_sample
@@ -51,15 +51,16 @@ def main() -> None:
             config = ExtractConfig(poolings=("max", "mean"), max_length=args.max_length,
                                    max_windows=n, raw_mean=True)
             store = args.out / f"{task}-w{n}.store"
-            summary, _ = run_extract(data, out=store, config=config, id_column="id",
-                                     passthrough=("label",), overwrite=True)
-            seconds = summary.seconds  # the extraction itself, without loading the model
+            options = ExtractOptions(id_column="id", passthrough=("label",),
+                                     overwrite=True).with_config(config.to_dict())
+            summary = run_extract(str(data), out=store, options=options).summary
+            seconds = summary["seconds"]  # the extraction itself, without loading the model
             split = load_split(store, "label")
             cv = cross_validate_candidates(split, candidates=("sae-max-log1p", "raw"),
                                            baseline=False)
-            row = {"task": task, "windows": n, "tokens": summary.tokens, "seconds": seconds,
-                   "tokens_per_s": summary.tokens / seconds,
-                   "docs_per_s": summary.docs / seconds,
+            row = {"task": task, "windows": n, "tokens": summary["tokens"], "seconds": seconds,
+                   "tokens_per_s": summary["tokens"] / seconds,
+                   "docs_per_s": summary["docs"] / seconds,
                    "sae_macro_f1": cv["sae-max-log1p"]["macro_f1"],
                    "raw_macro_f1": cv["raw"]["macro_f1"]}
             rows.append(row)

@@ -39,10 +39,18 @@ def test_extract_bundled_sample(tiny_llama_dir: Path, sae_dir: Path, tmp_path: P
     assert meta["saes"]["layer2"]["format"] == "auditor"
     assert meta["input"]["fingerprint"].startswith("sha256:")
 
-    # a second run resumes: nothing new to write
-    assert main(["extract", str(SAMPLE), "--model", str(tiny_llama_dir), "--sae", str(sae_dir),
-                 "--out", str(out), "--pool", "max", "--pool", "mean", "--id-column", "id",
-                 "--keep", "genre", "--max-length", "64", "--shard-size", "16", "--json"]) == 0
+    # a second run returns the recorded job: nothing is computed or written again
+    args = ["extract", str(SAMPLE), "--model", str(tiny_llama_dir), "--sae", str(sae_dir),
+            "--out", str(out), "--pool", "max", "--pool", "mean", "--id-column", "id",
+            "--keep", "genre", "--max-length", "64", "--shard-size", "16", "--json"]
+    shards = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["docs"] == n_docs
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == shards
+    # without its job record (say, a killed run), the store resumes from its shard markers
+    (out / "_job.json").unlink()
+    assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["docs"] == 0 and summary["docs_skipped_done"] == n_docs
 
@@ -114,7 +122,8 @@ def test_defaults_are_refused_clearly(tiny_llama_dir: Path, tmp_path: Path,
     # a custom model needs an explicit SAE: the shipped one is trained for the default model
     assert main(["extract", str(SAMPLE), "--model", str(tiny_llama_dir),
                  "--out", str(tmp_path / "a")]) == 2
-    assert "--sae is required with --model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "an SAE is required with a model other than the default" in err and "(--sae)" in err
     # no default SAE installed → a clear message, before any model is loaded
     monkeypatch.setenv("AUDITOR_MODELS_DIR", str(tmp_path / "no-models"))
     assert main(["extract", str(SAMPLE), "--out", str(tmp_path / "b")]) == 2

@@ -183,8 +183,12 @@ def test_collect_caches_several_layers_in_one_pass(
     assert cache.manifest["input"] == {"path": str(SAMPLE),
                                        "fingerprint": input_fingerprint(SAMPLE)}
     assert cache.manifest["texts"]["docs"] == count_documents(SAMPLE)
-    # A finished cache is not replaced unless asked; --max-tokens caps a new one.
-    assert main(args) == 2
+    # A rerun with the same options returns the recorded cache without recomputing it; a
+    # finished cache is not replaced by one of other options unless asked; --max-tokens
+    # caps a new one.
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == info
+    assert main([*args, "--max-tokens", "100"]) == 7
     assert "overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--max-tokens", "100"]) == 0
     capsys.readouterr()

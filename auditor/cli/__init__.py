@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from auditor import __version__
-from auditor.errors import AuditorError, exit_code_for
+from auditor.errors import AuditorError, JobConflict, ProvenanceMismatch, exit_code_for
 
 __all__ = ["cli", "main"]
 
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(args=list(argv) if argv is not None else None, prog_name="auditor",
                  standalone_mode=False)
     except AuditorError as err:
-        click.echo(f"error: {err}", err=True)
+        click.echo(f"error: {err}{_flag_hint(err)}", err=True)
         return exit_code_for(err)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -36,6 +36,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as err:
         return err.exit_code
     return 0
+
+
+def _flag_hint(err: AuditorError) -> str:
+    """The command-line flag behind an error's field (library messages name fields, not
+    flags): ``(--sae)``; ``(--overwrite replaces it)`` for output made otherwise."""
+    if isinstance(err, JobConflict | ProvenanceMismatch):
+        return " (--overwrite replaces it)"
+    if err.field is None:
+        return ""
+    flag = "--" + err.field.replace("_", "-")
+    return f" ({flag})" if flag in _all_flags() else ""
+
+
+def _all_flags() -> set[str]:
+    flags: set[str] = set()
+    todo: list[click.Command] = [cli]
+    while todo:
+        command = todo.pop()
+        flags.update(o for p in command.params for o in getattr(p, "opts", ()))
+        if isinstance(command, click.Group):
+            todo.extend(command.commands.values())
+    return flags
 
 
 def _run() -> None:  # console-script entry point

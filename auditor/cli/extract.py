@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from auditor.cli._progress import progress_bars
+from auditor.errors import format_error
+
 __all__ = ["extract"]
-
-# ----------------------------------------------------------------------------- extract
-
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
@@ -56,6 +55,11 @@ __all__ = ["extract"]
 @click.option("--overwrite", is_flag=True, help="Replace a store made with other settings.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
 @click.option("--dtype", default=None, help="float32, bfloat16, float16 (default by device).")
+@click.option("--rank", type=int, default=0, show_default=True,
+              help="With --world-size: fill only the shards i with i %% WORLD_SIZE == RANK "
+                   "(several processes fill one store).")
+@click.option("--world-size", type=int, default=1, show_default=True,
+              help="Number of processes filling the store together.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -85,40 +89,40 @@ def extract(
     overwrite: bool,
     device: str | None,
     dtype: str | None,
+    rank: int,
+    world_size: int,
     progress: bool | None,
     as_json: bool,
 ) -> None:
     """Extract pooled sparse SAE features of INPUT (JSONL, Parquet, CSV or a .txt dir)."""
-    from auditor.extract import ExtractConfig
-    from auditor.jobs import run_extract
+    from auditor.jobs import extract as jobs
 
-    config = ExtractConfig(
-        poolings=poolings, max_length=max_length, max_windows=max_windows,
-        shard_size=shard_size, exclude_outliers=not keep_outliers, outlier_factor=outlier_factor,
-        save_tokens=save_tokens, raw_mean=raw_mean, token_budget=token_budget,
-        max_batch_size=batch_size,
-    )
-    summary, bad = run_extract(
-        input_path, out=out, model=model, saes=sae_paths, layer=layer, sae_format=sae_format,
-        k=k, config=config, text_column=text_column, id_column=id_column,
-        passthrough=passthrough, max_chars=max_chars, skip_bad_rows=skip_bad_rows,
-        overwrite=overwrite, device=device, dtype=dtype,
-        progress=sys.stderr.isatty() if progress is None else progress,
-    )
+    options = jobs.ExtractOptions(
+        model=model, saes=sae_paths, layer=layer, sae_format=sae_format, k=k, device=device,
+        dtype=dtype, poolings=poolings, max_length=max_length, max_windows=max_windows,
+        shard_size=shard_size, exclude_outliers=not keep_outliers,
+        outlier_factor=outlier_factor, save_tokens=save_tokens, raw_mean=raw_mean,
+        token_budget=token_budget, max_batch_size=batch_size, text_column=text_column,
+        id_column=id_column, passthrough=passthrough, max_chars=max_chars,
+        skip_bad_rows=skip_bad_rows, overwrite=overwrite, rank=rank, world_size=world_size)
+    result = jobs.run_extract(str(input_path), out=str(out), options=options,
+                              progress=progress_bars(progress))
+    summary = result.summary
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"wrote {out}")
-    click.echo(f"  documents   {summary.docs:,} new, {summary.docs_skipped_done:,} already done"
-               f" ({summary.shards_written} shards written, {summary.shards_skipped} skipped)")
-    click.echo(f"  tokens      {summary.tokens:,} in {summary.windows:,} windows, "
-               f"{summary.seconds:.1f} s, {summary.tokens_per_s:,.0f} tokens/s")
-    if summary.truncated_docs:
-        click.echo(f"  truncated   {summary.truncated_docs:,} documents cut to their first "
+    click.echo(f"  documents   {summary['docs']:,} new, {summary['docs_skipped_done']:,} "
+               f"already done ({summary['shards_written']} shards written, "
+               f"{summary['shards_skipped']} skipped)")
+    click.echo(f"  tokens      {summary['tokens']:,} in {summary['windows']:,} windows, "
+               f"{summary['seconds']:.1f} s, {summary['tokens_per_s']:,.0f} tokens/s")
+    if summary["truncated_docs"]:
+        click.echo(f"  truncated   {summary['truncated_docs']:,} documents cut to their first "
                    f"{max_windows} window(s)")
-    for key, mean in summary.mean_active.items():
+    for key, mean in summary["mean_active"].items():
         click.echo(f"  {key:<11} {mean:,.1f} active features per document, "
-                   f"{summary.excluded_tokens.get(key, 0):,} outlier tokens excluded")
-    click.echo(f"  size        {summary.bytes_written / 1e6:,.2f} MB")
-    for err in bad:
-        click.echo(f"  skipped: {err}", err=True)
+                   f"{summary['excluded_tokens'].get(key, 0):,} outlier tokens excluded")
+    click.echo(f"  size        {summary['bytes_written'] / 1e6:,.2f} MB")
+    for err in result.skipped:
+        click.echo(f"  skipped: {format_error(err)}", err=True)

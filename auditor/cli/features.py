@@ -1,37 +1,21 @@
-"""``auditor features``: build, show and search the feature dictionary.
+"""``auditor features``: build, show, search and label the feature dictionary.
 
-The group is registered in :mod:`auditor.cli` with ``cli.add_command(features)``. Errors
-from :mod:`auditor.errors` propagate to the top-level CLI, which prints them on one line
-and exits with the branch's code.
+The group is registered in :mod:`auditor.cli` with ``cli.add_command(features)``. Each
+command parses its options and calls a job of :mod:`auditor.jobs.dictionary`; errors from
+:mod:`auditor.errors` propagate to the top-level CLI, which prints them on one line and
+exits with the branch's code.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from auditor.errors import ConfigError
+from auditor.cli._progress import progress_bars
 
 __all__ = ["features"]
-
-
-def _default_dictionary() -> Path:
-    """The default SAE's dictionary directory (the model is not needed to find it)."""
-    from auditor import defaults
-    from auditor.features import default_dictionary_dir
-
-    sae = defaults.default_sae_path()
-    if sae is None:
-        raise ConfigError("no --dictionary given and no default SAE is installed",
-                          field="dictionary")
-    return default_dictionary_dir(sae)
-
-
-def _progress(flag: bool | None) -> bool:
-    return sys.stderr.isatty() if flag is None else flag
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,8 +52,9 @@ def features() -> None:
 @click.option("--sae-format", default=None, help="Force an SAE format instead of detecting it.")
 @click.option("--keep-outliers", is_flag=True,
               help="Count massive-activation tokens too (excluded by default, as in pooling).")
-@click.option("--rebuild", is_flag=True,
-              help="Replace an existing dictionary instead of merging into it.")
+@click.option("--rebuild", "--overwrite", "rebuild", is_flag=True,
+              help="Replace an existing dictionary instead of merging into it (keeps "
+                   "labels.tsv / labels.json).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
 @click.option("--dtype", default=None, help="float32, bfloat16, float16 (default by device).")
 @click.option("--progress/--no-progress", default=None,
@@ -99,25 +84,29 @@ def build(
     as_json: bool,
 ) -> None:
     """Build the feature dictionary over --corpus, merging into an existing one."""
-    from auditor.features import DictionaryConfig, run_build
+    from auditor.jobs import dictionary as jobs
 
-    config = DictionaryConfig(
-        max_length=max_length, max_windows=max_windows, top_contexts=top,
-        context_tokens=context_tokens, logit_tokens=logit_tokens,
-        exclude_outliers=not keep_outliers, chunk_docs=chunk_docs)
-    summary = run_build(
-        corpus, out=out, model=model, sae=sae, layer=layer, k=k, sae_format=sae_format,
-        config=config, text_column=text_column, id_column=id_column, rebuild=rebuild,
-        device=device, dtype=dtype, progress=_progress(progress))
+    options = jobs.DictionaryBuildOptions(
+        model=model, sae=sae, layer=layer, k=k, sae_format=sae_format,
+        text_column=text_column, id_column=id_column, max_length=max_length,
+        max_windows=max_windows, top_contexts=top, context_tokens=context_tokens,
+        logit_tokens=logit_tokens, exclude_outliers=not keep_outliers, dtype=dtype,
+        merge=not rebuild, overwrite=rebuild, chunk_docs=chunk_docs, device=device)
+    target = str(out) if out is not None else jobs.default_dictionary_out(model, sae)
+    result = jobs.run_dictionary_build(str(corpus), out=target, options=options,
+                                       progress=progress_bars(progress))
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(json.dumps({"out": target, **result.to_dict()}, indent=2))
         return
-    verb = "merged into" if summary.merged else "built"
-    click.echo(f"dictionary {verb} {summary.out}")
-    click.echo(f"  documents: {summary.documents:,} (+{summary.new_documents:,})")
-    click.echo(f"  tokens:    {summary.tokens:,} (+{summary.new_tokens:,})")
-    click.echo(f"  features:  {summary.alive:,} of {summary.features:,} fired")
-    click.echo(f"  time:      {summary.seconds:.1f} s")
+    verb = "merged into" if result.merged else "built"
+    click.echo(f"dictionary {verb} {target}")
+    click.echo(f"  documents: {result.documents:,} (+{result.new_documents:,})")
+    click.echo(f"  tokens:    {result.tokens:,} (+{result.new_tokens:,})")
+    click.echo(f"  features:  {result.alive:,} of {result.features:,} fired")
+    if result.resumed_chunks:
+        click.echo(f"  resumed:   {result.resumed_chunks:,} of {result.chunks:,} chunks were "
+                   "done")
+    click.echo(f"  time:      {result.seconds:.1f} s")
 
 
 @features.command("show")
@@ -134,14 +123,17 @@ def build(
 def show(feature: int, dictionary: Path | None, labels: Path | None, n_contexts: int,
          width: int, as_json: bool) -> None:
     """Show FEATURE: label, density, activations, logit-lens tokens and top contexts."""
-    from auditor.features import describe_feature, format_feature
+    from auditor.jobs import dictionary as jobs
 
-    report = describe_feature(dictionary or _default_dictionary(), feature, overrides=labels,
-                              n_contexts=n_contexts)
+    result = jobs.run_feature_show(
+        None if dictionary is None else str(dictionary),
+        options=jobs.FeatureShowOptions(feature=feature,
+                                        labels=None if labels is None else str(labels),
+                                        contexts=n_contexts, width=width))
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.report, indent=2, ensure_ascii=False))
     else:
-        click.echo(format_feature(report, width=width))
+        click.echo(result.text)
 
 
 @features.command("search")
@@ -155,17 +147,20 @@ def show(feature: int, dictionary: Path | None, labels: Path | None, n_contexts:
 def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
            as_json: bool) -> None:
     """Find features whose label, contexts or logit-lens tokens contain WORD."""
-    from auditor.features import search_features
+    from auditor.jobs import dictionary as jobs
 
-    hits = search_features(dictionary or _default_dictionary(), word, limit=limit,
-                           overrides=labels)
+    result = jobs.run_feature_search(
+        None if dictionary is None else str(dictionary),
+        options=jobs.FeatureSearchOptions(word=word,
+                                          labels=None if labels is None else str(labels),
+                                          limit=limit))
     if as_json:
-        click.echo(json.dumps(hits.to_dicts(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(result.hits, indent=2, ensure_ascii=False))
         return
-    if hits.height == 0:
+    if not result.hits:
         click.echo(f"no feature matches {word!r}")
         return
-    for row in hits.iter_rows(named=True):
+    for row in result.hits:
         click.echo(f"{row['feature']:>7}  {row['score']:6.2f}  {row['density']:8.3%}  "
                    f"{row['label']}   [{', '.join(row['matched'])}]")
 
@@ -178,10 +173,10 @@ def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
 @click.option("--remove", is_flag=True, help="Remove FEATURE's override.")
 def label(feature: int, text: str | None, dictionary: Path | None, remove: bool) -> None:
     """Set FEATURE's label to TEXT (an override in the dictionary's labels.tsv)."""
-    from auditor.features import save_label_override
+    from auditor.jobs import dictionary as jobs
 
-    if remove == (text is not None):
-        raise ConfigError("give either TEXT or --remove", field="label")
-    path = save_label_override(dictionary or _default_dictionary(), feature,
-                               None if remove else text)
-    click.echo(f"{'removed' if remove else 'set'} label of feature {feature} in {path}")
+    result = jobs.run_feature_label(
+        None if dictionary is None else str(dictionary),
+        options=jobs.FeatureLabelOptions(feature=feature, label=text, remove=remove))
+    click.echo(f"{'removed' if result.removed else 'set'} label of feature {result.feature} "
+               f"in {result.path}")

@@ -6,10 +6,9 @@ import json
 
 import click
 
+from auditor.cli._progress import progress_bars
+
 __all__ = ["models"]
-
-# ----------------------------------------------------------------------------- models
-
 
 @click.group()
 def models() -> None:
@@ -20,9 +19,9 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 def models_list(as_json: bool) -> None:
     """Show what is installed, with sizes and hashes."""
-    from auditor.defaults import list_models
+    from auditor.jobs import inspect as jobs
 
-    records = list_models()
+    records = jobs.models_list()
     if as_json:
         click.echo(json.dumps(records, indent=2, default=str))
         return
@@ -35,3 +34,16 @@ def models_list(as_json: bool) -> None:
         click.echo(f"{r['kind']:<10} {r.get('name', ''):<32} {size:>11}  {sha[:16]:<16}  "
                    f"{detail}")
         click.echo(f"{'':<10} {r['path']}")
+
+
+@models.command("warmup")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def models_warmup(as_json: bool) -> None:
+    """Convert the embedded default model once (so no later job pays for it)."""
+    from auditor.jobs import warmup as jobs
+
+    result = jobs.run_warmup(options=jobs.WarmupOptions(), progress=progress_bars(None))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(f"default model ready: {result.model_dir}")

@@ -1,8 +1,10 @@
 """The ``auditor report`` command: corpus reports in HTML, JSON and Markdown.
 
-Register it on the main group with ``cli.add_command(report)``. Errors of the
-:mod:`auditor.errors` tree propagate to the caller (``auditor.cli.main`` prints them as one
-line and exits with the branch's code); bad option values are click usage errors.
+A thin face of :func:`auditor.jobs.report.run_report`: it parses the options, builds
+:class:`~auditor.jobs.report.ReportOptions`, calls the job and prints its result. Register
+it on the main group with ``cli.add_command(report)``. Errors of the :mod:`auditor.errors`
+tree propagate to the caller (``auditor.cli.main`` prints them as one line and exits with the
+branch's code); bad option values are click usage errors.
 """
 
 from __future__ import annotations
@@ -12,19 +14,20 @@ from pathlib import Path
 
 import click
 
+from auditor.cli._progress import progress_bars
+
 __all__ = ["report"]
 
+#: Option field → the flag that sets it, for usage errors.
+_FLAG_OF = {"formats": "--format", "flags": "--flag", "max_chars": "--max-chars",
+            "max_flagged": "--max-flagged", "top_features": "--top-features",
+            "dup_threshold": "--dup-threshold", "text_column": "--text-column",
+            "id_column": "--id-column", "labels": "--labels", "predictions": "--predictions",
+            "texts": "--texts", "previous": "--previous", "sae": "--sae", "pooling": "--pool"}
 
-def _parse_formats(value: str) -> list[str]:
-    from auditor.report import FORMATS
 
-    formats = [f.strip().lower() for f in value.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise click.BadParameter(
-            f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from "
-            f"{', '.join(FORMATS)} (comma-separated)", param_hint="--format")
-    return formats
+def _parse_formats(value: str) -> tuple[str, ...]:
+    return tuple(f.strip().lower() for f in value.split(",") if f.strip())
 
 
 def _parse_flags(values: tuple[str, ...]) -> dict[str, list[str]] | None:
@@ -37,6 +40,10 @@ def _parse_flags(values: tuple[str, ...]) -> dict[str, list[str]] | None:
             raise click.BadParameter(f"expected HEAD=LABEL, got {spec!r}", param_hint="--flag")
         flags.setdefault(head.strip(), []).append(label.strip())
     return flags
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @click.command("report")
@@ -73,6 +80,10 @@ def _parse_flags(values: tuple[str, ...]) -> dict[str, list[str]] | None:
               show_default=True, help="Estimated Jaccard similarity of near duplicates.")
 @click.option("--near-duplicates/--no-near-duplicates", default=True, show_default=True,
               help="Look for near duplicates among --texts.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a report in --out made with other options or inputs.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 def report(
     store: Path,
@@ -93,6 +104,8 @@ def report(
     top_features: int,
     dup_threshold: float,
     near_duplicates: bool,
+    overwrite: bool,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     """Write a corpus report of the feature store STORE (HTML, JSON, Markdown).
@@ -101,32 +114,33 @@ def report(
     top features per label, flagged documents with explanations, empty / overlong / near-
     duplicate counts, and drift against --previous, with the store's provenance.
     """
-    from auditor.report import build_report, load_feature_labels, write_report
+    from auditor.errors import ConfigError
+    from auditor.jobs import report as jobs
 
-    chosen = _parse_formats(formats)
     flag_rules = _parse_flags(flags)
-    labels, examples = (load_feature_labels(labels_path) if labels_path is not None
-                        else (None, None))
-    data = build_report(
-        store, predictions=predictions, texts=texts, previous=previous,
-        feature_labels=labels, feature_examples=examples, sae=sae, pooling=pooling,
-        title=title, text_column=text_column, id_column=id_column, max_chars=max_chars,
-        flags=flag_rules, max_flagged=max_flagged, top_features=top_features,
-        near_duplicates=near_duplicates, duplicate_threshold=dup_threshold,
-    )
-    written = write_report(data, out, formats=chosen)
+    try:
+        options = jobs.ReportOptions(
+            predictions=_str(predictions), texts=_str(texts), previous=_str(previous),
+            labels=_str(labels_path), formats=_parse_formats(formats), title=title, sae=sae,
+            pooling=pooling, text_column=text_column, id_column=id_column,
+            max_chars=max_chars, flags=flag_rules, max_flagged=max_flagged,
+            top_features=top_features, dup_threshold=dup_threshold,
+            near_duplicates=near_duplicates, overwrite=overwrite)
+    except ConfigError as err:
+        raise click.BadParameter(err.message, param_hint=_FLAG_OF.get(err.field or "")) from err
+    result = jobs.run_report(str(store), out=str(out), options=options,
+                             progress=progress_bars(progress))
+    written = {k: out / v for k, v in result.written.items()}
     if as_json:
         click.echo(json.dumps({k: str(v) for k, v in written.items()}, indent=2))
         return
-    for fmt in chosen:
+    for fmt in options.formats:
         click.echo(f"wrote {written[fmt]}")
-    corpus = data["corpus"]
-    line = f"  {corpus['documents']:,} documents, {corpus['tokens']['total']:,} tokens"
-    if data.get("flagged") is not None:
-        line += f", {data['flagged']['total']:,} flagged"
-    if data.get("near_duplicates") is not None:
-        line += f", {data['near_duplicates']['near_duplicates']:,} near duplicates"
-    drift = data.get("drift")
-    if drift and drift.get("features") and drift["features"].get("value") is not None:
-        line += f", feature JSD {drift['features']['value']:.4f} bits"
+    line = f"  {result.documents:,} documents, {result.tokens:,} tokens"
+    if result.flagged is not None:
+        line += f", {result.flagged:,} flagged"
+    if result.near_duplicates is not None:
+        line += f", {result.near_duplicates:,} near duplicates"
+    if result.feature_drift is not None:
+        line += f", feature JSD {result.feature_drift:.4f} bits"
     click.echo(line)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from auditor.cli._progress import progress_bars
+
 __all__ = ["audit", "classify", "explain"]
-
-# ----------------------------------------------------------------------------- classify
-
 
 _RUN_OPTIONS = [
     click.option("--head", "head_refs", multiple=True,
@@ -34,16 +33,30 @@ def _run_options(f: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _text_or_file(source: str, id_column: str | None
-                  ) -> Iterator[tuple[Path, str | None]]:
-    """A dataset path as given, or a one-row JSONL (id ``text``) holding a literal text."""
-    if Path(source).exists():
-        yield Path(source), id_column
+def _job_dir(keep: Path | None) -> Iterator[Path]:
+    """The job's output directory: the one asked for, or a temporary one."""
+    if keep is not None:
+        yield keep
         return
-    with tempfile.TemporaryDirectory(prefix="auditor-text-") as tmp:
-        path = Path(tmp) / "input.jsonl"
-        path.write_text(json.dumps({"id": "text", "text": source}) + "\n")
-        yield path, "id"
+    with tempfile.TemporaryDirectory(prefix="auditor-") as tmp:
+        yield Path(tmp)
+
+
+def _dataset(source: str, out: Path) -> tuple[str, bool]:
+    """A dataset path as given, or (a literal text) the one-row input the job writes."""
+    from auditor.jobs import text_input
+
+    if Path(source).exists():
+        return source, False
+    return text_input([source], out=out), True
+
+
+def _extract_options(model: str | None, sae_paths: tuple[str, ...], text_column: str,
+                     id_column: str | None, **kw: Any) -> Any:
+    from auditor.jobs import ExtractOptions
+
+    return ExtractOptions(model=model, saes=sae_paths, text_column=text_column,
+                          id_column=id_column, **kw)
 
 
 @click.command()
@@ -64,20 +77,31 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
              text_column: str, id_column: str | None, skip_bad_rows: bool,
              device: str | None, progress: bool | None) -> None:
     """Label TEXT (a literal string) or FILE (a dataset) with the heads."""
-    from auditor.heads.classify import write_predictions
-    from auditor.jobs import run_classify
+    from auditor.jobs import classify as jobs
 
-    with _text_or_file(source, id_column) as (path, id_column):
-        frame, provenance = run_classify(
-            path, heads=list(head_refs) or None, explain=explain, store=store, model=model,
-            saes=sae_paths, text_column=text_column, id_column=id_column,
-            skip_bad_rows=skip_bad_rows, device=device,
-            progress=sys.stderr.isatty() if progress is None else progress)
-    if out is not None:
-        write_predictions(frame, out, provenance=provenance)
-        click.echo(f"wrote {frame.height:,} rows to {out}")
-        return
-    _print_predictions(frame)
+    if out is not None and out.suffix not in (".parquet", ".jsonl"):
+        raise click.BadParameter("predictions are written as .parquet or .jsonl",
+                                 param_hint="--out")
+    with _job_dir(None) as job_dir:
+        path, literal = _dataset(source, job_dir / "input")
+        options = jobs.ClassifyOptions(
+            heads=head_refs or None, explain=explain,
+            store=str(store.resolve()) if store is not None else "store",
+            predictions="predictions" + (out.suffix if out is not None else ".parquet"),
+            extract=_extract_options(model, sae_paths, text_column,
+                                     "id" if literal else id_column,
+                                     skip_bad_rows=skip_bad_rows, device=device),
+            inline_rows=0 if out is not None else 1_000_000)
+        result = jobs.run_classify(path, out=job_dir / "run", options=options,
+                                   progress=progress_bars(progress))
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # the predictions and their sidecars (a JSONL file's provenance)
+            for written in (job_dir / "run").glob(result.predictions + "*"):
+                shutil.copyfile(written, f"{out}{written.name[len(result.predictions):]}")
+            click.echo(f"wrote {result.documents:,} rows to {out}")
+            return
+    _print_predictions(result.rows or ())
 
 
 @click.command()
@@ -102,20 +126,24 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
           text_column: str, id_column: str | None, formats: str, skip_bad_rows: bool,
           device: str | None, overwrite: bool, progress: bool | None) -> None:
     """Audit INPUT: SAE features, every head's labels with explanations, and a report."""
-    from auditor.jobs import run_audit
+    from auditor.jobs import audit as jobs
 
-    result = run_audit(
-        input_path, out=out, heads=list(head_refs) or None, model=model, saes=sae_paths,
-        explain=explain, previous=previous, text_column=text_column, id_column=id_column,
-        skip_bad_rows=skip_bad_rows, device=device, formats=formats.split(","),
-        overwrite=overwrite, progress=sys.stderr.isatty() if progress is None else progress)
+    options = jobs.AuditOptions(
+        heads=head_refs or None, explain=explain,
+        previous=str(previous) if previous is not None else None,
+        formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+        extract=_extract_options(model, sae_paths, text_column, id_column,
+                                 skip_bad_rows=skip_bad_rows, device=device),
+        overwrite=overwrite)
+    result = jobs.run_audit(str(input_path), out=str(out), options=options,
+                            progress=progress_bars(progress))
     click.echo(f"audited {result.documents:,} documents with heads "
                f"{', '.join(result.heads) or '(none installed)'}")
-    click.echo(f"  features     {result.store}")
+    click.echo(f"  features     {out / result.store}")
     if result.predictions is not None:
-        click.echo(f"  predictions  {result.predictions}")
+        click.echo(f"  predictions  {out / result.predictions}")
     for fmt, path in result.reports.items():
-        click.echo(f"  {fmt:<12} {path}")
+        click.echo(f"  {fmt:<12} {out / path}")
 
 
 @click.command()
@@ -136,13 +164,17 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
             n_random: int, no_tokens: bool, model: str | None, sae_paths: tuple[str, ...],
             text_column: str, id_column: str | None, as_json: bool) -> None:
     """Why each head labelled TEXT (or each document of FILE) as it did."""
-    from auditor.jobs import run_explain
+    from auditor.jobs import explain as jobs
 
-    with _text_or_file(source, id_column) as (path, id_column):
-        result = run_explain(path, heads=list(head_refs) or None, top=top, check=check, k=k,
-                             n_random=n_random, tokens=not no_tokens, model=model,
-                             saes=sae_paths, text_column=text_column, id_column=id_column,
-                             progress=sys.stderr.isatty())
+    with _job_dir(None) as job_dir:
+        path, literal = _dataset(source, job_dir / "input")
+        options = jobs.ExplainOptions(
+            heads=head_refs or None, top=top, check=check, k=k, n_random=n_random,
+            tokens=not no_tokens,
+            extract=_extract_options(model, sae_paths, text_column,
+                                     "id" if literal else id_column))
+        result = jobs.run_explain(path, out=job_dir / "run", options=options,
+                                  progress=progress_bars(None)).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
@@ -170,9 +202,9 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
                    f"(ratio {ratio})")
 
 
-def _print_predictions(frame: Any) -> None:
-    heads = [c[: -len(".label")] for c in frame.columns if c.endswith(".label")]
-    for row in frame.iter_rows(named=True):
+def _print_predictions(rows: Sequence[Mapping[str, Any]]) -> None:
+    heads = [c[: -len(".label")] for c in (rows[0] if rows else {}) if c.endswith(".label")]
+    for row in rows:
         click.echo(f"{row['id']}")
         for h in heads:
             label = row[f"{h}.label"]

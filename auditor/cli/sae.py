@@ -1,13 +1,19 @@
-"""``auditor sae``: inspect, convert, collect for, train and evaluate SAEs."""
+"""``auditor sae``: inspect, convert, collect for, train and evaluate SAEs.
+
+A thin face over :mod:`auditor.jobs.sae`: every command parses its options, calls the job
+and prints its result.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import click
+
+from auditor.cli._progress import progress_bars
+from auditor.errors import ConfigError
 
 __all__ = ["sae"]
 
@@ -27,12 +33,11 @@ def sae() -> None:
 @click.option("--layer", type=int, default=None, help="Layer when the source does not say.")
 def sae_convert(src: Path, dst: Path, fmt: str | None, k: int | None, layer: int | None) -> None:
     """Convert an SAE in any supported format into auditor's own format."""
-    from auditor.sae import convert_sae, load_sae
+    from auditor.jobs import sae as jobs
 
-    path = convert_sae(src, dst, format=fmt, k=k, layer=layer)
-    loaded = load_sae(path)
-    click.echo(f"wrote {path} ({loaded.cfg.activation}, d_in {loaded.cfg.d_in}, "
-               f"d_sae {loaded.cfg.d_sae}, sha256 {loaded.sha256})")
+    done = jobs.sae_convert(src, dst, format=fmt, k=k, layer=layer)
+    click.echo(f"wrote {done['path']} ({done['activation']}, d_in {done['d_in']}, "
+               f"d_sae {done['d_sae']}, sha256 {done['sha256']})")
 
 
 @sae.command("info")
@@ -42,18 +47,16 @@ def sae_convert(src: Path, dst: Path, fmt: str | None, k: int | None, layer: int
 @click.option("--layer", type=int, default=None)
 def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> None:
     """Print an SAE's detected format, configuration and hash as JSON."""
-    from auditor.sae import detect_format, load_sae
+    from auditor.jobs import sae as jobs
 
-    loaded = load_sae(path, format=fmt, k=k, layer=layer)
-    info: dict[str, Any] = {"path": str(path), "format": fmt or detect_format(path),
-                            "sha256": loaded.sha256, "config": loaded.cfg.to_dict()}
-    click.echo(json.dumps(info, indent=2))
+    click.echo(json.dumps(jobs.sae_info(path, format=fmt, k=k, layer=layer), indent=2))
 
 
 @sae.command("collect")
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Cache directory (refused if it holds a finished cache; see --overwrite).")
+              help="Cache directory (a rerun with the same options returns the recorded result; an "
+                   "unfinished one resumes; other options are refused, see --overwrite).")
 @click.option("--layer", "layers", type=int, multiple=True, required=True,
               help="Decoder layer whose output is kept; repeat for several (one forward pass).")
 @click.option("--model", default=None, help="Model directory (default: the embedded model).")
@@ -61,7 +64,8 @@ def sae_info(path: Path, fmt: str | None, k: int | None, layer: int | None) -> N
               help="Stop after this many tokens (default: the whole corpus).")
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
-@click.option("--overwrite", is_flag=True, help="Replace a finished cache at --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a cache at --out collected with other options.")
 @click.option("--heldout-only", is_flag=True,
               help="Compute only the held-out documents (those a training run with "
                    "--heldout-fraction never reads): an evaluation cache.")
@@ -72,14 +76,15 @@ def sae_collect(corpus: Path, out: Path, layers: tuple[int, ...], model: str | N
                 max_tokens: int | None, max_length: int, device: str | None, overwrite: bool,
                 heldout_only: bool, heldout_fraction: float, progress: bool | None) -> None:
     """Cache a corpus's activations (fp16) for training and evaluating SAEs."""
-    from auditor.jobs.sae import run_sae_collect
+    from auditor.jobs import sae as jobs
 
-    cache = run_sae_collect(corpus, out=out, layers=list(layers), model=model,
-                            max_length=max_length, max_tokens=max_tokens, device=device,
-                            overwrite=overwrite,
-                            heldout_only=heldout_fraction if heldout_only else None,
-                            progress=sys.stderr.isatty() if progress is None else progress)
-    click.echo(json.dumps(cache.info(), indent=2, default=str))
+    options = jobs.SAECollectOptions(
+        layers=layers, model=model, max_length=max_length, max_tokens=max_tokens,
+        heldout_only=heldout_fraction if heldout_only else None, device=device,
+        overwrite=overwrite)
+    result = jobs.run_sae_collect(corpus, out=out, options=options,
+                                  progress=progress_bars(progress))
+    click.echo(json.dumps(_shown(result.to_dict(), directory=str(out)), indent=2))
 
 
 @sae.command("train")
@@ -135,7 +140,11 @@ def sae_collect(corpus: Path, out: Path, layers: tuple[int, ...], model: str | N
                    "at a time, instead of collecting a cache on disk first.")
 @click.option("--chunk-tokens", type=int, default=524_288, show_default=True,
               help="--stream: tokens computed, held in memory and shuffled together.")
-@click.option("--resume/--restart", default=True, show_default=True)
+@click.option("--resume/--restart", default=True, show_default=True,
+              help="Go on from the last checkpoint, or start the run over (removing all "
+                   "but the collected activations from --out).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a run at --out made with other settings or data.")
 @click.option("--device", default=None,
               help="cpu, cuda, cuda:1 … for collection and training (default: cuda if "
                    "available); a checkpoint resumes on any device.")
@@ -148,26 +157,41 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
               checkpoint_every: int, decay_start: float, resample_every: int,
               dead_tokens: int | None, encoder_dtype: str, activation: str,
               batchtopk_max_k: int | None, stream: bool, chunk_tokens: int, resume: bool,
-              device: str | None, progress: bool | None, as_json: bool) -> None:
+              overwrite: bool, device: str | None, progress: bool | None,
+              as_json: bool) -> None:
     """Train a TopK or BatchTopK SAE (AuxK, unit-norm decoder, resumable checkpoints)."""
-    from auditor.jobs.sae import run_sae_train
+    from auditor.jobs import sae as jobs
 
-    result = run_sae_train(
-        out=out, layer=layer, d_sae=d_sae, k=k, cache=cache, corpus=corpus, model=model,
-        n_tokens=n_tokens, collect_tokens=collect_tokens, max_length=max_length,
-        batch_size=batch_size, lr=lr, seed=seed, resume=resume, device=device,
-        progress=sys.stderr.isatty() if progress is None else progress, init=init,
-        warmup_steps=warmup_steps, auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
-        decay_start=decay_start, resample_every=resample_every, dead_tokens=dead_tokens,
-        encoder_dtype=encoder_dtype, activation=activation, batchtopk_max_k=batchtopk_max_k,
-        stream=stream, chunk_tokens=chunk_tokens,
-    )
+    if (cache is None) == (corpus is None):
+        raise ConfigError("give exactly one of --cache or --corpus", field="cache")
+    if stream and corpus is None:
+        raise ConfigError("--stream computes activations from a corpus: give --corpus, "
+                          "not --cache", field="stream")
+    if stream and collect_tokens is not None:
+        raise ConfigError("--collect-tokens caps a cache; a stream reads the corpus as "
+                          "training needs it (set --tokens)", field="collect_tokens")
+    config = {"layer": layer, "d_sae": d_sae, "k": k, "n_tokens": n_tokens,
+              "batch_size": batch_size, "lr": lr, "seed": seed, "warmup_steps": warmup_steps,
+              "auxk_alpha": auxk_alpha, "checkpoint_every": checkpoint_every,
+              "decay_start": decay_start, "resample_every": resample_every,
+              "dead_tokens": dead_tokens, "encoder_dtype": encoder_dtype,
+              "activation": activation, "batchtopk_max_k": batchtopk_max_k}
+    options = jobs.SAETrainOptions(
+        config=config, source="stream" if stream else "cache" if cache else "corpus",
+        model=model, init=None if init is None else str(init),
+        collect_tokens=collect_tokens, max_length=max_length, chunk_tokens=chunk_tokens,
+        resume=resume, device=device, overwrite=overwrite)
+    data = cache if cache is not None else corpus
+    assert data is not None
+    result = jobs.run_sae_train(data, out=out, options=options,
+                                progress=progress_bars(progress)).to_dict()
     if as_json:
-        click.echo(json.dumps({k_: v for k_, v in result.items() if k_ != "history"},
-                              indent=2, default=str))
+        click.echo(json.dumps(_shown(result, out=str(out)), indent=2))
         return
+    fvu = "–" if result["fvu"] is None else f"{result['fvu']:.4f}"
+    dead = "–" if result["dead_frac"] is None else f"{result['dead_frac']:.2%}"
     click.echo(f"wrote {out}: {result['tokens']:,} tokens in {result['steps']} steps, "
-               f"FVU {result['fvu']:.4f}, dead {result['dead_frac']:.2%}")
+               f"FVU {fvu}, dead {dead}")
 
 
 @sae.command("eval")
@@ -180,8 +204,13 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
 @click.option("--ce-docs", type=int, default=200, show_default=True)
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--layer", type=int, default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where evaluation.json and the job record go (default: PATH/evaluation, "
+                   "or PATH.evaluation beside an SAE file; replaced by each evaluation).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an evaluation at --out made with other options or inputs.")
 @click.option("--card/--no-card", default=True, show_default=True,
-              help="Write evaluation.json and CARD.md into the SAE directory.")
+              help="Also write evaluation.json and CARD.md into the SAE directory.")
 @click.option("--groups-from", type=click.Path(path_type=Path), default=None,
               help="The corpus the cache was collected from: adds FVU per genre.")
 @click.option("--group-column", default="source", show_default=True,
@@ -195,16 +224,32 @@ def sae_train(out: Path, layer: int, d_sae: int, k: int, cache: Path | None,
 @click.option("--device", default=None,
               help="cpu, cuda, cuda:1 … for the ΔCE forward passes (default: cuda if available).")
 def sae_eval(path: Path, cache: Path, corpus: Path | None, model: str | None, ce_docs: int,
-             max_length: int, layer: int | None, card: bool, groups_from: Path | None,
-             group_column: str, whole_cache: bool,
+             max_length: int, layer: int | None, out: Path | None, overwrite: bool, card: bool,
+             groups_from: Path | None, group_column: str, whole_cache: bool,
              split: Literal["heldout", "all", "train"], device: str | None) -> None:
     """FVU, L0, dead/dense latents, density and ΔCE of an SAE; written into its card."""
-    from auditor.jobs.sae import run_sae_eval, write_card
+    from auditor.jobs import sae as jobs
 
-    record = run_sae_eval(path, cache=cache, layer=layer, corpus=corpus, model=model,
-                          ce_docs=ce_docs, max_length=max_length, write=card, split=split,
-                          groups_from=groups_from, group_column=group_column,
-                          whole_cache_density=whole_cache, device=device)
-    if card and path.is_dir():
-        write_card(path)
-    click.echo(json.dumps(record, indent=2, default=str))
+    if out is None:  # the SAE's own evaluation: each run replaces the last
+        out = path / "evaluation" if path.is_dir() else path.with_name(f"{path.name}.evaluation")
+        overwrite = True
+    options = jobs.SAEEvalOptions(
+        cache=str(cache), layer=layer, corpus=None if corpus is None else str(corpus),
+        model=model, ce_docs=ce_docs, max_length=max_length, split=split,
+        groups_from=None if groups_from is None else str(groups_from),
+        group_column=group_column, whole_cache=whole_cache, card=card, device=device,
+        overwrite=overwrite)
+    try:
+        result = jobs.run_sae_eval(path, out=out, options=options)
+    except ConfigError as err:
+        if err.field != "split":
+            raise
+        raise ConfigError(f"{err.message} (on the command line: --split heldout)",
+                          path=err.path, field=err.field) from err
+    click.echo(json.dumps(_shown(result.to_dict()), indent=2))
+
+
+def _shown(record: dict[str, Any], **replace: Any) -> dict[str, Any]:
+    """A job result as the command prints it: without the schema version, with paths as
+    the user gave them."""
+    return {**{k: v for k, v in record.items() if k != "schema_version"}, **replace}

@@ -9,9 +9,6 @@ import click
 
 __all__ = ["store"]
 
-# ----------------------------------------------------------------------------- store
-
-
 @click.group()
 def store() -> None:
     """Inspect feature stores."""
@@ -21,11 +18,7 @@ def store() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 def store_info(path: Path) -> None:
     """Print a store's provenance, row count and columns as JSON."""
-    from auditor.store import read_metadata, scan_features
+    from auditor.jobs import inspect as jobs
 
-    lf = scan_features(path)
-    n_rows = int(lf.select("doc_id").collect().height)
-    info = {"path": str(path), "documents": n_rows,
-            "columns": list(lf.collect_schema().names()), "provenance": read_metadata(path)}
-    click.echo(json.dumps(info, indent=2, default=str))
+    click.echo(json.dumps(jobs.store_info(str(path)), indent=2))
 

@@ -1,15 +1,19 @@
 """The feature dictionary: what each SAE feature fires on, and what it promotes.
 
-:func:`build_dictionary` (or :func:`run_build`, which also loads the model and SAE) runs a
-corpus through the project's extraction path with per-token codes and records, per feature:
-activation density over tokens and documents, the maximum and approximate quantiles of the
-nonzero activations, the top-activating contexts, logit-lens tokens and an automatic label.
-Builds merge incrementally. :func:`load_dictionary`, :func:`feature_labels`,
+:func:`build_dictionary` runs a corpus through the project's extraction path with per-token
+codes and records, per feature: activation density over tokens and documents, the maximum
+and approximate quantiles of the nonzero activations, the top-activating contexts,
+logit-lens tokens and an automatic label.
+Builds merge incrementally and resume from their last finished chunk. The job
+:func:`auditor.jobs.dictionary.run_dictionary_build` also loads the model and SAE, reads a
+corpus file and records the run. :func:`load_dictionary`, :func:`feature_labels`,
 :func:`describe_feature` and :func:`search_features` read it back.
 
 See Also
 --------
-auditor.features.dictionary : building, merging, files and provenance.
+auditor.features.dictionary : building, merging and provenance.
+auditor.features.files : the dictionary's files, manifest and verified reads.
+auditor.features.checkpoint : per-chunk resume state of a build.
 auditor.features.stats : the mergeable statistics (and how quantiles are approximated).
 auditor.features.logit_lens : how the logit lens is computed.
 auditor.features.labels : automatic labels, overrides and the optional LLM labeller.
@@ -25,10 +29,10 @@ from auditor.features.dictionary import (
     load_contexts,
     load_dictionary,
     load_manifest,
-    run_build,
 )
 from auditor.features.labels import (
     auto_label,
+    dictionary_annotations,
     feature_labels,
     label_with_llm,
     llm_label,
@@ -61,6 +65,7 @@ __all__ = [
     "build_dictionary",
     "default_dictionary_dir",
     "describe_feature",
+    "dictionary_annotations",
     "dictionary_provenance",
     "feature_labels",
     "final_norm_gain",
@@ -74,7 +79,6 @@ __all__ = [
     "logit_lens",
     "merge_contexts",
     "model_logit_lens",
-    "run_build",
     "save_label_override",
     "search_features",
     "unembedding",

@@ -1,6 +1,7 @@
 """Build, merge and load a feature dictionary: what every SAE feature fires on.
 
-A dictionary is a directory (by default ``dictionary/`` inside the SAE's directory)::
+A dictionary is a directory (by default ``dictionary/`` inside the SAE's directory, see
+:func:`~auditor.features.files.default_dictionary_dir`)::
 
     dictionary.json     manifest: format, provenance (model and SAE hashes, layer, hook),
                         totals, the inputs merged so far, logit-lens method, file hashes
@@ -28,18 +29,22 @@ contexts merge. The model and SAE must be the same (weights hashes, layer, hook 
 else :class:`~auditor.errors.ProvenanceMismatch`; an input whose fingerprint was already
 merged is refused, and so is a different ``exclude_outliers`` setting (it changes what a
 token count means). Other settings may change between builds; each input's are recorded.
-A build writes nothing until it has read the whole corpus, so an interrupted build leaves
-the previous dictionary as it was (there is no resume). Files are replaced atomically and
-the manifest, written last, records their sha256, so an interrupted write is detected on
-load.
+A build writes the dictionary only once it has read the whole corpus, so an interrupted
+build leaves the previous dictionary as it was; given a ``checkpoint`` directory it saves
+its running statistics after every chunk and a rerun resumes from the last finished chunk
+(see :mod:`auditor.features.checkpoint`). Files are replaced atomically and the manifest,
+written last, records their sha256, so an interrupted write is detected on load.
+
+The job that loads the model and SAE, reads a corpus file and records the run is
+:func:`auditor.jobs.dictionary.run_dictionary_build`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
+import itertools
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -53,10 +58,25 @@ import numpy as np
 import polars as pl
 
 from auditor import __version__
-from auditor.errors import ConfigError, CorruptShard, InputError, ProvenanceMismatch, StoreError
+from auditor.cancel import CancelToken, check_cancel
+from auditor.errors import ConfigError, InputError, ProvenanceMismatch, StoreError
+from auditor.features.checkpoint import ChunkCheckpoint, ChunkState
+from auditor.features.files import (
+    CONTEXTS_FILE,
+    DICTIONARY_DIRNAME,
+    FEATURES_FILE,
+    FORMAT,
+    MANIFEST,
+    VERSION,
+    default_dictionary_dir,
+    load_contexts,
+    load_manifest,
+    read_table,
+    verify_files,
+    write_dictionary_files,
+)
 from auditor.features.labels import auto_label, resolve_overrides
 from auditor.features.stats import (
-    CONTEXT_SCHEMA,
     HIST_BINS,
     HIST_HI,
     HIST_LO,
@@ -68,6 +88,7 @@ if TYPE_CHECKING:
     from auditor.features.logit_lens import LogitLens
     from auditor.io import Document
     from auditor.lm import LoadedModel
+    from auditor.progress import Stage
     from auditor.sae import SAE
 
 __all__ = [
@@ -85,16 +106,7 @@ __all__ = [
     "load_contexts",
     "load_dictionary",
     "load_manifest",
-    "run_build",
 ]
-
-FORMAT = "auditor-feature-dictionary"
-VERSION = 1
-MANIFEST = "dictionary.json"
-FEATURES_FILE = "features.parquet"
-CONTEXTS_FILE = "contexts.parquet"
-#: Name of the dictionary directory created inside an SAE directory.
-DICTIONARY_DIRNAME = "dictionary"
 
 _SAE_KEY = "sae"  # column prefix in the temporary feature store
 
@@ -120,7 +132,8 @@ class DictionaryConfig:
     outlier_factor : float, default 5.0
         Outlier threshold as a multiple of the median token norm.
     chunk_docs : int, default 256
-        Documents per extraction chunk (bounds memory and temporary disk use).
+        Documents per extraction chunk (bounds memory and temporary disk use; a build
+        resumes from its last finished chunk).
     token_budget, max_batch_size : int
         Batching knobs passed to extraction; they do not change results.
     """
@@ -198,6 +211,10 @@ class BuildSummary:
         The build merged into an existing dictionary.
     seconds : float
         Wall time.
+    chunks : int
+        Chunks of the corpus read, including those a resumed build found done.
+    resumed_chunks : int
+        Chunks found done by an earlier, interrupted run of the same build.
     """
 
     out: str
@@ -209,6 +226,8 @@ class BuildSummary:
     alive: int = 0
     merged: bool = False
     seconds: float = 0.0
+    chunks: int = 0
+    resumed_chunks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -286,39 +305,7 @@ def _check_same(old: Mapping[str, Any], new: Mapping[str, Any], *, path: Path) -
         details = "; ".join(f"{k}: {a[k]!r} (dictionary) vs {b[k]!r} (now)" for k in diff)
         raise ProvenanceMismatch(
             f"cannot merge into a dictionary built with another model/SAE ({details}); "
-            "use another --out or rebuild", path=path, field=diff[0])
-
-
-# --------------------------------------------------------------------------- locations
-
-
-def default_dictionary_dir(sae_path: str | Path) -> Path:
-    """Where a dictionary lives by default: beside the SAE's weights.
-
-    Parameters
-    ----------
-    sae_path : str or Path
-        The SAE directory or weights file.
-
-    Returns
-    -------
-    Path
-        ``<sae dir>/dictionary`` for a directory, ``<parent>/<file name>.dictionary`` for a
-        single weights file (so several SAE files in one folder do not collide).
-    """
-    src = Path(sae_path).expanduser()
-    if src.is_file():
-        return src.parent / f"{src.name}.{DICTIONARY_DIRNAME}"
-    return src / DICTIONARY_DIRNAME
-
-
-def _writable(target: Path) -> bool:
-    probe = target
-    while not probe.exists():
-        if probe.parent == probe:
-            return False
-        probe = probe.parent
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+            "write it elsewhere or rebuild", path=path, field=diff[0])
 
 
 # --------------------------------------------------------------------------- building
@@ -334,14 +321,17 @@ def build_dictionary(
     input_info: Mapping[str, Any] | None = None,
     rebuild: bool = False,
     total: int | None = None,
-    progress: bool = False,
+    progress: Stage | None = None,
+    cancel: CancelToken | None = None,
+    checkpoint: str | Path | None = None,
+    resume_key: str = "",
 ) -> BuildSummary:
     """Build a feature dictionary over ``documents``, or merge them into an existing one.
 
     Parameters
     ----------
     documents : iterable of Document
-        The corpus (see :func:`auditor.io.read_documents`).
+        The corpus (see :func:`auditor.io.read_documents`), in the same order on a rerun.
     lm : LoadedModel
         The model the SAE reads (:func:`auditor.lm.load_model`).
     sae : SAE
@@ -356,9 +346,22 @@ def build_dictionary(
     rebuild : bool, default False
         Discard an existing dictionary at ``out`` instead of merging into it.
     total : int, optional
-        Number of documents, for the progress bar.
-    progress : bool, default False
-        Show a progress bar.
+        Number of documents, for the progress total (in chunks).
+    progress : Stage, optional
+        Advanced by one per chunk with ``docs`` and ``tokens`` counters (the documents and
+        tokens of the corpus read so far); the caller closes it.
+    cancel : CancelToken, optional
+        Checked before every chunk and before writing; raises
+        :class:`~auditor.errors.JobCancelled`. With a ``checkpoint`` every finished chunk is
+        kept.
+    checkpoint : str or Path, optional
+        Directory for the per-chunk state (see :mod:`auditor.features.checkpoint`) and the
+        chunk being extracted. A build finding a state there with the same ``resume_key``
+        skips the documents it holds and goes on from there; the directory is removed once
+        the dictionary is written. Without it, chunks go to a temporary directory and an
+        interrupted build starts over.
+    resume_key : str, default ''
+        What a saved state must match to be resumed from (the caller's options and input).
 
     Returns
     -------
@@ -377,6 +380,8 @@ def build_dictionary(
         ``out`` holds something that is not a valid dictionary.
     SAEModelMismatch
         The SAE does not fit the model.
+    JobCancelled
+        ``cancel`` was set.
     """
     from auditor.extract import ExtractConfig, extract_features
     from auditor.io import batched
@@ -392,11 +397,11 @@ def build_dictionary(
     info = dict(input_info or {})
     previous = _previous(root, provenance, info, rebuild=rebuild,
                          exclude_outliers=config.exclude_outliers)
-    stats = FeatureStats(sae.cfg.d_sae)
+    base = FeatureStats(sae.cfg.d_sae)
     if previous is not None:
-        stats.restore(_read_table(root, FEATURES_FILE), _read_table(root, CONTEXTS_FILE),
-                      previous["totals"])
-    before_docs, before_tokens = stats.documents, stats.tokens
+        base.restore(read_table(root, FEATURES_FILE), read_table(root, CONTEXTS_FILE),
+                     previous["totals"])
+    before_docs, before_tokens = base.documents, base.tokens
 
     extract_config = ExtractConfig(
         poolings=("max",), max_length=config.max_length, max_windows=config.max_windows,
@@ -409,21 +414,41 @@ def build_dictionary(
     def decode(ids: Any) -> str:
         return str(tokenizer.decode(list(ids)))
 
-    bar = _progress_bar(total, enabled=progress)
-    try:
-        with tempfile.TemporaryDirectory(prefix="auditor-dictionary-") as tmp:
-            for i, chunk in enumerate(batched(documents, config.chunk_docs)):
-                store = Path(tmp) / f"chunk-{i:05d}"
-                extract_features(chunk, lm=lm, saes={_SAE_KEY: sae}, out=store,
-                                 config=extract_config, input_info={"chunk": i})
-                tokens = scan_features(store, kind="tokens").collect()
-                stats.add_tokens(tokens, key=_SAE_KEY, n_documents=len(chunk), decode=decode,
-                                 top=config.top_contexts, context_tokens=config.context_tokens,
-                                 source=source)
-                shutil.rmtree(store, ignore_errors=True)
-                bar.update(len(chunk))
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        where = Path(checkpoint) if checkpoint is not None else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="auditor-dictionary-"))) / "chunks"
+        saved = ChunkCheckpoint(where, resume_key)
+        state = saved.load(sae.cfg.d_sae) if checkpoint is not None else None
+        resumed = state.chunks if state is not None else 0
+        if state is None:
+            state = ChunkState(chunks=0, documents=0, stats=base)
+        stats = state.stats
+        if progress is not None:
+            if total is not None:
+                progress.set_total(state.chunks + math.ceil(
+                    max(total - state.documents, 0) / config.chunk_docs))
+            if state.chunks:
+                progress.update(state.chunks, docs=state.documents,
+                                tokens=stats.tokens - before_tokens)
+        remaining = itertools.islice(documents, state.documents, None)
+        for chunk in batched(remaining, config.chunk_docs):
+            check_cancel(cancel, f"chunk {state.chunks}")
+            store = saved.scratch / f"chunk-{state.chunks:06d}"
+            shutil.rmtree(store, ignore_errors=True)  # a chunk an interrupted run left
+            extract_features(chunk, lm=lm, saes={_SAE_KEY: sae}, out=store,
+                             config=extract_config, input_info={"chunk": state.chunks})
+            tokens = scan_features(store, kind="tokens").collect()
+            stats.add_tokens(tokens, key=_SAE_KEY, n_documents=len(chunk), decode=decode,
+                             top=config.top_contexts, context_tokens=config.context_tokens,
+                             source=source)
+            state.chunks += 1
+            state.documents += len(chunk)
+            if checkpoint is not None:
+                saved.save(state)
+            shutil.rmtree(store, ignore_errors=True)
+            if progress is not None:
+                progress.advance(1, docs=state.documents, tokens=stats.tokens - before_tokens)
+        check_cancel(cancel, "writing the dictionary")
     new_docs = stats.documents - before_docs
     if new_docs == 0:
         raise InputError("the corpus holds no documents", path=info.get("path"))
@@ -453,104 +478,14 @@ def build_dictionary(
         "created_at": previous.get("created_at", now) if previous is not None else now,
         "updated_at": now,
     }
-    _write(root, features, contexts, manifest)
+    write_dictionary_files(root, features, contexts, manifest)
+    if checkpoint is not None:
+        saved.clear()
     return BuildSummary(
         out=str(root), documents=stats.documents, tokens=stats.tokens, new_documents=new_docs,
         new_tokens=stats.tokens - before_tokens, features=sae.cfg.d_sae,
         alive=int((stats.n_tokens_fired > 0).sum()), merged=previous is not None,
-        seconds=time.perf_counter() - started)
-
-
-def run_build(
-    corpus: str | Path,
-    *,
-    out: str | Path | None = None,
-    model: str | Path | None = None,
-    sae: str | Path | None = None,
-    layer: int | None = None,
-    k: int | None = None,
-    sae_format: str | None = None,
-    config: DictionaryConfig | None = None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    max_chars: int = 1_000_000,
-    rebuild: bool = False,
-    device: str | None = None,
-    dtype: str | None = None,
-    progress: bool = False,
-) -> BuildSummary:
-    """Load the model and SAE, read ``corpus`` and build (or merge) its dictionary.
-
-    Parameters
-    ----------
-    corpus : str or Path
-        JSONL, Parquet, CSV, ``.txt`` or a directory of ``.txt`` files.
-    out : str or Path, optional
-        Dictionary directory; default :func:`default_dictionary_dir` of the SAE, which must
-        then be writable.
-    model : str or Path, optional
-        Local model directory; ``None`` uses the embedded default model.
-    sae : str or Path, optional
-        SAE path; ``None`` uses the shipped default SAE (only with the default model).
-    layer, k, sae_format
-        Passed to :func:`auditor.sae.load_sae`.
-    config : DictionaryConfig, optional
-        Build settings.
-    text_column, id_column, max_chars
-        Passed to :func:`auditor.io.read_documents`.
-    rebuild : bool, default False
-        Replace an existing dictionary instead of merging into it.
-    device, dtype
-        Where and in what precision to run the model.
-    progress : bool, default False
-        Progress bar.
-
-    Returns
-    -------
-    BuildSummary
-
-    Raises
-    ------
-    ConfigError
-        No SAE for a non-default model, an unwritable default location, an input already
-        merged, bad settings.
-    InputError
-        The corpus cannot be read or is empty.
-    ProvenanceMismatch
-        The dictionary at ``out`` was built with another model or SAE.
-    ModelError, SAEError
-        The model or SAE cannot be loaded.
-    """
-    from auditor.io import count_documents, input_fingerprint, read_documents
-    from auditor.jobs.extract import resolve_defaults
-    from auditor.lm import load_model
-    from auditor.sae import load_sae
-
-    src = Path(corpus)
-    if not src.exists():
-        from auditor.errors import InputFileError
-
-        raise InputFileError("no such corpus file or directory", path=src, field="corpus")
-    model_path, saes = resolve_defaults(model, [str(sae)] if sae is not None else [],
-                                        progress=progress)
-    sae_path = Path(saes[0])
-    if out is None:
-        target = default_dictionary_dir(sae_path)
-        if not _writable(target):
-            raise ConfigError(f"cannot write the dictionary beside the SAE ({target} is not "
-                              "writable); pass --out", path=target, field="out")
-    else:
-        target = Path(out)
-    info = {"path": str(src), "fingerprint": input_fingerprint(src)}
-    if not rebuild and (target / MANIFEST).exists():
-        _check_new_input(load_manifest(target), info, path=target)
-    lm = load_model(model_path, device=device, dtype=dtype)
-    loaded = load_sae(sae_path, format=sae_format, k=k, layer=layer, device=lm.device)
-    docs = read_documents(src, text_column=text_column, id_column=id_column,
-                          max_chars=max_chars)
-    return build_dictionary(docs, lm=lm, sae=loaded, out=target, config=config,
-                            input_info=info, rebuild=rebuild, total=count_documents(src),
-                            progress=progress)
+        seconds=time.perf_counter() - started, chunks=state.chunks, resumed_chunks=resumed)
 
 
 def _previous(root: Path, provenance: Mapping[str, Any], info: Mapping[str, Any], *,
@@ -579,7 +514,7 @@ def _previous(root: Path, provenance: Mapping[str, Any], info: Mapping[str, Any]
         raise StoreError("the dictionary uses another histogram layout; rebuild it",
                          path=root, field="histogram")
     _check_new_input(manifest, info, path=root)
-    _verify_files(root, manifest)
+    verify_files(root, manifest)
     return manifest
 
 
@@ -591,7 +526,7 @@ def _check_new_input(manifest: Mapping[str, Any], info: Mapping[str, Any], *, pa
         if item.get("fingerprint") == fingerprint:
             raise ConfigError(
                 f"this corpus ({item.get('path')}) is already in the dictionary; merging it "
-                "again would count it twice (use --rebuild to start over)",
+                "again would count it twice (rebuild the dictionary to start over)",
                 path=path, field="corpus")
 
 
@@ -607,7 +542,7 @@ def _logit_lens(lm: LoadedModel, sae: SAE, config: DictionaryConfig,
 
     if previous is not None and (previous.get("logit_lens") or {}).get("top") == \
             config.logit_tokens:
-        frame = _read_table(root, FEATURES_FILE)
+        frame = read_table(root, FEATURES_FILE)
 
         def ids(col: str) -> np.ndarray:
             return np.asarray(frame[col].to_list(), dtype=np.int64)
@@ -672,104 +607,7 @@ def _list_column(name: str, matrix: np.ndarray, dtype: Any) -> pl.Series:
     return series.alias(name).cast(pl.List(dtype))
 
 
-def _progress_bar(total: int | None, *, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="doc", disable=not enabled, dynamic_ncols=True,
-                desc="dictionary")
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _replace_atomically(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write(root: Path, features: pl.DataFrame, contexts: pl.DataFrame,
-           manifest: dict[str, Any]) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the dictionary directory: {exc}", path=root,
-                          field="out") from exc
-    _replace_atomically(root / FEATURES_FILE, lambda p: features.write_parquet(p))
-    _replace_atomically(root / CONTEXTS_FILE, lambda p: contexts.write_parquet(p))
-    manifest = {**manifest, "files": {name: _sha256(root / name)
-                                      for name in (FEATURES_FILE, CONTEXTS_FILE)}}
-    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _replace_atomically(root / MANIFEST, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def _verify_files(root: Path, manifest: Mapping[str, Any]) -> None:
-    for name, expected in (manifest.get("files") or {}).items():
-        path = root / name
-        if not path.is_file():
-            raise StoreError(f"{name} is missing from the dictionary", path=root, field=name)
-        if _sha256(path) != expected:
-            raise CorruptShard(f"{name} does not match the manifest (interrupted or edited "
-                               "write?); rebuild the dictionary", path=path, field=name)
-
-
-def load_manifest(dictionary_dir: str | Path) -> dict[str, Any]:
-    """Read and check a dictionary's manifest.
-
-    Parameters
-    ----------
-    dictionary_dir : str or Path
-        The dictionary directory.
-
-    Returns
-    -------
-    dict
-        The manifest (see the module docstring).
-
-    Raises
-    ------
-    StoreError
-        No dictionary there, or an unreadable / foreign manifest.
-    """
-    root = Path(dictionary_dir)
-    path = root / MANIFEST
-    if not path.is_file():
-        hint = "" if root.exists() else " (no such directory)"
-        raise StoreError(f"no feature dictionary here{hint}; build one with `auditor features "
-                         "build --corpus FILE` or pass --dictionary", path=root)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"unreadable dictionary manifest: {exc}", path=path) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise StoreError(f"not a feature dictionary manifest (format != {FORMAT!r})", path=path)
-    if manifest.get("version") != VERSION:
-        raise StoreError(f"dictionary version {manifest.get('version')!r} is not supported "
-                         f"(expected {VERSION})", path=path)
-    return manifest
-
-
-def _read_table(root: Path, name: str) -> pl.DataFrame:
-    path = root / name
-    if not path.is_file():
-        raise StoreError(f"{name} is missing from the dictionary", path=root, field=name)
-    try:
-        return pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise CorruptShard(f"unreadable {name}: {exc}", path=path) from exc
+# --------------------------------------------------------------------------- reading
 
 
 def load_dictionary(
@@ -808,52 +646,9 @@ def load_dictionary(
     root = Path(dictionary_dir)
     manifest = load_manifest(root)
     if verify:
-        _verify_files(root, manifest)
-    frame = _read_table(root, FEATURES_FILE)
+        verify_files(root, manifest)
+    frame = read_table(root, FEATURES_FILE)
     labels = resolve_overrides(root, overrides, n_features=frame.height)
     auto = frame["auto_label"].to_list()
     merged = [labels.get(i, a) for i, a in enumerate(auto)]
     return frame.with_columns(pl.Series("label", merged, dtype=pl.String))
-
-
-def load_contexts(dictionary_dir: str | Path, *, feature: int | None = None) -> pl.DataFrame:
-    """Load a dictionary's top contexts.
-
-    Parameters
-    ----------
-    dictionary_dir : str or Path
-        The dictionary directory.
-    feature : int, optional
-        Only this feature's contexts.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``feature``, ``rank``, ``activation``, ``doc_id``, ``position``, ``token_id``,
-        ``token``, ``text``, ``source``; sorted by feature then rank.
-
-    Raises
-    ------
-    StoreError
-        No dictionary or no contexts file.
-    ConfigError
-        ``feature`` out of range.
-    """
-    root = Path(dictionary_dir)
-    manifest = load_manifest(root)
-    n = int(manifest["provenance"]["sae"]["d_sae"])
-    lf = pl.scan_parquet(root / CONTEXTS_FILE) if (root / CONTEXTS_FILE).is_file() else None
-    if lf is None:
-        raise StoreError(f"{CONTEXTS_FILE} is missing from the dictionary", path=root)
-    if feature is not None:
-        if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < n:
-            raise ConfigError(f"feature {feature!r} is out of range (0 … {n - 1})",
-                              field="feature")
-        lf = lf.filter(pl.col("feature") == feature)
-    try:
-        frame = lf.collect()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise CorruptShard(f"unreadable {CONTEXTS_FILE}: {exc}", path=root) from exc
-    if frame.height == 0:
-        return pl.DataFrame(schema=CONTEXT_SCHEMA)
-    return frame.sort("feature", "rank")

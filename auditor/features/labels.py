@@ -20,8 +20,6 @@ never called unless you call it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
@@ -30,22 +28,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from auditor._files import atomic_write_text
 from auditor.errors import AuditorError, ConfigError
+from auditor.features.files import (
+    LABELS_JSON,
+    LABELS_TSV,
+    default_dictionary_dir,
+    load_contexts,
+    load_feature_table,
+    load_manifest,
+)
 
 __all__ = [
     "LABELS_JSON",
     "LABELS_TSV",
     "auto_label",
+    "dictionary_annotations",
     "feature_labels",
     "label_with_llm",
     "llm_label",
     "load_label_overrides",
+    "resolve_overrides",
     "save_label_override",
 ]
-
-#: Override file names looked for in a dictionary directory.
-LABELS_TSV = "labels.tsv"
-LABELS_JSON = "labels.json"
 
 _MAX_PIECE = 24
 _MAX_LABEL = 200
@@ -217,8 +222,6 @@ def save_label_override(dictionary_dir: str | Path, feature: int, label: str | N
     StoreError
         No dictionary at ``dictionary_dir``.
     """
-    from auditor.features.dictionary import load_manifest
-
     root = Path(dictionary_dir)
     n = int(load_manifest(root)["provenance"]["sae"]["d_sae"])
     feature = _feature_number(feature, src=None, row=None, n_features=n)
@@ -229,10 +232,7 @@ def save_label_override(dictionary_dir: str | Path, feature: int, label: str | N
     else:
         labels[feature] = _label_text(label, src=None, row=None)
     lines = ["feature\tlabel", *(f"{f}\t{labels[f]}" for f in sorted(labels))]
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{LABELS_TSV}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -262,10 +262,11 @@ def feature_labels(
     ConfigError
         A malformed override file or an out-of-range feature in it.
     """
-    from auditor.features.dictionary import load_dictionary
-
-    frame = load_dictionary(dictionary_dir, overrides=overrides)
-    return dict(zip(frame["feature"].to_list(), frame["label"].to_list(), strict=True))
+    frame = load_feature_table(dictionary_dir)
+    labels = resolve_overrides(dictionary_dir, overrides, n_features=frame.height)
+    auto = frame["auto_label"].to_list()
+    return {int(f): labels.get(int(f), str(a))
+            for f, a in zip(frame["feature"].to_list(), auto, strict=True)}
 
 
 def resolve_overrides(
@@ -433,9 +434,7 @@ def label_with_llm(
     AuditorError
         A request failed.
     """
-    from auditor.features.dictionary import load_contexts, load_dictionary
-
-    frame = load_dictionary(dictionary_dir)
+    frame = load_feature_table(dictionary_dir)
     n = frame.height
     contexts = load_contexts(dictionary_dir)
     by_feature: dict[int, list[str]] = {}
@@ -447,3 +446,29 @@ def label_with_llm(
     return {f: llm_label(by_feature.get(f, [])[:max_contexts], base_url=base_url, model=model,
                          promoted=list(promoted[f] or [])[:5], api_key=api_key, timeout=timeout)
             for f in wanted}
+
+
+def dictionary_annotations(
+    sae_path: str | Path | None, *, examples: int = 3
+) -> tuple[dict[int, str] | None, dict[int, list[str]] | None]:
+    """Feature labels and example contexts from the dictionary beside an SAE, if any."""
+    if sae_path is None:
+        return None, None
+    # provenance records the weights file; `features build` defaults to the SAE directory
+    path = Path(sae_path)
+    candidates = [default_dictionary_dir(path)]
+    if path.is_file():
+        candidates.append(default_dictionary_dir(path.parent))
+    root = next((c for c in candidates if c.is_dir()), None)
+    if root is None:
+        return None, None
+    try:
+        labels = feature_labels(root)
+        ctx = load_contexts(root)
+    except AuditorError:
+        return None, None
+    top = ctx.filter(ctx["rank"] < examples)
+    shown: dict[int, list[str]] = {}
+    for feature, text in zip(top["feature"].to_list(), top["text"].to_list(), strict=True):
+        shown.setdefault(int(feature), []).append(str(text))
+    return labels, shown

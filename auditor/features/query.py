@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from auditor.errors import ConfigError
+from auditor.features.dictionary import load_contexts, load_dictionary, load_manifest
 from auditor.features.stats import QUANTILES
 
 __all__ = ["FeatureReport", "describe_feature", "format_feature", "search_features"]
@@ -95,8 +96,6 @@ def describe_feature(
     StoreError
         No dictionary at ``dictionary_dir``.
     """
-    from auditor.features.dictionary import load_contexts, load_dictionary, load_manifest
-
     frame = load_dictionary(dictionary_dir, overrides=overrides)
     n = frame.height
     if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < n:
@@ -225,8 +224,6 @@ def search_features(
     StoreError
         No dictionary at ``dictionary_dir``.
     """
-    from auditor.features.dictionary import load_contexts, load_dictionary
-
     needle = word.strip().lower()
     if not needle:
         raise ConfigError("the search word is empty", field="word")

@@ -393,14 +393,51 @@ class FeatureStats:
             self.max = features["max"].to_numpy().astype(np.float32)
             _, flat = _list_parts(features["hist"])
             self.hist = flat.astype(np.int64).reshape(self.n_features, HIST_BINS + 2)
-            self.contexts = {}
-            for row in contexts.sort("feature", "rank").iter_rows(named=True):
-                self.contexts.setdefault(int(row["feature"]), []).append(Context(
-                    float(row["activation"]), str(row["doc_id"]), int(row["position"]),
-                    int(row["token_id"]), str(row["token"]), str(row["text"]),
-                    str(row["source"] or "")))
+            self._restore_contexts(contexts)
         except (KeyError, ValueError, pl.exceptions.PolarsError) as exc:
             raise CorruptShard(f"cannot restore the dictionary's statistics: {exc}") from exc
+
+    def _restore_contexts(self, contexts: pl.DataFrame) -> None:
+        self.contexts = {}
+        for row in contexts.sort("feature", "rank").iter_rows(named=True):
+            self.contexts.setdefault(int(row["feature"]), []).append(Context(
+                float(row["activation"]), str(row["doc_id"]), int(row["position"]),
+                int(row["token_id"]), str(row["token"]), str(row["text"]),
+                str(row["source"] or "")))
+
+    # ------------------------------------------------------------------ state
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The running counts as arrays, exactly (see :meth:`from_state`)."""
+        return {"n_tokens_fired": self.n_tokens_fired, "n_docs_fired": self.n_docs_fired,
+                "sum": self.sum, "max": self.max, "hist": self.hist,
+                "totals": np.array([self.documents, self.tokens, self.excluded_tokens],
+                                   dtype=np.int64)}
+
+    @classmethod
+    def from_state(cls, n_features: int, arrays: Mapping[str, np.ndarray],
+                   contexts: pl.DataFrame) -> FeatureStats:
+        """Rebuild statistics saved with :meth:`state_arrays` and :meth:`contexts_frame`;
+        the result equals the statistics that were saved, bit for bit.
+
+        Raises
+        ------
+        CorruptShard
+            Missing arrays or arrays of the wrong shape.
+        """
+        stats = cls(n_features)
+        try:
+            documents, tokens, excluded = (int(v) for v in arrays["totals"])
+            stats.documents, stats.tokens, stats.excluded_tokens = documents, tokens, excluded
+            for name, dtype in (("n_tokens_fired", np.int64), ("n_docs_fired", np.int64),
+                                ("sum", np.float64), ("max", np.float32), ("hist", np.int64)):
+                value = np.asarray(arrays[name], dtype=dtype)
+                if value.shape != getattr(stats, name).shape:
+                    raise ValueError(f"{name} has shape {value.shape}")
+                setattr(stats, name, value.copy())
+            stats._restore_contexts(contexts)
+        except (KeyError, ValueError, pl.exceptions.PolarsError) as exc:
+            raise CorruptShard(f"cannot restore saved statistics: {exc}") from exc
+        return stats
 
 
 #: Column types of the contexts table.

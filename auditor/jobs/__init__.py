@@ -1,19 +1,53 @@
-"""Jobs: one resumable function per job; the only place that composes the layers below.
+"""Jobs: one function per verb, the only place that composes the layers below.
 
-The CLI, the Celery workers and the HTTP API all call these.
+Every verb is ``run_<verb>(input, *, out, options, progress=None, cancel=None)`` returning
+a result; options and results round-trip through JSON (see :mod:`auditor.jobs._contract`).
+The CLI, the Celery workers and the HTTP API only parse, call these, and print.
 """
 
-from auditor.jobs.audit import AuditResult, run_audit
-from auditor.jobs.classify import heads_extract_config, run_classify
-from auditor.jobs.explain import run_explain
-from auditor.jobs.extract import resolve_defaults, run_extract
+from auditor.jobs._contract import JobOptions, JobResult, fingerprint, read_job, text_input
+from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
+from auditor.jobs.audit import AuditOptions, AuditResult, run_audit
+from auditor.jobs.classify import ClassifyOptions, ClassifyResult, run_classify
+from auditor.jobs.dictionary import (
+    DictionaryBuildOptions,
+    DictionaryBuildResult,
+    run_dictionary_build,
+)
+from auditor.jobs.explain import ExplainOptions, ExplainResult, run_explain
+from auditor.jobs.extract import ExtractOptions, ExtractResult, run_extract
+from auditor.jobs.report import ReportOptions, ReportResult, run_report
+from auditor.jobs.warmup import WarmupOptions, WarmupResult, run_warmup
 
 __all__ = [
+    "AuditOptions",
     "AuditResult",
-    "heads_extract_config",
+    "ClassifyOptions",
+    "ClassifyResult",
+    "DictionaryBuildOptions",
+    "DictionaryBuildResult",
+    "ExplainOptions",
+    "ExplainResult",
+    "ExtractOptions",
+    "ExtractResult",
+    "JobOptions",
+    "JobResult",
+    "Pipeline",
+    "PipelineSpec",
+    "ReportOptions",
+    "ReportResult",
+    "WarmupOptions",
+    "WarmupResult",
+    "fingerprint",
+    "load_pipeline",
+    "read_job",
     "resolve_defaults",
     "run_audit",
     "run_classify",
+    "run_dictionary_build",
     "run_explain",
     "run_extract",
+    "run_report",
+    "run_warmup",
+    "text_input",
 ]

@@ -52,10 +52,12 @@ __all__ = [
     "Record",
     "StageMarkers",
     "fingerprint",
+    "json_values",
     "read_job",
     "relative_to",
     "run_recorded",
     "runtime_field",
+    "text_input",
 ]
 
 #: The record every job leaves in its output directory.
@@ -173,6 +175,24 @@ def _plain(value: Any, where: str) -> Any:
                       f"results hold only JSON values; paths as strings)", field=where)
 
 
+def json_values(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays (anything with ``tolist``), tuples and
+    NaN made JSON values (lists, ``None``), for results built from library output."""
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(k): json_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_values(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return json_values(value.tolist())
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 @dataclass(frozen=True)
 class Record:
     """A frozen dataclass that round-trips through JSON with a schema version.
@@ -286,7 +306,9 @@ def fingerprint(source: str | Path | Mapping[str, Any] | None) -> str | None:
 
     path = Path(source)
     if (path / "store.json").is_file():
-        digest = [f"store.json\t{sha256_bytes((path / 'store.json').read_bytes())}"]
+        # what the store holds (provenance and done shards), not its run summary's timings
+        provenance = read_json(path / "store.json", what="store manifest").get("provenance")
+        digest = [f"provenance\t{sha256_bytes(json.dumps(provenance, sort_keys=True))}"]
         done = path / "_done"
         if done.is_dir():
             digest += [f"{m.name}\t{sha256_bytes(m.read_bytes())}"
@@ -300,9 +322,9 @@ def fingerprint(source: str | Path | Mapping[str, Any] | None) -> str | None:
     return input_fingerprint(path)
 
 
-def read_job(out: str | Path) -> dict[str, Any] | None:
+def read_job(out: str | Path, *, job_file: str = JOB_FILE) -> dict[str, Any] | None:
     """The ``_job.json`` record in ``out``, or ``None`` when there is none."""
-    path = Path(out) / JOB_FILE
+    path = Path(out) / job_file
     if not path.is_file():
         return None
     return read_json(path, what="job record")
@@ -329,6 +351,7 @@ def run_recorded(
     result_type: type[Res],
     work: Callable[[Path], Res],
     clear: Callable[[Path], None] | None = None,
+    job_file: str = JOB_FILE,
 ) -> Res:
     """Run ``work(out)`` under the job contract, or return the result recorded in ``out``.
 
@@ -349,6 +372,9 @@ def run_recorded(
     clear
         Removes what a run with other options left in ``out`` when ``options.overwrite``
         (default: everything in ``out``).
+    job_file
+        The record's name: one rank of a job filled by several processes keeps its own
+        (``_job.rank-1-of-3.json``); the job's own record is ``_job.json``.
 
     Raises
     ------
@@ -358,7 +384,7 @@ def run_recorded(
     """
     root = Path(out)
     input_fp = fingerprint(input)
-    previous = read_job(root)
+    previous = read_job(root, job_file=job_file)
     if previous is not None:
         differs = _differences(previous, verb, options, input_fp)
         if not differs and previous.get("state") == "done" and "result" in previous:
@@ -373,9 +399,9 @@ def run_recorded(
                                   path=root)
             (clear or _clear_all)(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / JOB_FILE, _record(verb, options, input_fp, "running"))
+    write_json(root / job_file, _record(verb, options, input_fp, "running"))
     result = work(root)
-    write_json(root / JOB_FILE, _record(verb, options, input_fp, "done", result))
+    write_json(root / job_file, _record(verb, options, input_fp, "done", result))
     return result
 
 
@@ -384,6 +410,9 @@ def _differences(previous: Mapping[str, Any], verb: str, options: JobOptions,
     differs = []
     if previous.get("verb") != verb:
         differs.append("verb")
+    if previous.get("auditor_version") != __version__:
+        # another release may compute other numbers: its record is not this job's
+        differs.append(f"auditor version ({previous.get('auditor_version')})")
     if previous.get("options_hash") != options.options_hash():
         old = previous.get("options") or {}
         new = options.to_dict()
@@ -433,3 +462,15 @@ class StageMarkers:
                    {"stage": name, "options_hash": self._hash,
                     "record": _plain(dict(record or {}), name)})
 
+
+def text_input(texts: Sequence[str], *, out: str | Path) -> str:
+    """Write literal texts as a job's input: ``out/input.jsonl`` with ids ``text`` (one
+    text) or ``text-0``, ``text-1``, … and return its path (a job then reads it with
+    ``id_column="id"``)."""
+    root = Path(out)
+    ids = ["text"] if len(texts) == 1 else [f"text-{i}" for i in range(len(texts))]
+    lines = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
+                    for i, t in zip(ids, texts, strict=True))
+    from auditor._files import atomic_write_text
+
+    return str(atomic_write_text(root / "input.jsonl", lines))

@@ -4,130 +4,188 @@ Writes ``<out>/store`` (features, resumable), ``<out>/predictions.parquet`` (lab
 calibrated probabilities and top contributing features per document and head) and
 ``<out>/report.{html,json,md}`` (the Markdown file's charts in ``<out>/charts``). Feature
 labels and example contexts come from the SAE's feature dictionary when one is installed
-beside it.
+beside it. Each stage leaves a marker (``<out>/_stages``), so a rerun after a kill or a
+cancel goes on from the first unfinished stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor.extract import ExtractConfig
+from auditor.cancel import CancelToken, check_cancel
+from auditor.errors import ConfigError
+from auditor.jobs._contract import JobOptions, JobResult, StageMarkers, run_recorded
+from auditor.jobs._pipeline import Pipeline
+from auditor.jobs.extract import ExtractOptions
+from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["AuditResult", "dictionary_annotations", "run_audit"]
+__all__ = ["AuditOptions", "AuditResult", "run_audit"]
+
+#: What an audit extracts when no head is installed (the shipped heads' settings).
+NO_HEAD_EXTRACT = {"poolings": ["max", "mean"], "max_length": 128, "max_windows": 2}
+REPORT_FORMATS = ("html", "json", "md")
 
 
-@dataclass
-class AuditResult:
-    """Where an audit wrote its outputs, and its headline counts."""
+@dataclass(frozen=True)
+class AuditOptions(JobOptions):
+    """Settings of one audit job.
 
-    store: Path
-    predictions: Path | None
-    reports: dict[str, Path]
+    Parameters
+    ----------
+    heads
+        Head names or directories; ``None`` for every installed head (none installed gives
+        a report without predictions); ``()`` for none.
+    explain
+        Top contributing features kept per document and head.
+    previous
+        A previous ``report.json`` of the same pipeline, for drift.
+    formats
+        Report formats, a subset of ``html``, ``json``, ``md``.
+    extract
+        How the dataset is read and which model and SAEs run.
+    """
+
+    heads: tuple[str, ...] | None = None
+    explain: int = 5
+    previous: str | None = None
+    formats: tuple[str, ...] = REPORT_FORMATS
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
+
+    def validate(self) -> None:
+        if self.explain < 0:
+            raise ConfigError("explain must be >= 0", field="explain")
+        unknown = [f for f in self.formats if f not in REPORT_FORMATS]
+        if unknown or not self.formats:
+            raise ConfigError(f"unknown report format(s) {', '.join(unknown) or '(none)'}; "
+                              f"choose from {', '.join(REPORT_FORMATS)}", field="formats")
+
+
+@dataclass(frozen=True)
+class AuditResult(JobResult):
+    """Where an audit wrote its outputs (relative to ``out``), and its headline counts."""
+
+    store: str
+    predictions: str | None
+    reports: dict[str, str]
     documents: int
-    heads: list[str]
-
-
-def dictionary_annotations(
-    sae_path: str | Path | None, *, examples: int = 3
-) -> tuple[dict[int, str] | None, dict[int, list[str]] | None]:
-    """Feature labels and example contexts from the dictionary beside an SAE, if any."""
-    if sae_path is None:
-        return None, None
-    from auditor.errors import AuditorError
-    from auditor.features import default_dictionary_dir, feature_labels, load_contexts
-
-    # provenance records the weights file; `features build` defaults to the SAE directory
-    path = Path(sae_path)
-    candidates = [default_dictionary_dir(path)]
-    if path.is_file():
-        candidates.append(default_dictionary_dir(path.parent))
-    root = next((c for c in candidates if c.is_dir()), None)
-    if root is None:
-        return None, None
-    try:
-        labels = feature_labels(root)
-        ctx = load_contexts(root)
-    except AuditorError:
-        return None, None
-    top = ctx.filter(ctx["rank"] < examples)
-    shown: dict[int, list[str]] = {}
-    for feature, text in zip(top["feature"].to_list(), top["text"].to_list(), strict=True):
-        shown.setdefault(int(feature), []).append(str(text))
-    return labels, shown
+    heads: tuple[str, ...]
 
 
 def run_audit(
-    input_path: str | Path, *, out: str | Path, heads: Sequence[str] | None = None,
-    model: str | Path | None = None, saes: Sequence[str] = (), explain: int = 5,
-    previous: str | Path | None = None, text_column: str = "text",
-    id_column: str | None = None, skip_bad_rows: bool = False, device: str | None = None,
-    dtype: str | None = None, formats: Sequence[str] = ("html", "json", "md"),
-    overwrite: bool = False, progress: bool = False,
-    on_progress: Callable[[Mapping[str, Any]], None] | None = None,
+    input: str | Path,
+    *,
+    out: str | Path,
+    options: AuditOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    pipeline: Pipeline | None = None,
 ) -> AuditResult:
     """Audit a dataset: features, every head's labels with explanations, and a report.
 
     Parameters
     ----------
-    input_path
+    input
         JSONL, Parquet, CSV or text files.
     out
-        Output directory (the store inside it is resumed on a rerun).
-    heads
-        Head names or directories (default: every installed head; none installed gives a
-        report without predictions).
-    model, saes
-        Default: the embedded model and the shipped SAE.
-    explain
-        Top contributing features kept per document and head.
-    previous
-        A previous ``report.json`` of the same pipeline, for drift.
-    overwrite
-        Start the store afresh instead of resuming it: needed when it was written with
-        other settings (model, SAE, window, auditor version), which a resume refuses.
+        Output directory (its store is resumed on a rerun; finished stages are skipped).
+    options
+        See :class:`AuditOptions`; ``overwrite`` starts the store afresh, as needed when it
+        was written with other settings (model, SAE, window, auditor version).
+    progress
+        The extraction's ``docs`` stage, then ``classify`` and ``report`` stages.
+    cancel
+        Checked at every extraction batch and between stages.
+    pipeline
+        A model and SAEs already loaded; must match ``options.extract``.
 
     Returns
     -------
     AuditResult
     """
     from auditor.heads import list_heads, load_heads
-    from auditor.heads.classify import classify_store, write_predictions
-    from auditor.jobs.classify import heads_check, heads_extract_config
-    from auditor.jobs.extract import run_extract
-    from auditor.report import build_report, write_report
-    from auditor.store import read_metadata
+    from auditor.jobs.classify import (
+        _head_inputs,
+        heads_check,
+        heads_extract_settings,
+        heads_provenance,
+    )
 
-    root = Path(out)
-    loaded = load_heads(heads) if heads is not None or list_heads() else []
-    config = heads_extract_config(loaded) if loaded else ExtractConfig(
-        poolings=("max", "mean"), max_length=128, max_windows=2)
-    store = root / "store"
-    run_extract(input_path, out=store, model=model, saes=saes, config=config,
-                text_column=text_column, id_column=id_column, skip_bad_rows=skip_bad_rows,
-                device=device, dtype=dtype, overwrite=overwrite, progress=progress,
-                on_progress=on_progress, check=heads_check(loaded))
-    metadata = read_metadata(store)
-    sae_info = list((metadata.get("saes") or {}).values())
-    labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
-                                              else None)
-    predictions = None
+    wanted = list(options.heads) if options.heads is not None else None
+    loaded = load_heads(wanted) if wanted or (wanted is None and list_heads()) else []
+    settings = heads_extract_settings(loaded) if loaded else NO_HEAD_EXTRACT
+    extract = options.extract.with_config(settings)
+    if options.overwrite:
+        extract = ExtractOptions.from_dict({**extract.to_dict(), "overwrite": True})
+
+    def work(root: Path) -> AuditResult:
+        from auditor.features import dictionary_annotations
+        from auditor.heads.classify import classify_store, write_predictions
+        from auditor.jobs.extract import run_extract
+        from auditor.report import build_report, write_report
+        from auditor.store import read_metadata
+
+        markers = StageMarkers(root, options)
+        store = root / "store"
+        run_extract(input, out=store, options=extract, progress=progress, cancel=cancel,
+                    pipeline=pipeline, check=heads_check(loaded))
+        metadata = read_metadata(store)
+        sae_info = list((metadata.get("saes") or {}).values())
+        labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
+                                                  else None)
+        predictions = None
+        stages = Progress(progress, job="audit")
+        if loaded:
+            predictions = root / "predictions.parquet"
+            if markers.done("classify") is None or not predictions.is_file():
+                check_cancel(cancel, "the classify stage")
+                with stages.stage("classify", total=1) as stage:
+                    frame = classify_store(store, loaded, explain=options.explain,
+                                           feature_labels=labels)
+                    write_predictions(frame, predictions,
+                                      provenance={**metadata,
+                                                  "heads": heads_provenance(loaded)})
+                    stage.advance(1, docs=frame.height)
+                markers.mark("classify", {"documents": frame.height})
+        record = markers.done("report")
+        if record is None or not all((root / p).is_file()
+                                     for p in record.get("reports", {}).values()):
+            check_cancel(cancel, "the report stage")
+            with stages.stage("report", total=1) as stage:
+                # the written file, not the frame: the report then names its source
+                report = build_report(store, predictions=predictions, texts=input,
+                                      previous=options.previous, feature_labels=labels,
+                                      feature_examples=examples,
+                                      text_column=extract.text_column,
+                                      id_column=extract.id_column,
+                                      title=f"Audit of {Path(input).name}")
+                written = write_report(report, root, formats=options.formats)
+                stage.advance(1)
+            record = {"reports": {fmt: Path(p).name for fmt, p in written.items()},
+                      "documents": int(report.get("corpus", {}).get("documents", 0) or 0)}
+            markers.mark("report", record)
+        return AuditResult(store="store",
+                           predictions="predictions.parquet" if predictions else None,
+                           reports=dict(record["reports"]),
+                           documents=int(record["documents"]),
+                           heads=tuple(h.name for h in loaded))
+
+    inputs: dict[str, Any] = {"data": input, "previous": options.previous}
     if loaded:
-        frame = classify_store(store, loaded, explain=explain, feature_labels=labels)
-        provenance = dict(metadata)
-        provenance["heads"] = {h.name: {"path": str(h.path), "classes": h.config.classes,
-                                        "representation": h.config.representation}
-                               for h in loaded}
-        predictions = write_predictions(frame, root / "predictions.parquet",
-                                        provenance=provenance)
-    # the written file, not the frame: the report then names its source
-    report = build_report(store, predictions=predictions, texts=input_path, previous=previous,
-                          feature_labels=labels, feature_examples=examples,
-                          text_column=text_column, id_column=id_column,
-                          title=f"Audit of {Path(input_path).name}")
-    reports = write_report(report, root, formats=tuple(formats))
-    return AuditResult(store=store, predictions=predictions, reports=reports,
-                       documents=int(report.get("corpus", {}).get("documents", 0) or 0),
-                       heads=[h.name for h in loaded])
+        inputs.update(_head_inputs([str(h.path) for h in loaded]))
+    return run_recorded("audit", out=out, options=options, input=inputs,
+                        result_type=AuditResult, work=work, clear=_clear_outputs)
+
+
+def _clear_outputs(root: Path) -> None:
+    """Before an overwrite: drop the record, stage markers, predictions and reports; the
+    store is replaced by the extraction (``overwrite``) once the new input is read."""
+    import shutil
+
+    for name in ("_job.json", "predictions.parquet", "report.html", "report.json",
+                 "report.md"):
+        (root / name).unlink(missing_ok=True)
+    for name in ("_stages", "charts"):
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)

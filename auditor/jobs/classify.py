@@ -1,22 +1,91 @@
-"""The classify job: extract what the heads need from a dataset, then label every row."""
+"""The classify job: extract what the heads need from a dataset, then label every row.
+
+Writes ``out/store`` (the features, resumable; or the store the options name) and
+``out/predictions.parquet`` (or ``.jsonl``): one row per document with every head's label,
+calibrated probabilities and, with ``explain``, the top contributing features.
+"""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
+from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError
-from auditor.extract import ExtractConfig
+from auditor.jobs._contract import (
+    JobOptions,
+    JobResult,
+    StageMarkers,
+    json_values,
+    run_recorded,
+    runtime_field,
+)
+from auditor.jobs._pipeline import Pipeline
+from auditor.jobs.extract import ExtractOptions, run_extract
+from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["heads_extract_config", "run_classify"]
+__all__ = ["ClassifyOptions", "ClassifyResult", "heads_check", "heads_extract_settings",
+           "heads_provenance", "run_classify"]
+
+PREDICTION_FORMATS = (".parquet", ".jsonl")
 
 
-def heads_extract_config(heads: Sequence[Any]) -> ExtractConfig:
-    """One extraction config that every head accepts.
+@dataclass(frozen=True)
+class ClassifyOptions(JobOptions):
+    """Settings of one classify job.
+
+    Parameters
+    ----------
+    heads
+        Head names or directories; ``None`` for every installed head.
+    explain
+        Top contributing features kept per document and head (0: none).
+    extract
+        How the dataset is read and which model and SAEs run (its extraction settings
+        are replaced by what the heads were trained on).
+    store
+        The feature store, relative to ``out`` (default ``store``) or an absolute path
+        (a store kept elsewhere, say shared by several runs; resumed like any store).
+    predictions
+        File name of the predictions inside ``out`` (``.parquet`` or ``.jsonl``).
+    inline_rows
+        Put the predictions into the result as well when there are at most this many
+        documents (a CLI or API call on a few texts prints them from there).
+    """
+
+    heads: tuple[str, ...] | None = None
+    explain: int = 0
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
+    store: str = "store"
+    predictions: str = "predictions.parquet"
+    inline_rows: int = runtime_field(100)
+
+    def validate(self) -> None:
+        if self.explain < 0:
+            raise ConfigError("explain must be >= 0", field="explain")
+        if Path(self.predictions).suffix not in PREDICTION_FORMATS or \
+                Path(self.predictions).name != self.predictions:
+            raise ConfigError(f"predictions must be a file name ending in "
+                              f"{' or '.join(PREDICTION_FORMATS)}, got {self.predictions!r}",
+                              field="predictions")
+
+
+@dataclass(frozen=True)
+class ClassifyResult(JobResult):
+    """Where a classify job wrote its outputs, and what it found."""
+
+    store: str
+    predictions: str
+    documents: int
+    heads: tuple[str, ...]
+    extract: dict[str, Any]
+    rows: tuple[dict[str, Any], ...] | None = None
+
+
+def heads_extract_settings(heads: Sequence[Any]) -> dict[str, Any]:
+    """The extraction settings every head accepts (an :class:`ExtractConfig` dict subset).
 
     Raises
     ------
@@ -38,8 +107,7 @@ def heads_extract_config(heads: Sequence[Any]) -> ExtractConfig:
     poolings = {h.config.pooling if h.config.representation == "sae" else "mean"
                 for h in heads}
     raw = any(h.config.representation == "raw" for h in heads)
-    return ExtractConfig.from_dict({**settings, "poolings": sorted(poolings),
-                                    "raw_mean": raw})
+    return {**settings, "poolings": sorted(poolings), "raw_mean": raw}
 
 
 def heads_check(heads: Sequence[Any]) -> Callable[[Mapping[str, Any]], None]:
@@ -55,57 +123,112 @@ def heads_check(heads: Sequence[Any]) -> Callable[[Mapping[str, Any]], None]:
     return check
 
 
+def heads_provenance(heads: Sequence[Any]) -> dict[str, Any]:
+    """What predictions record of the heads that made them."""
+    return {h.name: {"path": str(h.path), "classes": h.config.classes,
+                     "representation": h.config.representation,
+                     "threshold": h.config.threshold,
+                     **({"task": "multilabel", "thresholds": h.config.thresholds}
+                        if h.config.multilabel else {})} for h in heads}
+
+
+def _head_inputs(names: Sequence[str] | None) -> dict[str, Any]:
+    """The head directories a run reads, for the input fingerprint."""
+    from auditor.heads import list_heads
+
+    found = {p.name: p for p in list_heads()}
+    wanted = list(found) if names is None else list(names)
+    return {f"head:{n}": str(found[n]) if n in found else n for n in wanted}
+
+
 def run_classify(
-    input_path: str | Path, *, heads: Sequence[str] | None = None, explain: int = 0,
-    store: str | Path | None = None, model: str | Path | None = None,
-    saes: Sequence[str] = (), text_column: str = "text", id_column: str | None = None,
-    skip_bad_rows: bool = False, device: str | None = None, dtype: str | None = None,
-    progress: bool = False, on_progress: Callable[[Mapping[str, Any]], None] | None = None,
-    feature_labels: Mapping[int, str] | None = None,
-) -> tuple[pl.DataFrame, dict[str, Any]]:
+    input: str | Path,
+    *,
+    out: str | Path,
+    options: ClassifyOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    pipeline: Pipeline | None = None,
+) -> ClassifyResult:
     """Label a dataset with heads (default: every installed head).
 
     Parameters
     ----------
-    input_path
+    input
         JSONL, Parquet, CSV or text files (see :func:`auditor.io.read_documents`).
-    heads
-        Head names (installed under ``models/heads``) or head directories.
-    explain
-        Top contributing features per document and head (0: none).
-    store
-        Keep the extracted features here (resumable); a temporary store otherwise.
-    model, saes
-        As for :func:`auditor.jobs.run_extract` (default: the embedded model and SAE).
+    out
+        Output directory: ``store/`` and the predictions file.
+    options
+        See :class:`ClassifyOptions`.
+    progress
+        Receives the extraction's ``docs`` stage, then a ``classify`` stage (one unit
+        per head).
+    cancel
+        Checked at every extraction batch and between heads.
+    pipeline
+        A model and SAEs already loaded; must match ``options.extract``.
 
     Returns
     -------
-    predictions, provenance
-        One row per input row (see :func:`auditor.heads.classify_store`) and what made
-        them: the store provenance plus each head's name, path and representation.
+    ClassifyResult
+
+    Raises
+    ------
+    ConfigError
+        No heads installed, or heads that disagree on extraction settings.
+    ProvenanceMismatch
+        A head cannot read the features of the chosen model and SAE (before extraction).
     """
     from auditor.heads import load_heads
-    from auditor.heads.classify import classify_store
-    from auditor.jobs.extract import run_extract
-    from auditor.store import read_metadata
 
-    loaded = load_heads(heads)
+    loaded = load_heads(list(options.heads) if options.heads is not None else None)
     if not loaded:
-        raise ConfigError("no heads are installed (models/heads is empty); train one with "
-                          "'auditor probe train'", field="heads")
-    config = heads_extract_config(loaded)
-    with tempfile.TemporaryDirectory(prefix="auditor-classify-") as tmp:
-        where = Path(store) if store is not None else Path(tmp) / "store"
-        run_extract(input_path, out=where, model=model, saes=saes, config=config,
-                    text_column=text_column, id_column=id_column,
-                    skip_bad_rows=skip_bad_rows, device=device, dtype=dtype,
-                    progress=progress, on_progress=on_progress, check=heads_check(loaded))
-        frame = classify_store(where, loaded, explain=explain, feature_labels=feature_labels)
-        provenance = read_metadata(where)
-    provenance["heads"] = {h.name: {"path": str(h.path), "classes": h.config.classes,
-                                    "representation": h.config.representation,
-                                    "threshold": h.config.threshold,
-                                    **({"task": "multilabel",
-                                        "thresholds": h.config.thresholds}
-                                       if h.config.multilabel else {})} for h in loaded}
-    return frame, provenance
+        raise ConfigError("no heads are installed; train one with a probe train job",
+                          field="heads")
+    extract = options.extract.with_config(heads_extract_settings(loaded))
+
+    def work(root: Path) -> ClassifyResult:
+        from auditor.features import dictionary_annotations
+        from auditor.heads.classify import classify_store, write_predictions
+        from auditor.store import read_metadata
+
+        store = root / options.store
+        done = run_extract(input, out=store, options=extract, progress=progress,
+                           cancel=cancel, pipeline=pipeline, check=heads_check(loaded))
+        markers = StageMarkers(root, options)
+        target = root / options.predictions
+        record = markers.done("classify")
+        if record is None or not target.is_file():
+            check_cancel(cancel, "the classify stage")
+            metadata = read_metadata(store)
+            sae_info = list((metadata.get("saes") or {}).values())
+            labels, _ = dictionary_annotations(
+                sae_info[0].get("path") if len(sae_info) == 1 else None)
+            with Progress(progress, job="classify").stage("classify", total=1) as stage:
+                frame = classify_store(store, loaded, explain=options.explain,
+                                       feature_labels=labels)
+                stage.advance(1, docs=frame.height)
+            write_predictions(frame, target,
+                              provenance={**metadata, "heads": heads_provenance(loaded)})
+            record = {"documents": frame.height}
+            markers.mark("classify", record)
+        rows = None
+        if int(record["documents"]) <= options.inline_rows:
+            rows = tuple(_read_rows(target))
+        return ClassifyResult(store=options.store, predictions=options.predictions,
+                              documents=int(record["documents"]),
+                              heads=tuple(h.name for h in loaded),
+                              extract=done.summary, rows=rows)
+
+    return run_recorded("classify", out=out, options=options,
+                        input={"data": input, **_head_inputs(options.heads)},
+                        result_type=ClassifyResult, work=work)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The predictions file's rows as JSON values."""
+    import polars as pl
+
+    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_ndjson(path)
+    return [json_values(row) for row in frame.iter_rows(named=True)]
+

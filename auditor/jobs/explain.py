@@ -1,128 +1,210 @@
 """The explain job: why did each head label these documents as it did, and is that true?
 
-Re-extracts the documents with per-token codes, then per head and document: the label and
-probability, the top contributing SAE features (with dictionary labels when installed), the
-tokens each of them fired on, and — with ``check`` — the faithfulness test of
-:func:`auditor.explain.faithfulness`.
+Extracts the documents with per-token codes into ``out/store``, then per head and
+document: the label and probability, the top contributing SAE features (with dictionary
+labels when installed), the tokens each of them fired on, and — with ``check`` — the
+faithfulness test of :func:`auditor.explain.faithfulness`. Everything is written to
+``out/explanations.json`` and returned.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_explain"]
+from auditor.cancel import CancelToken, check_cancel
+from auditor.errors import ConfigError
+from auditor.jobs._contract import JobOptions, JobResult, json_values, run_recorded
+from auditor.jobs._pipeline import Pipeline, resolve_defaults
+from auditor.jobs.extract import ExtractOptions
+from auditor.progress import Progress, ProgressCallback
+
+__all__ = ["ExplainOptions", "ExplainResult", "run_explain"]
+
+EXPLANATIONS_FILE = "explanations.json"
 
 
-def run_explain(
-    input_path: str | Path, *, heads: Sequence[str] | None = None, top: int = 5,
-    check: bool = False, k: int = 5, n_random: int = 10, tokens: bool = True,
-    model: str | Path | None = None, saes: Sequence[str] = (), text_column: str = "text",
-    id_column: str | None = None, max_docs: int = 1000, device: str | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Explain every head's decision on each document of a (small) dataset.
+@dataclass(frozen=True)
+class ExplainOptions(JobOptions):
+    """Settings of one explain job.
 
     Parameters
     ----------
-    input_path
-        The documents (JSONL, Parquet, CSV, text).
     heads
         Head names or directories (default: every installed head).
     top
         Contributing features shown per document and head.
     check
         Run the faithfulness test (top-``k`` vs ``n_random`` random ``k`` removals).
+    k, n_random
+        Features removed, and random draws per document for the control.
     tokens
         Include token-level evidence for the top features.
     max_docs
-        Refuse larger inputs: explanations are for inspecting documents, not corpora
-        (``auditor audit`` explains corpora).
+        Refuse larger inputs: explanations are for inspecting documents, not corpora (the
+        audit job explains corpora).
+    extract
+        How the documents are read and which model and SAEs run.
+    """
+
+    heads: tuple[str, ...] | None = None
+    top: int = 5
+    check: bool = False
+    k: int = 5
+    n_random: int = 10
+    tokens: bool = True
+    max_docs: int = 1000
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
+
+    def validate(self) -> None:
+        for name in ("top", "k", "n_random", "max_docs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive", field=name)
+
+
+@dataclass(frozen=True)
+class ExplainResult(JobResult):
+    """Each document's explanations per head, the faithfulness checks and provenance.
+
+    ``documents``: each has ``id`` and per head ``label``, ``p`` and ``features``
+    (``feature``, ``label``, ``contribution``, ``activation``, ``tokens`` and
+    ``evidence``). For multilabel heads ``label`` is the explained label (see
+    :meth:`Head.explained_labels`) and ``labels`` the labels present.
+    """
+
+    documents: tuple[dict[str, Any], ...]
+    faithfulness: dict[str, Any]
+    heads: tuple[str, ...]
+    provenance: dict[str, Any]
+    written: str = EXPLANATIONS_FILE
+
+
+def run_explain(
+    input: str | Path,
+    *,
+    out: str | Path,
+    options: ExplainOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    pipeline: Pipeline | None = None,
+) -> ExplainResult:
+    """Explain every head's decision on each document of a (small) dataset.
+
+    Parameters
+    ----------
+    input
+        The documents (JSONL, Parquet, CSV, text).
+    out
+        Output directory: ``store/`` (with per-token codes) and ``explanations.json``.
+    options
+        See :class:`ExplainOptions`.
+    progress
+        The extraction's ``docs`` stage, then an ``explain`` stage (one unit per head).
+    cancel
+        Checked at every extraction batch and between heads.
+    pipeline
+        A model and SAEs already loaded; must match ``options.extract``.
 
     Returns
     -------
-    dict
-        ``{"documents": [...], "faithfulness": {head: …}, "provenance": …}``; each document
-        has ``id`` and per head ``label``, ``p`` and ``features`` (``feature``, ``label``,
-        ``contribution``, ``activation``, ``tokens`` and ``evidence``). For multilabel
-        heads ``label`` is the explained label (see :meth:`Head.explained_labels`) and
-        ``labels`` the labels present.
+    ExplainResult
 
     Raises
     ------
     ConfigError
         More than ``max_docs`` documents, or no heads.
     """
-    from auditor.errors import ConfigError
-    from auditor.explain import faithfulness
-    from auditor.explain.tokens import render_evidence, token_evidence
     from auditor.heads import load_heads
     from auditor.io import count_documents
-    from auditor.jobs.audit import dictionary_annotations
-    from auditor.jobs.classify import heads_extract_config
-    from auditor.jobs.extract import resolve_defaults, run_extract
-    from auditor.store import read_metadata
+    from auditor.jobs.classify import _head_inputs, heads_extract_settings
 
-    n = count_documents(input_path)
-    if n is not None and n > max_docs:
-        raise ConfigError(f"{n:,} documents: explain inspects at most {max_docs:,} (use "
-                          f"'auditor audit' for corpora)", field="max_docs")
-    loaded = load_heads(heads)
+    n = count_documents(input)
+    if n is not None and n > options.max_docs:
+        raise ConfigError(f"{n:,} documents: explain inspects at most {options.max_docs:,} "
+                          f"(audit explains corpora)", field="max_docs")
+    loaded = load_heads(list(options.heads) if options.heads is not None else None)
     if not loaded:
         raise ConfigError("no heads are installed", field="heads")
-    config = dataclasses.replace(heads_extract_config(loaded), save_tokens=tokens)
-    model, saes = resolve_defaults(model, saes, progress=progress)
-    tokenizer = None
-    if tokens:
-        from transformers import AutoTokenizer
+    extract = options.extract.with_config({**heads_extract_settings(loaded),
+                                           "save_tokens": options.tokens})
 
-        tokenizer = AutoTokenizer.from_pretrained(str(model))
-    with tempfile.TemporaryDirectory(prefix="auditor-explain-") as tmp:
-        store = Path(tmp) / "store"
-        run_extract(input_path, out=store, model=model, saes=saes, config=config,
-                    text_column=text_column, id_column=id_column, device=device,
-                    progress=progress)
+    def work(root: Path) -> ExplainResult:
+        from auditor._files import write_json
+        from auditor.explain import faithfulness
+        from auditor.features import dictionary_annotations
+        from auditor.jobs.extract import run_extract
+        from auditor.store import read_metadata
+
+        store = root / "store"
+        run_extract(input, out=store, options=extract, progress=progress, cancel=cancel,
+                    pipeline=pipeline)
+        tokenizer = None
+        if options.tokens:
+            from transformers import AutoTokenizer
+
+            model_dir = pipeline.model_dir if pipeline is not None else \
+                resolve_defaults(extract.model, extract.saes)[0]
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         meta = read_metadata(store)
         sae_info = list((meta.get("saes") or {}).values())
         labels, _ = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
                                            else None)
         docs: dict[str, dict[str, Any]] = {}
         checks: dict[str, Any] = {}
-        for head in loaded:
-            inputs = head.read(store)
-            proba = head.predict_proba(inputs)
-            predicted = head.explained_labels(proba)
-            sets = head.label_sets(proba) if head.config.multilabel else None
-            contrib = head.contributions(inputs)
-            coverage = contrib.coverage()
-            classes = head.config.classes
-            for i, doc_id in enumerate(inputs.doc_ids):
-                label = predicted[i]
-                out = contrib.output_index(label)
-                feats = contrib.top(i, output=out, k=top, activations=inputs.activations)
-                evidence: dict[int, Any] = {}
-                toks: list[tuple[int, int, str | None]] = []
-                if tokens:
-                    toks, evidence = token_evidence(store, doc_id, [f.feature for f in feats],
-                                                    sae=head.config.sae, tokenizer=tokenizer)
-                entry = {
-                    "label": label, "p": float(proba[i, classes.index(label)]),
-                    **({"labels": sets[i]} if sets is not None else {}),
-                    "explains": str(contrib.outputs[out]),
-                    "explained_share": float(coverage[i, out]),
-                    "features": [{
-                        "feature": f.feature, "label": (labels or {}).get(f.feature),
-                        "contribution": f.contribution, "activation": f.activation,
-                        "tokens": [h._asdict() for h in evidence.get(f.feature, [])[:5]],
-                        "evidence": (render_evidence(toks, evidence[f.feature])
-                                     if f.feature in evidence else None),
-                    } for f in feats],
-                }
-                docs.setdefault(doc_id, {"id": doc_id})[head.name] = entry
-            if check:
-                checks[head.name] = faithfulness(head, inputs, k=k, n_random=n_random)
-    return {"documents": list(docs.values()), "faithfulness": checks,
-            "heads": [h.name for h in loaded], "provenance": meta}
+        with Progress(progress, job="explain").stage("explain", total=len(loaded)) as stage:
+            for head in loaded:
+                check_cancel(cancel, f"head {head.name}")
+                _explain_head(head, store, options, labels, tokenizer, docs)
+                if options.check:
+                    checks[head.name] = faithfulness(head, head.read(store), k=options.k,
+                                                     n_random=options.n_random)
+                stage.advance(1)
+        result = ExplainResult(documents=tuple(json_values(list(docs.values()))),
+                               faithfulness=json_values(checks),
+                               heads=tuple(h.name for h in loaded),
+                               provenance=json_values(meta))
+        write_json(root / EXPLANATIONS_FILE, result.to_dict())
+        return result
+
+    return run_recorded("explain", out=out, options=options,
+                        input={"data": input, **_head_inputs(options.heads)},
+                        result_type=ExplainResult, work=work)
+
+
+def _explain_head(head: Any, store: Path, options: ExplainOptions,
+                  labels: dict[int, str] | None, tokenizer: Any,
+                  docs: dict[str, dict[str, Any]]) -> None:
+    """Add one head's explanation of every document of ``store`` to ``docs``."""
+    from auditor.explain.tokens import render_evidence, token_evidence
+
+    inputs = head.read(store)
+    proba = head.predict_proba(inputs)
+    predicted = head.explained_labels(proba)
+    sets = head.label_sets(proba) if head.config.multilabel else None
+    contrib = head.contributions(inputs)
+    coverage = contrib.coverage()
+    classes = head.config.classes
+    for i, doc_id in enumerate(inputs.doc_ids):
+        label = predicted[i]
+        out = contrib.output_index(label)
+        feats = contrib.top(i, output=out, k=options.top, activations=inputs.activations)
+        evidence: dict[int, Any] = {}
+        toks: list[tuple[int, int, str | None]] = []
+        if options.tokens:
+            toks, evidence = token_evidence(store, doc_id, [f.feature for f in feats],
+                                            sae=head.config.sae, tokenizer=tokenizer)
+        entry = {
+            "label": label, "p": float(proba[i, classes.index(label)]),
+            **({"labels": list(sets[i])} if sets is not None else {}),
+            "explains": str(contrib.outputs[out]),
+            "explained_share": float(coverage[i, out]),
+            "features": [{
+                "feature": int(f.feature), "label": (labels or {}).get(f.feature),
+                "contribution": float(f.contribution), "activation": float(f.activation),
+                "tokens": [h._asdict() for h in evidence.get(f.feature, [])[:5]],
+                "evidence": (render_evidence(toks, evidence[f.feature])
+                             if f.feature in evidence else None),
+            } for f in feats],
+        }
+        docs.setdefault(str(doc_id), {"id": str(doc_id)})[head.name] = entry

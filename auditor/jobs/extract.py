@@ -1,130 +1,207 @@
-"""The extraction job: load model and SAEs, read the input, extract into a store."""
+"""The extraction job: a dataset's pooled SAE features into a feature store.
+
+``run_extract(input, out=STORE, options=ExtractOptions(...))`` reads the dataset, runs the
+model and SAEs (loaded from the options, or a :class:`~auditor.jobs.Pipeline` handed in)
+and writes the store at ``out``. Shards resume; ``rank`` / ``world_size`` let several
+processes fill one store (shard ``i`` belongs to rank ``i % world_size``); a cancel token
+stops it at the next batch with every finished shard valid.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from auditor.errors import ConfigError, RowError
-from auditor.extract import ExtractConfig, ExtractSummary, ProgressCallback, default_sae_keys
+from auditor.cancel import CancelToken
+from auditor.errors import ConfigError
+from auditor.jobs._contract import JobOptions, JobResult, run_recorded, runtime_field
+from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
+from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["run_extract"]
+__all__ = ["ExtractOptions", "ExtractResult", "resolve_defaults", "run_extract"]
+
+# ExtractConfig's fields, repeated here so these options stay importable without numpy
+_CONFIG_FIELDS = ("poolings", "max_length", "max_windows", "shard_size", "exclude_outliers",
+                  "outlier_factor", "outlier_threshold", "save_tokens", "raw_mean",
+                  "token_budget", "max_batch_size", "sae_chunk_size")
 
 
-def run_extract(
-    input_path: str | Path,
-    *,
-    out: str | Path,
-    model: str | Path | None = None,
-    saes: Sequence[str] = (),
-    layer: int | None = None,
-    sae_format: str | None = None,
-    k: int | None = None,
-    config: ExtractConfig | None = None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    passthrough: Sequence[str] = (),
-    max_chars: int = 1_000_000,
-    skip_bad_rows: bool = False,
-    overwrite: bool = False,
-    device: str | None = None,
-    dtype: str | None = None,
-    progress: bool = False,
-    on_progress: ProgressCallback | None = None,
-    check: Callable[[Mapping[str, Any]], None] | None = None,
-) -> tuple[ExtractSummary, list[RowError]]:
-    """Extract pooled SAE features of the dataset at ``input_path`` into the store ``out``.
+@dataclass(frozen=True)
+class ExtractOptions(JobOptions):
+    """Settings of one extraction job.
 
     Parameters
     ----------
-    input_path
+    model, saes, layer, sae_format, k, device, dtype
+        Which model and SAEs to run (see :class:`~auditor.jobs.PipelineSpec`); defaults:
+        the embedded model and the shipped SAE.
+    poolings, max_length, max_windows, shard_size, exclude_outliers, outlier_factor,
+    outlier_threshold, save_tokens, raw_mean
+        Extraction settings (see :class:`auditor.extract.ExtractConfig`).
+    token_budget, max_batch_size, sae_chunk_size
+        Batch shape; they do not change results.
+    text_column, id_column, passthrough, max_chars, skip_bad_rows
+        How the dataset is read (see :func:`auditor.io.read_documents`).
+    rank, world_size
+        Fill only the shards ``i`` with ``i % world_size == rank``.
+    """
+
+    model: str | None = None
+    saes: tuple[str, ...] = ()
+    layer: int | None = None
+    sae_format: str | None = None
+    k: int | None = None
+    device: str | None = runtime_field(None)
+    dtype: str | None = None
+    poolings: tuple[str, ...] = ("max",)
+    max_length: int = 512
+    max_windows: int | None = None
+    shard_size: int = 1000
+    exclude_outliers: bool = True
+    outlier_factor: float = 5.0
+    outlier_threshold: float | None = None
+    save_tokens: bool = False
+    raw_mean: bool = False
+    token_budget: int = runtime_field(8192)
+    max_batch_size: int = runtime_field(64)
+    sae_chunk_size: int = runtime_field(4096)
+    text_column: str = "text"
+    id_column: str | None = None
+    passthrough: tuple[str, ...] = ()
+    max_chars: int = 1_000_000
+    skip_bad_rows: bool = False
+    rank: int = runtime_field(0)
+    world_size: int = runtime_field(1)
+
+    def validate(self) -> None:
+        self.extract_config()  # ExtractConfig validates its own fields
+        if self.max_chars < 1:
+            raise ConfigError("max_chars must be positive", field="max_chars")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank must be in [0, world_size), got {self.rank} of "
+                              f"{self.world_size}", field="rank")
+        if self.overwrite and self.world_size > 1:
+            raise ConfigError("overwrite would delete other ranks' shards; clear the store "
+                              "with one rank first", field="overwrite")
+
+    def extract_config(self) -> Any:
+        """The :class:`auditor.extract.ExtractConfig` these options describe."""
+        from auditor.extract import ExtractConfig
+
+        return ExtractConfig(**{name: getattr(self, name) for name in _CONFIG_FIELDS})
+
+    def with_config(self, config: Mapping[str, Any]) -> ExtractOptions:
+        """These options with the extraction settings of ``config`` (an
+        :meth:`ExtractConfig.to_dict`), e.g. what the heads were trained on."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ConfigError(f"unknown extract settings: {', '.join(unknown)}",
+                              field=unknown[0])
+        return type(self).from_dict({**self.to_dict(), **config})
+
+    def pipeline_spec(self) -> PipelineSpec:
+        """Which model and SAEs these options ask for."""
+        return PipelineSpec(model=self.model, saes=self.saes, layer=self.layer,
+                            sae_format=self.sae_format, k=self.k, device=self.device,
+                            dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class ExtractResult(JobResult):
+    """What an extraction did: counts, speed, size and the rows skipped as bad.
+
+    ``summary`` is :meth:`auditor.extract.ExtractSummary.to_dict`; ``skipped`` holds each
+    skipped row's error record (:meth:`AuditorError.to_dict`).
+    """
+
+    store: str
+    summary: dict[str, Any]
+    skipped: tuple[dict[str, Any], ...] = ()
+
+
+def run_extract(
+    input: str | Path,
+    *,
+    out: str | Path,
+    options: ExtractOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    pipeline: Pipeline | None = None,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
+) -> ExtractResult:
+    """Extract pooled SAE features of the dataset ``input`` into the store ``out``.
+
+    Parameters
+    ----------
+    input
         JSONL, Parquet, CSV, a ``.txt`` file or a directory of ``.txt`` files.
     out
-        Store directory; resumed when it holds a store with the same provenance.
-    model
-        Local Hugging Face model directory; ``None`` uses the embedded default
-        (:func:`auditor.defaults.default_model_dir`, converted once on first use).
-    saes
-        SAE paths in any supported format, each optionally ``NAME=PATH``; empty uses the
-        shipped default SAE (only together with the default model).
-    layer, sae_format, k
-        Passed to :func:`auditor.sae.load_sae` for SAEs whose files do not say.
-    config
-        Extraction settings.
-    text_column, id_column, passthrough, max_chars, skip_bad_rows
-        Passed to :func:`auditor.io.read_documents`.
-    overwrite
-        Replace a store with different provenance.
-    device, dtype
-        Where and in what precision to run (default: CUDA with bf16/fp16 if present).
-    progress, on_progress
-        Terminal progress bar; callback with running counts for job status.
+        The store directory; resumed when it holds a store with the same provenance.
+    options
+        See :class:`ExtractOptions`.
+    progress
+        Receives a ``docs`` stage: documents done (including shards done before or by
+        other ranks) with ``tokens`` and ``bad_rows`` counters.
+    cancel
+        Checked at every batch and shard; see :func:`auditor.extract.extract_features`.
+    pipeline
+        A model and SAEs already loaded (a warm worker's); must match the options.
     check
-        Called with the store's provenance before extraction starts; see
-        :func:`auditor.extract.extract_features`.
+        Called with the store's provenance before extraction starts (e.g. heads that must
+        accept the features).
 
     Returns
     -------
-    summary, skipped
-        The run's :class:`~auditor.extract.ExtractSummary` and the rows skipped as bad.
-    """
-    from auditor.extract import extract_features
-    from auditor.io import count_documents, input_fingerprint, read_documents
-    from auditor.lm import load_model
-    from auditor.sae import load_sae
-
-    model, saes = resolve_defaults(model, saes, progress=progress)
-    named = [_split_name(s) for s in saes]
-    lm = load_model(model, device=device, dtype=dtype)
-    loaded = [load_sae(path, format=sae_format, k=k, layer=layer, device=lm.device)
-              for _, path in named]
-    keys = [name or key for (name, _), key in zip(named, default_sae_keys(loaded), strict=True)]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"SAE names must be unique, got {keys}")
-
-    bad: list[RowError] = []
-    docs = read_documents(input_path, text_column=text_column, id_column=id_column,
-                          passthrough=passthrough, max_chars=max_chars,
-                          skip_bad_rows=skip_bad_rows, errors=bad)
-    summary = extract_features(
-        docs, lm=lm, saes=dict(zip(keys, loaded, strict=True)), out=out, config=config,
-        input_info={"path": str(input_path), "fingerprint": input_fingerprint(input_path)},
-        overwrite=overwrite, total=count_documents(input_path), progress=progress,
-        on_progress=on_progress, bad_rows=bad, check=check,
-    )
-    return summary, bad
-
-
-def resolve_defaults(
-    model: str | Path | None, saes: Sequence[str], *, progress: bool = True
-) -> tuple[str | Path, list[str]]:
-    """Fill in the embedded default model and SAE where none is given.
+    ExtractResult
 
     Raises
     ------
-    ConfigError
-        SAEs were left to default for a model that is not the default one, or no default
-        SAE is installed.
+    ConfigError, InputError, ModelError, SAEError, StoreError
+        As their names say; shards written before an error stay valid.
+    JobConflict
+        ``out`` holds an extraction job with other options or of another input.
+    JobCancelled
+        ``cancel`` was set.
     """
-    from auditor import defaults
+    spec = options.pipeline_spec()
+    if pipeline is not None:
+        pipeline.check(spec)
+    job_file = "_job.json" if options.world_size == 1 else \
+        f"_job.rank-{options.rank}-of-{options.world_size}.json"
 
-    if saes:
-        return (model if model is not None else defaults.default_model_dir(progress=progress),
-                list(saes))
-    if model is not None:
-        raise ConfigError("--sae is required with --model (the default SAE is trained for the "
-                          f"default model, {defaults.DEFAULT_MODEL_NAME})", field="sae")
-    sae = defaults.default_sae_path()
-    if sae is None:
-        raise ConfigError(f"the default SAE is not installed (expected under "
-                          f"{defaults.models_dir() / 'sae'}); pass --sae", field="sae")
-    return defaults.default_model_dir(progress=progress), [str(sae)]
+    def work(root: Path) -> ExtractResult:
+        from auditor.errors import RowError
+        from auditor.extract import extract_features
+        from auditor.io import count_documents, input_fingerprint, read_documents
+
+        loaded = pipeline if pipeline is not None else load_pipeline(spec)
+        bad: list[RowError] = []
+        docs = read_documents(input, text_column=options.text_column,
+                              id_column=options.id_column, passthrough=options.passthrough,
+                              max_chars=options.max_chars, skip_bad_rows=options.skip_bad_rows,
+                              errors=bad)
+        with Progress(progress, job="extract").stage("docs",
+                                                     total=count_documents(input)) as stage:
+            summary = extract_features(
+                docs, lm=loaded.lm, saes=loaded.saes, out=root,
+                config=options.extract_config(),
+                input_info={"path": str(input), "fingerprint": input_fingerprint(input)},
+                overwrite=options.overwrite, progress=stage,
+                cancel=cancel, rank=options.rank, world_size=options.world_size,
+                bad_rows=bad, check=check)
+        return ExtractResult(store=".", summary=summary.to_dict(),
+                             skipped=tuple(e.to_dict() for e in bad))
+
+    return run_recorded("extract", out=out, options=options, input=input,
+                        result_type=ExtractResult, work=work, job_file=job_file,
+                        clear=_clear_store)
 
 
-def _split_name(spec: str) -> tuple[str | None, str]:
-    """``NAME=PATH`` → (NAME, PATH); a plain path (even one holding '=') keeps no name."""
-    name, sep, path = spec.partition("=")
-    if sep and name and not Path(spec).exists() and "/" not in name:
-        return name, path
-    return None, spec
+def _clear_store(root: Path) -> None:
+    """What ``overwrite`` removes before a new run: the job record; the store's own files
+    are replaced by the writer (``overwrite``), so a new input is validated first."""
+    for name in root.glob("_job*.json"):
+        name.unlink()

@@ -513,23 +513,23 @@ def run_heads_build(input: Mapping[str, Any] | None, *, out: str | Path,
 
 def _build_extract(root: Path, options: HeadsBuildOptions, steps: Progress,
                    cancel: CancelToken | None) -> None:
-    from auditor.extract import ExtractConfig
     from auditor.heads import HEAD_EXTRACT
-    from auditor.jobs.extract import run_extract
+    from auditor.jobs.extract import ExtractOptions, run_extract
 
-    config = ExtractConfig.from_dict(options.extract) if options.extract else HEAD_EXTRACT
+    config = dict(options.extract) if options.extract else HEAD_EXTRACT.to_dict()
+    extract = ExtractOptions(model=options.model, saes=options.saes, id_column="id",
+                             passthrough=("label",), overwrite=True).with_config(config)
     with steps.stage("extract", total=2 * len(options.tasks)) as stage:
         for task in options.tasks:
             for split in ("train", "test"):
                 check_cancel(cancel, f"extraction of {task.name}/{split}")
                 data = root / task.name / f"{split}.jsonl"
-                settings = {"config": config.to_dict(), "model": options.model,
-                            "saes": list(options.saes), "data": sha256_file(data)}
+                settings = {"extract": extract.to_dict(), "data": sha256_file(data)}
                 name = f"extract-{task.name}-{split}"
                 if not _stage_done(root, name, settings):
-                    run_extract(data, out=root / task.name / f"{split}.store",
-                                model=options.model, saes=options.saes, config=config,
-                                id_column="id", passthrough=("label",), overwrite=True)
+                    # a store of other settings is replaced; an unfinished one resumes
+                    run_extract(str(data), out=root / task.name / f"{split}.store",
+                                options=extract, cancel=cancel)
                     _mark(root, name, settings)
                 stage.advance(1)
 
@@ -632,9 +632,9 @@ def run_heads_list(directory: str | Path | None = None) -> HeadsListResult:
 def run_heads_show(head: str | Path, *, options: HeadsShowOptions) -> HeadsShowResult:
     """A head's card and the SAE features with the largest weights per class (labelled
     from the SAE's feature dictionary when there is one); reads only."""
+    from auditor.features import dictionary_annotations
     from auditor.heads import load_heads
     from auditor.heads.card import render_card
-    from auditor.jobs.audit import dictionary_annotations
 
     loaded = load_heads([str(head)])[0]
     card = render_card(loaded.config.to_dict(), loaded.card)

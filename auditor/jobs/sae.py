@@ -1,27 +1,76 @@
-"""SAE jobs: collect activations, train, evaluate, and write the SAE's card."""
+"""SAE jobs: collect activations, train an SAE, evaluate it; convert and describe SAEs.
+
+Every job follows the contract of :mod:`auditor.jobs._contract`: options and a result that
+round-trip through JSON, ``out/_job.json``, idempotent reruns, progress events and a cancel
+token. Heavy libraries (torch, transformers) are imported inside the functions, so the CLI
+imports this module cheaply.
+
+* :func:`run_sae_collect` caches a corpus's activations in ``out``; a killed or cancelled
+  collection resumes from its last whole chunk of documents.
+* :func:`run_sae_train` trains in ``out`` (the SAE, ``training.json``, checkpoints and, when
+  it collects them itself, ``out/activations``); a cancelled run checkpoints its last step
+  and a rerun resumes from it, ending with the weights an uninterrupted run gives.
+* :func:`run_sae_eval` writes ``out/evaluation.json``; with ``card`` it also renders the
+  SAE's ``CARD.md`` (and copies the evaluation) into the SAE directory, the one write a job
+  makes outside ``out``, and only when asked.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator, Mapping, Sequence
+import math
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from auditor import __version__
-from auditor._versions import libraries_text, library_versions
-from auditor.errors import ConfigError
+from auditor._files import atomic_write_text, read_json, sha256_bytes
+from auditor._versions import library_versions
+from auditor.cancel import CancelToken, check_cancel
+from auditor.errors import AuditorError, ConfigError
+from auditor.jobs._contract import (
+    JOB_FILE,
+    JobOptions,
+    JobResult,
+    read_job,
+    relative_to,
+    run_recorded,
+    runtime_field,
+)
+from auditor.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
-    from auditor.sae import ActivationCache
+    from auditor.lm import LoadedModel
+    from auditor.sae import SAE, TrainConfig
 
-__all__ = ["EVALUATION_FILENAME", "read_corpus_groups", "read_corpus_texts", "run_sae_collect",
-           "run_sae_eval", "run_sae_train", "write_card"]
+__all__ = [
+    "EVALUATION_FILENAME",
+    "SAECollectOptions",
+    "SAECollectResult",
+    "SAEEvalOptions",
+    "SAEEvalResult",
+    "SAETrainOptions",
+    "SAETrainResult",
+    "read_corpus_groups",
+    "read_corpus_texts",
+    "run_sae_collect",
+    "run_sae_eval",
+    "run_sae_train",
+    "sae_convert",
+    "sae_info",
+    "write_card",
+]
 
+#: The evaluation record :func:`run_sae_eval` writes into ``out`` (and, with ``card``, into
+#: the SAE directory).
 EVALUATION_FILENAME = "evaluation.json"
-CARD_FILENAME = "CARD.md"
+#: Where :func:`run_sae_train` collects a corpus's activations, inside its ``out``.
+ACTIVATIONS_DIRNAME = "activations"
 
 
+# --------------------------------------------------------------------------- corpora
 def read_corpus_texts(path: str | Path, *, text_column: str = "text",
                       limit: int | None = None) -> Iterator[str]:
     """Texts of a corpus file in any input format :func:`auditor.io.read_documents` reads."""
@@ -44,143 +93,95 @@ def read_corpus_groups(path: str | Path, *, group_column: str = "source",
                                       passthrough=(group_column,), skip_bad_rows=True)]
 
 
-def run_sae_train(
-    *,
-    out: str | Path,
-    layer: int,
-    d_sae: int,
-    k: int,
-    cache: str | Path | None = None,
-    corpus: str | Path | None = None,
-    model: str | Path | None = None,
-    n_tokens: int = 10_000_000,
-    collect_tokens: int | None = None,
-    max_length: int = 512,
-    batch_size: int = 4096,
-    lr: float | None = None,
-    seed: int = 0,
-    resume: bool = True,
-    device: str | None = None,
-    progress: bool = False,
-    init: str | Path | None = None,
-    warmup_steps: int = 1000,
-    auxk_alpha: float = 1 / 32,
-    checkpoint_every: int = 1000,
-    decay_start: float = 0.8,
-    resample_every: int = 0,
-    dead_tokens: int | None = None,
-    encoder_dtype: str = "float32",
-    activation: str = "topk",
-    batchtopk_max_k: int | None = None,
-    stream: bool = False,
-    chunk_tokens: int = 524_288,
-) -> dict[str, Any]:
-    """Train a TopK or BatchTopK SAE on a hook's activations: from a cache, from a corpus
-    collected into a cache first, or streamed from the model as training goes.
+# --------------------------------------------------------------------------- collect
+def _positive(value: int | None, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < 1:
+        raise ConfigError(f"must be a positive integer, got {value!r}", field=name)
+
+
+@dataclass(frozen=True)
+class SAECollectOptions(JobOptions):
+    """Options of :func:`run_sae_collect`.
 
     Parameters
     ----------
-    out
-        Run directory: the trained SAE (auditor format), ``training.json``, checkpoints.
-    layer
-        Decoder layer whose output (``resid_post``) the SAE reads.
-    d_sae, k
-        Width and number of active latents.
-    cache
-        An activation cache (:func:`auditor.sae.collect_activations`) to train on.
-    corpus
-        A text file (JSONL/Parquet/CSV/txt) to collect activations from when ``cache`` is
-        not given; they are cached in ``out/activations`` and reused on a rerun, or, with
-        ``stream``, computed chunk by chunk as training goes and never written.
+    layers
+        Decoder layers whose output (``resid_post``) is kept, all from one forward pass.
     model
-        Model directory (default: the embedded default model).
-    n_tokens
-        Training tokens, epochs over the cache included.
-    collect_tokens
-        Cap on the tokens collected from ``corpus``.
-    max_length, batch_size, lr, seed, resume, device, progress
-        Collection window, training batch (tokens), learning rate (None: scaled by width),
-        seed, resume from the last checkpoint, the device for collection and training
-        (None: CUDA when available), progress bars.
-    init
-        An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from,
-        e.g. a shipped SAE trained on the same hook; its ``input_scale`` is kept and its
-        sha256 is recorded in ``training.json``.
-    warmup_steps, auxk_alpha, checkpoint_every, decay_start, resample_every, dead_tokens,
-    encoder_dtype, activation, batchtopk_max_k
-        See :class:`auditor.sae.TrainConfig`.
-    stream, chunk_tokens
-        Train from the model without a disk cache (:class:`auditor.sae.ModelStream`),
-        holding ``chunk_tokens`` shuffled tokens in memory at a time.
-
-    Returns
-    -------
-    dict
-        The training result (``TrainResult.to_dict()``).
+        Model directory; ``None`` is the embedded default model (or the model handed to
+        the job).
+    max_length
+        Window length in tokens.
+    max_tokens
+        Stop once this many tokens are kept (``None``: the whole corpus).
+    heldout_only
+        Compute only the documents held out at this fraction (what a training run with
+        that ``heldout_fraction`` never reads): an evaluation cache.
+    text_column
+        The corpus's text column.
+    device
+        Where the model runs (a runtime field).
     """
-    from auditor.lm import HookPoint, load_model
-    from auditor.sae import TrainConfig, open_cache, train_sae
 
-    if (cache is None) == (corpus is None):
-        raise ConfigError("give exactly one of --cache or --corpus", field="cache")
-    if stream and corpus is None:
-        raise ConfigError("--stream computes activations from a corpus: give --corpus, "
-                          "not --cache", field="stream")
-    if stream and collect_tokens is not None:
-        raise ConfigError("--collect-tokens caps a cache; a stream reads the corpus as "
-                          "training needs it (set --tokens)", field="collect_tokens")
-    from auditor.sae import ModelStream, StreamSettings, load_sae
+    layers: tuple[int, ...] = ()
+    model: str | None = None
+    max_length: int = 512
+    max_tokens: int | None = None
+    heldout_only: float | None = None
+    text_column: str = "text"
+    device: str | None = runtime_field(None)
 
-    config = TrainConfig(layer=layer, d_sae=d_sae, k=k, n_tokens=n_tokens,
-                         batch_size=batch_size, lr=lr, seed=seed, warmup_steps=warmup_steps,
-                         auxk_alpha=auxk_alpha, checkpoint_every=checkpoint_every,
-                         decay_start=decay_start, resample_every=resample_every,
-                         dead_tokens=dead_tokens, encoder_dtype=encoder_dtype,
-                         activation=activation, batchtopk_max_k=batchtopk_max_k)
-    start = None if init is None else load_sae(init)
-    acts: Any
-    if stream:
-        assert corpus is not None
-        settings = StreamSettings(chunk_tokens=chunk_tokens, max_length=max_length)
-        lm = load_model(_model_dir(model, progress=progress), device=device)
-        source_file = corpus
-        acts = ModelStream(lambda: read_corpus_texts(source_file), lm=lm,
-                           hook=HookPoint(layer), settings=settings,
-                           heldout_fraction=config.heldout_fraction, seed=seed,
-                           source=_corpus_source(corpus), progress=progress)
-    elif cache is None:
-        assert corpus is not None
-        cache_dir = Path(out) / "activations"
-        try:
-            acts = open_cache(cache_dir)
-        except Exception:  # absent or unfinished: collect (again)
-            acts = run_sae_collect(corpus, out=cache_dir, layers=[layer], model=model,
-                                   max_length=max_length, max_tokens=collect_tokens,
-                                   device=device, overwrite=True, progress=progress)
-    else:
-        acts = open_cache(cache)
-    result = train_sae(acts, config=config, out=out, resume=resume, init=start,
-                       progress=progress, device=device)
-    if init is not None:
-        _record_init_training(Path(out), Path(init))
-    return dict(result.to_dict())
+    def validate(self) -> None:
+        if not self.layers:
+            raise ConfigError("give at least one layer", field="layers")
+        if any(layer < 0 for layer in self.layers):
+            raise ConfigError(f"layers must be >= 0, got {list(self.layers)}", field="layers")
+        _positive(self.max_length, "max_length")
+        _positive(self.max_tokens, "max_tokens", optional=True)
+        if self.heldout_only is not None and not 0 <= self.heldout_only < 1:
+            raise ConfigError(f"must be in [0, 1), got {self.heldout_only!r}",
+                              field="heldout_only")
+
+
+@dataclass(frozen=True)
+class SAECollectResult(JobResult):
+    """What :func:`run_sae_collect` cached (the cache's ``info()``).
+
+    Attributes
+    ----------
+    directory
+        The cache, relative to ``out`` (``"."``).
+    model, d_model, hooks, max_length, settings, thresholds
+        As the cache's manifest records them (``hooks``: per hook ``n_tokens``,
+        ``n_docs``, ``mean_norm``).
+    input, texts
+        The corpus file and its fingerprint; the fingerprint and count of the texts read.
+    """
+
+    directory: str
+    d_model: int
+    hooks: dict[str, dict[str, Any]]
+    model: dict[str, Any] | None = None
+    max_length: int | None = None
+    settings: dict[str, Any] | None = None
+    thresholds: dict[str, float] | None = None
+    input: dict[str, Any] | None = None
+    texts: dict[str, Any] | None = None
 
 
 def run_sae_collect(
     corpus: str | Path,
     *,
     out: str | Path,
-    layers: Sequence[int],
-    model: str | Path | None = None,
-    max_length: int = 512,
-    max_tokens: int | None = None,
-    device: str | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
-    heldout_only: float | None = None,
-) -> ActivationCache:
+    options: SAECollectOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    model: LoadedModel | None = None,
+) -> SAECollectResult:
     """Run the model over a corpus once and cache its layers' activations for SAE training
-    and evaluation (:func:`auditor.sae.collect_activations`).
+    and evaluation (:func:`auditor.sae.collect_activations`) in ``out``.
 
     Parameters
     ----------
@@ -188,41 +189,332 @@ def run_sae_collect(
         A text file (JSONL/Parquet/CSV/txt); bad rows are skipped, as for training.
     out
         The cache directory.
-    layers
-        Decoder layers whose output (``resid_post``) is kept, all from one forward pass.
+    options
+        See :class:`SAECollectOptions`.
+    progress
+        Receives ``sae-collect`` events of stage ``docs`` (documents read, with ``tokens``).
+    cancel
+        Checked after every forward batch; a rerun resumes from the last whole chunk.
     model
-        Model directory (default: the embedded default model).
-    max_length, max_tokens, device, overwrite, progress
-        Window length, a cap on the tokens kept, the device, whether to replace a
-        finished cache at ``out``, a progress bar.
-    heldout_only
-        Compute only the documents held out at this fraction (what a training run with
-        that ``heldout_fraction`` never reads): an evaluation cache.
+        A loaded model to use instead of loading ``options.model``.
 
     Returns
     -------
-    ActivationCache
-        The finished cache; its manifest names the corpus file and its fingerprint.
+    SAECollectResult
+
+    Raises
+    ------
+    JobConflict
+        ``out`` holds a collection with other options or of another corpus, and
+        ``options.overwrite`` is false.
+    ConfigError
+        ``out`` holds a finished cache made without a job record and
+        ``options.overwrite`` is false.
+    JobCancelled
+        ``cancel`` was set.
     """
+
+    def work(root: Path) -> SAECollectResult:
+        return _collect(corpus, root, options, progress=progress, cancel=cancel, model=model)
+
+    return run_recorded("sae-collect", out=out, options=options, input=str(corpus),
+                        result_type=SAECollectResult, work=work)
+
+
+def _collect(corpus: str | Path, root: Path, options: SAECollectOptions, *,
+             progress: ProgressCallback | None, cancel: CancelToken | None,
+             model: LoadedModel | None) -> SAECollectResult:
+    from auditor.io import count_documents
     from auditor.lm import HookPoint, load_model
     from auditor.sae import collect_activations
 
-    if not layers:
-        raise ConfigError("give at least one layer", field="layer")
     source = _corpus_source(corpus)  # before the model: a missing corpus fails at once
-    lm = load_model(_model_dir(model, progress=progress), device=device)
-    return collect_activations(read_corpus_texts(corpus), lm=lm,
-                               hooks=[HookPoint(layer) for layer in layers], out=out,
-                               max_length=max_length, max_tokens=max_tokens,
-                               overwrite=overwrite, progress=progress, source=source,
-                               heldout_only=heldout_only)
+    lm = model if model is not None else load_model(_model_dir(options.model),
+                                                     device=options.device)
+    reporter = Progress(progress, job="sae-collect")
+    with reporter.stage("docs", total=count_documents(corpus)) as stage:
+        cache = collect_activations(
+            read_corpus_texts(corpus, text_column=options.text_column), lm=lm,
+            hooks=[HookPoint(layer) for layer in options.layers], out=root,
+            max_length=options.max_length, max_tokens=options.max_tokens,
+            overwrite=options.overwrite, source=source, heldout_only=options.heldout_only,
+            stage=stage, cancel=cancel)
+    info = _json_safe(cache.info())
+    manifest = cache.manifest
+    return SAECollectResult(
+        directory=relative_to(cache.directory, root), d_model=int(info["d_model"]),
+        hooks=info["hooks"], model=info.get("model"), max_length=info.get("max_length"),
+        settings=info.get("settings"), thresholds=info.get("thresholds"),
+        input=_json_safe(manifest.get("input")), texts=_json_safe(manifest.get("texts")))
 
 
-def _corpus_source(corpus: str | Path) -> dict[str, str]:
-    """What a cache or a stream records of the corpus file it read."""
-    from auditor.io import input_fingerprint
+# --------------------------------------------------------------------------- train
+@dataclass(frozen=True)
+class SAETrainOptions(JobOptions):
+    """Options of :func:`run_sae_train`: a :class:`~auditor.sae.TrainConfig` and where the
+    activations come from.
 
-    return {"path": str(corpus), "fingerprint": input_fingerprint(corpus)}
+    Parameters
+    ----------
+    config
+        The run's settings as ``TrainConfig.to_dict()`` (build with :meth:`of`; read back
+        with :attr:`train_config`). Its runtime settings (``checkpoint_every``,
+        ``keep_checkpoints``) are left out of the options hash.
+    source
+        What the job's ``input`` is: ``'cache'``, an activation cache; ``'corpus'``, a text
+        file whose activations are collected into ``out/activations`` first (and reused on
+        a rerun); ``'stream'``, a text file run through the model chunk by chunk as
+        training goes, never written.
+    model
+        Model directory for ``'corpus'`` and ``'stream'`` (default: the embedded model).
+    init
+        An SAE (any format :func:`auditor.sae.load_sae` reads) to continue training from;
+        its sha256 and training record go into ``training.json``.
+    collect_tokens
+        ``'corpus'``: a cap on the tokens collected.
+    max_length
+        ``'corpus'`` and ``'stream'``: window length in tokens.
+    chunk_tokens
+        ``'stream'``: tokens computed, held in memory and shuffled together.
+    text_column
+        The corpus's text column.
+    resume
+        Go on from the last checkpoint in ``out`` (a runtime field). ``False`` starts the
+        run over: the checkpoints and the job record of a training run in ``out`` are
+        removed first (whatever its options were; the collected activations are kept).
+    device
+        Where collection and training run (a runtime field; a checkpoint resumes on any).
+    """
+
+    config: dict[str, Any] = field(default_factory=dict)
+    source: Literal["cache", "corpus", "stream"] = "cache"
+    model: str | None = None
+    init: str | None = None
+    collect_tokens: int | None = None
+    max_length: int = 512
+    chunk_tokens: int = 524_288
+    text_column: str = "text"
+    resume: bool = runtime_field(True)
+    device: str | None = runtime_field(None)
+
+    @classmethod
+    def of(cls, config: TrainConfig, **kwargs: Any) -> SAETrainOptions:
+        """Options for ``config``; ``kwargs`` are the other fields."""
+        return cls(config=config.to_dict(), **kwargs)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """:attr:`config` as a :class:`~auditor.sae.TrainConfig`."""
+        from auditor.sae.train_config import TrainConfig
+
+        return TrainConfig.from_dict(self.config)
+
+    def validate(self) -> None:
+        if not self.config:
+            raise ConfigError("a train config (layer, d_sae, k, …) is required",
+                              field="config")
+        # Normalised to the full record, so equal settings hash equally however given.
+        object.__setattr__(self, "config", self.train_config.to_dict())
+        if self.source == "stream" and self.collect_tokens is not None:
+            raise ConfigError("collect_tokens caps a collected cache; a stream reads the "
+                              "corpus as training needs it (set the config's n_tokens)",
+                              field="collect_tokens")
+        _positive(self.collect_tokens, "collect_tokens", optional=True)
+        _positive(self.max_length, "max_length")
+        _positive(self.chunk_tokens, "chunk_tokens")
+
+    def options_hash(self) -> str:
+        """As :meth:`JobOptions.options_hash`, with the config's runtime settings left out
+        (they do not change the trained weights)."""
+        from auditor.sae.train_config import TrainConfig
+
+        d = self.to_dict()
+        for f in fields(self):
+            if not f.metadata.get("hash", True):
+                d.pop(f.name, None)
+        d["config"] = {k: v for k, v in d["config"].items() if k not in TrainConfig.RUNTIME}
+        return sha256_bytes(json.dumps(d, sort_keys=True, allow_nan=False))
+
+
+@dataclass(frozen=True)
+class SAETrainResult(JobResult):
+    """What :func:`run_sae_train` produced.
+
+    Attributes
+    ----------
+    sae, training
+        The SAE directory and its ``training.json``, relative to ``out``.
+    sha256
+        Of the SAE's weights file.
+    steps, tokens
+        Steps and training tokens of the whole run (resumed parts included).
+    loss, fvu, auxk_loss, dead_frac
+        Metrics of the last step (``None`` where not a finite number).
+    input_scale
+        The constant the inputs are multiplied by.
+    seconds
+        Wall time of the call that finished the run.
+    resumed_from
+        The checkpoint step that call resumed from.
+    resamples
+        ``step, latents`` of every dead-latent resample.
+    config
+        The run's ``TrainConfig.to_dict()``.
+    """
+
+    sae: str
+    training: str
+    sha256: str
+    steps: int
+    tokens: int
+    loss: float | None
+    fvu: float | None
+    auxk_loss: float | None
+    dead_frac: float | None
+    input_scale: float
+    seconds: float
+    resumed_from: int | None
+    resamples: list[dict[str, int]]
+    config: dict[str, Any]
+
+
+def run_sae_train(
+    input: str | Path,
+    *,
+    out: str | Path,
+    options: SAETrainOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    model: LoadedModel | None = None,
+    init: SAE | None = None,
+) -> SAETrainResult:
+    """Train a TopK or BatchTopK SAE on a hook's activations: from a cache, from a corpus
+    collected into a cache first, or streamed from the model as training goes.
+
+    Parameters
+    ----------
+    input
+        An activation cache, or a corpus file (``options.source``).
+    out
+        Run directory: the trained SAE (auditor format), ``training.json``, checkpoints
+        and, for ``source='corpus'``, the collected ``activations``.
+    options
+        See :class:`SAETrainOptions`.
+    progress
+        Receives ``sae-train`` events of stage ``steps`` (with ``tokens``, ``loss``,
+        ``fvu``, ``dead_frac``), of each streamed chunk (``activations, chunk N``), and
+        the ``sae-collect`` events of a collection.
+    cancel
+        Checked before every training step (and between a stream's groups of documents,
+        a collection's batches): the run writes a checkpoint of its last whole step and
+        raises :class:`~auditor.errors.JobCancelled`; a rerun resumes from it.
+    model, init
+        A loaded model (collection, stream) and init SAE to use instead of loading
+        ``options.model`` and ``options.init`` (``options.init`` still names the init's
+        files for the record).
+
+    Returns
+    -------
+    SAETrainResult
+
+    Raises
+    ------
+    ConfigError
+        An unusable device (refused before ``out`` is touched), settings that do not fit
+        the data or the init, a checkpoint in ``out`` made with other settings.
+    JobConflict
+        ``out`` holds a run with other options or data and ``options.overwrite`` is false.
+    JobCancelled
+        ``cancel`` was set.
+    """
+    from auditor.lm import resolve_device_dtype
+
+    resolve_device_dtype(options.device, "float32")  # before a file is written
+    if not options.resume:
+        _restart(Path(out))
+    inputs = {"data": _cache_input(input) if options.source == "cache" else str(input),
+              "init": _sae_input(options.init)}
+
+    def work(root: Path) -> SAETrainResult:
+        return _train(input, root, options, progress=progress, cancel=cancel, model=model,
+                      init=init)
+
+    return run_recorded("sae-train", out=out, options=options, input=inputs,
+                        result_type=SAETrainResult, work=work, clear=_clear_run)
+
+
+def _train(input: str | Path, root: Path, options: SAETrainOptions, *,
+           progress: ProgressCallback | None, cancel: CancelToken | None,
+           model: LoadedModel | None, init: SAE | None) -> SAETrainResult:
+    from auditor.lm import HookPoint, load_model
+    from auditor.sae import ModelStream, StreamSettings, load_sae, open_cache, train_sae
+
+    config = options.train_config
+    start = init if init is not None else (None if options.init is None
+                                           else load_sae(options.init))
+    reporter = Progress(progress, job="sae-train")
+    acts: Any
+    if options.source == "stream":
+        settings = StreamSettings(chunk_tokens=options.chunk_tokens,
+                                  max_length=options.max_length)
+        lm = model if model is not None else load_model(_model_dir(options.model),
+                                                         device=options.device)
+        column = options.text_column
+        acts = ModelStream(lambda: read_corpus_texts(input, text_column=column), lm=lm,
+                           hook=HookPoint(config.layer, config.point),  # type: ignore[arg-type]
+                           settings=settings, heldout_fraction=config.heldout_fraction,
+                           seed=config.seed, source=_corpus_source(input), progress=reporter,
+                           cancel=cancel)
+    elif options.source == "corpus":
+        cache_dir = root / ACTIVATIONS_DIRNAME
+        if not ((cache_dir / "manifest.json").is_file() and not (cache_dir / JOB_FILE).exists()):
+            # (a finished cache without a job record, from an older auditor, is reused)
+            run_sae_collect(input, out=cache_dir, options=SAECollectOptions(
+                layers=(config.layer,), model=options.model, max_length=options.max_length,
+                max_tokens=options.collect_tokens, text_column=options.text_column,
+                device=options.device, overwrite=True),
+                progress=progress, cancel=cancel, model=model)
+        acts = open_cache(cache_dir)
+    else:
+        acts = open_cache(input)
+    with reporter.stage("steps", total=config.steps) as stage:
+        result = train_sae(acts, config=config, out=root, resume=options.resume, init=start,
+                           device=options.device, stage=stage, cancel=cancel)
+    if options.init is not None:
+        _record_init_training(root, Path(options.init))
+    assert result.sae.sha256 is not None
+    return SAETrainResult(
+        sae=relative_to(result.out, root), training="training.json",
+        sha256=result.sae.sha256, steps=result.steps, tokens=result.tokens,
+        loss=_finite(result.loss), fvu=_finite(result.fvu),
+        auxk_loss=_finite(result.auxk_loss), dead_frac=_finite(result.dead_frac),
+        input_scale=float(result.input_scale), seconds=float(result.seconds),
+        resumed_from=result.resumed_from,
+        resamples=[{"step": int(r["step"]), "latents": int(r["latents"])}
+                   for r in result.resamples],
+        config=config.to_dict())
+
+
+def _restart(root: Path) -> None:
+    """Forget a training run in ``root`` (its checkpoints and its record) so that it starts
+    over; a record of another job is left for :func:`run_recorded` to refuse."""
+    previous = read_job(root) if root.is_dir() else None
+    if previous is not None and previous.get("verb") != "sae-train":
+        return
+    shutil.rmtree(root / "checkpoints", ignore_errors=True)
+    (root / JOB_FILE).unlink(missing_ok=True)
+
+
+def _clear_run(root: Path) -> None:
+    """Remove a training run from ``root``, keeping the activations it collected (they are
+    a job of their own, with their own record)."""
+    for child in root.iterdir():
+        if child.name == ACTIVATIONS_DIRNAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _record_init_training(out: Path, init: Path) -> None:
@@ -233,8 +525,8 @@ def _record_init_training(out: Path, init: Path) -> None:
     (``state.json``: steps, tokens, settings and the SAE that run started from).
     """
     root = init if init.is_dir() else init.parent
-    previous = _read_json(root / "training.json")
-    state = _read_json(root / "state.json")
+    previous = _read_optional(root / "training.json")
+    state = _read_optional(root / "state.json")
     if not previous and state:
         identity = state.get("identity") or {}
         previous = {"checkpoint": str(root), "steps": state.get("step"),
@@ -242,43 +534,26 @@ def _record_init_training(out: Path, init: Path) -> None:
                     "config": identity.get("config") or {},
                     "cache_texts": identity.get("cache_texts")}
         if identity.get("init_sha256"):
-            run = _read_json(root.parent.parent / "training.json")  # finished since?
+            run = _read_optional(root.parent.parent / "training.json")  # finished since?
             previous["init"] = (run["init"] if isinstance(run.get("init"), dict)
                                 else {"sha256": identity["init_sha256"]})
-    record = _read_json(out / "training.json")
+    record = _read_optional(out / "training.json")
     if not previous or not record or not isinstance(record.get("init"), dict):
         return
     summary = {k: v for k, v in previous.items() if k != "history"}
     record["init"]["training"] = summary
-    _write_json(out / "training.json", record)
+    _write_record(out / "training.json", record)
 
 
-def run_sae_eval(
-    sae_path: str | Path,
-    *,
-    cache: str | Path,
-    layer: int | None = None,
-    corpus: str | Path | None = None,
-    model: str | Path | None = None,
-    ce_docs: int = 200,
-    max_length: int = 512,
-    split: Literal["train", "heldout", "all"] = "heldout",
-    device: str | None = None,
-    write: bool = True,
-    groups_from: str | Path | None = None,
-    group_column: str = "source",
-    whole_cache_density: bool = False,
-) -> dict[str, Any]:
-    """Evaluate an SAE on held-out cached activations and, with a corpus, by ΔCE.
-
-    Writes ``evaluation.json`` beside the SAE (when ``write``) and returns it.
+# --------------------------------------------------------------------------- eval
+@dataclass(frozen=True)
+class SAEEvalOptions(JobOptions):
+    """Options of :func:`run_sae_eval`.
 
     Parameters
     ----------
-    sae_path
-        The SAE (any supported format).
     cache
-        Activation cache with the SAE's hook.
+        Activation cache with the SAE's hook (required).
     layer
         Layer for SAEs whose files do not say.
     corpus
@@ -288,72 +563,220 @@ def run_sae_eval(
     ce_docs, max_length
         How much text ΔCE uses.
     split
-        Which cache split to score: ``'heldout'`` (the default, never trained on), or
-        ``'all'`` for a cache collected from text no run of this SAE trained on (e.g. the
-        held-out documents of an earlier corpus, collected on their own), or ``'train'``.
-    device
-        Device for ΔCE.
-    write
-        Save the result as ``evaluation.json`` in the SAE directory.
+        Which cache split to score: ``'heldout'`` (never trained on), ``'all'`` for a
+        cache of text no run of this SAE trained on (refused when its training chain
+        read that text), or ``'train'``.
     groups_from, group_column
         The corpus the cache was collected from and its column naming each document's
         group (genre): adds FVU per group.
-    whole_cache_density
-        Also count firing over every cached token (training split included): a latent
-        that fires once in 10^5 tokens looks dead on a small held-out split, so this is
-        the fairer dead-latent count (the held-out one is kept too).
+    whole_cache
+        Also count firing over every cached token (training split included), the fairer
+        dead-latent count.
+    card
+        Also copy the evaluation into the SAE directory and render its ``CARD.md`` there
+        (a runtime field; done after every run, a recorded rerun included).
+    device
+        Device for ΔCE (a runtime field).
+    """
+
+    cache: str = ""
+    layer: int | None = None
+    corpus: str | None = None
+    model: str | None = None
+    ce_docs: int = 200
+    max_length: int = 512
+    split: Literal["train", "heldout", "all"] = "heldout"
+    groups_from: str | None = None
+    group_column: str = "source"
+    whole_cache: bool = False
+    card: bool = runtime_field(False)
+    device: str | None = runtime_field(None)
+
+    def validate(self) -> None:
+        if not self.cache:
+            raise ConfigError("an activation cache is required", field="cache")
+        _positive(self.ce_docs, "ce_docs")
+        _positive(self.max_length, "max_length")
+
+
+@dataclass(frozen=True)
+class SAEEvalResult(JobResult):
+    """What :func:`run_sae_eval` measured (the content of ``evaluation.json``, with
+    numbers that are not finite as ``None``).
+
+    Attributes
+    ----------
+    evaluation
+        ``evaluation.json``, relative to ``out``.
+    sae_sha256
+        The evaluated weights.
+    cache
+        The cache's path, model, split, corpus and texts.
+    metrics
+        :class:`auditor.sae.SAEMetrics` as a dict.
+    whole_cache, ce, groups
+        Dead/dense latents over every cached token; ΔCE; the genre column used.
+    card
+        The ``CARD.md`` written into the SAE directory (``options.card``), or ``None``.
+    """
+
+    evaluation: str
+    sae_sha256: str | None
+    cache: dict[str, Any]
+    metrics: dict[str, Any]
+    whole_cache: dict[str, Any] | None = None
+    ce: dict[str, Any] | None = None
+    groups: dict[str, Any] | None = None
+    card: str | None = None
+
+
+def run_sae_eval(
+    sae_path: str | Path,
+    *,
+    out: str | Path,
+    options: SAEEvalOptions,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    sae: SAE | None = None,
+    causal_lm: tuple[Any, Any] | None = None,
+) -> SAEEvalResult:
+    """Evaluate an SAE on cached activations and, with a corpus, by ΔCE; write
+    ``out/evaluation.json``.
+
+    With ``options.card`` and an SAE directory, the evaluation is also copied into the
+    SAE directory and its ``CARD.md`` rendered there (:func:`auditor.sae.card.write_card`):
+    the only write outside ``out``, and an explicit one. The CLI's default ``out`` is
+    ``SAE_DIR/evaluation``, replaced by each evaluation, with the card on.
+
+    Parameters
+    ----------
+    sae_path
+        The SAE (any supported format).
+    out
+        Where ``evaluation.json`` and the job record go.
+    options
+        See :class:`SAEEvalOptions`.
+    progress
+        Receives ``sae-eval`` events of stage ``evaluate`` (one unit per measurement).
+    cancel
+        Checked between the measurements.
+    sae
+        A loaded SAE to use instead of loading ``sae_path`` (which still names its files).
+    causal_lm
+        ``(model, tokenizer)``: a loaded Hugging Face causal LM for ΔCE, instead of
+        loading ``options.model``.
 
     Raises
     ------
     ConfigError
-        ``split='all'`` on a cache of text that a run of this SAE's training chain (its
-        ``training.json`` and the runs it continued) read.
+        An unusable device (refused first), an SAE that does not say its layer, or
+        ``split='all'`` on a cache of text that a run of this SAE's training chain read.
+    JobConflict
+        ``out`` holds an evaluation with other options or inputs and
+        ``options.overwrite`` is false.
+    JobCancelled
+        ``cancel`` was set.
     """
-    from auditor.lm import HookPoint, resolve_device_dtype
-    from auditor.sae import delta_ce, evaluate_sae, load_sae, open_cache
+    from auditor.lm import resolve_device_dtype
 
     # Checked first: an unusable device is refused before minutes of FVU scoring.
-    dev, dtype = resolve_device_dtype(device, None)
-    sae = load_sae(sae_path, layer=layer)
-    if sae.cfg.hook_layer is None:
-        raise ConfigError("the SAE does not say which layer it reads; pass --layer",
-                          path=sae_path)
-    hook = HookPoint(sae.cfg.hook_layer, sae.cfg.hook_point)
-    acts = open_cache(cache)
-    if split == "all":
-        _refuse_training_text(sae_path, acts.manifest.get("texts"), cache=cache)
-    doc_groups = (read_corpus_groups(groups_from, group_column=group_column)
-                  if groups_from is not None else None)
-    metrics = evaluate_sae(sae, acts, hook=hook, split=split, doc_groups=doc_groups)
-    record: dict[str, Any] = {
-        "auditor_version": __version__,
-        "libraries": library_versions(),
-        "sae_sha256": sae.sha256,
-        "cache": {"path": str(cache), "model": acts.manifest.get("model"), "split": split,
-                  "input": acts.manifest.get("input"), "texts": acts.manifest.get("texts")},
-        "metrics": metrics.to_dict(),
-    }
-    if groups_from is not None:
-        record["groups"] = {"corpus": str(groups_from), "column": group_column}
-    if whole_cache_density:
-        whole = evaluate_sae(sae, acts, hook=hook, split="all")
-        record["whole_cache"] = {key: getattr(whole, key) for key in
-                                 ("n_tokens", "dead_frac", "dense_frac", "density_hist", "fvu")}
-    if corpus is not None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    resolve_device_dtype(options.device, None)
+    inputs = {"sae": _sae_input(sae_path), "cache": _cache_input(options.cache),
+              "corpus": options.corpus, "groups_from": options.groups_from}
 
-        model_dir = _model_dir(model, progress=False)
+    def work(root: Path) -> SAEEvalResult:
+        return _evaluate(sae_path, root, options, progress=progress, cancel=cancel, sae=sae,
+                         causal_lm=causal_lm)
+
+    result = run_recorded("sae-eval", out=out, options=options, input=inputs,
+                          result_type=SAEEvalResult, work=work)
+    if options.card and Path(sae_path).is_dir():
+        sae_dir = Path(sae_path)
+        evaluation = Path(out) / result.evaluation
+        atomic_write_text(sae_dir / EVALUATION_FILENAME, evaluation.read_text("utf-8"))
+        card = write_card(sae_dir)
+        # The recorded result says where the card went (a runtime output, not re-recorded).
+        result = SAEEvalResult.from_dict({**result.to_dict(), "card": str(card)})
+    return result
+
+
+def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
+              progress: ProgressCallback | None, cancel: CancelToken | None,
+              sae: SAE | None, causal_lm: tuple[Any, Any] | None) -> SAEEvalResult:
+    from auditor.lm import HookPoint, resolve_device_dtype
+    from auditor.sae import evaluate_sae, load_sae, open_cache
+
+    dev, dtype = resolve_device_dtype(options.device, None)
+    loaded = sae if sae is not None else load_sae(sae_path, layer=options.layer)
+    if loaded.cfg.hook_layer is None:
+        raise ConfigError("the SAE does not say which layer it reads; give its layer",
+                          path=sae_path, field="layer")
+    hook = HookPoint(loaded.cfg.hook_layer, loaded.cfg.hook_point)
+    acts = open_cache(options.cache)
+    if options.split == "all":
+        _refuse_training_text(sae_path, acts.manifest.get("texts"), cache=options.cache)
+    doc_groups = (read_corpus_groups(options.groups_from, group_column=options.group_column)
+                  if options.groups_from is not None else None)
+    reporter = Progress(progress, job="sae-eval")
+    total = 1 + int(options.whole_cache) + int(options.corpus is not None)
+    with reporter.stage("evaluate", total=total) as stage:
+        metrics = evaluate_sae(loaded, acts, hook=hook, split=options.split,
+                               doc_groups=doc_groups)
+        stage.advance(1)
+        record: dict[str, Any] = {
+            "auditor_version": __version__,
+            "libraries": library_versions(),
+            "sae_sha256": loaded.sha256,
+            "cache": {"path": str(options.cache), "model": acts.manifest.get("model"),
+                      "split": options.split, "input": acts.manifest.get("input"),
+                      "texts": acts.manifest.get("texts")},
+            "metrics": metrics.to_dict(),
+        }
+        if options.groups_from is not None:
+            record["groups"] = {"corpus": str(options.groups_from),
+                                "column": options.group_column}
+        if options.whole_cache:
+            check_cancel(cancel, "the whole-cache density")
+            whole = evaluate_sae(loaded, acts, hook=hook, split="all")
+            record["whole_cache"] = {key: getattr(whole, key) for key in
+                                     ("n_tokens", "dead_frac", "dense_frac", "density_hist",
+                                      "fvu")}
+            stage.advance(1)
+        if options.corpus is not None:
+            check_cancel(cancel, "the next-token loss comparison")
+            record["ce"] = _delta_ce(loaded, options, hook=hook, device=dev, dtype=dtype,
+                                     causal_lm=causal_lm)
+            stage.advance(1)
+    _write_record(root / EVALUATION_FILENAME, record)
+    safe = _json_safe(record)
+    return SAEEvalResult(
+        evaluation=EVALUATION_FILENAME, sae_sha256=safe["sae_sha256"], cache=safe["cache"],
+        metrics=safe["metrics"], whole_cache=safe.get("whole_cache"), ce=safe.get("ce"),
+        groups=safe.get("groups"))
+
+
+def _delta_ce(sae: SAE, options: SAEEvalOptions, *, hook: Any, device: Any, dtype: Any,
+              causal_lm: tuple[Any, Any] | None) -> dict[str, Any]:
+    """ΔCE of the SAE spliced into the full model on the corpus's first documents."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from auditor.sae import delta_ce
+
+    assert options.corpus is not None
+    if causal_lm is not None:
+        full, tokenizer = causal_lm
+        device = next(full.parameters()).device
+    else:
+        model_dir = _model_dir(options.model)
         full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        full = full.to(dev).eval()  # type: ignore[arg-type]
+        full = full.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        texts = list(read_corpus_texts(corpus, limit=ce_docs))
-        with torch.inference_mode():
-            ce = delta_ce(sae.to(dev), full, tokenizer, texts, hook=hook, max_length=max_length)
-        record["ce"] = {**ce.to_dict(), "corpus": str(corpus), "docs": len(texts)}
-    if write and Path(sae_path).is_dir():
-        _write_json(Path(sae_path) / EVALUATION_FILENAME, record)
-    return record
+    texts = list(read_corpus_texts(options.corpus, limit=options.ce_docs))
+    with torch.inference_mode():
+        ce = delta_ce(sae.to(device), full, tokenizer, texts, hook=hook,
+                      max_length=options.max_length)
+    return {**ce.to_dict(), "corpus": str(options.corpus), "docs": len(texts)}
 
 
 def _refuse_training_text(sae_path: str | Path, texts: Any, *, cache: str | Path) -> None:
@@ -366,7 +789,7 @@ def _refuse_training_text(sae_path: str | Path, texts: Any, *, cache: str | Path
     wanted = texts.get("sha256") if isinstance(texts, Mapping) else None
     if not wanted or not Path(sae_path).is_dir():
         return
-    run: Any = _read_json(Path(sae_path) / "training.json")
+    run: Any = _read_optional(Path(sae_path) / "training.json")
     depth = 0
     while isinstance(run, Mapping):
         seen = run.get("cache_texts")
@@ -374,211 +797,117 @@ def _refuse_training_text(sae_path: str | Path, texts: Any, *, cache: str | Path
             which = "its last run" if depth == 0 else f"run -{depth} of its training chain"
             raise ConfigError(
                 f"the cache holds the text {which} trained on, so its tokens are not "
-                "unseen; score its held-out split (--split heldout) or a cache of other "
+                "unseen; score its held-out split (split='heldout') or a cache of other "
                 "text", path=cache, field="split")
         init = run.get("init")
         run = init.get("training") if isinstance(init, Mapping) else None
         depth += 1
 
 
-def _evaluation_heading(cache: Mapping[str, Any]) -> str:
-    """The card's evaluation heading: which tokens were scored."""
-    split = cache.get("split", "heldout")
-    if split == "heldout":
-        return "## Evaluation (held-out documents)"
-    if split == "train":
-        return "## Evaluation (training documents: not unseen text)"
-    source: Mapping[str, Any] = cache.get("input") or {}
-    texts: Mapping[str, Any] = cache.get("texts") or {}
-    named = (f" of `{Path(str(source['path'])).name}`" if source.get("path") else "")
-    if source.get("fingerprint"):
-        named += f" ({str(source['fingerprint'])[:19]}…)"
-    if texts.get("docs") is not None:
-        named += f", {int(texts['docs']):,} documents"
-    return (f"## Evaluation (every token of a cache{named}: text no run of this SAE "
-            "trained on)")
+# --------------------------------------------------------------------------- card, convert, info
+def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None,
+               evaluation: str | Path | None = None, out: str | Path | None = None) -> Path:
+    """Render an SAE directory's ``CARD.md``: :func:`auditor.sae.card.write_card`."""
+    from auditor.sae.card import write_card as render
+
+    return render(sae_dir, extra=extra, evaluation=evaluation, out=out)
 
 
-def _init_lines(training: Mapping[str, Any]) -> list[str]:
-    """Card lines for a run continued from another SAE (``--init``): the chain of runs
-    back to the random start, and the totals over all of them."""
-    lines: list[str] = []
-    tokens, seconds = int(training.get("tokens", 0)), float(training.get("seconds", 0.0))
-    timed = True
-    init = training.get("init")
-    while isinstance(init, dict):
-        lines.append(f"- continued from SAE `{str(init.get('sha256'))[:12]}…`")
-        previous = init.get("training")
-        if not isinstance(previous, dict):
-            lines[-1] += " (its training record is not available)"
-            break
-        tokens += int(previous.get("tokens") or 0)
-        took = previous.get("seconds")
-        timed = timed and took is not None
-        seconds += float(took or 0.0)
-        n = f"{int(previous.get('tokens') or 0):,} tokens"
-        where = (f"the checkpoint at step {previous.get('steps')} ({n}) of a run"
-                 if previous.get("checkpoint") else f"a run of {n}")
-        text = _training_text(previous)
-        lines[-1] += (f", {where}"
-                      + (f" in {float(took) / 60:.1f} min" if took is not None else "")
-                      + f" (lr {_run_lr(previous.get('config') or {})})"
-                      + (f" on {text}" if text else ""))
-        init = previous.get("init")
-    if lines:
-        lines.append(f"- in total: {tokens:,} training tokens"
-                     + (f", {seconds / 60:.1f} min" if timed else ""))
-    return lines
+def sae_convert(src: str | Path, dst: str | Path, *, format: str | None = None,
+                k: int | None = None, layer: int | None = None) -> dict[str, Any]:
+    """Convert an SAE in any supported format into auditor's format at ``dst``
+    (:func:`auditor.sae.convert_sae`); return what was written: ``path``, ``activation``,
+    ``d_in``, ``d_sae``, ``sha256``."""
+    from auditor.sae import convert_sae, load_sae
+
+    path = convert_sae(src, dst, format=format, k=k, layer=layer)
+    loaded = load_sae(path)
+    return {"path": str(path), "activation": loaded.cfg.activation, "d_in": loaded.cfg.d_in,
+            "d_sae": loaded.cfg.d_sae, "sha256": loaded.sha256}
 
 
-def _run_lr(config: Mapping[str, Any]) -> str:
-    """A run's learning rate as the card gives it: the default's value when none was set."""
-    from auditor.sae import TrainConfig
+def sae_info(path: str | Path, *, format: str | None = None, k: int | None = None,
+             layer: int | None = None) -> dict[str, Any]:
+    """An SAE's detected format, configuration and hash, JSON-able."""
+    from auditor.sae import detect_format, load_sae
 
-    if config.get("lr") is not None:
-        return f"{float(config['lr']):g}"
-    try:
-        return f"{TrainConfig.from_dict(config).learning_rate:.3g}, the default"
-    except ConfigError:
-        return "?"
+    loaded = load_sae(path, format=format, k=k, layer=layer)
+    return {"path": str(path), "format": format or detect_format(path),
+            "sha256": loaded.sha256, "config": loaded.cfg.to_dict()}
 
 
-def _training_text(training: Mapping[str, Any]) -> str:
-    """What a run trained on, for the card: the corpus file and its fingerprint, else the
-    texts' fingerprint; "" when the record predates either."""
-    source = training.get("cache_input")
-    texts = training.get("cache_texts")
-    docs = (f", {int(texts['docs']):,} documents"
-            if isinstance(texts, dict) and texts.get("docs") is not None else "")
-    if isinstance(source, dict) and source.get("path"):
-        fingerprint = str(source.get("fingerprint") or "")
-        return (f"`{Path(str(source['path'])).name}`"
-                + (f" ({fingerprint[:19]}…{docs})" if fingerprint else
-                   (f" ({docs.removeprefix(', ')})" if docs else "")))
-    if isinstance(texts, dict) and texts.get("sha256"):
-        return f"texts {str(texts['sha256'])[:19]}…{docs}"
-    return ""
+# --------------------------------------------------------------------------- helpers
+def _corpus_source(corpus: str | Path) -> dict[str, str]:
+    """What a cache or a stream records of the corpus file it read."""
+    from auditor.io import input_fingerprint
+
+    return {"path": str(corpus), "fingerprint": input_fingerprint(corpus)}
 
 
-def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
-    """Render ``CARD.md`` for an SAE directory from its config, training and evaluation.
-
-    ``extra`` adds sections: ``{"title": markdown}`` in order (e.g. the corpus recipe and
-    the layer comparison).
-    """
-    from auditor.sae import load_sae
-
-    root = Path(sae_dir)
-    sae = load_sae(root)
-    training = _read_json(root / "training.json")
-    evaluation = _read_json(root / EVALUATION_FILENAME)
-    weights = next((p for p in root.iterdir() if p.suffix == ".safetensors"), None)
-    lines = [f"# SAE card: {root.name}", ""]
-    cfg = sae.cfg
-    sparsity = f"k = {cfg.k}"
-    if cfg.activation == "batchtopk":
-        sparsity = (f"k = {cfg.k} on average over a training batch" if
-                    cfg.batchtopk_threshold is None else f"trained at k = {cfg.k} on average "
-                    f"per batch, inference threshold {cfg.batchtopk_threshold:.6g}")
-    lines += [
-        "| | |", "|---|---|",
-        f"| architecture | {cfg.activation}, {sparsity}, width {cfg.d_sae:,} "
-        f"({cfg.d_sae // cfg.d_in}× d_model {cfg.d_in}) |",
-        f"| hook | {cfg.hook_point} of decoder layer {cfg.hook_layer} |",
-        f"| model | {cfg.model_name} |",
-        f"| input scale | ×{cfg.input_scale} (mean norm → √d_model) |",
-        f"| weights | `{weights.name if weights else '?'}`, "
-        f"{(weights.stat().st_size / 1e6) if weights else 0:.1f} MB, sha256 `{sae.sha256}` |",
-        f"| auditor | {__version__} |",
-        "",
-    ]
-    if training:
-        cfg_t = training.get("config", {})
-        text = _training_text(training)
-        lines += ["## Training", "",
-                  f"- tokens: {training.get('tokens', 0):,} ({training.get('steps')} steps of "
-                  f"{cfg_t.get('batch_size')}), {training.get('seconds', 0) / 60:.1f} min",
-                  *([f"- text: {text}"] if text else []),
-                  f"- final train FVU {training.get('fvu', float('nan')):.4f}, dead fraction "
-                  f"{training.get('dead_frac', float('nan')):.4f}",
-                  f"- config: `{json.dumps(cfg_t, sort_keys=True)}`"]
-        resamples = training.get("resamples") or []
-        if resamples:
-            lines.append(f"- dead latents resampled {len(resamples)} times "
-                         f"({sum(int(r['latents']) for r in resamples):,} latents in all, "
-                         f"steps {resamples[0]['step']}–{resamples[-1]['step']})")
-        if training.get("libraries"):
-            lines.append(f"- libraries: {libraries_text(training['libraries'])}")
-        lines += [*_init_lines(training), ""]
-    if evaluation:
-        m = evaluation["metrics"]
-        lines += [_evaluation_heading(evaluation.get("cache") or {}), "",
-                  "| metric | value |", "|---|---|",
-                  f"| FVU | {m['fvu']:.4f} |",
-                  f"| FVU without the top principal direction "
-                  f"(it carries {m['top_direction_variance']:.1%} of the variance) | "
-                  f"{m['fvu_without_top_direction']:.4f} |",
-                  f"| L0 | {m['l0']:.1f} |",
-                  f"| dead latents (never fire on these tokens) | {m['dead_frac']:.2%} |",
-                  f"| dense latents (> 10 % of tokens) | {m['dense_frac']:.2%} |",
-                  f"| tokens | {m['n_tokens']:,} |"]
-        whole = evaluation.get("whole_cache")
-        if whole:
-            lines += [f"| dead latents over all {whole['n_tokens']:,} cached tokens "
-                      f"(training split included) | {whole['dead_frac']:.2%} |"]
-        ce = evaluation.get("ce")
-        if ce:
-            lines += [f"| CE clean / SAE / zero-ablated | {ce['ce_clean']:.4f} / "
-                      f"{ce['ce_sae']:.4f} / {ce['ce_zero']:.4f} |",
-                      f"| ΔCE | {ce['delta_ce']:.4f} |",
-                      f"| next-token loss recovered | {ce['loss_recovered']:.1%} |"]
-        if evaluation.get("libraries"):
-            lines += [f"| libraries | {libraries_text(evaluation['libraries'])} |"]
-        lines += ["", "FVU by position in the document:", "",
-                  "| positions | tokens | FVU |", "|---|---|---|"]
-        by_pos = m.get("fvu_by_position", {})
-        for bucket in sorted(by_pos, key=lambda name: int(name.split("-")[0].rstrip("+"))):
-            b = by_pos[bucket]
-            fvu = f"{b['fvu']:.4f}" if b["fvu"] == b["fvu"] else "–"
-            lines.append(f"| {bucket} | {b['n_tokens']:,} | {fvu} |")
-        by_group = m.get("fvu_by_group") or {}
-        if by_group:
-            lines += ["", "FVU by genre (each genre's error over its variance around its own "
-                      "mean):", "", "| genre | tokens | FVU |", "|---|---|---|"]
-            for name, g in by_group.items():
-                fvu = f"{g['fvu']:.4f}" if g["fvu"] == g["fvu"] else "–"
-                lines.append(f"| {name} | {g['n_tokens']:,} | {fvu} |")
-        hist = (whole or m).get("density_hist") or {}
-        where = f"all {whole['n_tokens']:,} cached tokens" if whole else "held-out tokens"
-        lines += ["", f"Feature density over {where} (latents per log10 firing-frequency "
-                  "bin):", "",
-                  "| log10 frequency from | latents |", "|---|---|"]
-        for edge, count in zip(hist.get("edges", []), hist.get("counts", []), strict=False):
-            lines.append(f"| {edge} | {count:,} |")
-        lines.append("")
-    for title, body in (extra or {}).items():
-        lines += [f"## {title}", "", str(body).rstrip(), ""]
-    path = root / CARD_FILENAME
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+def _cache_input(cache: str | Path) -> str:
+    """What identifies a cache for a job's input fingerprint: its manifest (written last,
+    naming every shard, the model and the texts), not gigabytes of shards."""
+    manifest = Path(cache) / "manifest.json"
+    return str(manifest if manifest.is_file() else cache)
 
 
-def _model_dir(model: str | Path | None, *, progress: bool) -> str | Path:
+def _sae_input(path: str | Path | None) -> str | dict[str, str] | None:
+    """What identifies an SAE for a job's input fingerprint: its weights and config (not
+    the checkpoints, caches or cards a run directory also holds)."""
+    if path is None:
+        return None
+    p = Path(path)
+    weights = p / "sae.safetensors"
+    if p.is_dir() and weights.is_file():
+        files = {"weights": str(weights)}
+        if (p / "config.json").is_file():
+            files["config"] = str(p / "config.json")
+        return files
+    return str(p)
+
+
+def _model_dir(model: str | Path | None) -> str | Path:
     if model is not None:
         return model
     from auditor.defaults import default_model_dir
 
-    return default_model_dir(progress=progress)
+    return default_model_dir(progress=False)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with JSON's types only: numbers that are not finite become ``None``,
+    tuples lists, numpy scalars Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # a numpy or torch scalar
+        return _json_safe(value.item())
+    return value
+
+
+def _read_optional(path: Path) -> dict[str, Any]:
+    """A JSON record, or ``{}`` when it is missing or unreadable."""
+    if not path.is_file():
+        return {}
     try:
-        return dict(json.loads(path.read_text("utf-8")))
-    except (OSError, ValueError):
+        return read_json(path)
+    except AuditorError:
         return {}
 
 
-def _write_json(path: Path, record: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=float) + "\n", "utf-8")
-    os.replace(tmp, path)
+def _write_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a JSON record atomically, as SAE records always were: sorted keys, a NaN
+    metric kept as ``NaN``."""
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=float) + "\n")

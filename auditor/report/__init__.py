@@ -10,8 +10,11 @@ Typical use::
 
 The report dict returned by :func:`build_report` is the JSON format; :func:`render_html`
 gives one self-contained page (inline CSS and SVG charts, no script, no network) and
-:func:`render_markdown` the same tables in Markdown. The CLI is ``auditor report``
-(:mod:`auditor.cli_report`).
+:func:`render_markdown` the same tables in Markdown. :func:`build_report` runs three
+stages, also available one by one for a job that resumes between them:
+:func:`build_statistics` (store and predictions), :func:`add_texts` (input texts, near
+duplicates, snippets) and :func:`add_drift` (against a previous report). The job is
+:func:`auditor.jobs.report.run_report`; the CLI is ``auditor report``.
 """
 
 from auditor.report.build import (
@@ -19,9 +22,13 @@ from auditor.report.build import (
     FeatureExamples,
     FeatureLabels,
     Predictions,
+    add_drift,
+    add_texts,
     build_report,
+    build_statistics,
     load_feature_labels,
     read_predictions,
+    store_doc_ids,
 )
 from auditor.report.charts import Chart, chart_titles, report_charts
 from auditor.report.dedup import DuplicateGroup, NearDuplicateFinder, normalize_text
@@ -49,7 +56,10 @@ __all__ = [
     "FeatureLabels",
     "NearDuplicateFinder",
     "Predictions",
+    "add_drift",
+    "add_texts",
     "build_report",
+    "build_statistics",
     "chart_titles",
     "chi_square_homogeneity",
     "compare_reports",
@@ -64,6 +74,7 @@ __all__ = [
     "render_json",
     "render_markdown",
     "report_charts",
+    "store_doc_ids",
     "total_variation",
     "write_report",
 ]

@@ -26,25 +26,34 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from auditor import __version__
+from auditor._files import read_json
+from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ColumnError, ConfigError, InputError, InputFileError, RowError
 from auditor.report.dedup import NearDuplicateFinder
 from auditor.report.drift import REPORT_FORMAT, REPORT_VERSION, compare_reports, load_report
+
+if TYPE_CHECKING:
+    from auditor.progress import Stage
 
 __all__ = [
     "DEFAULT_FLAGS",
     "FeatureExamples",
     "FeatureLabels",
     "Predictions",
+    "add_drift",
+    "add_texts",
     "build_report",
+    "build_statistics",
     "load_feature_labels",
     "read_predictions",
+    "store_doc_ids",
 ]
 
 FeatureLabels = Mapping[int, str] | Callable[[int], "str | None"]
@@ -60,6 +69,7 @@ DEFAULT_FLAGS: dict[str, tuple[str, ...]] = {
 _SNIPPET = 240
 _EXAMPLE = 160
 _SCORE_BINS = 20
+_BATCH = 256  # texts read between two cancel checks / progress updates
 _NONE_LABEL = "(none)"
 _P_RE = re.compile(r"^(?P<head>.+?)\.p\.(?P<cls>.+)$")
 
@@ -418,10 +428,10 @@ def _provenance(meta: Mapping[str, Any], *, store: Path, sae: str, pooling: str,
 
 def _read_summary(store: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads((store / "store.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_json(store / "store.json", what="store manifest")
+    except InputFileError:
         return {}
-    summary = manifest.get("summary") if isinstance(manifest, dict) else None
+    summary = manifest.get("summary")
     return summary if isinstance(summary, dict) else {}
 
 
@@ -627,6 +637,8 @@ def _texts_section(
     max_chars: int,
     finder: NearDuplicateFinder | None,
     fingerprint: str | None,
+    stage: Stage | None = None,
+    cancel: CancelToken | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     from auditor.io import input_fingerprint, read_documents
 
@@ -638,6 +650,10 @@ def _texts_section(
     for doc in read_documents(path, text_column=text_column, id_column=id_column,
                               max_chars=max_chars, skip_bad_rows=True, errors=errors):
         read += 1
+        if read % _BATCH == 0:
+            check_cancel(cancel, f"text {read}")
+            if stage is not None:
+                stage.update(read, docs=read, bad_rows=len(errors))
         if doc.doc_id not in store_index:
             not_in_store += 1
             continue
@@ -652,6 +668,8 @@ def _texts_section(
             f"none of the {read} text ids is in the feature store (e.g. the store has "
             f"{next(iter(store_index))!r}); pass the id column used for extraction",
             path=path, field=id_column or "row number")
+    if stage is not None:
+        stage.update(read, docs=read, bad_rows=len(errors))
     kinds = {"empty": 0, "overlong": 0, "other": 0}
     for err in errors:
         kinds[_classify_row_error(err)] += 1
@@ -708,98 +726,94 @@ def _second_pass_snippets(path: Path, ids: set[str], *, text_column: str,
 # --------------------------------------------------------------------------- the report
 
 
-def build_report(
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}", field=name)
+
+
+def store_doc_ids(store: str | Path) -> list[str]:
+    """The doc ids of a feature store, in store order, without reading its features.
+
+    Parameters
+    ----------
+    store : str or Path
+        Feature store directory (or one Parquet shard).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    StoreError
+        See :func:`auditor.store.scan_features`.
+    """
+    from auditor.store import scan_features
+
+    ids = scan_features(Path(store)).select("doc_id").collect()["doc_id"]
+    return [str(d) for d in ids.to_list()]
+
+
+def build_statistics(
     store: str | Path,
     *,
     predictions: str | Path | pl.DataFrame | None = None,
-    texts: str | Path | None = None,
-    previous: str | Path | Mapping[str, Any] | None = None,
     feature_labels: FeatureLabels | None = None,
     feature_examples: FeatureExamples | None = None,
     sae: str | None = None,
     pooling: str | None = None,
     title: str | None = None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    max_chars: int = 1_000_000,
     flags: Mapping[str, Sequence[str]] | None = None,
     max_flagged: int = 50,
     top_features: int = 10,
-    near_duplicates: bool = True,
-    duplicate_threshold: float = 0.8,
-    drift_top_features: int = 10,
     generated_at: str | None = None,
+    stage: Stage | None = None,
 ) -> dict[str, Any]:
-    """Build the data of a corpus report (this dict is the report's JSON format).
+    """The first stage of :func:`build_report`: everything the store and the predictions
+    give (provenance, corpus, quality, feature density, heads, flagged documents).
 
-    Parameters
-    ----------
-    store : str or Path
-        Feature store directory written by extraction.
-    predictions : str, Path, polars.DataFrame or None
-        Output of ``auditor classify`` (Parquet or JSONL): ``id``, and per head ``H``:
-        ``H.label``, ``H.p.<class>``, optionally ``H.explain``.
-    texts : str, Path or None
-        The input the store was extracted from (for empty / overlong counts, near
-        duplicates and snippets); read with ``text_column`` / ``id_column``.
-    previous : str, Path, mapping or None
-        A previous report (its JSON file or dict) for the drift section.
-    feature_labels : mapping or callable or None
-        Feature index → short label.
-    feature_examples : mapping or callable or None
-        Feature index → example contexts (the first three are shown).
-    sae : str or None
-        SAE key in the store; None selects the only one.
-    pooling : str or None
-        Pooled value used for feature statistics; None: ``'max'`` when stored, else the
-        first stored pooling.
-    title : str or None
-        Report title (default: ``"Corpus report: <input file name>"``).
-    text_column, id_column : str, str or None
-        Columns of ``texts`` (use the same as for extraction).
-    max_chars : int, default 1_000_000
-        Texts longer than this count as overlong.
-    flags : mapping of str to sequence of str, or None
-        Head → labels whose documents are flagged (default :data:`DEFAULT_FLAGS`, for
-        the heads and labels present).
-    max_flagged : int, default 50
-        Flagged documents listed (highest probability first); all are counted.
-    top_features : int, default 10
-        Features listed per head and label.
-    near_duplicates : bool, default True
-        Look for near duplicates among ``texts``.
-    duplicate_threshold : float, default 0.8
-        Estimated Jaccard similarity of near duplicates.
-    drift_top_features : int, default 10
-        Most shifted features listed in the drift section.
-    generated_at : str or None
-        Timestamp to record (default: now, UTC, ISO 8601).
+    The ``texts``, ``near_duplicates`` and ``drift`` sections are None; :func:`add_texts`
+    and :func:`add_drift` fill them. Parameters are those of :func:`build_report`;
+    ``stage`` (optional) is advanced once the store is read and once per predictions step.
 
     Returns
     -------
     dict
-        JSON-serialisable: ``format``, ``version``, ``title``, ``generated_at``,
-        ``provenance``, ``sources``, ``methods``, ``corpus``, ``quality``, ``texts``,
-        ``near_duplicates``, ``feature_density``, ``heads``, ``flagged``, ``drift``
-        (sections without their input are None).
+        A JSON-serialisable report without texts and drift.
 
     Raises
     ------
-    StoreError, ConfigError
-        From reading the store (see :func:`auditor.store.read_features`).
-    InputError, InputFileError, ColumnError
-        From the predictions (see :func:`read_predictions`), the texts (none of their
-        ids in the store) or the previous report (see
-        :func:`auditor.report.drift.load_report`).
-    ConfigError
-        ``flags`` name a head the predictions do not have, or a count is negative.
+    See :func:`build_report`.
     """
+    return _statistics(
+        store, predictions=predictions, feature_labels=feature_labels,
+        feature_examples=feature_examples, sae=sae, pooling=pooling, title=title, flags=flags,
+        max_flagged=max_flagged, top_features=top_features, generated_at=generated_at,
+        stage=stage)[0]
+
+
+def _statistics(
+    store: str | Path,
+    *,
+    predictions: str | Path | pl.DataFrame | None = None,
+    feature_labels: FeatureLabels | None = None,
+    feature_examples: FeatureExamples | None = None,
+    sae: str | None = None,
+    pooling: str | None = None,
+    title: str | None = None,
+    flags: Mapping[str, Sequence[str]] | None = None,
+    max_flagged: int = 50,
+    top_features: int = 10,
+    generated_at: str | None = None,
+    stage: Stage | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`build_statistics` and the store's doc ids."""
     from auditor.store import read_features, read_metadata
 
-    for name, value in (("max_flagged", max_flagged), ("top_features", top_features),
-                        ("drift_top_features", drift_top_features)):
-        if value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}", field=name)
+    _check_counts(max_flagged=max_flagged, top_features=top_features)
+    if stage is not None:
+        stage.set_total(3 if predictions is not None else 1)
     src = Path(store)
     meta = read_metadata(src)
     stored = list(meta.get("pooling") or [])
@@ -876,47 +890,253 @@ def build_report(
         "flagged": None,
         "drift": None,
     }
+    if stage is not None:
+        stage.advance(1, docs=n_docs)
 
-    wanted: set[str] = set()
     if predictions is not None:
         preds = read_predictions(predictions, store_ids=doc_ids)
         report["sources"]["predictions"] = preds.source or "<DataFrame>"
-        heads, wanted = _heads_section(preds, X=X, doc_ids=doc_ids, store_index=store_index,
-                                       top_features=top_features, label_of=label_of,
-                                       examples_of=examples_of)
+        heads, _ = _heads_section(preds, X=X, doc_ids=doc_ids, store_index=store_index,
+                                  top_features=top_features, label_of=label_of,
+                                  examples_of=examples_of)
         report["heads"] = heads
+        if stage is not None:
+            stage.advance(1)
         report["flagged"] = _flagged_section(preds, rules=_resolve_flags(preds, flags),
                                              max_flagged=max_flagged, label_of=label_of)
-        wanted |= {d["doc_id"] for d in report["flagged"]["documents"]}
+        if stage is not None:
+            stage.advance(1)
     elif flags:
         raise ConfigError("flag rules need predictions", field="flags")
-
-    if texts is not None:
-        tpath = Path(texts)
-        finder = NearDuplicateFinder(threshold=duplicate_threshold) if near_duplicates else None
-        section, snippets = _texts_section(
-            tpath, store_index=store_index, wanted=wanted, text_column=text_column,
-            id_column=id_column, max_chars=max_chars, finder=finder,
-            fingerprint=provenance["input"]["fingerprint"])
-        report["sources"]["texts"] = str(tpath)
-        report["texts"] = section
-        report["quality"]["empty_texts"] = section["empty"]
-        report["quality"]["overlong_texts"] = section["overlong"]
-        if finder is not None:
-            report["near_duplicates"] = finder.summary()
-            firsts = {g["doc_ids"][0] for g in report["near_duplicates"]["top_groups"]}
-            missing = firsts - snippets.keys()
-            snippets.update(_second_pass_snippets(tpath, missing, text_column=text_column,
-                                                  id_column=id_column, max_chars=max_chars))
-        _fill_snippets(report, snippets)
-
-    if previous is not None:
-        if isinstance(previous, Mapping):
-            prev, prev_src = dict(previous), None
-        else:
-            prev, prev_src = load_report(previous), str(previous)
-        report["sources"]["previous"] = prev_src
-        report["drift"] = compare_reports(prev, report, top_features=drift_top_features,
-                                          label_of=label_of, source=prev_src)
     out: dict[str, Any] = _jsonable(report)
-    return out
+    return out, doc_ids
+
+
+def _snippet_ids(report: Mapping[str, Any]) -> set[str]:
+    """The documents whose snippets a report shows: each head's top documents per feature
+    and the flagged documents listed."""
+    wanted: set[str] = set()
+    for head in (report.get("heads") or {}).values():
+        for items in head["top_features"].values():
+            for item in items:
+                wanted.update(d["doc_id"] for d in item["top_docs"])
+    if report.get("flagged"):
+        wanted.update(d["doc_id"] for d in report["flagged"]["documents"])
+    return wanted
+
+
+def add_texts(
+    report: Mapping[str, Any],
+    texts: str | Path,
+    *,
+    store_ids: Sequence[str],
+    text_column: str = "text",
+    id_column: str | None = None,
+    max_chars: int = 1_000_000,
+    near_duplicates: bool = True,
+    duplicate_threshold: float = 0.8,
+    stage: Stage | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """The second stage of :func:`build_report`: read the input texts.
+
+    Fills ``texts``, the empty / overlong counts of ``quality``, ``near_duplicates`` (when
+    asked) and the snippets of the documents the report lists.
+
+    Parameters
+    ----------
+    report : mapping
+        A report from :func:`build_statistics` (not changed; a new dict is returned).
+    texts : str or Path
+        The input the store was extracted from.
+    store_ids : sequence of str
+        The store's doc ids (:func:`store_doc_ids`).
+    stage : Stage or None
+        Advanced with the documents read (counter ``docs``).
+    cancel : CancelToken or None
+        Checked every few hundred documents and between the near-duplicate LSH bands.
+
+    Other parameters are those of :func:`build_report`.
+
+    Returns
+    -------
+    dict
+        The report with its text sections.
+
+    Raises
+    ------
+    InputError
+        None of the text ids is in the store.
+    JobCancelled
+        ``cancel`` was set.
+    """
+    out: dict[str, Any] = json.loads(json.dumps(report))
+    store_index = {d: i for i, d in enumerate(store_ids)}
+    tpath = Path(texts)
+    finder = NearDuplicateFinder(threshold=duplicate_threshold) if near_duplicates else None
+    section, snippets = _texts_section(
+        tpath, store_index=store_index, wanted=_snippet_ids(out), text_column=text_column,
+        id_column=id_column, max_chars=max_chars, finder=finder,
+        fingerprint=out["provenance"]["input"]["fingerprint"], stage=stage, cancel=cancel)
+    out["sources"]["texts"] = str(tpath)
+    out["texts"] = section
+    out["quality"]["empty_texts"] = section["empty"]
+    out["quality"]["overlong_texts"] = section["overlong"]
+    if finder is not None:
+        out["near_duplicates"] = finder.summary(cancel=cancel)
+        firsts = {g["doc_ids"][0] for g in out["near_duplicates"]["top_groups"]}
+        missing = firsts - snippets.keys()
+        snippets.update(_second_pass_snippets(tpath, missing, text_column=text_column,
+                                              id_column=id_column, max_chars=max_chars))
+    _fill_snippets(out, snippets)
+    result: dict[str, Any] = _jsonable(out)
+    return result
+
+
+def add_drift(
+    report: Mapping[str, Any],
+    previous: str | Path | Mapping[str, Any],
+    *,
+    feature_labels: FeatureLabels | None = None,
+    top_features: int = 10,
+) -> dict[str, Any]:
+    """The last stage of :func:`build_report`: the drift section against ``previous``.
+
+    Parameters
+    ----------
+    report : mapping
+        A report from :func:`build_statistics` (and :func:`add_texts`); not changed.
+    previous : str, Path or mapping
+        A previous report (its JSON file or dict).
+    feature_labels : mapping or callable or None
+        Feature index → label, for the shifted features.
+    top_features : int, default 10
+        Most shifted features listed.
+
+    Returns
+    -------
+    dict
+        The report with its ``drift`` section.
+
+    Raises
+    ------
+    InputFileError
+        ``previous`` is not a readable report (see :func:`auditor.report.drift.load_report`).
+    """
+    _check_counts(drift_top_features=top_features)
+    out: dict[str, Any] = json.loads(json.dumps(report))
+    if isinstance(previous, Mapping):
+        prev, prev_src = dict(previous), None
+    else:
+        prev, prev_src = load_report(previous), str(previous)
+    out["sources"]["previous"] = prev_src
+    out["drift"] = compare_reports(prev, out, top_features=top_features,
+                                   label_of=_label_fn(feature_labels), source=prev_src)
+    result: dict[str, Any] = _jsonable(out)
+    return result
+
+
+def build_report(
+    store: str | Path,
+    *,
+    predictions: str | Path | pl.DataFrame | None = None,
+    texts: str | Path | None = None,
+    previous: str | Path | Mapping[str, Any] | None = None,
+    feature_labels: FeatureLabels | None = None,
+    feature_examples: FeatureExamples | None = None,
+    sae: str | None = None,
+    pooling: str | None = None,
+    title: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    max_chars: int = 1_000_000,
+    flags: Mapping[str, Sequence[str]] | None = None,
+    max_flagged: int = 50,
+    top_features: int = 10,
+    near_duplicates: bool = True,
+    duplicate_threshold: float = 0.8,
+    drift_top_features: int = 10,
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """Build the data of a corpus report (this dict is the report's JSON format).
+
+    The three stages (:func:`build_statistics`, :func:`add_texts`, :func:`add_drift`) in
+    one call; the report job (:mod:`auditor.jobs.report`) runs them with stage markers.
+
+    Parameters
+    ----------
+    store : str or Path
+        Feature store directory written by extraction.
+    predictions : str, Path, polars.DataFrame or None
+        Output of ``auditor classify`` (Parquet or JSONL): ``id``, and per head ``H``:
+        ``H.label``, ``H.p.<class>``, optionally ``H.explain``.
+    texts : str, Path or None
+        The input the store was extracted from (for empty / overlong counts, near
+        duplicates and snippets); read with ``text_column`` / ``id_column``.
+    previous : str, Path, mapping or None
+        A previous report (its JSON file or dict) for the drift section.
+    feature_labels : mapping or callable or None
+        Feature index → short label.
+    feature_examples : mapping or callable or None
+        Feature index → example contexts (the first three are shown).
+    sae : str or None
+        SAE key in the store; None selects the only one.
+    pooling : str or None
+        Pooled value used for feature statistics; None: ``'max'`` when stored, else the
+        first stored pooling.
+    title : str or None
+        Report title (default: ``"Corpus report: <input file name>"``).
+    text_column, id_column : str, str or None
+        Columns of ``texts`` (use the same as for extraction).
+    max_chars : int, default 1_000_000
+        Texts longer than this count as overlong.
+    flags : mapping of str to sequence of str, or None
+        Head → labels whose documents are flagged (default :data:`DEFAULT_FLAGS`, for
+        the heads and labels present).
+    max_flagged : int, default 50
+        Flagged documents listed (highest probability first); all are counted.
+    top_features : int, default 10
+        Features listed per head and label.
+    near_duplicates : bool, default True
+        Look for near duplicates among ``texts``.
+    duplicate_threshold : float, default 0.8
+        Estimated Jaccard similarity of near duplicates.
+    drift_top_features : int, default 10
+        Most shifted features listed in the drift section.
+    generated_at : str or None
+        Timestamp to record (default: now, UTC, ISO 8601).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``format``, ``version``, ``title``, ``generated_at``,
+        ``provenance``, ``sources``, ``methods``, ``corpus``, ``quality``, ``texts``,
+        ``near_duplicates``, ``feature_density``, ``heads``, ``flagged``, ``drift``
+        (sections without their input are None).
+
+    Raises
+    ------
+    StoreError, ConfigError
+        From reading the store (see :func:`auditor.store.read_features`).
+    InputError, InputFileError, ColumnError
+        From the predictions (see :func:`read_predictions`), the texts (none of their
+        ids in the store) or the previous report (see
+        :func:`auditor.report.drift.load_report`).
+    ConfigError
+        ``flags`` name a head the predictions do not have, or a count is negative.
+    """
+    _check_counts(max_flagged=max_flagged, top_features=top_features,
+                  drift_top_features=drift_top_features)
+    report, doc_ids = _statistics(
+        store, predictions=predictions, feature_labels=feature_labels,
+        feature_examples=feature_examples, sae=sae, pooling=pooling, title=title, flags=flags,
+        max_flagged=max_flagged, top_features=top_features, generated_at=generated_at)
+    if texts is not None:
+        report = add_texts(report, texts, store_ids=doc_ids,
+                           text_column=text_column, id_column=id_column, max_chars=max_chars,
+                           near_duplicates=near_duplicates,
+                           duplicate_threshold=duplicate_threshold)
+    if previous is not None:
+        report = add_drift(report, previous, feature_labels=feature_labels,
+                           top_features=drift_top_features)
+    return report

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError
 
 __all__ = ["FULL_BUCKET", "DuplicateGroup", "NearDuplicateFinder", "normalize_text"]
@@ -239,7 +240,7 @@ class NearDuplicateFinder:
         for doc_id, text in items:
             self.add(doc_id, text)
 
-    def _link_candidates(self) -> None:
+    def _link_candidates(self, cancel: CancelToken | None = None) -> None:
         s = self._s
         if len(s.sigs) < 2:
             return
@@ -259,6 +260,7 @@ class NearDuplicateFinder:
                 s.edges.append((int(rows[a]), int(rows[b]), sim, False))
 
         for band in range(self.bands):
+            check_cancel(cancel, f"near-duplicate band {band}")
             block = sig[:, band * r:(band + 1) * r].astype(np.uint64)
             key = np.zeros(len(sig), dtype=np.uint64)
             for j in range(r):
@@ -280,8 +282,15 @@ class NearDuplicateFinder:
                         check(members[0], members[x])
                         check(members[x - 1], members[x])
 
-    def groups(self) -> list[DuplicateGroup]:
+    def groups(self, *, cancel: CancelToken | None = None) -> list[DuplicateGroup]:
         """Duplicate groups (two or more members), largest first, then by first member.
+
+        Parameters
+        ----------
+        cancel : CancelToken or None
+            Checked before each LSH band; a cancelled search raises
+            :class:`~auditor.errors.JobCancelled` (calling again searches afresh, with
+            the same result).
 
         Returns
         -------
@@ -289,7 +298,7 @@ class NearDuplicateFinder:
         """
         if self._groups is not None:
             return self._groups
-        self._link_candidates()
+        self._link_candidates(cancel)
         s = self._s
         members: dict[int, list[int]] = {}
         for i in range(len(s.ids)):
@@ -312,7 +321,8 @@ class NearDuplicateFinder:
         self._groups = [g for _, _, g in out]
         return self._groups
 
-    def summary(self, *, max_groups: int = 20, max_ids: int = 10) -> dict[str, object]:
+    def summary(self, *, max_groups: int = 20, max_ids: int = 10,
+                cancel: CancelToken | None = None) -> dict[str, object]:
         """Counts and the largest groups, JSON-ready.
 
         Parameters
@@ -321,6 +331,8 @@ class NearDuplicateFinder:
             Groups listed.
         max_ids : int, default 10
             Member ids listed per group.
+        cancel : CancelToken or None
+            See :meth:`groups`.
 
         Returns
         -------
@@ -331,7 +343,7 @@ class NearDuplicateFinder:
             first member; includes the exact ones), ``groups``, ``largest_group`` and
             ``top_groups`` (``size``, ``doc_ids``, ``min_similarity``, ``exact``).
         """
-        groups = self.groups()
+        groups = self.groups(cancel=cancel)
         return {
             "method": self.method,
             "threshold": self.threshold,

@@ -7,23 +7,24 @@
 * JSON is the report dict itself.
 
 :func:`write_report` writes the chosen formats into a directory, each file atomically
-(temporary file, fsync, ``os.replace``).
+(:func:`auditor._files.atomic_write_text`: temporary file, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from auditor._files import atomic_write_text
 from auditor._versions import libraries_text
 from auditor.errors import ConfigError
 from auditor.report.charts import Chart, chart_slug, chart_titles, report_charts
+
+if TYPE_CHECKING:
+    from auditor.progress import Stage
 
 __all__ = ["FORMATS", "render_html", "render_json", "render_markdown", "write_report"]
 
@@ -676,26 +677,12 @@ def render_json(report: Mapping[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def _atomic_write(target: Path, data: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)  # mkstemp creates 0600; a report is for reading
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_report(
     report: Mapping[str, Any],
     out_dir: str | Path,
     *,
     formats: Sequence[str] = ("html", "json", "md"),
+    stage: Stage | None = None,
 ) -> dict[str, Path]:
     """Write a report into a directory, each file atomically.
 
@@ -709,6 +696,8 @@ def write_report(
         Formats to write: ``report.html``, ``report.json``, ``report.md`` (the Markdown
         file's charts go to ``charts/<name>.svg``; other ``.svg`` files there, left by an
         earlier report, are removed).
+    stage : Stage or None
+        Advanced by one per file written (its total set to the number of files).
 
     Returns
     -------
@@ -737,12 +726,16 @@ def write_report(
         "html": lambda: render_html(report, charts=drawn),
         "md": lambda: render_markdown(report, chart_dir=_CHART_DIR),
     }
+    if stage is not None:
+        stage.set_total(len(wanted) + (len(drawn) if "md" in wanted else 0))
     if "md" in wanted:
         charts_dir = out / _CHART_DIR
         charts_dir.mkdir(exist_ok=True)
         for chart in drawn:
-            _atomic_write(charts_dir / f"{chart.name}.svg",
-                          '<?xml version="1.0" encoding="utf-8"?>\n' + chart.svg + "\n")
+            atomic_write_text(charts_dir / f"{chart.name}.svg",
+                              '<?xml version="1.0" encoding="utf-8"?>\n' + chart.svg + "\n")
+            if stage is not None:
+                stage.advance(1)
         current = {f"{c.name}.svg" for c in drawn}
         for stale in charts_dir.glob("*.svg"):  # charts of an earlier report in this directory
             if stale.name not in current:
@@ -750,6 +743,8 @@ def write_report(
         written["charts"] = charts_dir
     for fmt in wanted:
         target = out / FORMATS[fmt]
-        _atomic_write(target, renderers[fmt]())
+        atomic_write_text(target, renderers[fmt]())
         written[fmt] = target
+        if stage is not None:
+            stage.advance(1)
     return written

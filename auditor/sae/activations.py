@@ -12,6 +12,12 @@ Layout::
       layer3.resid_post/00000.safetensors  acts [n, d_model] fp16, pos [n] int32, doc [n] int32
       layer3.resid_post/00001.safetensors
       ...
+      _resume/                           while collecting: where a rerun goes on from
+
+Collection resumes: after every chunk of 256 documents the writer records the shards
+written so far and the tokens not yet in a shard (``_resume/``); a collection that was
+killed or cancelled goes on from the last whole chunk when it is run again with the same
+settings, and ends with the cache an uninterrupted run writes.
 
 ``pos`` is the position of the token among its document's content tokens (0 = first
 token after the special prefix, counting across windows); ``doc`` is the document's index
@@ -26,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,11 +44,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from auditor import __version__
+from auditor._files import atomic_write_text
 from auditor._versions import library_versions
-from auditor.errors import ConfigError, CorruptShard, ShardMissing, StoreError
+from auditor.errors import ConfigError, CorruptShard, JobCancelled, ShardMissing, StoreError
 
 if TYPE_CHECKING:
+    from auditor.cancel import CancelToken
     from auditor.lm import HookPoint, LoadedModel, TruncatedForward
+    from auditor.progress import Stage
 
 __all__ = [
     "MANIFEST_FILENAME",
@@ -65,6 +75,9 @@ Split = Literal["train", "heldout", "all"]
 _SPLITS: tuple[str, ...] = ("train", "heldout", "all")
 _TENSORS: tuple[str, ...] = ("acts", "pos", "doc")
 _DOCS_PER_CHUNK = 256
+#: Where an unfinished collection keeps what a rerun needs to go on.
+_RESUME_DIRNAME = "_resume"
+_RESUME_STATE = "state.json"
 
 
 def _hook_name(hook: HookPoint | str) -> str:
@@ -135,6 +148,15 @@ class ActivationCacheWriter:
         Tokens per shard file (the last one may be shorter).
     overwrite : bool, default False
         Replace an existing finished cache.
+    resume : mapping or None
+        The ``writer`` record of :meth:`save_progress` (``_resume/state.json``) of an
+        unfinished collection into ``out``: its shards are kept and its unwritten tokens
+        reloaded, so writing goes on where it stopped. ``None`` starts empty.
+
+    Raises
+    ------
+    StoreError
+        ``resume`` names a shard or a file that is not there.
 
     Examples
     --------
@@ -154,6 +176,7 @@ class ActivationCacheWriter:
         d_model: int,
         shard_tokens: int = 262144,
         overwrite: bool = False,
+        resume: Mapping[str, Any] | None = None,
     ) -> None:
         _check_positive_int(d_model, "d_model")
         _check_positive_int(shard_tokens, "shard_tokens")
@@ -173,11 +196,15 @@ class ActivationCacheWriter:
                 )
             manifest.unlink()
         self.out.mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            shutil.rmtree(self.out / _RESUME_DIRNAME, ignore_errors=True)
+        kept = _resumed_shards(resume, names)
         for name in names:
             directory = self.out / name
             directory.mkdir(exist_ok=True)
             for stale in directory.glob("*.safetensors"):
-                stale.unlink()
+                if f"{name}/{stale.name}" not in kept:
+                    stale.unlink()
         self.hooks = names
         self.d_model = d_model
         self.shard_tokens = shard_tokens
@@ -188,6 +215,69 @@ class ActivationCacheWriter:
         self._shards: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
         self._norm_sum = dict.fromkeys(names, 0.0)
         self._docs: dict[str, set[int]] = {n: set() for n in names}
+        # Documents counted before a resume (a document never spans two chunks).
+        self._docs_before = dict.fromkeys(names, 0)
+        if resume is not None:
+            self._restore(resume)
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        root = self.out / _RESUME_DIRNAME
+        try:
+            for name in self.hooks:
+                self._shards[name] = [{"file": str(s["file"]), "n_tokens": int(s["n_tokens"])}
+                                      for s in state["shards"][name]]
+                self._norm_sum[name] = float(state["norm_sum"][name])
+                self._docs_before[name] = int(state["n_docs"][name])
+                pending = state["pending"].get(name)
+                if pending:
+                    data = load_file(str(root / str(pending)))
+                    part = (data["acts"], data["pos"], data["doc"])
+                    self._buffers[name] = [part]
+                    self._buffered[name] = int(part[0].shape[0])
+        except (KeyError, TypeError, ValueError, AttributeError, OSError,
+                SafetensorError) as exc:
+            raise StoreError(f"cannot resume the unfinished collection: {exc!r}",
+                             path=root) from exc
+        for name in self.hooks:
+            for shard in self._shards[name]:
+                if not (self.out / shard["file"]).is_file():
+                    raise StoreError("cannot resume the unfinished collection: a shard it "
+                                     "wrote is gone", path=self.out / shard["file"])
+
+    def save_progress(self, record: Mapping[str, Any]) -> None:
+        """Record what a rerun needs to go on from here: the shards written so far and the
+        tokens not yet in a shard (``_resume/``), with the caller's ``record`` (JSON-able)
+        beside them. Atomic: a rerun sees this call's state or the previous one's.
+        """
+        root = self.out / _RESUME_DIRNAME
+        root.mkdir(exist_ok=True)
+        previous = _read_resume(self.out)
+        serial = int((previous or {}).get("serial", -1)) + 1
+        pending: dict[str, str | None] = {}
+        for name in self.hooks:
+            if not self._buffered[name]:
+                pending[name] = None
+                continue
+            parts = self._buffers[name]
+            part = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                    torch.cat([p[2] for p in parts]))
+            self._buffers[name] = [part]
+            filename = f"{name}.{serial:06d}.safetensors"
+            tmp = root / f".{filename}.{os.getpid()}.tmp"
+            save_file({"acts": part[0].contiguous(), "pos": part[1].contiguous(),
+                       "doc": part[2].contiguous()}, str(tmp))
+            os.replace(tmp, root / filename)
+            pending[name] = filename
+        writer = {"shards": self._shards,
+                  "norm_sum": self._norm_sum,
+                  "n_docs": {n: self._docs_before[n] + len(self._docs[n]) for n in self.hooks},
+                  "pending": pending}
+        atomic_write_text(root / _RESUME_STATE, json.dumps(
+            {**record, "serial": serial, "writer": writer}, indent=1) + "\n")
+        keep = {_RESUME_STATE, *(f for f in pending.values() if f)}
+        for path in root.iterdir():
+            if path.name not in keep:
+                path.unlink()
 
     def add(
         self,
@@ -276,7 +366,7 @@ class ActivationCacheWriter:
             n = sum(s["n_tokens"] for s in self._shards[name])
             hooks[name] = {
                 "n_tokens": n,
-                "n_docs": len(self._docs[name]),
+                "n_docs": self._docs_before[name] + len(self._docs[name]),
                 "mean_norm": self._norm_sum[name] / n if n else None,
                 "shards": self._shards[name],
             }
@@ -291,11 +381,29 @@ class ActivationCacheWriter:
             "hooks": hooks,
             **extra,
         }
-        path = self.out / MANIFEST_FILENAME
-        tmp = path.with_name(f".{MANIFEST_FILENAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(self.out / MANIFEST_FILENAME, json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(self.out / _RESUME_DIRNAME, ignore_errors=True)
         return self.out
+
+
+def _resumed_shards(state: Mapping[str, Any] | None, names: Sequence[str]) -> set[str]:
+    """The shard files a resumed writer keeps (``hook/NNNNN.safetensors``)."""
+    if state is None:
+        return set()
+    try:
+        return {str(s["file"]) for name in names for s in state["shards"][name]}
+    except (KeyError, TypeError) as exc:
+        raise StoreError(f"cannot resume the unfinished collection: {exc!r}") from exc
+
+
+def _read_resume(out: Path) -> dict[str, Any] | None:
+    """The resume record of an unfinished collection in ``out``, or ``None``."""
+    path = out / _RESUME_DIRNAME / _RESUME_STATE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 # --------------------------------------------------------------------------- collection
@@ -316,6 +424,9 @@ def collect_activations(
     progress: bool = False,
     source: Mapping[str, Any] | None = None,
     heldout_only: float | None = None,
+    resume: bool = True,
+    stage: Stage | None = None,
+    cancel: CancelToken | None = None,
 ) -> ActivationCache:
     """Run the model over ``texts`` once and cache the content-token activations.
 
@@ -358,6 +469,17 @@ def collect_activations(
         ``heldout_fraction`` never trains on, e.g. to evaluate an SAE trained from a
         stream of the same corpus. The other documents are read (and fingerprinted) but
         not computed; document indices stay those of the whole corpus.
+    resume : bool, default True
+        Go on from the last whole chunk of an unfinished collection into ``out`` made
+        with the same model, hooks, settings and ``source`` (its ``_resume/`` record);
+        the texts before it are read again (for the fingerprint) but not computed.
+        Otherwise, or when the record is of another collection, start over.
+    stage : Stage or None
+        Progress events (:mod:`auditor.progress`): documents read, with ``tokens`` and
+        ``docs`` counters. The caller sets its total and closes it.
+    cancel : CancelToken or None
+        Checked after every forward batch; when set, :class:`~auditor.errors.JobCancelled`
+        is raised and a rerun resumes from the last whole chunk.
 
     Returns
     -------
@@ -370,6 +492,8 @@ def collect_activations(
         Invalid settings, or ``out`` holds a finished cache and ``overwrite`` is false.
     HookError
         A hook outside the model's layers.
+    JobCancelled
+        ``cancel`` was set.
 
     Notes
     -----
@@ -400,23 +524,63 @@ def collect_activations(
     max_length = min(max_length, lm.max_positions)
     forward = TruncatedForward(lm, list(hooks))
     content_size = _content_size(lm, max_length)
-    thresholds = None
-    if exclude_outliers:
+    settings = {
+        "exclude_outliers": exclude_outliers,
+        "outlier_factor": float(outlier_factor),
+        "skip_first": skip_first,
+        "max_tokens": max_tokens,
+        "shard_tokens": shard_tokens,
+        "token_budget": token_budget,
+        "heldout_only": heldout_only,
+    }
+    identity = json.loads(json.dumps({
+        "hooks": [h.name for h in forward.hooks], "max_length": max_length,
+        "model": lm.weights_sha256, "settings": settings,
+        "input": None if source is None else dict(source)}, default=str))
+    out = Path(out)
+    state = None
+    if resume and not (out / MANIFEST_FILENAME).exists():
+        state = _read_resume(out)
+        if state is not None and state.get("identity") != identity:
+            state = None  # another collection's: start over
+    writer: ActivationCacheWriter | None = None
+    if state is not None:
+        try:
+            writer = ActivationCacheWriter(out, hooks=forward.hooks, d_model=lm.d_model,
+                                           shard_tokens=shard_tokens, overwrite=overwrite,
+                                           resume=state["writer"])
+        except (StoreError, KeyError, TypeError):
+            state = None
+    thresholds: Mapping[str, float] | None = None
+    if state is not None and exclude_outliers:
+        thresholds = {str(k): float(v) for k, v in (state.get("thresholds") or {}).items()}
+    elif exclude_outliers:
         thresholds = outlier_thresholds(lm, forward, factor=float(outlier_factor),
                                         max_length=max_length, token_budget=token_budget)
-    writer = ActivationCacheWriter(out, hooks=forward.hooks, d_model=lm.d_model,
-                                   shard_tokens=shard_tokens, overwrite=overwrite)
+    if writer is None:
+        writer = ActivationCacheWriter(out, hooks=forward.hooks, d_model=lm.d_model,
+                                       shard_tokens=shard_tokens, overwrite=overwrite)
     counts = {"docs": 0, "windows": 0, "content_tokens": 0, "skipped_first": 0}
     excluded = {h.name: 0 for h in forward.hooks}
+    chunks_done, seconds_before = 0, 0.0
+    if state is not None:
+        counts.update({k: int(v) for k, v in state["counts"].items()})
+        excluded.update({k: int(v) for k, v in state["excluded"].items()})
+        chunks_done, seconds_before = int(state["chunks"]), float(state["seconds"])
     first = forward.hooks[0].name
     started = time.perf_counter()
     bar = tqdm(total=max_tokens, unit="tok", disable=not progress, dynamic_ncols=True,
-               desc="activations")
+               desc="activations", initial=writer.n_tokens(first))
+    if stage is not None:
+        stage.update(counts["docs"], docs=float(counts["docs"]),
+                     tokens=float(writer.n_tokens(first)))
     done = False
     texts_hash = _TextsHash()
     try:
-        for chunk in _chunks(texts, _DOCS_PER_CHUNK):
+        for number, chunk in enumerate(_chunks(texts, _DOCS_PER_CHUNK)):
             texts_hash.update(chunk)
+            if number < chunks_done:  # computed before the resume
+                continue
             picked, indices = pick_documents(chunk, first=counts["docs"],
                                              heldout_fraction=heldout_only, heldout=True)
             counts["docs"] += len(chunk)
@@ -432,11 +596,27 @@ def collect_activations(
                 if max_tokens is not None and kept >= max_tokens:
                     done = True
                     break
+                if cancel is not None and cancel.cancelled:
+                    raise JobCancelled(f"cancelled in chunk {number} of the collection (a "
+                                       f"rerun resumes after chunk {chunks_done - 1})",
+                                       path=out)
             if done:
                 break
+            chunks_done = number + 1
+            writer.save_progress({
+                "identity": identity, "chunks": chunks_done, "counts": counts,
+                "excluded": excluded,
+                "thresholds": None if thresholds is None else dict(thresholds),
+                "seconds": seconds_before + time.perf_counter() - started})
+            if stage is not None:
+                stage.update(counts["docs"], docs=float(counts["docs"]),
+                             tokens=float(writer.n_tokens(first)))
+            if cancel is not None and cancel.cancelled:
+                raise JobCancelled(f"cancelled after chunk {number} of the collection (a "
+                                   "rerun resumes from there)", path=out)
     finally:
         bar.close()
-    seconds = time.perf_counter() - started
+    seconds = seconds_before + time.perf_counter() - started
     writer.close(
         model={
             "id": str(lm.model_id),
@@ -450,15 +630,7 @@ def collect_activations(
         counts={**counts, "excluded_outliers": excluded, "truncated": done},
         thresholds=None if thresholds is None else dict(thresholds),
         outlier_method=None if thresholds is None else CALIBRATION_METHOD,
-        settings={
-            "exclude_outliers": exclude_outliers,
-            "outlier_factor": float(outlier_factor),
-            "skip_first": skip_first,
-            "max_tokens": max_tokens,
-            "shard_tokens": shard_tokens,
-            "token_budget": token_budget,
-            "heldout_only": heldout_only,
-        },
+        settings=settings,
         seconds=round(seconds, 3),
         input=None if source is None else dict(source),
         texts={"sha256": texts_hash.hexdigest(), "docs": texts_hash.docs},

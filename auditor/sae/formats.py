@@ -15,7 +15,6 @@ Nothing is ever unpickled: ``.pt`` files go through ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from auditor._files import sha256_file
 from auditor.errors import (
     ConfigError,
     SAEFormatError,
@@ -84,14 +84,6 @@ class _Loaded:
 
 
 # --------------------------------------------------------------------------- readers
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -814,7 +806,7 @@ def load_sae(
         for tensor_name, value in sae.canonical_tensors().items():
             value.copy_(loaded.tensors[tensor_name].to(dtype))
     _check_finite_after_cast(sae, loaded.weights_path)
-    sae.sha256 = _sha256(loaded.weights_path)
+    sae.sha256 = sha256_file(loaded.weights_path)
     sae.source_path = str(loaded.weights_path)
     sae.eval()
     return sae

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from auditor._files import atomic_write_bytes, atomic_write_text
 from auditor.errors import ConfigError, HookError, SAEModelMismatch
 from auditor.sae.config import SAEConfig
 
@@ -369,9 +370,10 @@ class SAE(torch.nn.Module):
             name: t.detach().to(device="cpu", dtype=dtype).contiguous()
             for name, t in self.canonical_tensors().items()
         }
-        save_file(tensors, str(directory / WEIGHTS_FILENAME), metadata={"format": "auditor"})
+        atomic_write_bytes(directory / WEIGHTS_FILENAME,
+                           save(tensors, metadata={"format": "auditor"}))
         text = json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True)
-        (directory / CONFIG_FILENAME).write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(directory / CONFIG_FILENAME, text + "\n")
         return directory
 
     def extra_repr(self) -> str:

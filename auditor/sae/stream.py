@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from auditor.errors import ConfigError, StoreError
+from auditor.errors import ConfigError, JobCancelled, StoreError
+from auditor.progress import Progress, Stage
 from auditor.sae.activations import forward_batches, pick_documents, texts_fingerprint
 
 if TYPE_CHECKING:
+    from auditor.cancel import CancelToken
     from auditor.lm import HookPoint, LoadedModel
 
 __all__ = ["ModelStream", "StreamSettings"]
@@ -110,8 +112,14 @@ class ModelStream:
         Seeds each chunk's shuffle (with the chunk's number).
     source : mapping or None
         Where the texts came from (corpus path and fingerprint), for the run's record.
-    progress : bool, default False
-        Show a bar (tokens) while a chunk is computed.
+    progress : bool or Progress, default False
+        ``True`` shows a bar (tokens) while a chunk is computed; a
+        :class:`~auditor.progress.Progress` gets a stage ``"activations, chunk N"`` per chunk
+        instead (tokens computed out of the chunk's size).
+    cancel : CancelToken or None
+        Checked before each group of documents is computed; when it is set,
+        :meth:`batch` raises :class:`~auditor.errors.JobCancelled` and the stream stays at
+        the start of the chunk it was computing (a checkpoint of the run resumes it).
 
     Raises
     ------
@@ -126,7 +134,8 @@ class ModelStream:
 
     def __init__(self, texts: Callable[[], Iterable[str]], *, lm: LoadedModel, hook: HookPoint,
                  settings: StreamSettings, heldout_fraction: float, seed: int,
-                 source: Mapping[str, Any] | None = None, progress: bool = False) -> None:
+                 source: Mapping[str, Any] | None = None, progress: bool | Progress = False,
+                 cancel: CancelToken | None = None) -> None:
         if not isinstance(settings, StreamSettings):
             raise ConfigError(f"settings must be StreamSettings, got {type(settings).__name__}")
         self._texts = texts
@@ -137,6 +146,7 @@ class ModelStream:
         self.seed = int(seed)
         self.source = None if source is None else dict(source)
         self.progress = progress
+        self.cancel = cancel
         self.d_model = int(lm.d_model)
         self.max_length = min(settings.max_length, lm.max_positions)
         # Where the current chunk starts: its number, the pass over the corpus, the index
@@ -266,12 +276,17 @@ class ModelStream:
             steps, planned = self._plan
             want = min(want, max(steps - self.position["first_step"], 1) * planned)
         want = max(want, batch_size)
-        bar = tqdm(total=want, unit="tok", disable=not self.progress, dynamic_ncols=True,
-                   leave=False, desc=f"activations, chunk {self.position['chunk']}")
+        name = f"activations, chunk {self.position['chunk']}"
+        stage = (Stage(self.progress, name, want) if isinstance(self.progress, Progress)
+                 else None)
+        bar = tqdm(total=want, unit="tok", disable=stage is not None or not self.progress,
+                   dynamic_ncols=True, leave=False, desc=name)
         try:
-            chunk, epoch, doc = self._compute(want, bar)
+            chunk, epoch, doc = self._compute(want, bar, stage)
         finally:
             bar.close()
+        if stage is not None:
+            stage.close()
         generator = torch.Generator(device="cpu").manual_seed(
             self.seed * 1_000_003 + self.position["chunk"])
         self._chunk = chunk[torch.randperm(chunk.shape[0], generator=generator, device="cpu")]
@@ -280,7 +295,8 @@ class ModelStream:
         self.totals["tokens"] += int(chunk.shape[0])
         self.totals["forward_seconds"] += time.perf_counter() - started
 
-    def _compute(self, want: int, bar: Any) -> tuple[torch.Tensor, int, int]:
+    def _compute(self, want: int, bar: Any,
+                 stage: Stage | None) -> tuple[torch.Tensor, int, int]:
         """At least ``want`` tokens from the current chunk's first document on (whole
         groups), and the (pass, document) where the next chunk starts."""
         parts: list[torch.Tensor] = []
@@ -288,6 +304,9 @@ class ModelStream:
         epoch, doc = self.position["epoch"], self.position["first_doc"]
         whole_pass, added = doc == 0, False  # has a whole pass over the corpus given nothing?
         while have < want:
+            if self.cancel is not None and self.cancel.cancelled:
+                raise JobCancelled(f"cancelled while computing chunk {self.position['chunk']} "
+                                   "of the stream")
             group = self._read(epoch, doc)
             if not group:  # past the last document: the next pass over the corpus
                 if whole_pass and not added:
@@ -312,6 +331,10 @@ class ModelStream:
                 if have > bar.total:  # the group being read overshoots the chunk size
                     bar.total = have
                 bar.update(have - bar.n)
+                if stage is not None:
+                    if stage.total is not None and have > stage.total:
+                        stage.set_total(have)
+                    stage.update(have, tokens=float(have))
             self.totals["docs"] += len(train)
         return torch.cat(parts), epoch, doc
 

@@ -13,13 +13,20 @@ import pytest
 
 from auditor.extract import ExtractConfig
 from auditor.heads import load_split
-from auditor.jobs import run_extract
+from auditor.jobs import ExtractOptions, ExtractResult, run_extract
 from auditor.testing import make_random_sae
 
 WEATHER = "rain cloud storm wind snow thunder cold forecast umbrella sky".split()
 SPORT = "goal match team score player coach league ball season win".split()
 FILLER = "the a and then we saw it was very".split()
 CONFIG = ExtractConfig(poolings=("max", "mean"), max_length=24, max_windows=2, raw_mean=True)
+
+
+def extract_to(data: Path, out: Path, *, model: Path, sae: Path, config: ExtractConfig,
+               **options: Any) -> ExtractResult:
+    """Extract ``data`` (ids in column ``id``) with ``config``'s settings into ``out``."""
+    opts = ExtractOptions(model=str(model), saes=(str(sae),), id_column="id", **options)
+    return run_extract(str(data), out=out, options=opts.with_config(config.to_dict()))
 
 
 def _texts(n: int, seed: int) -> list[dict[str, str]]:
@@ -54,8 +61,8 @@ def extract_splits(make_rows: Callable[[int, int], list[dict[str, Any]]], root: 
         rows = make_rows(n, seed)
         data = root / f"{split}.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        run_extract(data, out=root / f"{split}.store", model=model, saes=[str(sae_dir)],
-                    config=CONFIG, id_column="id", passthrough=passthrough)
+        extract_to(data, root / f"{split}.store", model=model, sae=sae_dir, config=CONFIG,
+                   passthrough=tuple(passthrough))
         out[split] = (root / f"{split}.store", data, rows)
     return out
 

@@ -13,7 +13,8 @@ from auditor.errors import ConfigError, StoreError
 from auditor.explain import faithfulness, render_evidence, token_evidence
 from auditor.extract import ExtractConfig
 from auditor.heads import save_head, train_head
-from auditor.jobs import run_explain, run_extract
+from auditor.jobs import ExplainOptions, ExtractOptions, run_explain
+from tests.heads.conftest import extract_to
 
 
 def _decoder(sae) -> tuple[np.ndarray, np.ndarray, float]:
@@ -59,8 +60,7 @@ def test_token_evidence_agrees_with_pooled_max(stores, tiny_llama_dir: Path, sae
 
     data = stores["test"][1]
     config = ExtractConfig(poolings=("max",), max_length=24, max_windows=2, save_tokens=True)
-    run_extract(data, out=tmp_path / "t", model=tiny_llama_dir, saes=[str(sae_dir)],
-                config=config, id_column="id")
+    extract_to(data, tmp_path / "t", model=tiny_llama_dir, sae=sae_dir, config=config)
     fm = read_features(tmp_path / "t", pooling="max", columns=[])
     doc = fm.doc_ids[0]
     row = fm.X[0]
@@ -75,8 +75,8 @@ def test_token_evidence_agrees_with_pooled_max(stores, tiny_llama_dir: Path, sae
     assert render_evidence(tokens, []) == "(does not fire)"
     with pytest.raises(StoreError, match="no per-token codes for document"):
         token_evidence(tmp_path / "t", "missing", feats)
-    run_extract(data, out=tmp_path / "n", model=tiny_llama_dir, saes=[str(sae_dir)],
-                config=ExtractConfig(poolings=("max",), max_length=24), id_column="id")
+    extract_to(data, tmp_path / "n", model=tiny_llama_dir, sae=sae_dir,
+               config=ExtractConfig(poolings=("max",), max_length=24))
     with pytest.raises(StoreError, match="save_tokens"):
         token_evidence(tmp_path / "n", doc, feats)
 
@@ -92,12 +92,14 @@ def test_explain_cli_and_job(split, stores, tiny_llama_dir: Path, sae_dir: Path,
     printed = capsys.readouterr().out
     assert printed.startswith("text\n") and "domain:" in printed and "«" in printed
     assert "faithfulness domain (k=2, 1 documents)" in printed
-    result = run_explain(stores["test"][1], heads=[str(head_dir)], model=tiny_llama_dir,
-                         saes=[str(sae_dir)], id_column="id", top=3)
+    extract = ExtractOptions(model=str(tiny_llama_dir), saes=(str(sae_dir),), id_column="id")
+    result = run_explain(str(stores["test"][1]), out=tmp_path / "explain",
+                         options=ExplainOptions(heads=(str(head_dir),), extract=extract,
+                                                top=3)).to_dict()
     assert len(result["documents"]) == 45
     entry = result["documents"][0]["domain"]
     assert len(entry["features"]) <= 3 and entry["features"][0]["tokens"]
     json.dumps(result, default=str)
     with pytest.raises(ConfigError, match="at most 10"):
-        run_explain(stores["test"][1], heads=[str(head_dir)], model=tiny_llama_dir,
-                    saes=[str(sae_dir)], id_column="id", max_docs=10)
+        run_explain(str(stores["test"][1]), out=tmp_path / "small",
+                    options=ExplainOptions(heads=(str(head_dir),), extract=extract, max_docs=10))

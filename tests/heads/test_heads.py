@@ -24,9 +24,9 @@ from auditor.heads import (
     train_head,
 )
 from auditor.heads.classify import classify_store, write_predictions
-from auditor.jobs import heads_extract_config, run_extract
+from auditor.jobs.classify import heads_extract_settings
 from auditor.testing import make_random_sae
-from tests.heads.conftest import CONFIG
+from tests.heads.conftest import CONFIG, extract_to
 
 
 def _decoder(sae) -> tuple[np.ndarray, np.ndarray, float]:
@@ -100,18 +100,15 @@ def test_head_refuses_other_features(split, stores, tiny_llama_dir: Path, tmp_pa
     head = train_head("domain", split, candidate="sae-max-log1p", folds=3)
     data = stores["test"][1]
     other_sae = make_random_sae(layer=2, d_sae=128, k=8, seed=9).save(tmp_path / "other")
-    run_extract(data, out=tmp_path / "o", model=tiny_llama_dir, saes=[str(other_sae)],
-                config=CONFIG, id_column="id")
+    extract_to(data, tmp_path / "o", model=tiny_llama_dir, sae=other_sae, config=CONFIG)
     with pytest.raises(ProvenanceMismatch, match=r"saes\.layer2\.sha256"):
         head.read(tmp_path / "o")
     longer = ExtractConfig(poolings=("max",), max_length=32, max_windows=2)
-    run_extract(data, out=tmp_path / "l", model=tiny_llama_dir, saes=[str(sae_dir)],
-                config=longer, id_column="id")
+    extract_to(data, tmp_path / "l", model=tiny_llama_dir, sae=sae_dir, config=longer)
     with pytest.raises(ProvenanceMismatch, match=r"extract\.max_length"):
         head.read(tmp_path / "l")
     no_mean = ExtractConfig(poolings=("max",), max_length=24, max_windows=2)
-    run_extract(data, out=tmp_path / "m", model=tiny_llama_dir, saes=[str(sae_dir)],
-                config=no_mean, id_column="id")
+    extract_to(data, tmp_path / "m", model=tiny_llama_dir, sae=sae_dir, config=no_mean)
     head.read(tmp_path / "m")  # max pooling is all this head needs
     raw_head = train_head("domain", split, candidate="raw", folds=3,
                           sae_decoder=(np.zeros((128, 32)), np.zeros(32), 1.0))
@@ -198,11 +195,11 @@ def test_head_config_round_trip_and_errors(tmp_path: Path) -> None:
 def test_heads_must_agree_on_extraction(split) -> None:
     a = train_head("a", split, candidate="sae-max-log1p", folds=3)
     b = train_head("b", split, candidate="sae-mean-log1p", folds=3)
-    cfg = heads_extract_config([a, b])
-    assert cfg.poolings == ("max", "mean") and cfg.max_length == 24 and not cfg.raw_mean
+    cfg = heads_extract_settings([a, b])
+    assert cfg["poolings"] == ["max", "mean"] and cfg["max_length"] == 24 and not cfg["raw_mean"]
     b.config.extract["max_length"] = 64
     with pytest.raises(ConfigError, match="disagree on extraction setting max_length"):
-        heads_extract_config([a, b])
+        heads_extract_settings([a, b])
 
 
 def test_cli_train_eval_predict_list_show_classify(stores, tiny_llama_dir: Path, sae_dir: Path,
@@ -265,7 +262,7 @@ def test_cli_train_eval_predict_list_show_classify(stores, tiny_llama_dir: Path,
 def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path,
                                                     sae_dir: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from auditor.jobs import run_audit
+    from auditor.jobs import AuditOptions, ExtractOptions, run_audit
 
     train_store, _, _ = stores["train"]
     head = train_head("domain", load_split(train_store, "label"), candidate="sae-max-log1p",
@@ -286,15 +283,27 @@ def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path
     assert report["sources"]["predictions"] == str(out / "predictions.parquet")
     preds = pl.read_parquet(out / "predictions.parquet")
     assert preds.height == 45 and "domain.explain" in preds.columns
-    # a store written with other settings (here: another auditor version) is refused
-    # on a rerun, naming the key and the flag, and --overwrite starts it afresh
+    # the same audit again returns the recorded job without recomputing
+    args = ["audit", str(test_data), "--out", str(out), "--head", str(head_dir),
+            "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--id-column", "id",
+            "--explain", "2"]
+    before = (out / "predictions.parquet").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "audited 45 documents" in capsys.readouterr().out
+    assert (out / "predictions.parquet").stat().st_mtime_ns == before
+    # other options are refused, naming them and the flag that replaces the run
+    assert main([*args, "--format", "json"]) != 0
+    err = capsys.readouterr().err
+    assert "formats" in err and "--overwrite" in err
+    # a store written with other settings (here: by an older auditor version, which kept
+    # no job records) is refused on a rerun, naming the key and the flag, and --overwrite
+    # starts it afresh
     manifest = out / "store" / "store.json"
     record = json.loads(manifest.read_text())
     record["provenance"]["auditor_version"] = "0.0.1"
     manifest.write_text(json.dumps(record))
-    args = ["audit", str(test_data), "--out", str(out), "--head", str(head_dir),
-            "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--id-column", "id",
-            "--format", "json"]
+    (out / "_job.json").unlink()
+    (out / "store" / "_job.json").unlink()
     assert main(args) != 0
     err = capsys.readouterr().err
     assert "auditor_version" in err and "--overwrite" in err
@@ -302,21 +311,23 @@ def test_audit_writes_store_predictions_and_reports(stores, tiny_llama_dir: Path
     assert json.loads(manifest.read_text())["provenance"]["auditor_version"] != "0.0.1"
     assert pl.read_parquet(out / "predictions.parquet").height == 45
     # a second audit of the same data with the first as 'previous' reports drift
-    again = run_audit(test_data, out=tmp_path / "audit2", heads=[str(head_dir)],
-                      model=tiny_llama_dir, saes=[str(sae_dir)], id_column="id",
-                      previous=out / "report.json", formats=("json",))
-    drift = json.loads(again.reports["json"].read_text())["drift"]
+    extract = ExtractOptions(model=str(tiny_llama_dir), saes=(str(sae_dir),), id_column="id")
+    again = run_audit(str(test_data), out=tmp_path / "audit2",
+                      options=AuditOptions(heads=(str(head_dir),), extract=extract,
+                                           previous=str(out / "report.json"),
+                                           formats=("json",)))
+    drift = json.loads((tmp_path / "audit2" / again.reports["json"]).read_text())["drift"]
     assert drift is not None
     # no heads: a report without predictions
-    bare = run_audit(test_data, out=tmp_path / "audit3", heads=[], model=tiny_llama_dir,
-                     saes=[str(sae_dir)], id_column="id", formats=("json",))
-    assert bare.predictions is None and bare.heads == []
+    bare = run_audit(str(test_data), out=tmp_path / "audit3",
+                     options=AuditOptions(heads=(), extract=extract, formats=("json",)))
+    assert bare.predictions is None and bare.heads == ()
 
 
 def test_heads_refuse_another_sae_before_extracting(stores, tiny_llama_dir: Path,
                                                    tmp_path: Path) -> None:
     """A head that cannot read the features fails before the extraction, not after it."""
-    from auditor.jobs import run_audit, run_classify
+    from auditor.jobs import AuditOptions, ClassifyOptions, ExtractOptions, run_audit, run_classify
 
     train_store, _, _ = stores["train"]
     head = train_head("domain", load_split(train_store, "label"), candidate="sae-max-log1p",
@@ -326,28 +337,39 @@ def test_heads_refuse_another_sae_before_extracting(stores, tiny_llama_dir: Path
     test_data = stores["test"][1]
     seen: list[Any] = []
     out = tmp_path / "audit"
+    extract = ExtractOptions(model=str(tiny_llama_dir), saes=(str(other),), id_column="id")
     with pytest.raises(ProvenanceMismatch, match=r"head 'domain'.*saes\.layer2\.sha256"):
-        run_audit(test_data, out=out, heads=[str(head_dir)], model=tiny_llama_dir,
-                  saes=[str(other)], id_column="id", on_progress=seen.append)
-    assert seen == [] and not (out / "store").exists()  # no document read, nothing written
+        run_audit(str(test_data), out=out,
+                  options=AuditOptions(heads=(str(head_dir),), extract=extract),
+                  progress=seen.append)
+    # no document read, no shard written
+    assert seen == [] and not (out / "store" / "store.json").exists()
     store = tmp_path / "classify-store"
     with pytest.raises(ProvenanceMismatch, match=r"saes\.layer2\.sha256"):
-        run_classify(test_data, heads=[str(head_dir)], model=tiny_llama_dir,
-                     saes=[str(other)], id_column="id", store=store, on_progress=seen.append)
-    assert seen == [] and not store.exists()
+        run_classify(str(test_data), out=tmp_path / "classify",
+                     options=ClassifyOptions(heads=(str(head_dir),), extract=extract,
+                                             store=str(store)),
+                     progress=seen.append)
+    assert seen == [] and not (store / "store.json").exists()
 
 
 def test_dictionary_annotations_found_from_the_weights_file(
         stores, tiny_llama_dir: Path, sae, tmp_path: Path) -> None:
     """Store provenance names the SAE's weights file; the dictionary sits in its folder."""
-    from auditor.features import DictionaryConfig, run_build
-    from auditor.jobs.audit import dictionary_annotations
+    from auditor.features import dictionary_annotations
+    from auditor.jobs.dictionary import (
+        DictionaryBuildOptions,
+        default_dictionary_out,
+        run_dictionary_build,
+    )
 
     sae_dir = sae.save(tmp_path / "sae")
     assert dictionary_annotations(sae_dir / "sae.safetensors") == (None, None)
     assert dictionary_annotations(None) == (None, None)
-    run_build(stores["test"][1], model=tiny_llama_dir, sae=sae_dir, id_column="id",
-              config=DictionaryConfig(max_length=24, top_contexts=2))
+    run_dictionary_build(stores["test"][1], out=default_dictionary_out(sae=str(sae_dir)),
+                         options=DictionaryBuildOptions(model=str(tiny_llama_dir),
+                                                        sae=str(sae_dir), id_column="id",
+                                                        max_length=24, top_contexts=2))
     labels, examples = dictionary_annotations(sae_dir / "sae.safetensors")
     assert labels is not None and examples is not None
     assert len(labels) == 128 and examples

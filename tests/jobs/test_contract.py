@@ -179,6 +179,22 @@ def test_an_unfinished_run_with_other_options_is_refused(tmp_path: Path) -> None
     assert (out / JOB_FILE).is_file()
 
 
+def test_a_record_of_another_auditor_version_is_not_this_job(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_recorded("echo", out=out, options=_Options(), input=None, result_type=_Result,
+                 work=lambda o: _Result(written="", count=1, extra={}))
+    record = json.loads((out / JOB_FILE).read_text())
+    record["auditor_version"] = "0.0.1"
+    (out / JOB_FILE).write_text(json.dumps(record))
+    with pytest.raises(JobConflict, match=r"auditor version \(0\.0\.1\)"):
+        run_recorded("echo", out=out, options=_Options(), input=None, result_type=_Result,
+                     work=lambda o: _Result(written="", count=2, extra={}))
+    again = run_recorded("echo", out=out, options=_Options(overwrite=True), input=None,
+                         result_type=_Result, work=lambda o: _Result(written="", count=2,
+                                                                     extra={}))
+    assert again.count == 2
+
+
 def test_stage_markers_only_count_for_the_same_options(tmp_path: Path) -> None:
     markers = StageMarkers(tmp_path, _Options())
     assert markers.done("classify") is None

@@ -243,7 +243,7 @@ def test_resume_equals_uninterrupted(cache: ActivationCache, tmp_path: Path,
 
 
 def test_decoder_gradient_parallel_component_removed(cache: ActivationCache) -> None:
-    from auditor.sae.train import _Trainer
+    from auditor.sae.trainer import Trainer as _Trainer
 
     trainer = _Trainer(d_in=D, config=_config())
     x = cache.tensors(HOOK)["acts"][:64]
@@ -266,7 +266,7 @@ def test_decoder_gradient_parallel_component_removed(cache: ActivationCache) -> 
 
 def test_selected_pre_backward_matches_dense_autograd() -> None:
     """The sparse backward of the selected pre-activations equals plain autograd's."""
-    from auditor.sae.train import _gathered_pre
+    from auditor.sae.kernels import gathered_pre as _gathered_pre
 
     g = torch.Generator().manual_seed(3)
     n, d, m, k = 50, 12, 40, 5
@@ -302,7 +302,9 @@ def test_ragged_selection_backward_matches_dense_autograd() -> None:
     """BatchTopK's ragged selection (a varying number of latents per token, some tokens
     with none) has the same values and gradients as plain autograd, and decodes like a
     dense code."""
-    from auditor.sae.train import _bag_offsets, _gathered_pre, _sparse_decode
+    from auditor.sae.kernels import bag_offsets as _bag_offsets
+    from auditor.sae.kernels import gathered_pre as _gathered_pre
+    from auditor.sae.kernels import sparse_decode as _sparse_decode
 
     g = torch.Generator().manual_seed(4)
     n, d, m = 30, 12, 40
@@ -340,7 +342,8 @@ def test_ragged_selection_backward_matches_dense_autograd() -> None:
 
 def test_adam_step_is_the_textbook_formula() -> None:
     """The fused update equals Adam written out (bias-corrected, eps outside the sqrt)."""
-    from auditor.sae.train import _BETAS, _EPS, _Trainer
+    from auditor.sae.trainer import _BETAS, _EPS
+    from auditor.sae.trainer import Trainer as _Trainer
 
     trainer = _Trainer(d_in=D, config=_config())
     g = torch.Generator().manual_seed(5)
@@ -409,7 +412,7 @@ def test_bfloat16_encoder_trains_like_float32(cache: ActivationCache, tmp_path: 
 def test_step_with_fewer_positive_than_k_fires_only_positive(cache: ActivationCache) -> None:
     """The top k are taken on the raw pre-activations: picks with pre <= 0 are value 0,
     reconstruct nothing and do not count as firing."""
-    from auditor.sae.train import _Trainer
+    from auditor.sae.trainer import Trainer as _Trainer
 
     trainer = _Trainer(d_in=D, config=_config(auxk_alpha=0.0))
     x = cache.tensors(HOOK)["acts"][:64]
@@ -448,7 +451,7 @@ def test_batchtopk_step_keeps_the_batch_top_and_learns_a_threshold(
     """One step's codes are the batch's n * k largest positive pre-activations (a dense
     reference), tokens use different numbers of latents, and the threshold is the
     smallest kept value."""
-    from auditor.sae.train import _Trainer
+    from auditor.sae.trainer import Trainer as _Trainer
 
     cfg = _config(activation="batchtopk", auxk_alpha=0.0)
     trainer = _Trainer(d_in=D, config=cfg)
@@ -478,7 +481,7 @@ def test_batchtopk_resamples_toward_its_own_reconstruction_error(
         cache: ActivationCache) -> None:
     """Resampled directions are errors of the batch-top codes a step uses, not of each
     token's top k."""
-    from auditor.sae.train import _Trainer
+    from auditor.sae.trainer import Trainer as _Trainer
 
     trainer = _Trainer(d_in=D, config=_config(activation="batchtopk", dead_tokens=64))
     x = cache.tensors(HOOK)["acts"][:64]
@@ -505,15 +508,15 @@ def test_batchtopk_resamples_toward_its_own_reconstruction_error(
 def test_batchtopk_caps_the_latents_of_one_token(cache: ActivationCache,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A token whose pre-activations dominate the batch keeps at most batchtopk_max_k."""
-    import auditor.sae.train as train_module
+    import auditor.sae.trainer as trainer_module
 
     cfg = _config(activation="batchtopk", batchtopk_max_k=6, auxk_alpha=0.0)
-    trainer = train_module._Trainer(d_in=D, config=cfg)
+    trainer = trainer_module.Trainer(d_in=D, config=cfg)
     x = cache.tensors(HOOK)["acts"][:64].clone()
     trainer.initialise(x)
     x[0] *= 100.0  # every latent that fires on it fires hugely
     per_token: list[torch.Tensor] = []
-    decode = train_module._sparse_decode
+    decode = trainer_module.sparse_decode
 
     def spy(indices: torch.Tensor, values: torch.Tensor, w: torch.Tensor, *,
             offsets: torch.Tensor | None = None) -> torch.Tensor:
@@ -522,7 +525,7 @@ def test_batchtopk_caps_the_latents_of_one_token(cache: ActivationCache,
         per_token.append(ends - offsets)
         return decode(indices, values, w, offsets=offsets)
 
-    monkeypatch.setattr(train_module, "_sparse_decode", spy)
+    monkeypatch.setattr(trainer_module, "sparse_decode", spy)
     trainer.step(x, lr=1e-3)
     counts = per_token[0]
     assert counts.shape == (64,) and int(counts[0]) == 6
@@ -563,7 +566,7 @@ def test_batchtopk_can_continue_a_topk_sae(cache: ActivationCache, tmp_path: Pat
     cfg = _config(activation="batchtopk", n_tokens=64 * 20)
     first = train_sae(cache, config=cfg, out=tmp_path / "b1", init=topk).sae
     assert first.cfg.activation == "batchtopk" and first.cfg.batchtopk_threshold is not None
-    from auditor.sae.train import _Trainer
+    from auditor.sae.trainer import Trainer as _Trainer
 
     trainer = _Trainer(d_in=D, config=cfg)
     trainer.load_weights(first, renormalise=False)

@@ -26,7 +26,7 @@ import pytest
 
 from auditor.report import build_report, render_html
 from auditor.report.charts import chart_titles
-from tests.test_report import (
+from tests.report.test_report import (
     IDS_A,
     IDS_B,
     ROWS_A,

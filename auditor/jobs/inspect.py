@@ -1,0 +1,39 @@
+"""Read-only queries the faces show: what is installed, what a store holds.
+
+They write nothing, so they take no ``out`` and keep no ``_job.json``; like every job they
+return JSON values only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from auditor.jobs._contract import json_values
+
+__all__ = ["models_list", "store_info"]
+
+
+def models_list() -> list[dict[str, Any]]:
+    """The embedded model (GGUF and converted caches) and the shipped SAEs, with sizes and
+    hashes (see :func:`auditor.defaults.list_models`)."""
+    from auditor.defaults import list_models
+
+    return [json_values(r) for r in list_models()]
+
+
+def store_info(path: str | Path) -> dict[str, Any]:
+    """A store's path, document count, columns and provenance.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a readable feature store.
+    """
+    from auditor.store import read_metadata, scan_features
+
+    lf = scan_features(path)
+    n_rows = int(lf.select("doc_id").collect().height)
+    return json_values({"path": str(path), "documents": n_rows,
+                        "columns": list(lf.collect_schema().names()),
+                        "provenance": read_metadata(path)})

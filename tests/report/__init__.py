@@ -1,0 +1,1 @@
+"""Tests of :mod:`auditor.report` (build, render, charts, near duplicates, drift)."""
