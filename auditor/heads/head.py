@@ -52,8 +52,7 @@ CARD_MD = "CARD.md"
 REPRESENTATIONS = ("sae", "raw")
 
 # The one source of truth of a head's extraction settings: what the default heads are
-# extracted with, which of a store's settings a head records and guards, and the record a
-# prediction file keeps of each head (Head.provenance).
+# extracted with, and which of a store's settings a head records and guards.
 
 #: Extraction settings that change feature values: a head records them from its training
 #: store (:func:`guarded_settings`) and refuses stores that differ.
@@ -283,19 +282,6 @@ class Head:
     def name(self) -> str:
         """The head's name."""
         return self.config.name
-
-    def provenance(self) -> dict[str, Any]:
-        """What a predictions file records of this head (JSON values).
-
-        ``path`` (where it was loaded from, None if never saved), ``classes``,
-        ``representation``, ``threshold``; multilabel heads add ``task`` and
-        ``thresholds``.
-        """
-        c = self.config
-        return {"path": None if self.path is None else str(self.path), "classes": c.classes,
-                "representation": c.representation, "threshold": c.threshold,
-                **({"task": "multilabel", "thresholds": c.thresholds} if c.multilabel
-                   else {})}
 
     # ------------------------------------------------------------------ reading a store
 

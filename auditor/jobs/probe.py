@@ -703,14 +703,14 @@ def run_probe_predict(input: Mapping[str, Any], *, out: str | Path,
     def work(root: Path) -> ProbePredictResult:
         from auditor.heads import load_head
         from auditor.heads.classify import classify_store, write_predictions
+        from auditor.jobs.classify import heads_provenance
         from auditor.store import read_metadata
 
         with Progress(progress, job="probe-predict").stage("predict", total=1) as stage:
             heads = [load_head(d) for d in dirs]
             check_cancel(cancel, "classifying the store")
             frame = classify_store(store, heads, explain=options.explain)
-            provenance = {**read_metadata(store),
-                          "heads": {h.name: h.provenance() for h in heads}}
+            provenance = {**read_metadata(store), "heads": heads_provenance(heads)}
             check_cancel(cancel, "writing the predictions")
             write_predictions(frame, root / options.filename, provenance=provenance)
             stage.advance(1)
