@@ -44,6 +44,7 @@ from auditor.jobs._contract import (
     JobResult,
     Record,
     fingerprint,
+    json_values,
     run_recorded,
 )
 from auditor.progress import Progress, ProgressCallback
@@ -332,12 +333,6 @@ def _notes(card: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def _json(value: Any) -> Any:
-    from auditor.jobs.probe import _json as plain
-
-    return plain(value)
-
-
 def run_heads_eval(input: Mapping[str, Any], *, out: str | Path, options: HeadsEvalOptions,
                    progress: ProgressCallback | None = None,
                    cancel: CancelToken | None = None) -> HeadsEvalResult:
@@ -365,7 +360,7 @@ def run_heads_eval(input: Mapping[str, Any], *, out: str | Path, options: HeadsE
                   for s in ("train", "test")}
         pool = options.candidates or DEFAULT_CANDIDATES
         with Progress(progress, job="heads-eval").stage("evaluate", total=1) as stage:
-            tables = _json(evaluate_head(head, splits["train"], splits["test"],
+            tables = json_values(evaluate_head(head, splits["train"], splits["test"],
                                          paths["test"], candidates=pool,
                                          n_labels=options.n_labels, seeds=options.seeds,
                                          cancel=cancel))
@@ -389,13 +384,13 @@ def _stage_done(root: Path, name: str, settings: Mapping[str, Any]) -> bool:
     if not path.is_file():
         return False
     try:
-        return read_json(path, what="stage marker").get("settings") == _json(settings)
+        return read_json(path, what="stage marker").get("settings") == json_values(settings)
     except AuditorError:
         return False
 
 
 def _mark(root: Path, name: str, settings: Mapping[str, Any]) -> None:
-    write_json(_marker(root, name), {"stage": name, "settings": _json(settings)})
+    write_json(_marker(root, name), {"stage": name, "settings": json_values(settings)})
 
 
 def _keep_artefacts(root: Path) -> None:
@@ -503,7 +498,7 @@ def run_heads_build(input: Mapping[str, Any] | None, *, out: str | Path,
         heads: dict[str, str] = {}
         if "train" in run:
             heads = _build_train(root, options, steps, cancel, data)
-        return HeadsBuildResult(stages=list(run), heads=heads, data=_json(data),
+        return HeadsBuildResult(stages=list(run), heads=heads, data=json_values(data),
                                 table=heads_table(root / "heads") if heads else "")
 
     return run_recorded("heads-build", out=out, options=options,
@@ -559,7 +554,7 @@ def _build_train(root: Path, options: HeadsBuildOptions, steps: Progress,
                                   positive_class=task.positive_class, candidates=pool,
                                   cancel=cancel)
                 head.card["data"] = dict(data[task.name])
-                head.card.update(_json(evaluate_head(head, train, test, d / "test.store",
+                head.card.update(json_values(evaluate_head(head, train, test, d / "test.store",
                                                      candidates=pool,
                                                      n_labels=options.n_labels,
                                                      seeds=options.seeds, cancel=cancel)))
@@ -626,7 +621,7 @@ def run_heads_list(directory: str | Path | None = None) -> HeadsListResult:
                          "candidate", head.config.representation),
                      "test_macro_f1": test.get("macro_f1_at_threshold", test.get("macro_f1")),
                      "path": str(path), "description": head.config.description})
-    return HeadsListResult(heads=_json(rows))
+    return HeadsListResult(heads=json_values(rows))
 
 
 def run_heads_show(head: str | Path, *, options: HeadsShowOptions) -> HeadsShowResult:

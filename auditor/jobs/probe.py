@@ -24,7 +24,6 @@ token is checked before each representation (and each learning-curve fold).
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ from auditor.jobs._contract import (
     JobOptions,
     JobResult,
     StageMarkers,
+    json_values,
     read_job,
     run_recorded,
 )
@@ -278,19 +278,6 @@ class ProbePredictResult(JobResult):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _json(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays as Python values and NaN/inf as None."""
-    if isinstance(value, Mapping):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
-        return _json(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _paths(input: Mapping[str, Any], *keys: str) -> list[Path]:
     if not isinstance(input, Mapping):
         raise ConfigError(f"input must be a mapping with {', '.join(keys)}, got "
@@ -354,7 +341,7 @@ def _scored(markers: StageMarkers, prefix: str, names: Sequence[str]) -> dict[st
 
 
 def _no_oof(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {k: _json({m: v for m, v in r.items() if m != "oof_proba"})
+    return {k: json_values({m: v for m, v in r.items() if m != "oof_proba"})
             for k, r in results.items()}
 
 
@@ -445,7 +432,7 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
         representation = head.card["representation"]["candidate"]
         return ProbeTrainResult(
             head=c.name, path=".", representation=representation, task=c.task,
-            classes=list(c.classes), thresholds=_json(thresholds), metrics=metrics,
+            classes=list(c.classes), thresholds=json_values(thresholds), metrics=metrics,
             table=metrics_table(metrics, chosen=representation,
                                 **_table_metrics(split.multilabel)))
 
@@ -536,7 +523,7 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
                 metrics["accuracy_at_threshold"] = float(
                     sum(p == t for p, t in zip(predicted, y, strict=True)) / len(y))
             metrics["documents"] = len(rows)
-            metrics = _json(metrics)
+            metrics = json_values(metrics)
             write_json(root / "metrics.json", metrics)
             stage.advance(1)
         return ProbeEvalResult(head=head.name, task=head.config.task, documents=len(rows),
@@ -657,7 +644,7 @@ def run_probe_curve(input: Mapping[str, Any], *, out: str | Path, options: Probe
             for name, make, X in models:
                 record = markers.done(f"curve-{name}")
                 if record is None:
-                    rows = _json(learning_curve(make, X, y, sizes=list(options.sizes),
+                    rows = json_values(learning_curve(make, X, y, sizes=list(options.sizes),
                                                 folds=options.folds,
                                                 random_state=options.random_state,
                                                 cancel=cancel))
