@@ -41,6 +41,8 @@ _PROGRESS = click.option("--progress/--no-progress", default=None,
 _RECORD = click.option("--out", type=click.Path(path_type=Path), default=None,
                        help="Directory to record the run in (metrics file and _job.json); "
                             "a temporary one by default.")
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace a run recorded in --out with other options or input.")
 
 
 def _label_options(f: Any) -> Any:
@@ -75,16 +77,19 @@ def probe() -> None:
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_RECORD
+@_OVERWRITE
 @_PROGRESS
 def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
                   text_column: str, multilabel_sep: str | None, sae: str | None, folds: int,
-                  as_json: bool, out: Path | None, progress: bool | None) -> None:
+                  as_json: bool, out: Path | None, overwrite: bool,
+                  progress: bool | None) -> None:
     """Cross-validate every SAE-feature representation against raw-activation and TF-IDF
     baselines on the same folds."""
     from auditor.jobs import probe as jobs
 
     options = jobs.ProbeCompareOptions(
-        **_labels(label_column, id_column, text_column, multilabel_sep), sae=sae, folds=folds)
+        **_labels(label_column, id_column, text_column, multilabel_sep), sae=sae, folds=folds,
+        overwrite=overwrite)
     with _out_dir(out) as where:
         result = jobs.run_probe_compare({"features": str(store_path),
                                          "labels": str(labels_path)},
@@ -100,10 +105,12 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_RECORD
+@_OVERWRITE
 @_PROGRESS
 def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_column: str,
                 text_column: str, multilabel_sep: str | None, sizes: str, folds: int,
-                as_json: bool, out: Path | None, progress: bool | None) -> None:
+                as_json: bool, out: Path | None, overwrite: bool,
+                progress: bool | None) -> None:
     """Learning curve: macro-F1 of every representation and TF-IDF by number of labels
     (stratified subsamples of each training fold, scored on the held-out fold)."""
     from auditor.jobs import probe as jobs
@@ -116,7 +123,7 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
                                  param_hint="--sizes") from e
     options = jobs.ProbeCurveOptions(
         **_labels(label_column, id_column, text_column, multilabel_sep), sizes=wanted,
-        folds=folds)
+        folds=folds, overwrite=overwrite)
     with _out_dir(out) as where:
         result = jobs.run_probe_curve({"features": str(store_path),
                                        "labels": str(labels_path)},
@@ -172,10 +179,12 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
 @_label_options
 @click.option("--json", "as_json", is_flag=True)
 @_RECORD
+@_OVERWRITE
 @_PROGRESS
 def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column: str,
                id_column: str, text_column: str, multilabel_sep: str | None,
-               as_json: bool, out: Path | None, progress: bool | None) -> None:
+               as_json: bool, out: Path | None, overwrite: bool,
+               progress: bool | None) -> None:
     """Metrics of a trained head (name or directory) on labelled features.
 
     Multilabel heads: label values are lists or strings split on --multilabel-sep (by
@@ -183,7 +192,7 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
     from auditor.jobs import probe as jobs
 
     options = jobs.ProbeEvalOptions(
-        **_labels(label_column, id_column, text_column, multilabel_sep))
+        **_labels(label_column, id_column, text_column, multilabel_sep), overwrite=overwrite)
     with _out_dir(out) as where:
         result = jobs.run_probe_eval({"head": head_ref, "features": str(store_path),
                                       "labels": str(labels_path)},
@@ -212,14 +221,15 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
                    "record the run in (predictions.parquet and _job.json).")
 @click.option("--explain", type=int, default=0, show_default=True,
               help="Top contributing SAE features per document (0: none).")
+@_OVERWRITE
 @_PROGRESS
 def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
-                  explain: int, progress: bool | None) -> None:
+                  explain: int, overwrite: bool, progress: bool | None) -> None:
     """Apply heads to an existing feature store."""
     from auditor.jobs import probe as jobs
 
     data = {"features": str(store_path), "heads": list(head_refs)}
-    options = jobs.ProbePredictOptions(explain=explain)
+    options = jobs.ProbePredictOptions(explain=explain, overwrite=overwrite)
     if out.suffix:  # a file (its suffix says the format)
         result = jobs.predict_to_file(data, out, options=options,
                                       progress=progress_bars(progress))

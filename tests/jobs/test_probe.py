@@ -409,8 +409,9 @@ def test_cli_compare_and_curve_call_their_jobs(monkeypatch: pytest.MonkeyPatch,
     assert main(["probe", "compare", *_LABELS, "--sae", "k", "--folds", "4"]) == 0
     assert calls[0]["options"] == jobs.ProbeCompareOptions(sae="k", folds=4)
     assert capsys.readouterr().out.strip() == "| compare |"
-    assert main(["probe", "compare", *_LABELS, "--json"]) == 0
+    assert main(["probe", "compare", *_LABELS, "--json", "--out", "rec", "--overwrite"]) == 0
     assert json.loads(capsys.readouterr().out) == compared.metrics
+    assert calls[1]["out"] == Path("rec") and calls[1]["options"].overwrite
     curve = jobs.ProbeCurveResult(curves={"raw": [{"n_train": 30, "macro_f1": 0.5}]},
                                   table="| curve |", written="curve.json")
     calls = _fake(monkeypatch, "run_probe_curve", curve)
