@@ -1,18 +1,17 @@
-"""``auditor heads``: installed heads and their cards."""
+"""``auditor heads``: installed heads and their cards.
+
+The commands read through :func:`auditor.jobs.heads.run_heads_list` and
+:func:`auditor.jobs.heads.run_heads_show` and print their results.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from auditor.errors import AuditorError
-
 __all__ = ["heads"]
-
-# ----------------------------------------------------------------------------- heads
 
 
 @click.group()
@@ -25,18 +24,9 @@ def heads() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def heads_list(directory: Path | None, as_json: bool) -> None:
     """List heads with their classes, representation and test macro-F1."""
-    from auditor.heads import list_heads, load_head
+    from auditor.jobs import heads as jobs
 
-    rows = []
-    for path in list_heads(directory):
-        head = load_head(path)
-        test = (head.card.get("test_head") or {})
-        rows.append({"name": head.name, "task": head.config.task,
-                     "classes": head.config.classes,
-                     "representation": head.card.get("representation", {}).get(
-                         "candidate", head.config.representation),
-                     "test_macro_f1": test.get("macro_f1_at_threshold", test.get("macro_f1")),
-                     "path": str(path), "description": head.config.description})
+    rows = jobs.run_heads_list(None if directory is None else str(directory)).heads
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -55,26 +45,19 @@ def heads_list(directory: Path | None, as_json: bool) -> None:
               help="Features with the largest weights listed per class (0: none).")
 def heads_show(head_ref: str, n_features: int) -> None:
     """Print a head's card and the SAE features that separate its classes."""
-    from auditor.features import dictionary_annotations
-    from auditor.heads import load_heads
-    from auditor.heads.card import render_card
+    from auditor.jobs import heads as jobs
 
-    head = load_heads([head_ref])[0]
-    click.echo(render_card(head.config.to_dict(), head.card))
+    result = jobs.run_heads_show(head_ref, options=jobs.HeadsShowOptions(features=n_features))
+    click.echo(result.card)
     if n_features <= 0:
         return
-    saes: dict[str, Any] = (head.card.get("provenance") or {}).get("saes") or {}
-    path = next(iter(saes.values())).get("path") if len(saes) == 1 else None
-    labels, _ = dictionary_annotations(path)
     click.echo("## Features that separate the classes (by the head's weights)\n")
-    try:
-        weights = head.feature_weights(k=n_features)
-    except AuditorError as e:
-        click.echo(f"(no per-feature weights: {e.message}; 'auditor explain' shows each "
-                   f"decision's contributions)")
+    if result.weights is None:
+        click.echo(f"(no per-feature weights: {result.no_weights}; 'auditor explain' shows "
+                   f"each decision's contributions)")
         return
-    for cls, feats in weights.items():
+    for cls, feats in result.weights.items():
         click.echo(f"towards `{cls}`:")
-        for f, w in feats:
-            label = (labels or {}).get(f)
-            click.echo(f"  f{f:<6} {w:+.3f}" + (f"  {label}" if label else ""))
+        for f in feats:
+            label = f["label"]
+            click.echo(f"  f{f['feature']:<6} {f['weight']:+.3f}" + (f"  {label}" if label else ""))

@@ -1,36 +1,24 @@
-"""``auditor probe``: probes on pooled SAE features, measured against baselines."""
+"""``auditor probe``: probes on pooled SAE features, measured against baselines.
+
+Each command parses its options, calls its job in :mod:`auditor.jobs.probe` and prints the
+result. ``compare``, ``curve`` and ``eval`` record their run in ``--out`` when given (a
+temporary directory otherwise).
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from auditor.cli._progress import progress_bars
+
 __all__ = ["probe"]
-
-# ----------------------------------------------------------------------------- probe
-
-
-def _labelled(path: Path, *, label_column: str, id_column: str | None, text_column: str,
-              keep_empty: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
-    """``doc_id -> label`` and ``doc_id -> text`` from a dataset file with a label column.
-
-    Documents whose label is missing are left out, and so are empty strings unless
-    ``keep_empty`` (multilabel: an empty label set).
-    """
-    from auditor.io import read_documents
-
-    labels: dict[str, Any] = {}
-    texts: dict[str, str] = {}
-    for doc in read_documents(path, text_column=text_column, id_column=id_column,
-                              passthrough=[label_column]):
-        value = doc.extra.get(label_column)
-        if value is not None and (keep_empty or not (isinstance(value, str) and value == "")):
-            labels[doc.doc_id] = doc.extra[label_column]
-            texts[doc.doc_id] = doc.text
-    return labels, texts
 
 
 _LABEL_OPTIONS = [
@@ -48,11 +36,34 @@ _LABEL_OPTIONS = [
                       "document without labels."),
 ]
 
+_PROGRESS = click.option("--progress/--no-progress", default=None,
+                         help="Progress bars (default: when stderr is a terminal).")
+_RECORD = click.option("--out", type=click.Path(path_type=Path), default=None,
+                       help="Directory to record the run in (metrics file and _job.json); "
+                            "a temporary one by default.")
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace a run recorded in --out with other options or input.")
+
 
 def _label_options(f: Any) -> Any:
     for opt in reversed(_LABEL_OPTIONS):
         f = opt(f)
     return f
+
+
+def _labels(label_column: str, id_column: str, text_column: str,
+            multilabel_sep: str | None) -> dict[str, Any]:
+    return {"label_column": label_column, "id_column": id_column,
+            "text_column": text_column, "multilabel_sep": multilabel_sep}
+
+
+@contextmanager
+def _out_dir(out: Path | None) -> Iterator[Path]:
+    if out is not None:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="auditor-probe-") as tmp:
+        yield Path(tmp)
 
 
 @click.group()
@@ -65,28 +76,26 @@ def probe() -> None:
 @click.option("--sae", default=None, help="SAE key in the store (default: the only one).")
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@_RECORD
+@_OVERWRITE
+@_PROGRESS
 def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
                   text_column: str, multilabel_sep: str | None, sae: str | None, folds: int,
-                  as_json: bool) -> None:
+                  as_json: bool, out: Path | None, overwrite: bool,
+                  progress: bool | None) -> None:
     """Cross-validate every SAE-feature representation against raw-activation and TF-IDF
     baselines on the same folds."""
-    from auditor.heads import cross_validate_candidates, load_split
-    from auditor.heads.card import metrics_table
+    from auditor.jobs import probe as jobs
 
-    labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                              text_column=text_column, keep_empty=multilabel_sep is not None)
-    split = load_split(store_path, labels, texts=texts, sae=sae, multilabel_sep=multilabel_sep)
-    results = cross_validate_candidates(split, folds=folds)
-    for r in results.values():
-        r.pop("oof_proba")
-    click.echo(json.dumps(results, indent=2, default=str) if as_json
-               else metrics_table(results, **_table_metrics(split.multilabel)))
-
-
-def _table_metrics(multilabel: bool) -> dict[str, Any]:
-    """``metrics=`` of :func:`auditor.heads.card.metrics_table` for a head's task."""
-    return {"metrics": ("micro_f1", "macro_f1", "auroc", "pr_auc", "subset_accuracy")} \
-        if multilabel else {}
+    options = jobs.ProbeCompareOptions(
+        **_labels(label_column, id_column, text_column, multilabel_sep), sae=sae, folds=folds,
+        overwrite=overwrite)
+    with _out_dir(out) as where:
+        result = jobs.run_probe_compare({"features": str(store_path),
+                                         "labels": str(labels_path)},
+                                        out=where, options=options,
+                                        progress=progress_bars(progress))
+    click.echo(json.dumps(result.metrics, indent=2) if as_json else result.table)
 
 
 @probe.command("curve")
@@ -95,42 +104,32 @@ def _table_metrics(multilabel: bool) -> dict[str, Any]:
               help="Training-set sizes (comma-separated; 'all' = every training document).")
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@_RECORD
+@_OVERWRITE
+@_PROGRESS
 def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_column: str,
                 text_column: str, multilabel_sep: str | None, sizes: str, folds: int,
-                as_json: bool) -> None:
+                as_json: bool, out: Path | None, overwrite: bool,
+                progress: bool | None) -> None:
     """Learning curve: macro-F1 of every representation and TF-IDF by number of labels
     (stratified subsamples of each training fold, scored on the held-out fold)."""
-    import functools
+    from auditor.jobs import probe as jobs
 
-    import numpy as np
-
-    from auditor.heads import DEFAULT_CANDIDATES, load_split
-    from auditor.heads.build import _available, _make, _tfidf
-    from auditor.probes import learning_curve
-
-    if multilabel_sep is not None:
-        raise click.UsageError("learning curves are for single-label data")
-    labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                              text_column=text_column)
-    split = load_split(store_path, labels, texts=texts)
-    wanted = [None if v.strip() == "all" else int(v) for v in sizes.split(",") if v.strip()]
-    y = split.y.astype(str)
-    models: list[tuple[str, Any, Any]] = [
-        (c.name, functools.partial(_make, c, 0), split.X(c))
-        for c in _available(split, list(DEFAULT_CANDIDATES))]
-    if split.texts is not None:
-        models.append(("tfidf", _tfidf, np.array(split.texts, dtype=object)))
-    curves = {name: learning_curve(make, X, y, sizes=wanted, folds=folds)
-              for name, make, X in models}
-    if as_json:
-        click.echo(json.dumps(curves, indent=2))
-        return
-    ns = [row["n_train"] for row in next(iter(curves.values()))]
-    click.echo("| representation | " + " | ".join(f"{n:,} labels" for n in ns) + " |")
-    click.echo("|---" * (len(ns) + 1) + "|")
-    for name, rows in curves.items():
-        click.echo(f"| {name} | " + " | ".join(
-            f"{r['macro_f1']:.3f} ± {r['macro_f1_std']:.3f}" for r in rows) + " |")
+    try:
+        wanted = tuple(None if v.strip() == "all" else int(v)
+                       for v in sizes.split(",") if v.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"{sizes!r}: sizes are integers or 'all'",
+                                 param_hint="--sizes") from e
+    options = jobs.ProbeCurveOptions(
+        **_labels(label_column, id_column, text_column, multilabel_sep), sizes=wanted,
+        folds=folds, overwrite=overwrite)
+    with _out_dir(out) as where:
+        result = jobs.run_probe_curve({"features": str(store_path),
+                                       "labels": str(labels_path)},
+                                      out=where, options=options,
+                                      progress=progress_bars(progress))
+    click.echo(json.dumps(result.curves, indent=2) if as_json else result.table)
 
 
 @probe.command("train")
@@ -147,75 +146,61 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
 @click.option("--target-recall", type=float, default=None)
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--overwrite", is_flag=True)
+@_PROGRESS
 def probe_train(store_path: Path, labels_path: Path, label_column: str, id_column: str,
                 text_column: str, multilabel_sep: str | None, name: str, out: Path | None,
                 representation: str, positive_class: str | None,
                 target_precision: float | None, target_recall: float | None, folds: int,
-                overwrite: bool) -> None:
+                overwrite: bool, progress: bool | None) -> None:
     """Train a head: choose the representation by CV against TF-IDF, calibrate, save.
 
     With --multilabel-sep, a multilabel head: one probe per label, each label's threshold
     at its max out-of-fold F1, no calibration."""
-    from auditor.heads import load_split, save_head, train_head
-    from auditor.heads.card import metrics_table, render_card
+    from auditor.jobs import probe as jobs
 
-    labels, texts = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                              text_column=text_column, keep_empty=multilabel_sep is not None)
-    split = load_split(store_path, labels, texts=texts, multilabel_sep=multilabel_sep)
-    head = train_head(name, split, candidate=representation, positive_class=positive_class,
-                      target_precision=target_precision, target_recall=target_recall,
-                      folds=folds)
     target = out if out is not None else Path("heads") / name
-    save_head(head, target, card_markdown=render_card(head.config.to_dict(), head.card),
-              overwrite=overwrite)
-    click.echo(metrics_table(head.card["cross_validation"],
-                             chosen=head.card["representation"]["candidate"],
-                             **_table_metrics(split.multilabel)))
-    if split.multilabel:
+    options = jobs.ProbeTrainOptions(
+        **_labels(label_column, id_column, text_column, multilabel_sep), head=name,
+        representation=representation, positive_class=positive_class,
+        target_precision=target_precision, target_recall=target_recall, folds=folds,
+        overwrite=overwrite)
+    result = jobs.run_probe_train({"features": str(store_path), "labels": str(labels_path)},
+                                  out=target, options=options,
+                                  progress=progress_bars(progress))
+    click.echo(result.table)
+    if result.task == "multilabel":
         click.echo("\nthresholds: " + ", ".join(
-            f"{c} {t:.3f}" for c, t in head.card["threshold"]["values"].items()))
-    click.echo(f"\nwrote head {name!r} to {target}")
+            f"{c} {t:.3f}" for c, t in result.thresholds.items()))
+    click.echo(f"\nwrote head {result.head!r} to {target}")
 
 
 @probe.command("eval")
 @click.argument("head_ref", metavar="HEAD")
 @_label_options
 @click.option("--json", "as_json", is_flag=True)
+@_RECORD
+@_OVERWRITE
+@_PROGRESS
 def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column: str,
                id_column: str, text_column: str, multilabel_sep: str | None,
-               as_json: bool) -> None:
+               as_json: bool, out: Path | None, overwrite: bool,
+               progress: bool | None) -> None:
     """Metrics of a trained head (name or directory) on labelled features.
 
     Multilabel heads: label values are lists or strings split on --multilabel-sep (by
     default the separator the head was trained with, else '|')."""
-    from auditor.heads import load_heads
-    from auditor.probes import evaluate_probe
+    from auditor.jobs import probe as jobs
 
-    head = load_heads([head_ref])[0]
-    multilabel = head.config.multilabel
-    if multilabel_sep is not None and not multilabel:
-        raise click.UsageError(f"--multilabel-sep is for multilabel heads; {head.name!r} is "
-                               f"{head.config.task}")
-    labels, _ = _labelled(labels_path, label_column=label_column, id_column=id_column,
-                          text_column=text_column, keep_empty=multilabel)
-    inputs = head.read(store_path)
-    rows = [i for i, d in enumerate(inputs.doc_ids) if d in labels]
-    if not rows:
-        raise click.UsageError("no document of the store has a label in --labels")
-    proba = head.predict_proba(inputs)[rows]
-    if multilabel:
-        sep = multilabel_sep or (head.card.get("training") or {}).get("multilabel_sep") or "|"
-        metrics = _multilabel_eval(head, [labels[inputs.doc_ids[i]] for i in rows], proba,
-                                   sep)
-    else:
-        y = [str(labels[inputs.doc_ids[i]]) for i in rows]
-        metrics = evaluate_probe(y, proba, head.config.classes)
-        predicted = head.labels(proba).astype(str)
-        metrics["accuracy_at_threshold"] = float(
-            sum(p == t for p, t in zip(predicted, y, strict=True)) / len(y))
-    metrics["documents"] = len(rows)
+    options = jobs.ProbeEvalOptions(
+        **_labels(label_column, id_column, text_column, multilabel_sep), overwrite=overwrite)
+    with _out_dir(out) as where:
+        result = jobs.run_probe_eval({"head": head_ref, "features": str(store_path),
+                                      "labels": str(labels_path)},
+                                     out=where, options=options,
+                                     progress=progress_bars(progress))
+    metrics = result.metrics
     if as_json:
-        click.echo(json.dumps(metrics, indent=2, default=str))
+        click.echo(json.dumps(metrics, indent=2))
         return
     for k, v in metrics.items():
         w = max(24, len(k) + 1)
@@ -228,34 +213,29 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
                 click.echo(f"{name:<{w}}{'–' if x is None else f'{x:.4f}'}")
 
 
-def _multilabel_eval(head: Any, values: list[Any], proba: Any, sep: str) -> dict[str, Any]:
-    """Multilabel metrics of a head: at 0.5 and at the head's per-label thresholds."""
-    from auditor.heads import label_indicator, label_set, multilabel_metrics
-
-    names = head.config.classes
-    Y = label_indicator([label_set(v, sep) for v in values], names)
-    metrics = multilabel_metrics(Y, proba, names)
-    at = multilabel_metrics(Y, proba, names, thresholds=head.config.label_thresholds())
-    for key in ("micro_f1", "macro_f1", "subset_accuracy", "per_label_f1"):
-        metrics[f"{key}_at_threshold"] = at[key]
-    return metrics
-
-
 @probe.command("predict")
 @click.argument("head_refs", metavar="HEAD...", nargs=-1, required=True)
 @click.option("--features", "store_path", required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Predictions file (.parquet or .jsonl).")
+              help="Predictions file (.parquet or .jsonl), or a directory (no suffix) to "
+                   "record the run in (predictions.parquet and _job.json).")
 @click.option("--explain", type=int, default=0, show_default=True,
               help="Top contributing SAE features per document (0: none).")
+@_OVERWRITE
+@_PROGRESS
 def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
-                  explain: int) -> None:
+                  explain: int, overwrite: bool, progress: bool | None) -> None:
     """Apply heads to an existing feature store."""
-    from auditor.heads import load_heads
-    from auditor.heads.classify import classify_store, write_predictions
-    from auditor.store import read_metadata
+    from auditor.jobs import probe as jobs
 
-    heads = load_heads(list(head_refs))
-    frame = classify_store(store_path, heads, explain=explain)
-    write_predictions(frame, out, provenance=read_metadata(store_path))
-    click.echo(f"wrote {frame.height:,} predictions to {out}")
+    data = {"features": str(store_path), "heads": list(head_refs)}
+    options = jobs.ProbePredictOptions(explain=explain, overwrite=overwrite)
+    if out.suffix:  # a file (its suffix says the format)
+        result = jobs.predict_to_file(data, out, options=options,
+                                      progress=progress_bars(progress))
+        written = out
+    else:
+        result = jobs.run_probe_predict(data, out=out, options=options,
+                                        progress=progress_bars(progress))
+        written = out / result.predictions
+    click.echo(f"wrote {result.documents:,} predictions to {written}")

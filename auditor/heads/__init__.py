@@ -5,8 +5,10 @@ representation of a document it reads (pooled SAE features or mean raw activatio
 extraction settings and provenance its training features had, its classes and decision
 threshold, and a card with its data and metrics against baselines.
 
-- :class:`Head`, :class:`HeadConfig`, :func:`save_head`, :func:`load_head`,
-  :func:`list_heads`, :func:`load_heads`: the saved artefact.
+- :class:`Head`, :class:`HeadConfig`, :func:`save_head`, :func:`write_head`,
+  :func:`load_head`, :func:`list_heads`, :func:`load_heads`: the saved artefact;
+  :data:`HEAD_EXTRACT` (the default heads' extraction settings), :data:`GUARDED_EXTRACT`
+  and :func:`guarded_settings` (the settings a head records and guards).
 - :func:`train_head`, :func:`cross_validate_candidates`, :func:`evaluate_candidates`,
   :func:`load_split`: training with the representation chosen on validation data
   (single-label or multilabel: :func:`label_set`, :func:`label_indicator`,
@@ -14,7 +16,6 @@ threshold, and a card with its data and metrics against baselines.
 - :func:`classify_store`: every head's labels, probabilities and top features per document.
 """
 
-from auditor.extract import ExtractConfig
 from auditor.heads.build import (
     CANDIDATES,
     DEFAULT_CANDIDATES,
@@ -30,18 +31,23 @@ from auditor.heads.build import (
     train_head,
 )
 from auditor.heads.head import (
+    GUARDED_EXTRACT,
+    HEAD_EXTRACT,
     Head,
     HeadConfig,
     HeadInputs,
+    guarded_settings,
     list_heads,
     load_head,
     load_heads,
     save_head,
+    write_head,
 )
 
 __all__ = [
     "CANDIDATES",
     "DEFAULT_CANDIDATES",
+    "GUARDED_EXTRACT",
     "HEAD_EXTRACT",
     "Candidate",
     "Head",
@@ -51,6 +57,7 @@ __all__ = [
     "best_candidate",
     "cross_validate_candidates",
     "evaluate_candidates",
+    "guarded_settings",
     "label_indicator",
     "label_set",
     "list_heads",
@@ -60,10 +67,5 @@ __all__ = [
     "multilabel_metrics",
     "save_head",
     "train_head",
+    "write_head",
 ]
-
-#: Extraction settings shared by the default heads, so one pass over a corpus feeds all of
-#: them: 128-token windows, at most two per document, max- and mean-pooled SAE features
-#: and mean raw activations (for heads where the raw-activation representation wins).
-HEAD_EXTRACT = ExtractConfig(poolings=("max", "mean"), max_length=128, max_windows=2,
-                             raw_mean=True)

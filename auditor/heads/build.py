@@ -27,19 +27,24 @@ from typing import Any
 
 import numpy as np
 
+from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError
+from auditor.progress import Stage
 
 __all__ = [
     "CANDIDATES",
     "DEFAULT_CANDIDATES",
+    "TFIDF",
     "Candidate",
     "LabelledSplit",
+    "available_candidates",
     "cross_validate_candidates",
     "evaluate_candidates",
     "label_indicator",
     "label_set",
     "load_split",
     "multilabel_metrics",
+    "tfidf_baseline",
     "train_head",
 ]
 
@@ -91,6 +96,7 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
 DEFAULT_CANDIDATES: tuple[str, ...] = tuple(
     n for n, c in CANDIDATES.items() if c.model == "linear")
 
+#: The name of the TF-IDF text baseline in metrics tables.
 TFIDF = "tfidf"
 
 
@@ -300,7 +306,9 @@ def load_split(
                          label_sep=multilabel_sep)
 
 
-def _tfidf(random_state: int = 0, *, multilabel: bool = False) -> Any:
+def tfidf_baseline(random_state: int = 0, *, multilabel: bool = False) -> Any:
+    """The unfitted TF-IDF + logistic-regression text baseline (one-vs-rest when
+    ``multilabel``) every representation is compared with."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -416,7 +424,9 @@ def _multilabel_folds(Y: np.ndarray, names: Sequence[str], folds: int,
     return cv
 
 
-def _available(split: LabelledSplit, names: Sequence[str]) -> list[Candidate]:
+def available_candidates(split: LabelledSplit, names: Sequence[str]) -> list[Candidate]:
+    """The candidates of ``names`` the split has the representation for (a store without
+    raw means or without a pooling leaves the candidates reading them out)."""
     out = []
     for n in names:
         c = CANDIDATES[n]
@@ -431,6 +441,9 @@ def _available(split: LabelledSplit, names: Sequence[str]) -> list[Candidate]:
 def cross_validate_candidates(
     split: LabelledSplit, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
     folds: int = 5, random_state: int = 0, baseline: bool = True,
+    stage: Stage | None = None, cancel: CancelToken | None = None,
+    done: Mapping[str, Mapping[str, Any]] | None = None,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Out-of-fold metrics of each candidate (and TF-IDF) on one shared stratified split.
 
@@ -438,12 +451,24 @@ def cross_validate_candidates(
     :class:`~auditor.probes.MultiLabelProbe`, one-vs-rest TF-IDF, and the metrics of
     :func:`multilabel_metrics` at threshold 0.5.
 
+    Parameters
+    ----------
+    stage
+        Advanced by one per representation scored (its total is set to their number).
+    cancel
+        Checked before each representation; raises :class:`~auditor.errors.JobCancelled`.
+    done
+        Metrics of representations already scored with these settings (from
+        ``on_result`` of an earlier, cancelled run): kept as they are, not recomputed.
+    on_result
+        Called with each representation's name and metrics as soon as it is scored.
+
     Returns
     -------
     dict
         ``name -> metrics`` (:func:`auditor.probes.evaluate_probe` plus ``seconds``) and,
-        per candidate, ``oof_proba`` (the out-of-fold probabilities, not JSON-safe:
-        pop it before saving).
+        per candidate scored in this call, ``oof_proba`` (the out-of-fold probabilities,
+        not JSON-safe: pop it before saving).
 
     Raises
     ------
@@ -456,53 +481,52 @@ def cross_validate_candidates(
 
     from auditor.probes import evaluate_probe
 
+    target: np.ndarray
+    score: Callable[[np.ndarray], dict[str, Any]]
+    models: list[tuple[str, Callable[[], Any], Any]]
     if split.multilabel:
-        return _cross_validate_multilabel(split, candidates=candidates, folds=folds,
-                                          random_state=random_state, baseline=baseline)
-    classes, counts = np.unique(split.y.astype(str), return_counts=True)
-    if counts.min() < folds:
-        raise ConfigError(f"every class needs >= {folds} documents for {folds}-fold CV; got "
-                          f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}",
-                          field="labels")
-    cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
-    y = split.y.astype(str)
-    results: dict[str, dict[str, Any]] = {}
+        assert split.Y is not None and split.label_names is not None
+        target, names = split.Y, split.label_names
+        cv: Any = _multilabel_folds(target, names, folds, random_state)
+        models = [(c.name, functools.partial(_multilabel_probe, c, names, random_state),
+                   split.X(c)) for c in available_candidates(split, candidates)]
+        text_model: Callable[[], Any] = functools.partial(tfidf_baseline, random_state,
+                                                          multilabel=True)
+        score = functools.partial(multilabel_metrics, target, labels=names)
+    else:
+        classes, counts = np.unique(split.y.astype(str), return_counts=True)
+        if counts.min() < folds:
+            raise ConfigError(f"every class needs >= {folds} documents for {folds}-fold CV; "
+                              f"got {dict(zip(classes.tolist(), counts.tolist(), strict=True))}",
+                              field="labels")
+        cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+        target = split.y.astype(str)
+        models = [(c.name, functools.partial(_make, c, random_state), split.X(c))
+                  for c in available_candidates(split, candidates)]
+        text_model = functools.partial(tfidf_baseline, random_state)
 
-    def run(name: str, model: Any, X: Any) -> None:
-        t = time.perf_counter()
-        proba = cross_val_predict(model, X, y, cv=cv, method="predict_proba")
-        results[name] = {**evaluate_probe(y, proba, classes),
-                         "seconds": round(time.perf_counter() - t, 2), "oof_proba": proba}
+        def score(proba: np.ndarray) -> dict[str, Any]:
+            return evaluate_probe(target, proba, classes)
 
-    for c in _available(split, candidates):
-        run(c.name, c.make(random_state=random_state), split.X(c))
     if baseline and split.texts is not None:
-        run(TFIDF, _tfidf(random_state), split.texts)
-    return results
-
-
-def _cross_validate_multilabel(
-    split: LabelledSplit, *, candidates: Sequence[str], folds: int, random_state: int,
-    baseline: bool,
-) -> dict[str, dict[str, Any]]:
-    from sklearn.model_selection import cross_val_predict
-
-    assert split.Y is not None and split.label_names is not None
-    Y, names = split.Y, split.label_names
-    cv = _multilabel_folds(Y, names, folds, random_state)
+        models.append((TFIDF, text_model, split.texts))
+    if stage is not None:
+        stage.set_total(len(models))
     results: dict[str, dict[str, Any]] = {}
-
-    def run(name: str, model: Any, X: Any) -> None:
-        t = time.perf_counter()
-        proba = np.asarray(cross_val_predict(model, X, Y, cv=cv, method="predict_proba"),
-                           dtype=np.float64)
-        results[name] = {**multilabel_metrics(Y, proba, names),
-                         "seconds": round(time.perf_counter() - t, 2), "oof_proba": proba}
-
-    for c in _available(split, candidates):
-        run(c.name, _multilabel_probe(c, names, random_state), split.X(c))
-    if baseline and split.texts is not None:
-        run(TFIDF, _tfidf(random_state, multilabel=True), split.texts)
+    for name, make, X in models:
+        if done is not None and name in done:
+            results[name] = dict(done[name])
+        else:
+            check_cancel(cancel, f"candidate {name}")
+            t = time.perf_counter()
+            proba = np.asarray(cross_val_predict(make(), X, target, cv=cv,
+                                                 method="predict_proba"), dtype=np.float64)
+            results[name] = {**score(proba), "seconds": round(time.perf_counter() - t, 2),
+                             "oof_proba": proba}
+            if on_result is not None:
+                on_result(name, results[name])
+        if stage is not None:
+            stage.advance(1)
     return results
 
 
@@ -574,16 +598,16 @@ def evaluate_candidates(
         y_tr: np.ndarray = train.Y
         Y_te = label_indicator(test.y.tolist(), names)
         models = [(c.name, functools.partial(_multilabel_probe, c, names), train.X(c),
-                   test.X(c)) for c in _available(train, candidates)]
-        tfidf: Callable[[int], Any] = functools.partial(_tfidf, multilabel=True)
+                   test.X(c)) for c in available_candidates(train, candidates)]
+        tfidf: Callable[[int], Any] = functools.partial(tfidf_baseline, multilabel=True)
         subsample = functools.partial(_random_subset, y_tr, names, n_labels)
         score = functools.partial(multilabel_metrics, Y_te, labels=names)
     else:
         y_tr, y_te = train.y.astype(str), test.y.astype(str)
         classes = np.unique(y_tr)
         models = [(c.name, functools.partial(_make, c), train.X(c), test.X(c))
-                  for c in _available(train, candidates)]
-        tfidf = _tfidf
+                  for c in available_candidates(train, candidates)]
+        tfidf = tfidf_baseline
 
         def subsample(seed: int) -> np.ndarray:
             return _subsample(y_tr, n_labels, seed) if n_labels is not None \
@@ -631,6 +655,7 @@ def train_head(
     description: str = "", cv_results: Mapping[str, Mapping[str, Any]] | None = None,
     sae_decoder: tuple[np.ndarray, np.ndarray, float] | None = None,
     candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    stage: Stage | None = None, cancel: CancelToken | None = None,
 ) -> Any:
     """Fit a head on a labelled split.
 
@@ -662,6 +687,9 @@ def train_head(
     candidates
         The pool ``'auto'`` chooses from (default :data:`DEFAULT_CANDIDATES`, the linear
         ones; pass ``tuple(CANDIDATES)`` to include LightGBM).
+    stage, cancel
+        Handed to :func:`cross_validate_candidates` (one unit per representation); the
+        token is checked again before the calibration and the final fit.
 
     Returns
     -------
@@ -681,7 +709,7 @@ def train_head(
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from auditor.explain import base_probe
-    from auditor.heads.head import Head, HeadConfig
+    from auditor.heads.head import Head, HeadConfig, guarded_settings
     from auditor.probes import CalibratedProbe, choose_threshold, expected_calibration_error
 
     if candidate != "auto" and candidate not in CANDIDATES:
@@ -697,7 +725,8 @@ def train_head(
     if cv_results is None:
         cv_results = cross_validate_candidates(
             split, candidates=tuple(candidates) if candidate == "auto" else (candidate,),
-            folds=folds, random_state=random_state)
+            folds=folds, random_state=random_state, stage=stage, cancel=cancel)
+    check_cancel(cancel, "fitting the head")
     chosen = CANDIDATES[best_candidate(cv_results) if candidate == "auto" else candidate]
     if split.multilabel:
         return _train_multilabel(name, split, chosen, cv_results, auto=candidate == "auto",
@@ -749,7 +778,7 @@ def train_head(
         representation=chosen.representation, sae=_sae_key(split.metadata),
         pooling=chosen.pooling, feature_transform=chosen.feature_transform,
         positive_class=positive_class, threshold=threshold, threshold_rule=rule,
-        extract=_extract_settings(split.metadata), description=description)
+        extract=guarded_settings(split.metadata), description=description)
     card = {
         "head": name,
         "representation": {"candidate": chosen.name, "description": chosen.description,
@@ -779,7 +808,7 @@ def _train_multilabel(
     from sklearn.model_selection import cross_val_predict
 
     from auditor.explain import base_probe
-    from auditor.heads.head import Head, HeadConfig
+    from auditor.heads.head import Head, HeadConfig, guarded_settings
 
     assert split.Y is not None and split.label_names is not None
     Y, names = split.Y, split.label_names
@@ -804,7 +833,7 @@ def _train_multilabel(
         name=name, classes=list(names), representation=chosen.representation,
         sae=_sae_key(split.metadata), pooling=chosen.pooling,
         feature_transform=chosen.feature_transform, threshold_rule=rule,
-        extract=_extract_settings(split.metadata), description=description,
+        extract=guarded_settings(split.metadata), description=description,
         multilabel=True, thresholds=thresholds)
     shown = ", ".join(f"{n} {t:.3f}" for n, t in zip(names, thresholds, strict=True))
     card = {
@@ -840,14 +869,6 @@ def _sae_key(metadata: Mapping[str, Any]) -> str | None:
     """The store's SAE key when it has exactly one."""
     keys = list(metadata.get("saes") or {})
     return keys[0] if len(keys) == 1 else None
-
-
-def _extract_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The guarded extraction settings of the training store."""
-    extract = metadata.get("extract") or {}
-    return {k: extract.get(k) for k in ("max_length", "max_windows", "exclude_outliers",
-                                        "outlier_factor", "outlier_threshold")
-            if k in extract}
 
 
 def _projection(weights: np.ndarray, sae_decoder: tuple[np.ndarray, np.ndarray, float] | None,

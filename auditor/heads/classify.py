@@ -130,11 +130,13 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
     import os
     import tempfile
 
+    from auditor._files import atomic_write_text
+
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".jsonl"):
-        raise ConfigError(f"--out must end in .parquet or .jsonl, got {path.name!r}",
-                          path=path, field="out")
+        raise ConfigError(f"a predictions file must end in .parquet or .jsonl, got "
+                          f"{path.name!r}", path=path, field="out")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -152,7 +154,7 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
         else:
             frame.write_ndjson(tmp)
             side = path.with_name(path.name + ".provenance.json")
-            side.write_text(json.dumps(dict(provenance), indent=2, default=str))
+            atomic_write_text(side, json.dumps(dict(provenance), indent=2, default=str))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

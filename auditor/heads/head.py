@@ -25,16 +25,20 @@ import scipy.sparse as sp
 from auditor._files import atomic_directory
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.explain import Contributions, feature_contributions, raw_contributions
+from auditor.extract import ExtractConfig
 
 __all__ = [
     "GUARDED_EXTRACT",
+    "HEAD_EXTRACT",
     "REPRESENTATIONS",
     "Head",
     "HeadConfig",
     "HeadInputs",
+    "guarded_settings",
     "list_heads",
     "load_head",
     "save_head",
+    "write_head",
 ]
 
 FORMAT = "auditor-head"
@@ -47,9 +51,31 @@ CARD_MD = "CARD.md"
 #: What a head can read: pooled SAE features, or mean raw activations of the SAE's layer.
 REPRESENTATIONS = ("sae", "raw")
 
-#: Extraction settings that change feature values: a head refuses stores that differ.
+# The one source of truth of a head's extraction settings: what the default heads are
+# extracted with, and which of a store's settings a head records and guards.
+
+#: Extraction settings that change feature values: a head records them from its training
+#: store (:func:`guarded_settings`) and refuses stores that differ.
 GUARDED_EXTRACT = ("max_length", "max_windows", "exclude_outliers", "outlier_factor",
                    "outlier_threshold")
+
+#: Extraction settings shared by the default heads, so one pass over a corpus feeds all of
+#: them: 128-token windows, at most two per document, max- and mean-pooled SAE features
+#: and mean raw activations (for heads where the raw-activation representation wins).
+HEAD_EXTRACT = ExtractConfig(poolings=("max", "mean"), max_length=128, max_windows=2,
+                             raw_mean=True)
+
+
+def guarded_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`GUARDED_EXTRACT` settings a store's provenance records (its ``extract``).
+
+    Examples
+    --------
+    >>> guarded_settings({"extract": {"max_length": 128, "poolings": ["max"]}})
+    {'max_length': 128}
+    """
+    extract = metadata.get("extract") or {}
+    return {k: extract.get(k) for k in GUARDED_EXTRACT if k in extract}
 
 
 @dataclass
@@ -486,6 +512,23 @@ def _raw_hook(metadata: Mapping[str, Any], sae: str | None) -> str | None:
 # --------------------------------------------------------------------------- persistence
 
 
+def _write_files(head: Head, directory: Path, card_markdown: str | None) -> None:
+    """Write a head's files into the (empty) ``directory``."""
+    from safetensors.numpy import save_file
+
+    from auditor.probes import save_probe
+
+    save_probe(head.probe, directory / PROBE_DIR, card=head.card)
+    if head.decoder is not None:
+        save_file({"per_feature": np.ascontiguousarray(head.decoder[0]),
+                   "bias": np.ascontiguousarray(head.decoder[1])},
+                  str(directory / DECODER_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(head.config.to_dict(), indent=2,
+                                                    allow_nan=False))
+    if card_markdown is not None:
+        (directory / CARD_MD).write_text(card_markdown)
+
+
 def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = None,
               overwrite: bool = False) -> Path:
     """Save a head without pickle (written beside, then renamed into place).
@@ -496,20 +539,53 @@ def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = 
         ``directory`` exists and is not empty and ``overwrite`` is False, or the probe or
         card cannot be saved.
     """
-    from safetensors.numpy import save_file
-
-    from auditor.probes import save_probe
-
     out = Path(directory)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        save_probe(head.probe, tmp / PROBE_DIR, card=head.card)
-        if head.decoder is not None:
-            save_file({"per_feature": np.ascontiguousarray(head.decoder[0]),
-                       "bias": np.ascontiguousarray(head.decoder[1])}, str(tmp / DECODER_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps(head.config.to_dict(), indent=2,
-                                                  allow_nan=False))
-        if card_markdown is not None:
-            (tmp / CARD_MD).write_text(card_markdown)
+        _write_files(head, tmp, card_markdown)
+    return out
+
+
+#: The files and folders a saved head consists of (head.json last: it makes a head).
+HEAD_FILES = (PROBE_DIR, DECODER_FILE, CARD_MD, CONFIG_FILE)
+
+
+def write_head(head: Head, directory: str | Path, *,
+               card_markdown: str | None = None) -> Path:
+    """Write a head into ``directory``, which may hold other files (a job's ``_job.json``).
+
+    The files are written whole into ``directory/.head.partial`` and then moved in place,
+    ``head.json`` last (a directory is a head once it has ``head.json``); the files of a
+    head already there are replaced, other files are left alone. Nothing is written
+    outside ``directory``.
+
+    Raises
+    ------
+    ConfigError
+        The probe or card cannot be saved.
+    """
+    import shutil
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / ".head.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    try:
+        _write_files(head, partial, card_markdown)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    for name in reversed(HEAD_FILES):  # head.json first: no half-replaced head loads
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+    for name in HEAD_FILES:
+        if (partial / name).exists():
+            (partial / name).replace(out / name)
+    partial.rmdir()
     return out
 
 

@@ -11,9 +11,12 @@ features (as returned by :func:`auditor.store.read_features`) without densifying
 
 Fitted probes are saved without pickle by :func:`save_probe` / :func:`load_probe`;
 :func:`check_provenance` refuses features extracted by another model / SAE / layer /
-pooling. LightGBM is imported only when a :class:`BoostedProbe` is fitted or loaded.
+pooling. Bad data or settings raise :class:`ProbeInputError`, an
+:class:`~auditor.errors.ConfigError` that is also a ``ValueError`` (what scikit-learn
+expects). LightGBM is imported only when a :class:`BoostedProbe` is fitted or loaded.
 """
 
+from auditor.probes._base import ProbeInputError
 from auditor.probes.boosted import BoostedProbe, split_contributions
 from auditor.probes.calibration import CalibratedProbe
 from auditor.probes.linear import LinearProbe
@@ -33,6 +36,7 @@ __all__ = [
     "CalibratedProbe",
     "LinearProbe",
     "MultiLabelProbe",
+    "ProbeInputError",
     "RuleCondition",
     "RuleProbe",
     "ThresholdChoice",

@@ -14,7 +14,10 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from auditor.errors import ConfigError
+
 __all__ = [
+    "ProbeInputError",
     "binarize_positive",
     "binary_proba",
     "check_binary",
@@ -27,6 +30,17 @@ __all__ = [
     "validated_fit_data",
     "validated_input",
 ]
+
+class ProbeInputError(ConfigError, ValueError):
+    """A probe was given data or settings it cannot use (one class, a Y that is not a 0/1
+    indicator matrix, sparse input to a centring probe, thresholds of the wrong shape).
+
+    A :class:`~auditor.errors.ConfigError` (the auditor tree: exit code 2, HTTP 400) that
+    is also a :class:`ValueError`: scikit-learn's estimator checks and meta-estimators
+    (``cross_val_predict``, ``GridSearchCV``'s ``error_score``) expect a ``ValueError``
+    for bad input, so the probes stay conformant estimators.
+    """
+
 
 #: Feature dtypes the probes accept as is (anything else is converted to float64).
 _FLOAT_DTYPES = [np.float64, np.float32]
@@ -44,10 +58,11 @@ def validated_fit_data(estimator: Any, X: Any, y: Any) -> tuple[Any, np.ndarray]
 
 
 def classes_of(y: np.ndarray, *, estimator: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted classes of ``y`` and each sample's class index; ValueError for one class."""
+    """Sorted classes of ``y`` and each sample's class index; :class:`ProbeInputError` (a
+    ValueError) for one class."""
     classes, y_idx = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(
+        raise ProbeInputError(
             f"{estimator} needs samples of at least 2 classes; y has only one class "
             f"({classes[0]!r})"
         )
@@ -137,9 +152,10 @@ def sample_weights(y: np.ndarray, class_weight: Any) -> np.ndarray:
 
 
 def check_binary(classes: np.ndarray, *, estimator: str) -> None:
-    """Raise ValueError when ``classes`` does not hold exactly two labels."""
+    """Raise :class:`ProbeInputError` (a ValueError) when ``classes`` does not hold
+    exactly two labels."""
     if len(classes) != 2:
-        raise ValueError(
+        raise ProbeInputError(
             f"Only binary classification is supported. {estimator} is binary only: y has "
             f"{len(classes)} classes "
             f"({', '.join(map(str, classes[:5]))}{'…' if len(classes) > 5 else ''}); "

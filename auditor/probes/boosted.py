@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from auditor.probes._base import (
+    ProbeInputError,
     binary_proba,
     classes_of,
     document_frequency,
@@ -67,7 +68,7 @@ def split_contributions(
         arr = arr.reshape(arr.shape[0], -1)
         blocks = [sp.csr_matrix(arr[:, k * width:(k + 1) * width]) for k in range(n_outputs)]
     if len(blocks) != n_outputs or any(b.shape[1] != width for b in blocks):
-        raise ValueError(
+        raise ProbeInputError(
             f"unexpected pred_contrib shape: {len(blocks)} block(s) of "
             f"{[b.shape for b in blocks]} for {n_outputs} output(s) of width {width}"
         )

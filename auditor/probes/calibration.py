@@ -15,7 +15,13 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from auditor.probes._base import binary_proba, classes_of, validated_fit_data, validated_input
+from auditor.probes._base import (
+    ProbeInputError,
+    binary_proba,
+    classes_of,
+    validated_fit_data,
+    validated_input,
+)
 
 __all__ = ["CalibratedProbe", "fit_isotonic", "fit_platt"]
 
@@ -161,14 +167,14 @@ class CalibratedProbe(ClassifierMixin, BaseEstimator):
 
         Raises
         ------
-        ValueError
+        ProbeInputError
             Fewer than 2 classes, or a class with fewer than 2 samples (no stratified split).
         """
         X, y = validated_fit_data(self, X, y)
         classes, y_idx = classes_of(y, estimator="CalibratedProbe")
         counts = np.bincount(y_idx)
         if counts.min() < 2:
-            raise ValueError(
+            raise ProbeInputError(
                 f"CalibratedProbe needs at least 2 samples of each class for its held-out "
                 f"split; class {classes[int(np.argmin(counts))]!r} has {counts.min()}"
             )
@@ -184,7 +190,7 @@ class CalibratedProbe(ClassifierMixin, BaseEstimator):
             base.set_params(random_state=int(seed))  # reproducible given our random_state
         self.estimator_ = base.fit(X[tr], y[tr])
         if not np.array_equal(self.estimator_.classes_, classes):
-            raise ValueError("the base estimator's classes_ differ from y's classes")
+            raise ProbeInputError("the base estimator's classes_ differ from y's classes")
         self.classes_ = classes
         scores = self._scores(X[ca])
         targets = (

@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from auditor.probes._base import (
+    ProbeInputError,
     binarize_positive,
     binary_proba,
     classes_of,
@@ -169,7 +170,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         classes, _ = classes_of(y, estimator="LinearProbe")
         Z = self._transformed(X)
         if self.center and sp.issparse(Z):
-            raise ValueError("center=True needs dense input (centring would densify a "
+            raise ProbeInputError("center=True needs dense input (centring would densify a "
                              "sparse matrix)")
         self.offset_ = (np.asarray(Z.mean(axis=0), dtype=np.float64).ravel() if self.center
                         else np.zeros(X.shape[1]))
@@ -231,7 +232,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Z = self._transformed(X)
         if self.center:
             if sp.issparse(Z):
-                raise ValueError("this probe was fitted with center=True and needs dense "
+                raise ProbeInputError("this probe was fitted with center=True and needs dense "
                                  "input")
             Z = np.asarray(Z, dtype=np.float64) - self.offset_[None, :]
         return self._scaled(Z)

@@ -10,6 +10,7 @@ from sklearn.base import clone
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError
 
 __all__ = [
@@ -167,6 +168,7 @@ def learning_curve(
     test: tuple[Any, Any] | None = None,
     folds: int = 5,
     random_state: int = 0,
+    cancel: CancelToken | None = None,
 ) -> list[dict[str, Any]]:
     """Test metrics of a probe trained on stratified subsamples of growing size.
 
@@ -186,6 +188,8 @@ def learning_curve(
         Folds when ``test`` is None.
     random_state : int, default 0
         Seeds the folds and the subsamples.
+    cancel : CancelToken or None, default None
+        Checked before each fit; raises :class:`~auditor.errors.JobCancelled`.
 
     Returns
     -------
@@ -219,7 +223,8 @@ def learning_curve(
                               field="sizes")
         runs = []
         used = []
-        for tr, te in splits:
+        for i, (tr, te) in enumerate(splits):
+            check_cancel(cancel, f"size {n}, fold {i + 1}")
             sub = tr
             if size is not None and len(tr) - n >= n_classes:
                 sub, _ = train_test_split(tr, train_size=n, stratify=y[tr],

@@ -10,12 +10,12 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import get_tags
-from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from auditor.probes._base import validated_input
+from auditor.probes._base import ProbeInputError, validated_input
 from auditor.probes.linear import LinearProbe
 
 __all__ = ["MultiLabelProbe"]
@@ -133,11 +133,12 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         return f"column {k} ({np.asarray(self.labels).tolist()[k]!r})"
 
     def _check_indicator(self, Y: Any) -> np.ndarray:
-        """``Y`` as an int64 0/1 matrix; ValueError naming the first offending column."""
+        """``Y`` as an int64 0/1 matrix; :class:`ProbeInputError` (a ValueError) naming the
+        first offending column."""
         Y = Y.toarray() if sp.issparse(Y) else np.asarray(Y)
         check_classification_targets(Y)  # continuous → "Unknown label type: continuous"
         if Y.ndim != 2:
-            raise ValueError(
+            raise ProbeInputError(
                 "Y must be a 2-D indicator matrix of shape (n_samples, n_labels), got a "
                 f"1-D y with {np.unique(Y).size} classes ({_show(Y)}). Only binary "
                 "classification is supported per label: for single-label classification "
@@ -148,7 +149,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         ok = np.isin(Y, (0, 1)) if numeric else np.zeros(Y.shape, dtype=bool)
         if not ok.all():
             k = int(np.flatnonzero(~ok.all(axis=0))[0])
-            raise ValueError(
+            raise ProbeInputError(
                 "Y must hold only 0/1 indicators (only binary classification is supported "
                 f"per label); {self._label_name(k)} holds {_show(Y[:, k])}"
             )
@@ -157,7 +158,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         constant = np.flatnonzero((n_pos == 0) | (n_pos == Y.shape[0]))
         if constant.size:
             k = int(constant[0])
-            raise ValueError(
+            raise ProbeInputError(
                 f"{self._label_name(k)} of Y has only one class ({int(Y[0, k])} in all "
                 f"{Y.shape[0]} samples): every label needs both positive and negative "
                 "samples"
@@ -169,9 +170,9 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             return np.arange(n_labels)
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or labels.size != n_labels:
-            raise ValueError(f"labels has {labels.size} entries but Y has {n_labels} columns")
+            raise ProbeInputError(f"labels has {labels.size} entries but Y has {n_labels} columns")
         if np.unique(labels).size != labels.size:
-            raise ValueError(f"labels must be distinct, got {labels.tolist()}")
+            raise ProbeInputError(f"labels must be distinct, got {labels.tolist()}")
         return labels
 
     def _resolve_thresholds(self, n_labels: int) -> np.ndarray:
@@ -181,12 +182,12 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
             return np.full(n_labels, float(self.thresholds))
         thr = np.asarray(self.thresholds, dtype=np.float64)
         if thr.ndim != 1 or thr.size != n_labels:
-            raise ValueError(
+            raise ProbeInputError(
                 f"thresholds has shape {thr.shape} but Y has {n_labels} columns (give one "
                 "float, or one per label)"
             )
         if not np.all((thr >= 0) & (thr <= 1)):
-            raise ValueError(f"thresholds must be in [0, 1], got {thr.tolist()}")
+            raise ProbeInputError(f"thresholds must be in [0, 1], got {thr.tolist()}")
         return thr
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -207,10 +208,10 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
 
         Raises
         ------
-        ValueError
-            ``Y`` is not 2-D, holds values other than 0/1, or has a column without both
-            values (the message names the column); ``thresholds`` or ``labels`` do not
-            match the number of columns.
+        ProbeInputError
+            (a ``ValueError``) ``Y`` is not 2-D, holds values other than 0/1, or has a
+            column without both values (the message names the column); ``thresholds``
+            or ``labels`` do not match the number of columns.
         """
         X, Y = validate_data(self, X, Y, accept_sparse="csr", dtype=[np.float64, np.float32],
                              multi_output=True)
@@ -223,7 +224,7 @@ class MultiLabelProbe(ClassifierMixin, BaseEstimator):
         for k in range(n_labels):
             est = clone(base).fit(X, Y[:, k])
             if not np.array_equal(est.classes_, [0, 1]):
-                raise ValueError(f"the probe of {self._label_name(k)} has classes "
+                raise ProbeInputError(f"the probe of {self._label_name(k)} has classes "
                                  f"{est.classes_.tolist()}, expected [0, 1]")
             estimators.append(est)
         self.estimators_ = estimators

@@ -127,7 +127,7 @@ class RuleProbe(ClassifierMixin, BaseEstimator):
 
         Raises
         ------
-        ValueError
+        ProbeInputError
             ``y`` does not have exactly two classes.
         """
         X, y = validated_fit_data(self, X, y)

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from auditor.explain.contributions import feature_contributions
 from auditor.probes import (
@@ -259,43 +258,3 @@ def test_round_trip(
         for m1, m2 in zip(probe.contributions(X[:5]), loaded.contributions(X[:5]),
                           strict=True):
             assert (m1 != m2).nnz == 0
-
-
-# ----------------------------------------------------------------------------- contract
-
-_SHAPES = ("it expects single-output shapes for a one-column y: predict of shape "
-           "(n_samples,) and predict_proba of shape (n_samples, 2) summing to 1. "
-           "MultiLabelProbe returns (n_samples, n_labels) for both, the multilabel formats "
-           "that check_classifier_multioutput and check_classifiers_multilabel_output_* "
-           "require")
-_ONE_TWO = "it fits y = 1/2 values, which is not a 0/1 indicator matrix"
-
-
-def _expected_failed(estimator: Any) -> dict[str, str]:
-    """Checks that cannot apply to a 0/1-indicator multilabel classifier, with the reason.
-
-    The tags (``single_output=False``, ``multi_class=False``) make scikit-learn pass most
-    checks a one-column binary ``Y``; these still use a 1-D, non-0/1 or string target, or
-    expect single-label output shapes.
-    """
-    return {
-        "check_classifiers_train": _SHAPES,
-        "check_estimator_sparse_array": _SHAPES,
-        "check_estimator_sparse_matrix": _SHAPES,
-        "check_decision_proba_consistency": "it fits a 1-D y (MultiLabelProbe needs 2-D Y)",
-        "check_classifiers_classes": "it fits 1-D string labels ('one', 'two'); label names "
-                                     "go in MultiLabelProbe(labels=...)",
-        "check_estimators_dtypes": _ONE_TWO,
-        "check_classifier_data_not_an_array": _ONE_TWO,
-        "check_fit2d_1feature": _ONE_TWO,
-    }
-
-
-# Seeded binary probes: scikit-learn's set_random_state only sets a top-level random_state.
-@parametrize_with_checks([
-    MultiLabelProbe(LinearProbe(random_state=0)),
-    MultiLabelProbe(RuleProbe()),
-    MultiLabelProbe(BoostedProbe(n_estimators=10, n_jobs=1)),
-], expected_failed_checks=_expected_failed)
-def test_sklearn_contract(estimator: Any, check: Any) -> None:
-    check(estimator)
