@@ -50,7 +50,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -456,7 +456,7 @@ def build_dictionary(
     lens = _logit_lens(lm, sae, config, previous, root)
     features = _features_frame(stats, lens)
     contexts = stats.contexts_frame()
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     inputs = list(previous["inputs"]) if previous is not None else []
     inputs.append({
         "path": info.get("path"), "fingerprint": info.get("fingerprint"),

@@ -23,8 +23,6 @@ from auditor.progress import Progress, ProgressCallback
 
 __all__ = ["AuditOptions", "AuditResult", "run_audit"]
 
-#: What an audit extracts when no head is installed (the shipped heads' settings).
-NO_HEAD_EXTRACT = {"poolings": ["max", "mean"], "max_length": 128, "max_windows": 2}
 REPORT_FORMATS = ("html", "json", "md")
 
 
@@ -114,7 +112,8 @@ def run_audit(
 
     wanted = list(options.heads) if options.heads is not None else None
     loaded = load_heads(wanted) if wanted or (wanted is None and list_heads()) else []
-    settings = heads_extract_settings(loaded) if loaded else NO_HEAD_EXTRACT
+    # without heads: the shipped heads' settings, so a later classify can reuse the store
+    settings = heads_extract_settings(loaded) if loaded else _shipped_head_settings()
     extract = options.extract.with_config(settings)
     if options.overwrite:
         extract = ExtractOptions.from_dict({**extract.to_dict(), "overwrite": True})
@@ -189,3 +188,11 @@ def _clear_outputs(root: Path) -> None:
     for name in ("_stages", "charts"):
         if (root / name).is_dir():
             shutil.rmtree(root / name)
+
+
+def _shipped_head_settings() -> dict[str, Any]:
+    """What the shipped heads are trained on (:data:`auditor.heads.HEAD_EXTRACT`), less the
+    raw-activation means only a raw head reads."""
+    from auditor.heads import HEAD_EXTRACT
+
+    return {**HEAD_EXTRACT.to_dict(include_runtime=False), "raw_mean": False}

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +372,7 @@ def _guarded_build(target: Path, record: dict[str, Any], build: Callable[[Path],
             {
                 **record,
                 "transformers_version": _transformers_version(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
         with contextlib.suppress(OSError):

@@ -843,7 +843,7 @@ def _statistics(
         "version": REPORT_VERSION,
         "title": title or (f"Corpus report: {Path(input_path).name}" if input_path
                            else f"Corpus report: {src.name}"),
-        "generated_at": generated_at or _dt.datetime.now(_dt.timezone.utc).isoformat(
+        "generated_at": generated_at or _dt.datetime.now(_dt.UTC).isoformat(
             timespec="seconds"),
         "provenance": provenance,
         "sources": {"store": str(src), "predictions": None, "texts": None, "previous": None},

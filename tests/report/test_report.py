@@ -293,7 +293,7 @@ def test_report_without_side_inputs(real: dict[str, Any]) -> None:
     assert report["texts"] is None and report["near_duplicates"] is None
     assert report["provenance"]["pooling"] == "mean"
     html = render_html(report)
-    assert html.count("<svg") == 2 and "Pass the input texts" in html
+    assert html.count("<svg") == 2 and "Give the report the input texts" in html
     assert render_markdown(report).startswith("# Corpus report: texts.jsonl")
 
 
