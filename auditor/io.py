@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from auditor._files import sha256_file
 from auditor.errors import ColumnError, ConfigError, InputFileError, RowError
 
 __all__ = [
@@ -63,7 +64,6 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".txt",
 )
 
-_BLOCK = 1 << 20  # 1 MiB
 _PARQUET_BATCH_ROWS = 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = codecs.BOM_UTF8
@@ -310,14 +310,10 @@ def _batched(it: Iterator[T], n: int) -> Iterator[list[T]]:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while block := f.read(_BLOCK):
-                h.update(block)
+        return sha256_file(path)
     except OSError as e:
         raise InputFileError(f"cannot read file: {e.strerror or e}", path=path) from e
-    return h.hexdigest()
 
 
 def _resolve_format(src: Path, fmt: str | None) -> str:

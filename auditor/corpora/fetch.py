@@ -28,12 +28,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
+from auditor._files import atomic_directory
 from auditor.errors import ConfigError, InputFileError
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
 #: Seconds a registry client may run before it is stopped.
 DEFAULT_TIMEOUT: float = 600.0
 
-_TMP_PREFIX = ".tmp-"
 _STDERR_TAIL = 800
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -156,9 +155,9 @@ def _download(
             f"or not on PATH",
             path=folder,
         )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=folder.parent))
-    try:
+    # The client writes into a temporary sibling of ``folder`` that replaces it (a stale or
+    # broken earlier download included) only once the archive passed its check.
+    with atomic_directory(folder, overwrite=True) as tmp:
         try:
             proc = _run(cmd, cwd=tmp, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -194,15 +193,12 @@ def _download(
                 f"downloading {what} from {registry} gave an unusable file: {why}",
                 path=matching[0].name,
             )
-        if folder.exists():  # a stale or broken earlier download
-            shutil.rmtree(folder)
-        tmp_final = tmp / "final"
-        tmp_final.mkdir()
-        matching[0].rename(tmp_final / matching[0].name)
-        tmp_final.rename(folder)
-        return folder / matching[0].name
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for other in tmp.iterdir():  # only the archive is kept
+            if other.is_dir():
+                shutil.rmtree(other)
+            elif other != matching[0]:
+                other.unlink()
+    return folder / matching[0].name
 
 
 def fetch_pypi(

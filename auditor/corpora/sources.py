@@ -51,7 +51,7 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from auditor.corpora import fetch as _fetch
+import auditor.corpora.fetch as _fetch
 from auditor.errors import ConfigError, InputFileError
 
 __all__ = [

@@ -26,19 +26,17 @@ import fcntl
 import functools
 import importlib
 import importlib.util
-import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from auditor.errors import ModelLoadError
-from auditor.lm.loading import _file_sha256, cache_dir
+from auditor._files import atomic_directory, read_json, write_json
+from auditor.errors import InputFileError, ModelLoadError
+from auditor.lm._cache import cache_dir, cached_sha256
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -116,7 +114,7 @@ def gguf_sha256(gguf_file: str | Path, *, cache_root: Path | None = None) -> str
     path = Path(gguf_file).expanduser()
     root = cache_dir() if cache_root is None else Path(cache_root)
     try:
-        return _file_sha256(path, hashes_dir=root / "hashes")
+        return cached_sha256(path, hashes_dir=root / "hashes")
     except OSError as exc:
         raise ModelLoadError(f"cannot read file to hash it: {exc}", path=path) from exc
 
@@ -226,11 +224,8 @@ def read_marker(directory: str | Path) -> dict[str, Any] | None:
         The record (``source_sha256``, ``transformers_version``, ``created``, …), or
         ``None`` when the marker is absent or unreadable (the conversion is incomplete).
     """
-    marker = Path(directory) / COMPLETE_MARKER
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads(marker.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            return data
+    with contextlib.suppress(InputFileError):
+        return read_json(Path(directory) / COMPLETE_MARKER, what="conversion marker")
     return None
 
 
@@ -301,22 +296,6 @@ def _check_dependencies(path: Path) -> None:
         )
 
 
-# --------------------------------------------------------------------------- hashing
-def _write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------- cache guard
 def _marker_ok(target: Path, sha: str) -> bool:
     record = read_marker(target)
@@ -354,20 +333,17 @@ def _guarded_build(target: Path, record: dict[str, Any], build: Callable[[Path],
     with _exclusive_lock(parent / f"{target.name}.lock"):
         if _marker_ok(target, sha):  # another process finished while we waited
             return target
-        # Leftovers of a crashed run: only the lock holder creates them, so remove them.
-        for stale in parent.glob(f".{target.name}.tmp-*"):
+        # Leftovers of a crashed run (temporary siblings ``.<name>.*``, written by
+        # atomic_directory or by older versions as ``.<name>.tmp-*``): only the lock holder
+        # creates them, so remove them.
+        for stale in parent.glob(f".{target.name}.*"):
             shutil.rmtree(stale, ignore_errors=True)
         if target.exists():  # no valid marker: incomplete or stale, rebuild
             shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.tmp-"))
-        try:
+        with atomic_directory(target, overwrite=True) as tmp:
             build(tmp)
             _make_readable(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _write_json_atomic(
+        write_json(
             target / COMPLETE_MARKER,
             {
                 **record,
@@ -375,8 +351,6 @@ def _guarded_build(target: Path, record: dict[str, Any], build: Callable[[Path],
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
-        with contextlib.suppress(OSError):
-            (target / COMPLETE_MARKER).chmod(0o644)
     return target
 
 

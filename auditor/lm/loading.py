@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,8 @@ from transformers import (
 )
 
 from auditor.errors import ConfigError, HookError, ModelLoadError
+from auditor.lm._cache import cache_dir, cached_sha256
+from auditor.lm.gguf import gguf_source
 
 __all__ = [
     "LoadedModel",
@@ -246,8 +245,6 @@ def load_model(
     ``Gemma3ForCausalLM.model`` or ``Gemma3ForConditionalGeneration``'s language model, so
     logits are never computed.
     """
-    from auditor.lm.gguf import gguf_source
-
     model_id = str(name_or_path)
     resolved_device, resolved_dtype = resolve_device_dtype(device, dtype)
     local_dir = Path(name_or_path).expanduser()
@@ -333,21 +330,6 @@ def find_layers(module: torch.nn.Module) -> torch.nn.ModuleList:
     )
 
 
-def cache_dir() -> Path:
-    """Return auditor's cache directory.
-
-    ``$AUDITOR_CACHE_DIR`` when set, else ``~/.cache/auditor``.  Not created here.
-
-    Returns
-    -------
-    Path
-    """
-    override = os.environ.get("AUDITOR_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    return Path.home() / ".cache" / "auditor"
-
-
 def weights_sha256(directory: str | Path) -> str | None:
     """Hash the weight files of a model directory, with a per-file cache.
 
@@ -382,51 +364,8 @@ def weights_sha256(directory: str | Path) -> str | None:
     for path in files:
         digest.update(path.name.encode("utf-8"))
         digest.update(b"\0")
-        digest.update(bytes.fromhex(_file_sha256(path)))
+        digest.update(bytes.fromhex(cached_sha256(path)))
     return digest.hexdigest()
-
-
-def _file_sha256(path: Path, *, hashes_dir: Path | None = None) -> str:
-    """SHA-256 of one file's bytes, through a sidecar keyed by (path, size, mtime_ns).
-
-    Sidecars live in ``hashes_dir`` (default ``cache_dir() / 'hashes'``), so a large file
-    is hashed once until it changes.
-    """
-    resolved = path.resolve()
-    stat = resolved.stat()
-    key = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    hashes_dir = hashes_dir if hashes_dir is not None else cache_dir() / "hashes"
-    sidecar = hashes_dir / f"{hashlib.sha256(str(resolved).encode()).hexdigest()}.json"
-    with contextlib.suppress(OSError, ValueError):
-        cached = json.loads(sidecar.read_text(encoding="utf-8"))
-        if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
-            value = cached.get("sha256")
-            if isinstance(value, str) and len(value) == 64:
-                return value
-    digest = hashlib.sha256()
-    with resolved.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    _write_sidecar(sidecar, {**key, "sha256": value})
-    return value
-
-
-def _write_sidecar(sidecar: Path, record: dict[str, Any]) -> None:
-    """Write the JSON cache record atomically; a read-only cache is not an error."""
-    try:
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-            os.replace(tmp, sidecar)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError:
-        return
 
 
 def _load_pretrained(source: str, *, dtype: torch.dtype, local_files_only: bool) -> Any:
