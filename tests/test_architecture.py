@@ -42,12 +42,6 @@ Rule (c), the CLI is cheap to import
 Every ``auditor/cli/*`` module, imported in a fresh interpreter, leaves none of
 :data:`HEAVY` in ``sys.modules``; and no import statement in ``auditor/cli/`` (not even in a
 function) names a heavy library directly: a command calls a job instead.
-
-Allow-lists
------------
-The ``PENDING_*`` constants name the offenders that other branches of issue 20 remove. The
-test fails on any offender not listed *and* on any listed one that is gone, so that the
-list is emptied as the fixes land; when all are merged every ``PENDING_*`` is empty.
 """
 
 from __future__ import annotations
@@ -64,30 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "auditor"
 
 #: Libraries that the CLI must not load just to parse a command line.
-HEAVY = ("torch", "sklearn", "lightgbm", "polars", "numpy", "transformers", "scipy", "pyarrow")
-
-#: Import cycles being broken on other branches (each a set of modules = one strongly
-#: connected component). Empty this when they land.
-PENDING_CYCLES: set[frozenset[str]] = {
-    # features/dictionary.py <-> features/labels.py: the features branch breaks it.
-    frozenset({"auditor.features.dictionary", "auditor.features.labels"}),
-    # jobs/audit.py <-> jobs/classify.py (lazy both ways; landed with 8fdf10c): audit uses
-    # classify's head helpers, classify uses audit's dictionary_annotations. The jobs owner
-    # moves the shared helpers into one module that both import.
-    frozenset({"auditor.jobs.audit", "auditor.jobs.classify"}),
-}
-
-#: Modules below the jobs layer that still import auditor.jobs (the features branch moves
-#: the dictionary build into auditor/jobs/).
-PENDING_JOBS_IMPORTERS: set[str] = {"auditor.features.dictionary"}
-
-#: CLI modules that still name a heavy library in an import statement (the probe branch
-#: moves the learning curve into a job).
-PENDING_CLI_HEAVY_IMPORTS: set[str] = {"auditor.cli.probe"}
-
-#: CLI modules that still load a heavy library when imported (none today: keep it so).
-PENDING_CLI_HEAVY_MODULES: set[str] = set()
-
+HEAVY = ("torch", "sklearn", "lightgbm", "polars", "numpy", "transformers", "scipy", "pyarrow",
+         "matplotlib")
 
 @dataclass(frozen=True)
 class Edge:
@@ -229,13 +201,6 @@ def _is_under(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-def _check(found: set[str], pending: set[str], what: str) -> None:
-    new = found - pending
-    gone = pending - found
-    assert not new, f"{what}: {sorted(new)}"
-    assert not gone, f"fixed, remove from the allow-list: {sorted(gone)} ({what})"
-
-
 # --- the graph itself --------------------------------------------------------------------
 
 
@@ -272,10 +237,8 @@ def test_cycle_finder_sees_a_planted_cycle() -> None:
 
 def test_no_import_cycles() -> None:
     components = set(strongly_connected(graph()))
-    new = components - PENDING_CYCLES
-    assert not new, "import cycles in auditor/:\n" + "\n".join(map(_describe, new))
-    gone = PENDING_CYCLES - components
-    assert not gone, f"cycles broken, remove them from PENDING_CYCLES: {gone}"
+    assert not components, "import cycles in auditor/:\n" + "\n".join(
+        map(_describe, components))
 
 
 # --- rule (b) ----------------------------------------------------------------------------
@@ -285,7 +248,7 @@ def test_only_jobs_and_faces_import_jobs() -> None:
     allowed = ("auditor.jobs", "auditor.cli")
     offenders = {e.source for e in graph() if _is_under(e.target, "auditor.jobs")
                  and not any(_is_under(e.source, p) for p in allowed)}
-    _check(offenders, PENDING_JOBS_IMPORTERS, "modules below auditor.jobs that import it")
+    assert not offenders, f"modules below auditor.jobs that import it: {sorted(offenders)}"
 
 
 def test_only_the_cli_imports_the_cli() -> None:
@@ -305,7 +268,7 @@ def test_cli_names_no_heavy_library() -> None:
         for name, _line, _lazy, _type_only in imported_names(module, modules()[module]):
             if name.split(".")[0] in HEAVY:
                 offenders.add(module)
-    _check(offenders, PENDING_CLI_HEAVY_IMPORTS, "auditor/cli modules importing heavy libraries")
+    assert not offenders, f"auditor/cli modules importing heavy libraries: {sorted(offenders)}"
 
 
 _PROBE = (
@@ -326,8 +289,7 @@ def test_cli_modules_import_no_heavy_library() -> None:
         loaded = done.stdout.strip().splitlines()[-1]
         if loaded != "[]":
             offenders[module] = loaded
-    _check(set(offenders), PENDING_CLI_HEAVY_MODULES,
-           f"auditor/cli modules that load heavy libraries: {offenders}")
+    assert not offenders, f"auditor/cli modules that load heavy libraries: {offenders}"
 
 
 def test_subprocess_imports_this_checkout() -> None:
