@@ -31,6 +31,7 @@ auditor.errors.ConfigError: field 'word': expected str, got int 3
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import types
@@ -176,8 +177,15 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def json_values(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays (anything with ``tolist``), tuples and
-    NaN made JSON values (lists, ``None``), for results built from library output."""
+    """``value`` with JSON's types only, for results built from library output: numpy and
+    torch scalars and arrays become numbers and lists, tuples lists, paths strings, and
+    numbers that are not finite ``None``.
+
+    Examples
+    --------
+    >>> json_values({"a": (1, float("nan")), "b": float("inf")})
+    {'a': [1, None], 'b': None}
+    """
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, Mapping):
@@ -186,7 +194,7 @@ def json_values(value: Any) -> Any:
         return [json_values(v) for v in value]
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):
         return json_values(value.tolist())
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Path):
         return str(value)
