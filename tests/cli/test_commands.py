@@ -12,7 +12,7 @@ from auditor.cli import main
 from auditor.store import read_features, read_metadata
 from auditor.testing import make_random_sae
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.jsonl"
 
 
 @pytest.fixture(scope="module")
