@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from auditor.cli._common import job_dir
 from auditor.cli._progress import progress_bars
 
 __all__ = ["audit", "classify", "explain"]
@@ -30,16 +29,6 @@ def _run_options(f: Any) -> Any:
     for opt in reversed(_RUN_OPTIONS):
         f = opt(f)
     return f
-
-
-@contextlib.contextmanager
-def _job_dir(keep: Path | None) -> Iterator[Path]:
-    """The job's output directory: the one asked for, or a temporary one."""
-    if keep is not None:
-        yield keep
-        return
-    with tempfile.TemporaryDirectory(prefix="auditor-") as tmp:
-        yield Path(tmp)
 
 
 def _dataset(source: str, out: Path) -> tuple[str, bool]:
@@ -82,8 +71,8 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
     if out is not None and out.suffix not in (".parquet", ".jsonl"):
         raise click.BadParameter("predictions are written as .parquet or .jsonl",
                                  param_hint="--out")
-    with _job_dir(None) as job_dir:
-        path, literal = _dataset(source, job_dir / "input")
+    with job_dir(None) as where:
+        path, literal = _dataset(source, where / "input")
         options = jobs.ClassifyOptions(
             heads=head_refs or None, explain=explain,
             store=str(store.resolve()) if store is not None else "store",
@@ -92,12 +81,12 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
                                      "id" if literal else id_column,
                                      skip_bad_rows=skip_bad_rows, device=device),
             inline_rows=0 if out is not None else 1_000_000)
-        result = jobs.run_classify(path, out=job_dir / "run", options=options,
+        result = jobs.run_classify(path, out=where / "run", options=options,
                                    progress=progress_bars(progress))
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             # the predictions and their sidecars (a JSONL file's provenance)
-            for written in (job_dir / "run").glob(result.predictions + "*"):
+            for written in (where / "run").glob(result.predictions + "*"):
                 shutil.copyfile(written, f"{out}{written.name[len(result.predictions):]}")
             click.echo(f"wrote {result.documents:,} rows to {out}")
             return
@@ -166,14 +155,14 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
     """Why each head labelled TEXT (or each document of FILE) as it did."""
     from auditor.jobs import explain as jobs
 
-    with _job_dir(None) as job_dir:
-        path, literal = _dataset(source, job_dir / "input")
+    with job_dir(None) as where:
+        path, literal = _dataset(source, where / "input")
         options = jobs.ExplainOptions(
             heads=head_refs or None, top=top, check=check, k=k, n_random=n_random,
             tokens=not no_tokens,
             extract=_extract_options(model, sae_paths, text_column,
                                      "id" if literal else id_column))
-        result = jobs.run_explain(path, out=job_dir / "run", options=options,
+        result = jobs.run_explain(path, out=where / "run", options=options,
                                   progress=progress_bars(None)).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
