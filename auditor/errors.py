@@ -10,6 +10,8 @@ as JSON) and comes back as the same class with :func:`error_from_dict`.
 
     AuditorError
     ├── ConfigError                 invalid settings or arguments
+    │   └── ProbeInputError         data a probe cannot fit (also a ValueError, as
+    │                               scikit-learn's checks expect)
     ├── InputError                  the user's dataset
     │   ├── InputFileError          unreadable / malformed file (JSONL, Parquet, CSV, …)
     │   ├── ColumnError             a named column is missing
@@ -55,6 +57,7 @@ __all__ = [
     "JobError",
     "ModelError",
     "ModelLoadError",
+    "ProbeInputError",
     "ProvenanceMismatch",
     "RowError",
     "SAEError",
@@ -112,6 +115,17 @@ class AuditorError(Exception):
 
 class ConfigError(AuditorError):
     """A setting or argument has an invalid value."""
+
+
+class ProbeInputError(ConfigError, ValueError):
+    """A probe was given data or settings it cannot use (one class, a Y that is not a 0/1
+    indicator matrix, sparse input to a centring probe, thresholds of the wrong shape).
+
+    A :class:`~auditor.errors.ConfigError` (the auditor tree: exit code 2, HTTP 400) that
+    is also a :class:`ValueError`: scikit-learn's estimator checks and meta-estimators
+    (``cross_val_predict``, ``GridSearchCV``'s ``error_score``) expect a ``ValueError``
+    for bad input, so the probes stay conformant estimators.
+    """
 
 
 class InputError(AuditorError):
