@@ -308,7 +308,10 @@ def extract_features(
     for shard_index, docs in enumerate(batched(documents, config.shard_size)):
         check_cancel(cancel, f"shard {shard_index}")
         if shard_index % world_size != rank or writer.is_done(shard_index):
-            # another rank's shard, or one finished before: nothing to compute
+            # another rank's shard, or one finished before: nothing to compute, but a done
+            # shard must hold the documents the input gives at its place
+            writer.check_documents(shard_index, [d.doc_id for d in docs],
+                                   [d.row for d in docs])
             summary.shards_skipped += 1
             summary.docs_skipped_done += len(docs)
             report(0, 0)

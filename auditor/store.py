@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from auditor._files import fsync_dir, sha256_file, write_json
+from auditor._files import fsync_dir, sha256_bytes, sha256_file, write_json
 from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, ShardMissing, StoreError
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "scan_features",
     "shard_name",
     "token_schema",
+    "verify_store",
 ]
 
 FORMAT = "auditor-feature-store"
@@ -296,6 +297,86 @@ def _markers(directory: Path, kind: str) -> dict[int, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
+def _documents_key(doc_ids: Sequence[str], rows: Sequence[int]) -> dict[str, Any]:
+    """Which documents a shard holds: its first and last input row and a hash of its ids."""
+    return {"first_row": int(rows[0]) if len(rows) else None,
+            "last_row": int(rows[-1]) if len(rows) else None,
+            "ids_sha256": sha256_bytes("\n".join(map(str, doc_ids)))}
+
+
+#: Shards whose bytes were checked against their markers in this process, by (path, size,
+#: mtime): a reader hashes each shard once, not on every scan.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _verify_shard(path: Path, marker: Mapping[str, Any]) -> None:
+    """Check a done shard's size and sha256 against its marker (once per process).
+
+    Raises
+    ------
+    ShardMissing
+        The file is not on disk.
+    CorruptShard
+        Its size or checksum differs from what the marker recorded when it was written.
+    """
+    try:
+        key = _file_key(path)
+    except OSError as e:
+        raise ShardMissing("shard file is not on disk", path=path) from e
+    if key in _VERIFIED:
+        return
+    if marker.get("bytes") not in (None, key[1]):
+        raise CorruptShard(f"has {key[1]:,} bytes, its done-marker says "
+                           f"{marker.get('bytes'):,}; re-extract the store", path=path)
+    digest = marker.get("sha256")
+    if digest is not None and sha256_file(path) != digest:
+        raise CorruptShard("its bytes changed after it was written (sha256 differs from its "
+                           "done-marker); re-extract the store", path=path)
+    _VERIFIED.add(key)
+
+
+def verify_store(path: str | Path) -> dict[str, Any]:
+    """Check every done shard of a store against its marker (size and sha256), afresh.
+
+    Returns
+    -------
+    dict
+        ``{"path", "shards", "documents", "ok", "problems": [{"shard", "kind", "error"}]}``.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a feature store.
+    """
+    src = Path(path)
+    _read_manifest(src)
+    problems: list[dict[str, Any]] = []
+    shards = documents = 0
+    for kind in _KINDS:
+        for number, marker in _markers(src, kind).items():
+            shards += 1
+            file = src / marker["shard"]
+            try:
+                _VERIFIED.discard(_file_key(file))
+            except OSError:
+                pass
+            try:
+                _verify_shard(file, marker)
+            except StoreError as e:
+                problems.append({"shard": number, "kind": kind, "file": marker["shard"],
+                                 "error": e.message})
+                continue
+            if kind == "features":
+                documents += int(marker.get("rows") or 0)
+    return {"path": str(src), "shards": shards, "documents": documents,
+            "ok": not problems, "problems": problems}
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.is_file():
@@ -439,12 +520,33 @@ class FeatureStoreWriter:
         marker = _read_marker(self.directory / DONE_DIR / _marker_name(shard, kind))
         if marker is None:
             return False
-        path = self.directory / marker["shard"]
         try:
-            size = path.stat().st_size
-        except OSError:
-            return False
-        return marker.get("bytes") in (None, size)
+            _verify_shard(self.directory / marker["shard"], marker)
+        except StoreError:
+            return False  # missing or changed since it was written: compute it again
+        return True
+
+    def check_documents(self, shard: int, doc_ids: Sequence[str], rows: Sequence[int]) -> None:
+        """Refuse to resume past a done shard that holds other documents than the input
+        gives at its place (another input order, id column or row filter).
+
+        Raises
+        ------
+        ProvenanceMismatch
+            The shard's recorded rows or document ids differ from ``doc_ids`` / ``rows``.
+        """
+        marker = _read_marker(self.directory / DONE_DIR / _marker_name(shard, "features"))
+        recorded = (marker or {}).get("documents")
+        if recorded is None:
+            return  # a store written before shards recorded their documents
+        given = _documents_key(doc_ids, rows)
+        if recorded != given:
+            raise ProvenanceMismatch(
+                f"shard {shard} holds rows {recorded.get('first_row')}–"
+                f"{recorded.get('last_row')} with other document ids than the input gives at "
+                f"its place (rows {given['first_row']}–{given['last_row']}); the input or "
+                f"how it is read changed: use a new store or replace it with overwrite",
+                path=self.directory, field="documents")
 
     def done_shards(self, *, kind: Kind = "features") -> set[int]:
         """Return the numbers of the shards :meth:`is_done` reports as done.
@@ -529,10 +631,13 @@ class FeatureStoreWriter:
             tmp.unlink(missing_ok=True)
             raise
         fsync_dir(self.directory)
-        _atomic_write_json(
-            marker_path,
-            {"rows": table.height, "shard": name, "kind": kind, "sha256": digest, "bytes": size},
-        )
+        record: dict[str, Any] = {"rows": table.height, "shard": name, "kind": kind,
+                                  "sha256": digest, "bytes": size}
+        if kind == "features":
+            record["documents"] = _documents_key(table["doc_id"].to_list(),
+                                                 table["row"].to_list())
+        _atomic_write_json(marker_path, record)
+        _VERIFIED.add(_file_key(target))
         return target
 
     def _conform(self, table: pl.DataFrame, *, kind: str, target: Path) -> pl.DataFrame:
@@ -714,10 +819,14 @@ def _check_shard(path: Path, *, expected_rows: int | None) -> tuple[Any, dict[st
 
 
 def _done_files(directory: Path, kind: str) -> list[tuple[Path, int | None]]:
+    """The done shards' files and row counts, each checked against its marker (once per
+    process; see :func:`_verify_shard`)."""
     files = []
     for marker in _markers(directory, kind).values():
         rows = marker.get("rows")
-        files.append((directory / marker["shard"], rows if isinstance(rows, int) else None))
+        file = directory / marker["shard"]
+        _verify_shard(file, marker)
+        files.append((file, rows if isinstance(rows, int) else None))
     return files
 
 
@@ -907,6 +1016,15 @@ def _collect(lf: pl.LazyFrame, src: Path) -> pl.DataFrame:
         raise CorruptShard(f"cannot read shard data: {e}", path=src) from e
 
 
+def _check_unique_ids(ids: pl.Series, src: Path) -> None:
+    """Refuse a store whose shards hold one document id twice (a row of a classify or a
+    training set would then stand for two documents)."""
+    if ids.n_unique() != len(ids):
+        dupes = ids.filter(ids.is_duplicated()).unique(maintain_order=True).head(5).to_list()
+        raise CorruptShard(f"document ids occur more than once across shards: "
+                           f"{', '.join(map(str, dupes))}", path=src, field="doc_id")
+
+
 def read_features(
     path: str | Path,
     *,
@@ -1036,6 +1154,7 @@ def read_features(
             )
 
     df = _collect(lf.select(list(dict.fromkeys(["doc_id", idx_col, val_col, *extra_cols]))), src)
+    _check_unique_ids(df["doc_id"], src)
     offsets, indices = _list_parts(df[idx_col])
     val_offsets, values = _list_parts(df[val_col])
     if not np.array_equal(offsets, val_offsets):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import doctest
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from auditor.store import (
     read_metadata,
     scan_features,
     shard_name,
+    verify_store,
 )
 
 D_SAE = 64
@@ -365,6 +367,12 @@ def test_foreign_shard_with_other_provenance(tmp_path: Path) -> None:
     other = FeatureStoreWriter(b, provenance=make_provenance(max_length=64))
     other.write_shard(0, random_shard(rng, 0, 3)[0])
     (a / shard_name(0)).write_bytes((b / shard_name(0)).read_bytes())
+    # the file alone no longer matches the checksum its marker recorded
+    with pytest.raises(CorruptShard, match="done-marker"):
+        scan_features(a)
+    # with its marker too, the shard's own provenance gives it away
+    marker = next((b / DONE_DIR).iterdir()).name
+    (a / DONE_DIR / marker).write_bytes((b / DONE_DIR / marker).read_bytes())
     with pytest.raises(ProvenanceMismatch, match="max_length"):
         scan_features(a)
 
@@ -621,3 +629,70 @@ def test_write_accepts_fixed_size_array_columns(tmp_path: Path) -> None:
     dense = read_features(tmp_path / "s").X.toarray()
     assert dense[0, 1] == 0.5 and dense[0, 5] == 1.0 and dense[1, 63] == 3.0
     assert dense.sum() == pytest.approx(6.5)
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Change one byte in the middle of a file, keeping its size; move its mtime on, as a
+    later write would (readers check a shard once per size and mtime)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def test_a_shard_with_flipped_bytes_is_refused_by_name(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    write_store(store)
+    assert verify_store(store)["ok"]
+    _flip_a_byte(store / shard_name(1))
+    with pytest.raises(CorruptShard, match="sha256 differs") as info:
+        read_features(store)
+    assert info.value.path == str(store / shard_name(1))
+    report = verify_store(store)
+    assert not report["ok"] and report["shards"] == 3
+    assert [(p["shard"], p["file"]) for p in report["problems"]] == [(1, shard_name(1))]
+    # a resume computes the corrupt shard again instead of keeping it
+    writer = FeatureStoreWriter(store, provenance=make_provenance())
+    assert writer.done_shards() == {0, 2}
+
+
+def test_store_verify_command_names_the_bad_shard(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.cli import main
+
+    store = tmp_path / "s"
+    write_store(store, sizes=(3, 4))
+    assert main(["store", "verify", str(store)]) == 0
+    assert "2 shards, 7 documents, ok" in capsys.readouterr().out
+    (store / shard_name(0)).unlink()
+    assert main(["store", "verify", str(store), "--json"]) == 6
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"][0]["file"] == shard_name(0)
+    assert "not on disk" in report["problems"][0]["error"]
+
+
+def test_duplicate_document_ids_across_shards_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    writer = FeatureStoreWriter(tmp_path / "s", provenance=make_provenance())
+    writer.write_shard(0, random_shard(rng, 0, 4)[0])
+    writer.write_shard(1, random_shard(rng, 2, 4)[0])  # doc-2, doc-3 again
+    with pytest.raises(CorruptShard, match="doc-2, doc-3") as info:
+        read_features(tmp_path / "s")
+    assert info.value.field == "doc_id"
+
+
+def test_a_resume_past_shards_of_other_documents_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    writer = FeatureStoreWriter(tmp_path / "s", provenance=make_provenance())
+    table = random_shard(rng, 0, 4)[0]
+    writer.write_shard(0, table)
+    writer.check_documents(0, table["doc_id"].to_list(), table["row"].to_list())
+    with pytest.raises(ProvenanceMismatch, match="shard 0 holds rows 0–3") as info:
+        writer.check_documents(0, ["doc-1", "doc-0", "doc-2", "doc-3"], [0, 1, 2, 3])
+    assert info.value.field == "documents"
+    with pytest.raises(ProvenanceMismatch, match="rows 5–8"):
+        writer.check_documents(0, table["doc_id"].to_list(), [5, 6, 7, 8])

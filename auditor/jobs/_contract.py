@@ -44,7 +44,7 @@ from typing import Any, ClassVar, TypeVar
 from auditor import __version__
 from auditor._files import read_json, sha256_bytes, sha256_file, write_json
 from auditor._versions import library_versions
-from auditor.errors import AuditorError, ConfigError, JobConflict
+from auditor.errors import AuditorError, ConfigError, JobConflict, ProvenanceMismatch
 
 __all__ = [
     "JOB_FILE",
@@ -408,7 +408,15 @@ def run_recorded(
             (clear or _clear_all)(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / job_file, _record(verb, options, input_fp, "running"))
-    result = work(root)
+    try:
+        result = work(root)
+    except (ProvenanceMismatch, JobConflict):
+        # refused because out holds another run's output: this run owns nothing there
+        if previous is None:
+            (root / job_file).unlink(missing_ok=True)
+        else:
+            write_json(root / job_file, previous)
+        raise
     write_json(root / job_file, _record(verb, options, input_fp, "done", result))
     return result
 

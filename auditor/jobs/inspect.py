@@ -11,7 +11,7 @@ from typing import Any
 
 from auditor.jobs._contract import json_values
 
-__all__ = ["models_list", "store_info"]
+__all__ = ["models_list", "store_info", "store_verify"]
 
 
 def models_list() -> list[dict[str, Any]]:
@@ -37,3 +37,18 @@ def store_info(path: str | Path) -> dict[str, Any]:
     return json_values({"path": str(path), "documents": n_rows,
                         "columns": list(lf.collect_schema().names()),
                         "provenance": read_metadata(path)})
+
+
+def store_verify(path: str | Path) -> dict[str, Any]:
+    """Check every done shard of a store against the size and sha256 its marker recorded
+    (see :func:`auditor.store.verify_store`).
+
+    Returns
+    -------
+    dict
+        ``path``, ``shards``, ``documents``, ``ok`` and ``problems`` (shard, kind, file,
+        error), each corrupt or missing shard named.
+    """
+    from auditor.store import verify_store
+
+    return json_values(verify_store(path))

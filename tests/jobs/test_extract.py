@@ -227,3 +227,37 @@ def test_cli_extract_is_a_call_into_the_job(tmp_path: Path, monkeypatch: pytest.
     assert (seen["options"].rank, seen["options"].world_size) == (1, 2)
     assert "7 new, 2 already done" in captured.out and "617 tokens/s" in captured.out
     assert "skipped: x.jsonl, row 4: empty text" in captured.err
+
+
+def test_a_resume_with_other_row_settings_never_mixes_stores(
+        tiny_llama_dir: Path, sae_path: Path, data: Path, tmp_path: Path) -> None:
+    """Settings that decide which rows land in which shard and what each row holds are
+    part of what a resume compares: the job record refuses them, and so does the store
+    itself when there is no record (a store killed before its job was recorded)."""
+    from auditor.errors import ProvenanceMismatch
+
+    out = tmp_path / "s"
+    token = CancelToken()
+
+    def stop_after_first_shard(event: ProgressEvent) -> None:
+        if event.done >= 5:
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path),
+                         progress=stop_after_first_shard, cancel=token)
+    for changed, key in (({"max_chars": 30}, "max_chars"), ({"id_column": None}, "id_column"),
+                         ({"passthrough": ()}, "passthrough"),
+                         ({"skip_bad_rows": True}, "skip_bad_rows")):
+        with pytest.raises(JobConflict, match=key):
+            jobs.run_extract(str(data), out=out,
+                             options=_options(tiny_llama_dir, sae_path, **changed))
+        (out / "_job.json").rename(out / "job.bak")
+        with pytest.raises(ProvenanceMismatch, match=rf"input\.read\.{key}"):
+            jobs.run_extract(str(data), out=out,
+                             options=_options(tiny_llama_dir, sae_path, **changed))
+        assert not (out / "_job.json").exists()  # the refused run claims nothing
+        (out / "job.bak").rename(out / "_job.json")
+    jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path))
+    ids, _ = _rows(out)
+    assert ids == [f"d{i}" for i in range(N_DOCS)]
