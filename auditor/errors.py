@@ -26,7 +26,8 @@ as JSON) and comes back as the same class with :func:`error_from_dict`.
     │   └── SAEModelMismatch        SAE width does not fit the model's d_model
     └── StoreError                  the Parquet feature store
         ├── ShardMissing            a shard named in the store is not on disk
-        ├── CorruptShard            a shard cannot be read or has the wrong schema
+        ├── CorruptShard            a shard cannot be read, has the wrong schema or bytes
+        ├── IncompleteStore         the store's extraction did not finish
         └── ProvenanceMismatch      shards from different model / SAE / layer are mixed
     └── JobError                    running a job
         ├── JobConflict             OUT holds a job run with other options or input
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigError",
     "CorruptShard",
     "HookError",
+    "IncompleteStore",
     "InputError",
     "InputFileError",
     "JobCancelled",
@@ -186,6 +188,10 @@ class ShardMissing(StoreError):
 
 class CorruptShard(StoreError):
     """A feature shard cannot be read or does not have the feature-store schema."""
+
+
+class IncompleteStore(StoreError):
+    """The store's extraction did not finish: it holds only some of its input's shards."""
 
 
 class ProvenanceMismatch(StoreError):

@@ -305,7 +305,9 @@ def extract_features(
                      tokens=summary.tokens + tokens_in_shard,
                      bad_rows=len(bad_rows) if bad_rows is not None else 0)
 
+    n_shards = 0
     for shard_index, docs in enumerate(batched(documents, config.shard_size)):
+        n_shards = shard_index + 1
         check_cancel(cancel, f"shard {shard_index}")
         if shard_index % world_size != rank or writer.is_done(shard_index):
             # another rank's shard, or one finished before: nothing to compute, but a done
@@ -342,7 +344,7 @@ def extract_features(
     writer.finalize(summary={**summary.to_dict(),
                              "runtime": {k: getattr(config, k) for k in config._RUNTIME},
                              "device": str(lm.device)},
-                    rank=rank, world_size=world_size)
+                    rank=rank, world_size=world_size, n_shards=n_shards)
     if progress is None:
         stage.close()
     return summary

@@ -42,7 +42,14 @@ import polars as pl
 import scipy.sparse as sp
 
 from auditor._files import fsync_dir, sha256_bytes, sha256_file, write_json
-from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, ShardMissing, StoreError
+from auditor.errors import (
+    ConfigError,
+    CorruptShard,
+    IncompleteStore,
+    ProvenanceMismatch,
+    ShardMissing,
+    StoreError,
+)
 
 __all__ = [
     "DONE_DIR",
@@ -61,6 +68,7 @@ __all__ = [
     "read_raw_means",
     "scan_features",
     "shard_name",
+    "store_state",
     "token_schema",
     "verify_store",
 ]
@@ -377,6 +385,54 @@ def verify_store(path: str | Path) -> dict[str, Any]:
             "ok": not problems, "problems": problems}
 
 
+def _state(directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    markers = _markers(directory, "features")
+    expected = manifest.get("expected_shards")
+    if isinstance(expected, int):
+        complete = set(range(expected)) <= set(markers)
+    else:
+        # finalized by an auditor before expected_shards was recorded: those finalized a
+        # store only after reading their whole input
+        complete = "summary" in manifest and "ranks" not in manifest
+        expected = len(markers) if complete else None
+    return {"complete": complete, "shards": len(markers), "expected_shards": expected,
+            "documents": int(sum(int(m.get("rows") or 0) for m in markers.values()))}
+
+
+def store_state(path: str | Path) -> dict[str, Any]:
+    """Whether a store is complete, and how much of it is there.
+
+    A store is complete when a run read its whole input and every shard that input makes
+    is done; a killed or cancelled extraction (or one rank of several, before the others
+    finish) leaves it incomplete, and readers refuse it unless asked for what is there.
+
+    Returns
+    -------
+    dict
+        ``complete``, ``shards`` (done), ``expected_shards`` (``None`` while unknown) and
+        ``documents`` (in done shards).
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a feature store.
+    """
+    src = Path(path)
+    return _state(src, _read_manifest(src))
+
+
+def _refuse_partial(directory: Path, manifest: Mapping[str, Any]) -> None:
+    state = _state(directory, manifest)
+    if state["complete"]:
+        return
+    of = (f"{state['shards']:,} of {state['expected_shards']:,} shards"
+          if state["expected_shards"] is not None else f"{state['shards']:,} shards")
+    raise IncompleteStore(
+        f"incomplete store: {of} ({state['documents']:,} documents) written; its "
+        f"extraction did not finish (rerun it to resume), or read what is there with "
+        f"allow_partial", path=directory)
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.is_file():
@@ -683,7 +739,7 @@ class FeatureStoreWriter:
         return table
 
     def finalize(self, *, summary: Mapping[str, Any], rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, n_shards: int | None = None) -> None:
         """Record a run summary in the manifest (atomically).
 
         ``manifest['summary']`` receives ``summary`` as given (with ``world_size > 1``,
@@ -697,6 +753,10 @@ class FeatureStoreWriter:
             JSON-serialisable counts, timings, etc.
         rank, world_size
             Which of the processes filling this store finished.
+        n_shards
+            How many shards the whole input makes (known once a run has read it to the
+            end): the store is complete when all of them are done (see
+            :func:`store_state`).
 
         Raises
         ------
@@ -715,6 +775,8 @@ class FeatureStoreWriter:
                                                                "world_size": world_size}
             else:
                 manifest["summary"] = payload
+            if n_shards is not None:
+                manifest["expected_shards"] = int(n_shards)
             manifest["shards"] = {
                 "features": len(feats),
                 "tokens": len(self.done_shards(kind="tokens")),
@@ -830,7 +892,8 @@ def _done_files(directory: Path, kind: str) -> list[tuple[Path, int | None]]:
     return files
 
 
-def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
+def scan_features(path: str | Path, *, kind: Kind = "features",
+                  allow_partial: bool = False) -> pl.LazyFrame:
     """Lazily scan the done shards of a feature store (or one Parquet file).
 
     Only shards with a done-marker are read; leftover temporary files and shards without a
@@ -843,6 +906,9 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
         A store directory or a single ``.parquet`` shard.
     kind : {'features', 'tokens'}, default 'features'
         Which shard family to scan (store directories only).
+    allow_partial : bool, default False
+        Read the done shards of an incomplete store (see :func:`store_state`) instead of
+        refusing it.
 
     Returns
     -------
@@ -861,6 +927,8 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
         ``how='diagonal_relaxed'``.)
     ProvenanceMismatch
         A shard's provenance differs from the manifest's.
+    IncompleteStore
+        The store's extraction did not finish and ``allow_partial`` is false.
     StoreError
         ``path`` is neither a store directory nor a Parquet file.
 
@@ -875,6 +943,7 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     ...     "doc_id": ["a", "b"], "row": [0, 1], "n_tokens": [3, 4],
     ...     "l0.indices": [[1, 5], [2]], "l0.max": [[0.5, 2.0], [1.0]], "l0.n_excluded": [0, 0],
     ... }))
+    >>> w.finalize(summary={}, n_shards=1)  # the run read its whole input
     >>> lf = scan_features(store).filter(pl.col("n_tokens") > 3)
     >>> lf.select("doc_id").collect()["doc_id"].to_list()
     ['b']
@@ -887,6 +956,8 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     if not src.is_dir():
         raise StoreError("no such feature store or Parquet file", path=src)
     manifest = _read_manifest(src)
+    if not allow_partial:
+        _refuse_partial(src, manifest)
     provenance = manifest["provenance"]
     files = _done_files(src, kind)
     if not files:
@@ -930,7 +1001,8 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     return pl.concat([pl.scan_parquet(f) for f, _ in files], how="diagonal_relaxed")
 
 
-def read_raw_means(path: str | Path, *, hook: str | None = None) -> tuple[np.ndarray, list[str]]:
+def read_raw_means(path: str | Path, *, hook: str | None = None,
+                   allow_partial: bool = False) -> tuple[np.ndarray, list[str]]:
     """Each document's mean raw residual activation at a hook (stored with ``raw_mean``).
 
     Parameters
@@ -951,7 +1023,7 @@ def read_raw_means(path: str | Path, *, hook: str | None = None) -> tuple[np.nda
         The store has no raw means, or not for ``hook`` (the message lists those it has).
     """
     src = Path(path)
-    lf = scan_features(src)
+    lf = scan_features(src, allow_partial=allow_partial)
     hooks = [c[len(RAW_PREFIX):] for c in lf.collect_schema().names()
              if c.startswith(RAW_PREFIX)]
     if hook is None and len(hooks) == 1:
@@ -1032,6 +1104,7 @@ def read_features(
     pooling: str = "max",
     columns: Sequence[str] | None = None,
     d_sae: int | None = None,
+    allow_partial: bool = False,
 ) -> FeatureMatrix:
     """Read one SAE's pooled features of a store as a CSR matrix.
 
@@ -1053,6 +1126,8 @@ def read_features(
     d_sae : int or None, default None
         Number of SAE features (matrix width). None reads
         ``provenance['saes'][sae]['d_sae']``.
+    allow_partial : bool, default False
+        Read an incomplete store's done shards instead of refusing it.
 
     Returns
     -------
@@ -1082,6 +1157,7 @@ def read_features(
     ...     "layer9.max": [[1.0, 0.5], [2.0]], "layer9.mean": [[0.5, 0.25], [1.0]],
     ...     "layer9.n_excluded": [0, 1], "label": ["x", "y"],
     ... }))
+    >>> w.finalize(summary={}, n_shards=1)
     >>> fm = read_features(store, pooling="max")
     >>> fm.X.toarray()
     array([[1. , 0. , 0.5, 0. ],
@@ -1092,7 +1168,7 @@ def read_features(
     ['row', 'n_tokens', 'label']
     """
     src = Path(path)
-    lf = scan_features(src)
+    lf = scan_features(src, allow_partial=allow_partial)
     names = lf.collect_schema().names()
     schema = lf.collect_schema()
     keys = sorted({c.rsplit(".", 1)[0] for c in names if c.endswith(".indices") and "." in c})

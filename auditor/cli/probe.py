@@ -210,15 +210,19 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
                    "record the run in (predictions.parquet and _job.json).")
 @click.option("--explain", type=int, default=0, show_default=True,
               help="Top contributing SAE features per document (0: none).")
+@click.option("--partial", is_flag=True,
+              help="Label what an unfinished store holds (refused otherwise).")
 @_OVERWRITE
 @_PROGRESS
 def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
-                  explain: int, overwrite: bool, progress: bool | None) -> None:
+                  explain: int, partial: bool, overwrite: bool,
+                  progress: bool | None) -> None:
     """Apply heads to an existing feature store."""
     from auditor.jobs import probe as jobs
 
     data = {"features": str(store_path), "heads": list(head_refs)}
-    options = jobs.ProbePredictOptions(explain=explain, overwrite=overwrite)
+    options = jobs.ProbePredictOptions(explain=explain, allow_partial=partial,
+                                       overwrite=overwrite)
     if out.suffix:  # a file (its suffix says the format)
         result = jobs.predict_to_file(data, out, options=options,
                                       progress=progress_bars(progress))

@@ -44,7 +44,13 @@ from typing import Any, ClassVar, TypeVar
 from auditor import __version__
 from auditor._files import read_json, sha256_bytes, sha256_file, write_json
 from auditor._versions import library_versions
-from auditor.errors import AuditorError, ConfigError, JobConflict, ProvenanceMismatch
+from auditor.errors import (
+    AuditorError,
+    ConfigError,
+    IncompleteStore,
+    JobConflict,
+    ProvenanceMismatch,
+)
 
 __all__ = [
     "JOB_FILE",
@@ -410,8 +416,9 @@ def run_recorded(
     write_json(root / job_file, _record(verb, options, input_fp, "running"))
     try:
         result = work(root)
-    except (ProvenanceMismatch, JobConflict):
-        # refused because out holds another run's output: this run owns nothing there
+    except (ProvenanceMismatch, JobConflict, IncompleteStore):
+        # refused because out holds another run's output, or its input store is not
+        # whole: this run owns nothing in out
         if previous is None:
             (root / job_file).unlink(missing_ok=True)
         else:

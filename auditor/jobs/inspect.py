@@ -23,18 +23,21 @@ def models_list() -> list[dict[str, Any]]:
 
 
 def store_info(path: str | Path) -> dict[str, Any]:
-    """A store's path, document count, columns and provenance.
+    """A store's path, document count, state (complete or how much is there), columns and
+    provenance.
 
     Raises
     ------
     StoreError
         ``path`` is not a readable feature store.
     """
-    from auditor.store import read_metadata, scan_features
+    from auditor.store import read_metadata, scan_features, store_state
 
-    lf = scan_features(path)
+    # info describes an unfinished store too, and says so
+    lf = scan_features(path, allow_partial=True)
     n_rows = int(lf.select("doc_id").collect().height)
     return json_values({"path": str(path), "documents": n_rows,
+                        "state": store_state(path) if Path(path).is_dir() else None,
                         "columns": list(lf.collect_schema().names()),
                         "provenance": read_metadata(path)})
 

@@ -196,3 +196,21 @@ def test_cli_classify_audit_explain_call_their_jobs(
     assert "safety: insult (p=0.900" in printed and "f7" in printed and "rude words" in printed
     text, options = seen["explain"]
     assert json.loads(text) == {"id": "text", "text": "you are dumb"} and options.top == 2
+
+
+def test_probe_predict_refuses_an_unfinished_store_unless_partial(
+        stores, head_dir: Path, tmp_path: Path,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(stores["test"][0], store)
+    manifest = json.loads((store / "store.json").read_text())
+    manifest["expected_shards"] += 1  # a shard of its input never finished
+    (store / "store.json").write_text(json.dumps(manifest))
+    args = ["probe", "predict", str(head_dir), "--features", str(store), "--out",
+            str(tmp_path / "p.parquet")]
+    assert main(args) == 6
+    assert "incomplete store" in capsys.readouterr().err
+    assert main([*args, "--partial"]) == 0
+    assert pl.read_parquet(tmp_path / "p.parquet").height == 45

@@ -14,7 +14,7 @@ import pytest
 
 from auditor.cancel import CancelToken
 from auditor.cli import main
-from auditor.errors import ConfigError, JobCancelled, JobConflict
+from auditor.errors import ConfigError, IncompleteStore, JobCancelled, JobConflict
 from auditor.jobs import extract as jobs
 from auditor.jobs import load_pipeline, read_job
 from auditor.progress import ProgressEvent
@@ -48,8 +48,8 @@ def _options(model: Path, sae: Path, **kw: Any) -> jobs.ExtractOptions:
     return jobs.ExtractOptions(**{**base, **kw})
 
 
-def _rows(store: Path) -> tuple[list[str], np.ndarray]:
-    fm = read_features(store, pooling="max")
+def _rows(store: Path, *, allow_partial: bool = False) -> tuple[list[str], np.ndarray]:
+    fm = read_features(store, pooling="max", allow_partial=allow_partial)
     return list(fm.doc_ids), fm.X.toarray()
 
 
@@ -121,7 +121,9 @@ def test_cancel_keeps_finished_shards_and_a_rerun_completes(
     assert read_job(out)["state"] == "running"  # type: ignore[index]
     done_before = sorted(p.name for p in (out / "_done").iterdir())
     assert done_before and len(done_before) < 5  # some shards, not all
-    ids, _ = _rows(out)  # what is there reads back whole
+    with pytest.raises(IncompleteStore):
+        _rows(out)  # readers refuse an unfinished store unless asked
+    ids, _ = _rows(out, allow_partial=True)  # what is there reads back whole
     assert ids == [f"d{i}" for i in range(len(ids))]
 
     events.clear()
