@@ -65,6 +65,7 @@ __all__ = [
     "run_recorded",
     "runtime_field",
     "text_input",
+    "text_or_dataset",
 ]
 
 #: The record every job leaves in its output directory.
@@ -497,3 +498,51 @@ def text_input(texts: Sequence[str], *, out: str | Path) -> str:
     from auditor._files import atomic_write_text
 
     return str(atomic_write_text(root / "input.jsonl", lines))
+
+
+#: Endings that make a command-line source a dataset path rather than a text.
+DATASET_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".txt", ".gz")
+
+
+def text_or_dataset(source: str, *, out: str | Path, text: bool = False) -> tuple[str, bool]:
+    """Read a source that is either a literal text or a dataset path, by one stated rule.
+
+    An existing file or directory is a dataset; so is a name ending in a dataset suffix
+    (``.jsonl``, ``.parquet``, ``.csv``, ``.txt``, ``.gz`` …), which must then exist.
+    Anything else is a text, written as the job's one-row input (:func:`text_input`);
+    ``text=True`` takes ``source`` as a text whatever it looks like.
+
+    Returns
+    -------
+    path, literal
+        The dataset to read, and whether it is the written text.
+
+    Raises
+    ------
+    InputError
+        ``source`` is empty or blank, or names a dataset file that does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> text_or_dataset("you are kind", out=tempfile.mkdtemp())[1]
+    True
+    >>> text_or_dataset("nope.jsonl", out=tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    auditor.errors.InputFileError: nope.jsonl: no such dataset file (a literal text that \
+ends like a file name needs text=True)
+    """
+    from auditor.errors import InputError, InputFileError
+
+    if not source.strip():
+        raise InputError("an empty text: give a text to classify or a dataset path",
+                         field="source")
+    if not text:
+        path = Path(source)
+        if path.exists():
+            return source, False
+        if path.suffix.lower() in DATASET_SUFFIXES:
+            raise InputFileError("no such dataset file (a literal text that ends like a "
+                                 "file name needs text=True)", path=source)
+    return text_input([source], out=out), True
