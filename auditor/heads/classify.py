@@ -81,7 +81,10 @@ def classify_store(
             columns["id"] = pl.Series("id", ids, dtype=pl.String)
         elif inputs.doc_ids != ids:
             raise ConfigError("heads read differently ordered documents", field="heads")
-        proba = head.predict_proba(inputs)
+        # no document (an empty input, every row skipped): an empty answer, not a probe
+        # asked to score zero rows
+        proba = head.predict_proba(inputs) if inputs.doc_ids else \
+            np.zeros((0, len(head.config.classes)))
         if head.config.multilabel:
             sets = head.label_sets(proba)
             columns[f"{head.name}.labels"] = pl.Series(sets, dtype=pl.List(pl.String))
@@ -92,7 +95,10 @@ def classify_store(
                                                       dtype=pl.String)
         for j, cls in enumerate(head.config.classes):
             columns[f"{head.name}.p.{cls}"] = pl.Series(proba[:, j], dtype=pl.Float64)
-        if explain > 0:
+        if explain > 0 and not inputs.doc_ids:
+            columns[f"{head.name}.explain"] = pl.Series([], dtype=EXPLAIN_DTYPE)
+            columns[f"{head.name}.explained"] = pl.Series([], dtype=pl.Float64)
+        elif explain > 0:
             contrib = head.contributions(inputs)
             predicted = head.explained_labels(proba)
             rows = []

@@ -155,6 +155,9 @@ def run_explain(
         with Progress(progress, job="explain").stage("explain", total=len(loaded)) as stage:
             for head in loaded:
                 check_cancel(cancel, f"head {head.name}")
+                if not head.read(store).doc_ids:
+                    stage.advance(1)
+                    continue  # no document: nothing to explain or to check
                 _explain_head(head, store, options, labels, tokenizer, docs)
                 if options.check:
                     checks[head.name] = faithfulness(head, head.read(store), k=options.k,

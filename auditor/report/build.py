@@ -312,7 +312,8 @@ def read_predictions(
         or a probability column is not numeric.
     InputError
         An id is null or repeated, a probability is NaN or outside [0, 1], the table is
-        empty, or ids are not in the store (the message names the file and the count).
+        empty while the store is not, or ids are not in the store (the message names the
+        file and the count).
     """
     path = None if isinstance(source, pl.DataFrame) else Path(source)
     frame = source if isinstance(source, pl.DataFrame) else _read_table(Path(source))
@@ -320,7 +321,8 @@ def read_predictions(
     if "id" not in frame.columns:
         raise ColumnError(f"no 'id' column; columns: {', '.join(frame.columns) or '(none)'}",
                           path=where, field="id")
-    if frame.height == 0:
+    if frame.height == 0 and (store_ids is None or len(store_ids) > 0):
+        # (an empty store's predictions are rightly empty)
         raise InputError("the predictions table has no rows", path=where)
     label_heads = [c[: -len(".label")] for c in frame.columns if c.endswith(".label")]
     p_cols: dict[str, list[str]] = {}

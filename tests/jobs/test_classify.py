@@ -238,3 +238,33 @@ def test_text_or_file_is_decided_by_one_stated_rule(
     assert main(["classify", "just words"]) == 0
     assert json.loads(seen[0])["text"] == "nope.jsonl"
     assert seen[1] == "a.txt" and json.loads(seen[2])["text"] == "just words"
+
+
+def test_no_documents_is_an_answer_not_a_crash(
+        head_dir: Path, extract: ExtractOptions, tmp_path: Path) -> None:
+    """Empty input, or every row skipped: classify and audit answer with empty, valid
+    results (no document reaches a head)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    skipped = tmp_path / "skipped.jsonl"
+    skipped.write_text('{"id": "a", "text": "   "}\n{"id": "b", "text": ""}\n')
+    for data, kw in ((empty, {}), (skipped, {"skip_bad_rows": True})):
+        opts = ExtractOptions.from_dict({**extract.to_dict(), **kw})
+        result = classify_jobs.run_classify(
+            str(data), out=tmp_path / f"c-{data.stem}",
+            options=classify_jobs.ClassifyOptions(heads=(str(head_dir),), explain=2,
+                                                  extract=opts))
+        assert result.documents == 0 and result.rows == ()
+        preds = pl.read_parquet(tmp_path / f"c-{data.stem}" / result.predictions)
+        assert preds.height == 0 and "domain.label" in preds.columns
+        audit = audit_jobs.run_audit(
+            str(data), out=tmp_path / f"a-{data.stem}",
+            options=audit_jobs.AuditOptions(heads=(str(head_dir),), formats=("json",),
+                                            extract=opts))
+        report = json.loads((tmp_path / f"a-{data.stem}" / "report.json").read_text())
+        assert audit.documents == 0 and report["corpus"]["documents"] == 0
+        explained = explain_jobs.run_explain(
+            str(data), out=tmp_path / f"e-{data.stem}",
+            options=explain_jobs.ExplainOptions(heads=(str(head_dir),), check=True,
+                                                extract=opts))
+        assert explained.documents == () and explained.faithfulness == {}
