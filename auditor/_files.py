@@ -20,6 +20,7 @@ from typing import Any
 from auditor.errors import ConfigError, InputFileError
 
 __all__ = [
+    "apply_umask",
     "atomic_directory",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -72,6 +73,19 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | Path, *, directory: bool = False) -> None:
+    """Give a file made private by ``mkstemp`` / ``mkdtemp`` the mode an ordinary
+    ``open`` would have given it (0666, or 0777 for a directory, less the umask), so a
+    shared store is as readable as the user's umask says."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary sibling and a rename.
 
@@ -88,7 +102,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a written artefact is not
+        apply_umask(tmp)  # mkstemp makes it private; a written artefact is not
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -156,7 +170,7 @@ def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Itera
         raise ConfigError("directory exists and is not empty (pass overwrite=True)", path=out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a saved artefact is not
+    apply_umask(tmp, directory=True)  # mkdtemp makes it private; a saved artefact is not
     try:
         yield tmp
         if out.exists():

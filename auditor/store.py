@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from auditor._files import fsync_dir, sha256_bytes, sha256_file, write_json
+from auditor._files import apply_umask, fsync_dir, sha256_bytes, sha256_file, write_json
 from auditor.errors import (
     ConfigError,
     CorruptShard,
@@ -237,6 +237,7 @@ _MISSING = object()
 def _tmp_path(target: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
+    apply_umask(tmp)  # readable by whom the umask says, not only the writer
     return Path(tmp)
 
 

@@ -730,3 +730,17 @@ def test_an_unfinished_store_is_refused_unless_partial_reads_are_asked(tmp_path:
     del manifest["expected_shards"]
     (store / MANIFEST).write_text(json.dumps(manifest))
     assert store_state(store)["complete"]
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_written_files_respect_the_umask(tmp_path: Path, umask: int) -> None:
+    """A store shared by a team is as readable as the writer's umask says (mkstemp alone
+    would make every shard 0600)."""
+    old = os.umask(umask)
+    try:
+        write_store(tmp_path / "s", sizes=(2,))
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "s" / shard_name(0), tmp_path / "s" / MANIFEST,
+                 *(tmp_path / "s" / DONE_DIR).iterdir()]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name

@@ -139,7 +139,7 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
     import os
     import tempfile
 
-    from auditor._files import atomic_write_text
+    from auditor._files import apply_umask, atomic_write_text
 
     path = Path(out)
     suffix = path.suffix.lower()
@@ -149,6 +149,7 @@ def write_predictions(frame: pl.DataFrame, out: str | Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    apply_umask(tmp)
     try:
         meta = json.dumps(dict(provenance), default=str)
         if suffix == ".parquet":

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from auditor._files import atomic_directory, read_json, write_json
+from auditor._files import apply_umask, atomic_directory, read_json, write_json
 from auditor.errors import InputFileError, ModelLoadError
 from auditor.lm._cache import cache_dir, cached_sha256
 
@@ -431,9 +431,9 @@ def _make_readable(directory: Path) -> None:
     """Give the finished directory ordinary permissions (``mkdtemp`` makes it 0700)."""
     for path in directory.rglob("*"):
         with contextlib.suppress(OSError):
-            path.chmod(0o755 if path.is_dir() else 0o644)
+            apply_umask(path, directory=path.is_dir())
     with contextlib.suppress(OSError):
-        directory.chmod(0o755)
+        apply_umask(directory, directory=True)
 
 
 def _step(progress: bool, message: str) -> None:
