@@ -225,10 +225,30 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
+#: Keys naming where an artefact was found, and the sibling key of its content hash: the
+#: same SAE, model or input given by another path (relative, a copy) is the same artefact.
+_PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "path": ("sha256", "fingerprint"),
+    "id": ("weights_sha256",),
+    "tokenizer": ("weights_sha256",),
+}
+
+
 def _provenance_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two provenances (volatile keys ignored)."""
+    """Dotted keys whose values differ between two provenances (volatile keys ignored, and
+    paths whose artefact has the same content hash on both sides)."""
     a, b = _flatten(dict(old)), _flatten(dict(new))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING))
+    differ = {k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING)}
+    return sorted(k for k in differ if not _same_content(k, a, b))
+
+
+def _same_content(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    prefix, _, leaf = key.rpartition(".")
+    for hash_leaf in _PATH_KEYS.get(leaf, ()):
+        hash_key = f"{prefix}.{hash_leaf}" if prefix else hash_leaf
+        if a.get(hash_key) is not None and a.get(hash_key) == b.get(hash_key):
+            return True
+    return False
 
 
 _MISSING = object()

@@ -744,3 +744,24 @@ def test_written_files_respect_the_umask(tmp_path: Path, umask: int) -> None:
     for path in [tmp_path / "s" / shard_name(0), tmp_path / "s" / MANIFEST,
                  *(tmp_path / "s" / DONE_DIR).iterdir()]:
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+
+
+def test_the_same_artefacts_by_other_paths_resume_the_store(tmp_path: Path) -> None:
+    """Provenance compares content hashes, not paths: the same SAE, model and input named
+    by a relative path or a copy resume the store; other content is still refused."""
+    store = tmp_path / "s"
+    write_store(store, sizes=(2,))
+    moved = make_provenance(
+        model={"id": "./models/tiny-gpt-copy", "weights_sha256": "ab" * 32,
+               "tokenizer": "./models/tiny-gpt-copy"},
+        input={"path": "../elsewhere/data.jsonl", "fingerprint": "sha256:" + "00" * 32})
+    moved["saes"]["layer9"]["path"] = "sae-copy"
+    assert FeatureStoreWriter(store, provenance=moved).resumed
+    other = copy.deepcopy(moved)
+    other["saes"]["layer9"]["sha256"] = "ef" * 32
+    with pytest.raises(ProvenanceMismatch, match=r"saes\.layer9\.path, saes\.layer9\.sha256"):
+        FeatureStoreWriter(store, provenance=other)
+    renamed = copy.deepcopy(moved)
+    renamed["model"]["weights_sha256"] = "99" * 32
+    with pytest.raises(ProvenanceMismatch, match=r"model\.id, model\.tokenizer"):
+        FeatureStoreWriter(store, provenance=renamed)
