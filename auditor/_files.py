@@ -24,6 +24,7 @@ __all__ = [
     "atomic_directory",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable",
     "fsync_dir",
     "read_json",
     "read_json_optional",
@@ -84,6 +85,30 @@ def apply_umask(path: str | Path, *, directory: bool = False) -> None:
     ``open`` would have given it (0666, or 0777 for a directory, less the umask), so a
     shared store is as readable as the user's umask says."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def check_writable(directory: str | Path, *, field: str = "out") -> Path:
+    """Make sure ``directory`` can be written, before any long work starts.
+
+    Creates it (and its parents) when missing.
+
+    Raises
+    ------
+    ConfigError
+        It exists and is not a directory, cannot be created, or is not writable; the
+        message names the path and the reason.
+    """
+    root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise ConfigError("exists and is not a directory", path=root, field=field)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot be created: {e.strerror or e}", path=root,
+                          field=field) from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError("is not writable", path=root, field=field)
+    return root
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from auditor._files import check_writable
 from auditor.cli._common import job_dir
 from auditor.cli._progress import progress_bars
 
@@ -70,6 +71,8 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
     if out is not None and out.suffix not in (".parquet", ".jsonl"):
         raise click.BadParameter("predictions are written as .parquet or .jsonl",
                                  param_hint="--out")
+    if out is not None:  # before the extraction, which a failing copy would lose
+        check_writable(out.parent)
     with job_dir(None) as where:
         path, literal = text_or_dataset(source, out=where / "input", text=as_text)
         options = jobs.ClassifyOptions(

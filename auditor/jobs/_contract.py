@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from auditor import __version__
-from auditor._files import read_json, sha256_bytes, sha256_file, write_json
+from auditor._files import check_writable, read_json, sha256_bytes, sha256_file, write_json
 from auditor._versions import library_versions
 from auditor.errors import (
     AuditorError,
@@ -397,7 +397,7 @@ def run_recorded(
         ``out`` holds a run of another verb, with other options or of another input, and
         ``options.overwrite`` is false.
     """
-    root = Path(out)
+    root = check_writable(out)  # before anything is read, loaded or computed
     input_fp = fingerprint(input)
     previous = read_job(root, job_file=job_file)
     if previous is not None:
@@ -413,7 +413,6 @@ def run_recorded(
                                   f"{', '.join(differs)}; pass overwrite to replace it",
                                   path=root)
             (clear or _clear_all)(root)
-    root.mkdir(parents=True, exist_ok=True)
     write_json(root / job_file, _record(verb, options, input_fp, "running"))
     try:
         result = work(root)

@@ -4,6 +4,7 @@ progress events and cancel tokens."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -269,3 +270,28 @@ def test_a_run_refused_by_what_out_holds_leaves_no_record(tmp_path: Path) -> Non
         run_recorded("echo", out=out, options=_Options(), input=None, result_type=_Result,
                      work=lambda o: (_ for _ in ()).throw(JobCancelled("stop")))
     assert read_job(out)["state"] == "running"  # type: ignore[index]
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # the tests run as root, who may write anywhere: a read-only folder is what the
+    # system says of write access, so that answer is what is replaced here
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    with pytest.raises(ConfigError, match="is not writable") as err:
+        run_recorded("echo", out=locked, options=_Options(), input=None,
+                     result_type=_Result, work=lambda o: pytest.fail("ran"))
+    assert err.value.path == str(locked) and not any(locked.iterdir())
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a directory") as err:
+        run_recorded("echo", out=afile, options=_Options(), input=None, result_type=_Result,
+                     work=lambda o: pytest.fail("ran"))
+    assert err.value.field == "out" and err.value.path == str(afile)
+    with pytest.raises(ConfigError, match="cannot be created"):
+        run_recorded("echo", out=afile / "sub", options=_Options(), input=None,
+                     result_type=_Result, work=lambda o: pytest.fail("ran"))
