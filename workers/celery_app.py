@@ -15,17 +15,10 @@ from typing import Any
 
 from celery import Celery
 
+from auditor.queue import QUEUES
 from auditor.settings import QueueSettings
 
 __all__ = ["app", "celery_config", "make_app"]
-
-#: task name -> queue. The GPU work (the model and SAEs) on ``extract``, the rest on ``cpu``.
-TASK_QUEUES = {
-    "auditor.extract_rank": "extract",
-    "auditor.extract_finish": "extract",
-    "auditor.explain": "extract",
-    "auditor.cpu_stage": "cpu",
-}
 
 
 def celery_config(settings: QueueSettings) -> dict[str, Any]:
@@ -33,7 +26,8 @@ def celery_config(settings: QueueSettings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "task_routes": {name: {"queue": q} for name, q in TASK_QUEUES.items()},
+        # The GPU work (the model and SAEs) on ``extract``, the rest on ``cpu``.
+        "task_routes": {name: {"queue": q} for name, q in QUEUES.items()},
         "task_default_queue": "cpu",
         # JSON only: a job's options and results are JSON records (JobOptions.to_dict);
         # pickle would let anyone who can write to Redis run code on the workers.
