@@ -25,6 +25,7 @@ from auditor.queue.core import (
     wait,
 )
 from auditor.queue.storage import JobStorage, LocalStorage, storage_for
+from auditor.queue.worker import run_worker, worker_command
 
 __all__ = [
     "QUEUES",
@@ -40,8 +41,10 @@ __all__ = [
     "list_jobs",
     "options_class",
     "resume",
+    "run_worker",
     "status",
     "storage_for",
     "submit",
     "wait",
+    "worker_command",
 ]
