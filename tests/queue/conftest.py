@@ -68,10 +68,11 @@ def queue_env(monkeypatch: pytest.MonkeyPatch) -> None:
 class Worker:
     """A real ``auditor worker`` process (its own process group, killed by its pid)."""
 
-    def __init__(self, name: str, logs: Path, queues: str = "extract,cpu") -> None:
+    def __init__(self, name: str, logs: Path, queues: str = "extract,cpu",
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = logs / f"{name}.log"
-        env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **ENV, **(env or {}), "PYTHONPATH": str(ROOT)}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "auditor", "worker", "--queues", queues,
@@ -115,8 +116,9 @@ def start_worker(tmp_path_factory: pytest.TempPathFactory, redis_db: Any
     logs = tmp_path_factory.mktemp("worker-logs")
     started: list[Worker] = []
 
-    def start(name: str, queues: str = "extract,cpu") -> Worker:
-        worker = Worker(name, logs, queues)
+    def start(name: str, queues: str = "extract,cpu", env: dict[str, str] | None = None
+              ) -> Worker:
+        worker = Worker(name, logs, queues, env)
         started.append(worker)
         return worker
 
