@@ -173,3 +173,26 @@ def test_jobs_commands_submit_wait_status_list(
     assert main(["jobs", "list", "--state", "done", "--json"]) == 0
     assert printed["id"] in {j["id"] for j in json.loads(capsys.readouterr().out)}
     assert main(["jobs", "wait", printed["id"], "--timeout", "5"]) == 0
+
+
+def test_a_queued_audit_chains_the_store_to_its_cpu_stage(
+        workers: Any, queue_env: None, tiny_llama_dir: Path, sae_path: Path, data: Path,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.jobs.audit import AuditOptions, run_audit
+
+    out = tmp_path / "audit"
+    code = main(["jobs", "submit", "audit", str(data), "--out", str(out),
+                 "--model", str(tiny_llama_dir), "--sae", str(sae_path), "--id-column", "id",
+                 "--set", "heads=[]", "--set", 'formats=["json"]',
+                 "--wait", "--timeout", "120", "--json"])
+    status = json.loads(capsys.readouterr().out)
+    assert code == 0 and status["state"] == "done", status
+    assert list(status["units"]) == ["rank-0", "finish", "cpu"]  # extract, then cpu
+    assert status["units"]["cpu"]["worker"].split("@")[0] in ("qa", "qb")
+    options = AuditOptions(heads=(), formats=("json",), extract=_options(
+        tiny_llama_dir, sae_path, shard_size=1000, poolings=("max",)))
+    local = run_audit(data, out=tmp_path / "local", options=options)
+    assert status["result"] == local.to_dict()
+    assert store_frame(out / "store").equals(store_frame(tmp_path / "local" / "store"))
+    report = json.loads((out / "report.json").read_text())
+    assert report["corpus"]["documents"] == N_DOCS
