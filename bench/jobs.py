@@ -97,17 +97,23 @@ def main() -> None:
     parser.add_argument("--sae", default=None, help="SAE path (with --model)")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting (best kept)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of each process (in-process and every worker), "
+                             "so that two workers are two equal devices, as two GPUs are")
     args = parser.parse_args()
 
     import redis
+    import torch
 
     from auditor.jobs import load_pipeline
     from auditor.jobs.extract import ExtractOptions, run_extract
     from auditor.settings import QueueSettings
 
+    torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     env = {"AUDITOR_BROKER_URL": args.broker, "AUDITOR_RETRY_DELAY": "0.5",
-           "AUDITOR_CANCEL_POLL": "0.5"}
+           "AUDITOR_CANCEL_POLL": "0.5", "OMP_NUM_THREADS": str(args.threads),
+           "MKL_NUM_THREADS": str(args.threads)}
     settings = QueueSettings.from_env(env)
     client = redis.Redis.from_url(args.broker)
     client.flushdb()
@@ -150,6 +156,7 @@ def main() -> None:
         shards = -(-args.docs // args.shard_size)
         print(json.dumps({
             "docs": args.docs, "shards": shards, "cpus": os.cpu_count(),
+            "threads_per_process": args.threads,
             "in_process_s": round(best_in, 3), "queued_1_worker_s": round(best_one, 3),
             "queued_2_workers_s": round(best_two, 3),
             "overhead_ratio": round(best_one / best_in, 3),
