@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,11 +95,14 @@ def test_kill_9_mid_shard_then_a_new_worker_completes_the_job(
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A redis-server of the test's own (port 6391, AOF on, in a temp dir), to restart."""
+    """A redis-server of the test's own (a free port, AOF on, in a temp dir), to restart;
+    the machine's Redis is never touched."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed: the Redis restart test starts its own")
-    port = 6391
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     directory = tmp_path / "redis"
     directory.mkdir()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
