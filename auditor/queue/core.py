@@ -15,7 +15,8 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -119,6 +120,29 @@ def _celery(settings: QueueSettings) -> Any:
     return app
 
 
+@contextmanager
+def _reaching(settings: QueueSettings) -> Iterator[None]:
+    """Redis or the broker out of reach: a :class:`JobError` saying so, not a traceback."""
+    import redis
+    from kombu.exceptions import OperationalError
+
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            OperationalError) as e:
+        raise JobError(f"cannot reach the queue at {_redact(str(settings.state_url))} "
+                       f"or the broker at {_redact(settings.broker_url)}: {e}") from e
+
+
+def _redact(url: str) -> str:
+    """``url`` without a password."""
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, _ = head.partition("://")
+    return f"{scheme}://***@{tail}"
+
+
 # --------------------------------------------------------------------------- submit
 
 
@@ -201,12 +225,25 @@ def submit(verb: str, input: str | Path, *, out: str | Path, options: Any,
         record.update(extract=extract.to_dict(), store=_store_of(verb, options),
                       world_size=world, shards={"total": n_shards, "documents": documents})
     record["units"] = _units(verb, record["world_size"])
+    with _reaching(settings):
+        _state(settings).client.ping()  # before anything is written
     storage.local_path().mkdir(parents=True, exist_ok=True)
     manifests.create(storage, record)
-    state = _state(settings)
-    state.register(record["id"], storage.url)
-    state.uncancel(record["id"])
-    _send(settings, record, list(record["units"]))
+    try:
+        with _reaching(settings):
+            state = _state(settings)
+            state.register(record["id"], storage.url)
+            state.uncancel(record["id"])
+            _send(settings, record, list(record["units"]))
+    except JobError as e:
+        error = {**e.to_dict(), "unit": None}
+
+        def unsent(m: dict[str, Any]) -> None:
+            m["state"] = "failed"
+            m["error"] = error
+
+        manifests.update(storage, unsent)  # `jobs resume OUT` sends it once Redis is back
+        raise
     return str(record["id"])
 
 
@@ -239,7 +276,8 @@ def _locate(job: str, settings: QueueSettings) -> JobStorage:
     """A job by id (the Redis index) or by its out directory."""
     if Path(job).is_dir():
         return storage_for(job)
-    out = _state(settings).out_of(job)
+    with _reaching(settings):
+        out = _state(settings).out_of(job)
     if out is None:
         raise JobError(f"no job {job!r} in the queue's index (name its out directory)",
                        field="job")
@@ -252,7 +290,8 @@ def cancel(job: str, *, settings: QueueSettings | None = None) -> dict[str, Any]
     settings = _settings(settings)
     storage = _locate(job, settings)
     record = manifests.require(storage)
-    _state(settings).cancel(record["id"])
+    with _reaching(settings):
+        _state(settings).cancel(record["id"])
 
     def change(m: dict[str, Any]) -> None:
         if m["state"] not in manifests.TERMINAL:
@@ -284,11 +323,13 @@ def resume(job: str, *, settings: QueueSettings | None = None) -> dict[str, Any]
         return todo
 
     record = manifests.require(storage)
-    state.register(record["id"], storage.url)
-    state.uncancel(record["id"])
+    with _reaching(settings):
+        state.register(record["id"], storage.url)
+        state.uncancel(record["id"])
     todo = manifests.update(storage, change)
     if todo:
-        _send(settings, manifests.require(storage), todo)
+        with _reaching(settings):
+            _send(settings, manifests.require(storage), todo)
     return status(job, settings=settings)
 
 
@@ -370,7 +411,9 @@ def list_jobs(*, state: str | None = None, settings: QueueSettings | None = None
     with their state, verb, out and shards done/total."""
     settings = _settings(settings)
     found = []
-    for job_id, out in _state(settings).jobs().items():
+    with _reaching(settings):
+        index = _state(settings).jobs()
+    for job_id, out in index.items():
         m = manifests.read(storage_for(out))
         if m is None or m.get("id") != job_id:
             continue
