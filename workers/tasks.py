@@ -67,7 +67,8 @@ def extract_rank(self: Any, out: str, job_id: str, generation: int, rank: int) -
     def body(ctx: queue.Context) -> dict[str, Any]:
         options = _on_device(ExtractOptions.from_dict(
             {**ctx.manifest["extract"], "rank": rank,
-             "world_size": ctx.manifest["world_size"]}), ctx.settings)
+             "world_size": ctx.manifest["world_size"],
+             "total_shards": ctx.manifest["shards"]["total"]}), ctx.settings)
         result = run_extract(ctx.manifest["input"], out=ctx.store, options=options,
                              progress=ctx.progress, cancel=ctx.cancel,
                              pipeline=pipeline_for(options.pipeline_spec()))

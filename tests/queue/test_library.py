@@ -77,3 +77,20 @@ def test_submit_writes_the_manifest_and_a_job_is_found_by_its_out_directory(
         queue.submit("nope", data, out=tmp_path / "o3", options=options, settings=settings)
     assert queue.cancel(job, settings=settings)["state"] == "cancelled"
     assert [j["id"] for j in queue.list_jobs(state="cancelled", settings=settings)] == [job]
+
+
+def test_a_rank_that_knows_the_shard_count_stops_reading_after_its_last_shard(
+        tiny_llama_dir: Path, sae_path: Path, tmp_path: Path) -> None:
+    from auditor.errors import RowError
+    from auditor.jobs.extract import run_extract
+
+    data = write_docs(tmp_path / "docs.jsonl", 20, bad=12)  # shard 2 of 4 is poisoned
+    # rank 1's last shard is shard 1: the bad row is in the very next one, never read
+    base = {"model": str(tiny_llama_dir), "saes": (str(sae_path),), "id_column": "id",
+            "max_length": 16, "shard_size": 5, "rank": 1, "world_size": 4}
+    result = run_extract(data, out=tmp_path / "a", options=ExtractOptions(
+        **base, total_shards=4))
+    assert result.summary["docs"] == 5 and result.summary["shards_written"] == 1
+    with pytest.raises(RowError) as err:  # without the count it reads on into the bad row
+        run_extract(data, out=tmp_path / "b", options=ExtractOptions(**base))
+    assert err.value.row == 12
