@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "read_json",
+    "read_json_optional",
     "sha256_bytes",
     "sha256_file",
     "write_json",
@@ -129,6 +130,15 @@ def read_json(path: str | Path, *, what: str = "JSON file") -> dict[str, Any]:
         raise InputFileError(f"{what} must hold a JSON object, not {type(data).__name__}",
                              path=p)
     return data
+
+
+def read_json_optional(path: str | Path) -> dict[str, Any]:
+    """The JSON object at ``path``, or ``{}`` when it is missing or unreadable (for
+    records a reader can do without, such as a card's optional sections)."""
+    try:
+        return read_json(path)
+    except InputFileError:
+        return {}
 
 
 @contextmanager

@@ -10,6 +10,8 @@ as JSON) and comes back as the same class with :func:`error_from_dict`.
 
     AuditorError
     ├── ConfigError                 invalid settings or arguments
+    │   └── ProbeInputError         data a probe cannot fit (also a ValueError, as
+    │                               scikit-learn's checks expect)
     ├── InputError                  the user's dataset
     │   ├── InputFileError          unreadable / malformed file (JSONL, Parquet, CSV, …)
     │   ├── ColumnError             a named column is missing
@@ -24,7 +26,8 @@ as JSON) and comes back as the same class with :func:`error_from_dict`.
     │   └── SAEModelMismatch        SAE width does not fit the model's d_model
     └── StoreError                  the Parquet feature store
         ├── ShardMissing            a shard named in the store is not on disk
-        ├── CorruptShard            a shard cannot be read or has the wrong schema
+        ├── CorruptShard            a shard cannot be read, has the wrong schema or bytes
+        ├── IncompleteStore         the store's extraction did not finish
         └── ProvenanceMismatch      shards from different model / SAE / layer are mixed
     └── JobError                    running a job
         ├── JobConflict             OUT holds a job run with other options or input
@@ -48,6 +51,7 @@ __all__ = [
     "ConfigError",
     "CorruptShard",
     "HookError",
+    "IncompleteStore",
     "InputError",
     "InputFileError",
     "JobCancelled",
@@ -55,6 +59,7 @@ __all__ = [
     "JobError",
     "ModelError",
     "ModelLoadError",
+    "ProbeInputError",
     "ProvenanceMismatch",
     "RowError",
     "SAEError",
@@ -112,6 +117,17 @@ class AuditorError(Exception):
 
 class ConfigError(AuditorError):
     """A setting or argument has an invalid value."""
+
+
+class ProbeInputError(ConfigError, ValueError):
+    """A probe was given data or settings it cannot use (one class, a Y that is not a 0/1
+    indicator matrix, sparse input to a centring probe, thresholds of the wrong shape).
+
+    A :class:`~auditor.errors.ConfigError` (the auditor tree: exit code 2, HTTP 400) that
+    is also a :class:`ValueError`: scikit-learn's estimator checks and meta-estimators
+    (``cross_val_predict``, ``GridSearchCV``'s ``error_score``) expect a ``ValueError``
+    for bad input, so the probes stay conformant estimators.
+    """
 
 
 class InputError(AuditorError):
@@ -172,6 +188,10 @@ class ShardMissing(StoreError):
 
 class CorruptShard(StoreError):
     """A feature shard cannot be read or does not have the feature-store schema."""
+
+
+class IncompleteStore(StoreError):
+    """The store's extraction did not finish: it holds only some of its input's shards."""
 
 
 class ProvenanceMismatch(StoreError):

@@ -317,10 +317,15 @@ def extract_features(
         # every shard after this rank's last is another rank's: not even read
         last = max(range(rank, total_shards, world_size), default=-1)
         shards = itertools.islice(shards, last + 1)
+    n_shards = 0
     for shard_index, docs in shards:
+        n_shards = shard_index + 1
         check_cancel(cancel, f"shard {shard_index}")
         if shard_index % world_size != rank or writer.is_done(shard_index):
-            # another rank's shard, or one finished before: nothing to compute
+            # another rank's shard, or one finished before: nothing to compute, but a done
+            # shard must hold the documents the input gives at its place
+            writer.check_documents(shard_index, [d.doc_id for d in docs],
+                                   [d.row for d in docs])
             summary.shards_skipped += 1
             summary.docs_skipped_done += len(docs)
             report(0, 0)
@@ -351,7 +356,9 @@ def extract_features(
     writer.finalize(summary={**summary.to_dict(),
                              "runtime": {k: getattr(config, k) for k in config._RUNTIME},
                              "device": str(lm.device)},
-                    rank=rank, world_size=world_size)
+                    rank=rank, world_size=world_size,
+                    # a rank that stopped after its last shard did not read the whole input
+                    n_shards=None if total_shards is not None else n_shards)
     if progress is None:
         stage.close()
     return summary

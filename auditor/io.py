@@ -260,14 +260,14 @@ def count_documents(path: str | Path, *, format: str | None = None) -> int | Non
     try:
         fmt = _resolve_format(src, format)
         if fmt == "jsonl":
-            with _open_binary(src) as f:
+            with _BinaryReader(src) as f:  # closes the gzip stream and its file
                 return sum(1 for line in f if line.strip())
         if fmt == "parquet":
             return int(_parquet_file(src).metadata.num_rows)
         if fmt == "txt":
             return len(_txt_files(src)) if src.is_dir() else 1
-    except (OSError, ValueError, InputFileError, ConfigError):
-        return None
+    except (*_READ_ERRORS, ValueError, InputFileError, ConfigError):
+        return None  # a truncated gzip, say: the reader names the file and the row reached
     return None
 
 
@@ -406,12 +406,13 @@ def _bad_utf8(src: Path, row: int, data: bytes, base: int, err: UnicodeDecodeErr
 
 
 def _loads_json(src: Path, row: int, text: str) -> Any:
+    """One JSON line; a malformed one is that row's error (skippable like any bad row).
+    Rows count from 0, as everywhere; the message also gives the file's line number."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputFileError(
-            f"malformed JSON at line {row + 1}, column {e.colno}: {e.msg}", path=src, row=row
-        ) from e
+        return RowError(f"malformed JSON (file line {row + 1}, column {e.colno}): {e.msg}",
+                        path=src, row=row)
 
 
 def _check_columns(
@@ -479,7 +480,8 @@ def _iter_jsonl(
                 line = next(lines, None)
             except _READ_ERRORS as e:
                 raise InputFileError(
-                    f"cannot read file after line {row + 1}: {e}", path=src, row=row + 1
+                    f"cannot read the file after row {row} (file line {row + 1}); the rows "
+                    f"before it were read: {e}", path=src, row=row + 1
                 ) from e
             if line is None:
                 return
@@ -497,6 +499,9 @@ def _iter_jsonl(
                 yield _bad_utf8(src, row, line, base, e)
                 continue
             obj = _loads_json(src, row, text)
+            if isinstance(obj, RowError):
+                yield obj
+                continue
             if not isinstance(obj, dict):
                 yield RowError(
                     f"JSON line is not an object (got {type(obj).__name__})", path=src, row=row

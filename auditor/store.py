@@ -41,8 +41,15 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from auditor._files import fsync_dir, sha256_file, write_json
-from auditor.errors import ConfigError, CorruptShard, ProvenanceMismatch, ShardMissing, StoreError
+from auditor._files import fsync_dir, sha256_bytes, sha256_file, write_json
+from auditor.errors import (
+    ConfigError,
+    CorruptShard,
+    IncompleteStore,
+    ProvenanceMismatch,
+    ShardMissing,
+    StoreError,
+)
 
 __all__ = [
     "DONE_DIR",
@@ -61,7 +68,9 @@ __all__ = [
     "read_raw_means",
     "scan_features",
     "shard_name",
+    "store_state",
     "token_schema",
+    "verify_store",
 ]
 
 FORMAT = "auditor-feature-store"
@@ -296,6 +305,134 @@ def _markers(directory: Path, kind: str) -> dict[int, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
+def _documents_key(doc_ids: Sequence[str], rows: Sequence[int]) -> dict[str, Any]:
+    """Which documents a shard holds: its first and last input row and a hash of its ids."""
+    return {"first_row": int(rows[0]) if len(rows) else None,
+            "last_row": int(rows[-1]) if len(rows) else None,
+            "ids_sha256": sha256_bytes("\n".join(map(str, doc_ids)))}
+
+
+#: Shards whose bytes were checked against their markers in this process, by (path, size,
+#: mtime): a reader hashes each shard once, not on every scan.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _verify_shard(path: Path, marker: Mapping[str, Any]) -> None:
+    """Check a done shard's size and sha256 against its marker (once per process).
+
+    Raises
+    ------
+    ShardMissing
+        The file is not on disk.
+    CorruptShard
+        Its size or checksum differs from what the marker recorded when it was written.
+    """
+    try:
+        key = _file_key(path)
+    except OSError as e:
+        raise ShardMissing("shard file is not on disk", path=path) from e
+    if key in _VERIFIED:
+        return
+    if marker.get("bytes") not in (None, key[1]):
+        raise CorruptShard(f"has {key[1]:,} bytes, its done-marker says "
+                           f"{marker.get('bytes'):,}; re-extract the store", path=path)
+    digest = marker.get("sha256")
+    if digest is not None and sha256_file(path) != digest:
+        raise CorruptShard("its bytes changed after it was written (sha256 differs from its "
+                           "done-marker); re-extract the store", path=path)
+    _VERIFIED.add(key)
+
+
+def verify_store(path: str | Path) -> dict[str, Any]:
+    """Check every done shard of a store against its marker (size and sha256), afresh.
+
+    Returns
+    -------
+    dict
+        ``{"path", "shards", "documents", "ok", "problems": [{"shard", "kind", "error"}]}``.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a feature store.
+    """
+    src = Path(path)
+    _read_manifest(src)
+    problems: list[dict[str, Any]] = []
+    shards = documents = 0
+    for kind in _KINDS:
+        for number, marker in _markers(src, kind).items():
+            shards += 1
+            file = src / marker["shard"]
+            try:
+                _VERIFIED.discard(_file_key(file))
+            except OSError:
+                pass
+            try:
+                _verify_shard(file, marker)
+            except StoreError as e:
+                problems.append({"shard": number, "kind": kind, "file": marker["shard"],
+                                 "error": e.message})
+                continue
+            if kind == "features":
+                documents += int(marker.get("rows") or 0)
+    return {"path": str(src), "shards": shards, "documents": documents,
+            "ok": not problems, "problems": problems}
+
+
+def _state(directory: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    markers = _markers(directory, "features")
+    expected = manifest.get("expected_shards")
+    if isinstance(expected, int):
+        complete = set(range(expected)) <= set(markers)
+    else:
+        # finalized by an auditor before expected_shards was recorded: those finalized a
+        # store only after reading their whole input
+        complete = "summary" in manifest and "ranks" not in manifest
+        expected = len(markers) if complete else None
+    return {"complete": complete, "shards": len(markers), "expected_shards": expected,
+            "documents": int(sum(int(m.get("rows") or 0) for m in markers.values()))}
+
+
+def store_state(path: str | Path) -> dict[str, Any]:
+    """Whether a store is complete, and how much of it is there.
+
+    A store is complete when a run read its whole input and every shard that input makes
+    is done; a killed or cancelled extraction (or one rank of several, before the others
+    finish) leaves it incomplete, and readers refuse it unless asked for what is there.
+
+    Returns
+    -------
+    dict
+        ``complete``, ``shards`` (done), ``expected_shards`` (``None`` while unknown) and
+        ``documents`` (in done shards).
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a feature store.
+    """
+    src = Path(path)
+    return _state(src, _read_manifest(src))
+
+
+def _refuse_partial(directory: Path, manifest: Mapping[str, Any]) -> None:
+    state = _state(directory, manifest)
+    if state["complete"]:
+        return
+    of = (f"{state['shards']:,} of {state['expected_shards']:,} shards"
+          if state["expected_shards"] is not None else f"{state['shards']:,} shards")
+    raise IncompleteStore(
+        f"incomplete store: {of} ({state['documents']:,} documents) written; its "
+        f"extraction did not finish (rerun it to resume), or read what is there with "
+        f"allow_partial", path=directory)
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.is_file():
@@ -439,12 +576,33 @@ class FeatureStoreWriter:
         marker = _read_marker(self.directory / DONE_DIR / _marker_name(shard, kind))
         if marker is None:
             return False
-        path = self.directory / marker["shard"]
         try:
-            size = path.stat().st_size
-        except OSError:
-            return False
-        return marker.get("bytes") in (None, size)
+            _verify_shard(self.directory / marker["shard"], marker)
+        except StoreError:
+            return False  # missing or changed since it was written: compute it again
+        return True
+
+    def check_documents(self, shard: int, doc_ids: Sequence[str], rows: Sequence[int]) -> None:
+        """Refuse to resume past a done shard that holds other documents than the input
+        gives at its place (another input order, id column or row filter).
+
+        Raises
+        ------
+        ProvenanceMismatch
+            The shard's recorded rows or document ids differ from ``doc_ids`` / ``rows``.
+        """
+        marker = _read_marker(self.directory / DONE_DIR / _marker_name(shard, "features"))
+        recorded = (marker or {}).get("documents")
+        if recorded is None:
+            return  # a store written before shards recorded their documents
+        given = _documents_key(doc_ids, rows)
+        if recorded != given:
+            raise ProvenanceMismatch(
+                f"shard {shard} holds rows {recorded.get('first_row')}–"
+                f"{recorded.get('last_row')} with other document ids than the input gives at "
+                f"its place (rows {given['first_row']}–{given['last_row']}); the input or "
+                f"how it is read changed: use a new store or replace it with overwrite",
+                path=self.directory, field="documents")
 
     def done_shards(self, *, kind: Kind = "features") -> set[int]:
         """Return the numbers of the shards :meth:`is_done` reports as done.
@@ -529,10 +687,13 @@ class FeatureStoreWriter:
             tmp.unlink(missing_ok=True)
             raise
         fsync_dir(self.directory)
-        _atomic_write_json(
-            marker_path,
-            {"rows": table.height, "shard": name, "kind": kind, "sha256": digest, "bytes": size},
-        )
+        record: dict[str, Any] = {"rows": table.height, "shard": name, "kind": kind,
+                                  "sha256": digest, "bytes": size}
+        if kind == "features":
+            record["documents"] = _documents_key(table["doc_id"].to_list(),
+                                                 table["row"].to_list())
+        _atomic_write_json(marker_path, record)
+        _VERIFIED.add(_file_key(target))
         return target
 
     def _conform(self, table: pl.DataFrame, *, kind: str, target: Path) -> pl.DataFrame:
@@ -578,7 +739,7 @@ class FeatureStoreWriter:
         return table
 
     def finalize(self, *, summary: Mapping[str, Any], rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, n_shards: int | None = None) -> None:
         """Record a run summary in the manifest (atomically).
 
         ``manifest['summary']`` receives ``summary`` as given (with ``world_size > 1``,
@@ -592,6 +753,10 @@ class FeatureStoreWriter:
             JSON-serialisable counts, timings, etc.
         rank, world_size
             Which of the processes filling this store finished.
+        n_shards
+            How many shards the whole input makes (known once a run has read it to the
+            end): the store is complete when all of them are done (see
+            :func:`store_state`).
 
         Raises
         ------
@@ -610,6 +775,8 @@ class FeatureStoreWriter:
                                                                "world_size": world_size}
             else:
                 manifest["summary"] = payload
+            if n_shards is not None:
+                manifest["expected_shards"] = int(n_shards)
             manifest["shards"] = {
                 "features": len(feats),
                 "tokens": len(self.done_shards(kind="tokens")),
@@ -714,14 +881,19 @@ def _check_shard(path: Path, *, expected_rows: int | None) -> tuple[Any, dict[st
 
 
 def _done_files(directory: Path, kind: str) -> list[tuple[Path, int | None]]:
+    """The done shards' files and row counts, each checked against its marker (once per
+    process; see :func:`_verify_shard`)."""
     files = []
     for marker in _markers(directory, kind).values():
         rows = marker.get("rows")
-        files.append((directory / marker["shard"], rows if isinstance(rows, int) else None))
+        file = directory / marker["shard"]
+        _verify_shard(file, marker)
+        files.append((file, rows if isinstance(rows, int) else None))
     return files
 
 
-def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
+def scan_features(path: str | Path, *, kind: Kind = "features",
+                  allow_partial: bool = False) -> pl.LazyFrame:
     """Lazily scan the done shards of a feature store (or one Parquet file).
 
     Only shards with a done-marker are read; leftover temporary files and shards without a
@@ -734,6 +906,9 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
         A store directory or a single ``.parquet`` shard.
     kind : {'features', 'tokens'}, default 'features'
         Which shard family to scan (store directories only).
+    allow_partial : bool, default False
+        Read the done shards of an incomplete store (see :func:`store_state`) instead of
+        refusing it.
 
     Returns
     -------
@@ -752,6 +927,8 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
         ``how='diagonal_relaxed'``.)
     ProvenanceMismatch
         A shard's provenance differs from the manifest's.
+    IncompleteStore
+        The store's extraction did not finish and ``allow_partial`` is false.
     StoreError
         ``path`` is neither a store directory nor a Parquet file.
 
@@ -766,6 +943,7 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     ...     "doc_id": ["a", "b"], "row": [0, 1], "n_tokens": [3, 4],
     ...     "l0.indices": [[1, 5], [2]], "l0.max": [[0.5, 2.0], [1.0]], "l0.n_excluded": [0, 0],
     ... }))
+    >>> w.finalize(summary={}, n_shards=1)  # the run read its whole input
     >>> lf = scan_features(store).filter(pl.col("n_tokens") > 3)
     >>> lf.select("doc_id").collect()["doc_id"].to_list()
     ['b']
@@ -778,6 +956,8 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     if not src.is_dir():
         raise StoreError("no such feature store or Parquet file", path=src)
     manifest = _read_manifest(src)
+    if not allow_partial:
+        _refuse_partial(src, manifest)
     provenance = manifest["provenance"]
     files = _done_files(src, kind)
     if not files:
@@ -821,7 +1001,8 @@ def scan_features(path: str | Path, *, kind: Kind = "features") -> pl.LazyFrame:
     return pl.concat([pl.scan_parquet(f) for f, _ in files], how="diagonal_relaxed")
 
 
-def read_raw_means(path: str | Path, *, hook: str | None = None) -> tuple[np.ndarray, list[str]]:
+def read_raw_means(path: str | Path, *, hook: str | None = None,
+                   allow_partial: bool = False) -> tuple[np.ndarray, list[str]]:
     """Each document's mean raw residual activation at a hook (stored with ``raw_mean``).
 
     Parameters
@@ -842,7 +1023,7 @@ def read_raw_means(path: str | Path, *, hook: str | None = None) -> tuple[np.nda
         The store has no raw means, or not for ``hook`` (the message lists those it has).
     """
     src = Path(path)
-    lf = scan_features(src)
+    lf = scan_features(src, allow_partial=allow_partial)
     hooks = [c[len(RAW_PREFIX):] for c in lf.collect_schema().names()
              if c.startswith(RAW_PREFIX)]
     if hook is None and len(hooks) == 1:
@@ -907,6 +1088,15 @@ def _collect(lf: pl.LazyFrame, src: Path) -> pl.DataFrame:
         raise CorruptShard(f"cannot read shard data: {e}", path=src) from e
 
 
+def _check_unique_ids(ids: pl.Series, src: Path) -> None:
+    """Refuse a store whose shards hold one document id twice (a row of a classify or a
+    training set would then stand for two documents)."""
+    if ids.n_unique() != len(ids):
+        dupes = ids.filter(ids.is_duplicated()).unique(maintain_order=True).head(5).to_list()
+        raise CorruptShard(f"document ids occur more than once across shards: "
+                           f"{', '.join(map(str, dupes))}", path=src, field="doc_id")
+
+
 def read_features(
     path: str | Path,
     *,
@@ -914,6 +1104,7 @@ def read_features(
     pooling: str = "max",
     columns: Sequence[str] | None = None,
     d_sae: int | None = None,
+    allow_partial: bool = False,
 ) -> FeatureMatrix:
     """Read one SAE's pooled features of a store as a CSR matrix.
 
@@ -935,6 +1126,8 @@ def read_features(
     d_sae : int or None, default None
         Number of SAE features (matrix width). None reads
         ``provenance['saes'][sae]['d_sae']``.
+    allow_partial : bool, default False
+        Read an incomplete store's done shards instead of refusing it.
 
     Returns
     -------
@@ -964,6 +1157,7 @@ def read_features(
     ...     "layer9.max": [[1.0, 0.5], [2.0]], "layer9.mean": [[0.5, 0.25], [1.0]],
     ...     "layer9.n_excluded": [0, 1], "label": ["x", "y"],
     ... }))
+    >>> w.finalize(summary={}, n_shards=1)
     >>> fm = read_features(store, pooling="max")
     >>> fm.X.toarray()
     array([[1. , 0. , 0.5, 0. ],
@@ -974,7 +1168,7 @@ def read_features(
     ['row', 'n_tokens', 'label']
     """
     src = Path(path)
-    lf = scan_features(src)
+    lf = scan_features(src, allow_partial=allow_partial)
     names = lf.collect_schema().names()
     schema = lf.collect_schema()
     keys = sorted({c.rsplit(".", 1)[0] for c in names if c.endswith(".indices") and "." in c})
@@ -1036,6 +1230,7 @@ def read_features(
             )
 
     df = _collect(lf.select(list(dict.fromkeys(["doc_id", idx_col, val_col, *extra_cols]))), src)
+    _check_unique_ids(df["doc_id"], src)
     offsets, indices = _list_parts(df[idx_col])
     val_offsets, values = _list_parts(df[val_col])
     if not np.array_equal(offsets, val_offsets):

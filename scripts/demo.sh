@@ -10,10 +10,12 @@ bash scripts/setup.sh
 .venv/bin/auditor models list
 .venv/bin/auditor heads list
 # Feature labels and example contexts for the report: a dictionary over the sample itself
-# (merged into models/sae/…/dictionary; rebuilt from scratch each run).
+# (in models/sae/…/dictionary; --rebuild replaces one built otherwise, and a rerun with the
+# same options returns the recorded build at once).
 .venv/bin/auditor features build --corpus samples/audit-sample.jsonl --id-column id \
   --max-length 128 --max-windows 2 --top 5 --rebuild
-# --overwrite: a rerun starts afresh, even after an upgrade changed the store's provenance.
+# A rerun returns the recorded audit at once; --overwrite replaces one made with other
+# options, input or auditor version.
 .venv/bin/auditor audit samples/audit-sample.jsonl --id-column id --out out/audit-sample \
   --overwrite
 echo "open out/audit-sample/report.html in a browser (self-contained, works offline)"

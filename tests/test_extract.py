@@ -15,7 +15,13 @@ import polars as pl
 import pytest
 import torch
 
-from auditor.errors import ConfigError, ProvenanceMismatch, RowError, SAEModelMismatch
+from auditor.errors import (
+    ConfigError,
+    IncompleteStore,
+    ProvenanceMismatch,
+    RowError,
+    SAEModelMismatch,
+)
 from auditor.extract import ExtractConfig, default_sae_keys, extract_features
 from auditor.io import Document, read_documents
 from auditor.lm import load_model, tokenize_windows
@@ -290,7 +296,9 @@ def test_bad_row_keeps_written_shards(lm, tmp_path: Path) -> None:
         extract_features(read_documents(data), lm=lm, saes={"layer1": make_random_sae()},
                          out=out, config=ExtractConfig(shard_size=2, exclude_outliers=False))
     assert err.value.row == 5 and str(data) in str(err.value)
-    fm = read_features(out)
+    with pytest.raises(IncompleteStore, match=r"2 shards \(4 documents\)"):
+        read_features(out)  # the run stopped: the store says it is not whole
+    fm = read_features(out, allow_partial=True)
     assert fm.doc_ids == ["0", "1", "2", "3"]  # two complete shards survive
     assert fm.X.nnz > 0
 

@@ -14,7 +14,7 @@ import pytest
 
 import auditor.io
 from auditor.errors import ColumnError, ConfigError, InputFileError, RowError
-from auditor.io import Document, batched, input_fingerprint, read_documents
+from auditor.io import Document, batched, count_documents, input_fingerprint, read_documents
 
 ROWS: list[dict[str, Any]] = [
     {"id": "a", "text": "first document", "label": 1, "src": "x"},
@@ -176,17 +176,35 @@ def test_malformed_json_names_file_and_row(tmp_path: Path) -> None:
     path.write_text('{"text": "ok"}\n{"text": "broken"\n{"text": "never"}\n')
     it = read_documents(path)
     assert next(it).text == "ok"
-    with pytest.raises(InputFileError) as info:
+    with pytest.raises(RowError) as info:
         next(it)
     assert info.value.row == 1
     assert str(path) in str(info.value) and "row 1" in str(info.value)
+    assert "file line 2" in str(info.value)  # rows count from 0, the file's lines from 1
 
 
-def test_malformed_json_not_skipped(tmp_path: Path) -> None:
+def test_malformed_json_is_a_bad_row_that_can_be_skipped(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    path.write_text('{"text": "ok"}\nnot json\n')
-    with pytest.raises(InputFileError):
-        list(read_documents(path, skip_bad_rows=True))
+    path.write_text('{"text": "ok"}\nnot json\n{"text": "after"}\n')
+    errors: list[RowError] = []
+    docs = list(read_documents(path, skip_bad_rows=True, errors=errors))
+    assert [d.text for d in docs] == ["ok", "after"] and [d.row for d in docs] == [0, 2]
+    assert [e.row for e in errors] == [1] and "malformed JSON" in errors[0].message
+
+
+def test_a_truncated_gzip_names_the_file_and_the_row_reached(tmp_path: Path) -> None:
+    import gzip
+
+    data = gzip.compress(b"".join(b'{"text": "line %d of the file"}\n' % i
+                                  for i in range(5000)))
+    path = tmp_path / "x.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    assert count_documents(path) is None  # no crash: the reader reports it
+    read = []
+    with pytest.raises(InputFileError, match="cannot read the file after row") as info:
+        for doc in read_documents(path):
+            read.append(doc.row)
+    assert info.value.row == len(read) and read == list(range(len(read))) and read
 
 
 def test_corrupt_parquet(tmp_path: Path) -> None:

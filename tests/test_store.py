@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import doctest
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import auditor.store
 from auditor.errors import (
     ConfigError,
     CorruptShard,
+    IncompleteStore,
     ProvenanceMismatch,
     ShardMissing,
     StoreError,
@@ -31,6 +33,8 @@ from auditor.store import (
     read_metadata,
     scan_features,
     shard_name,
+    store_state,
+    verify_store,
 )
 
 D_SAE = 64
@@ -120,6 +124,7 @@ def write_store(
         for k, v in dense.items():
             dense_parts.setdefault(k, []).append(v)
         start += n
+    writer.finalize(summary={}, n_shards=len(sizes))  # as a run that read all its input
     ref = {k: np.vstack(v) for k, v in dense_parts.items()}
     return writer, ref, pl.concat(tables)
 
@@ -274,6 +279,7 @@ def test_overwrite_clears_old_store(tmp_path: Path) -> None:
     assert not (store / shard_name(0)).exists() and not (store / shard_name(1)).exists()
     assert (store / "notes.md").read_text() == "user file"  # only store files are removed
     assert read_metadata(store) == prov
+    writer.finalize(summary={}, n_shards=0)  # the new run read an empty input
     assert scan_features(store).collect().height == 0
     assert read_features(store).X.shape == (0, D_SAE)
 
@@ -365,6 +371,12 @@ def test_foreign_shard_with_other_provenance(tmp_path: Path) -> None:
     other = FeatureStoreWriter(b, provenance=make_provenance(max_length=64))
     other.write_shard(0, random_shard(rng, 0, 3)[0])
     (a / shard_name(0)).write_bytes((b / shard_name(0)).read_bytes())
+    # the file alone no longer matches the checksum its marker recorded
+    with pytest.raises(CorruptShard, match="done-marker"):
+        scan_features(a)
+    # with its marker too, the shard's own provenance gives it away
+    marker = next((b / DONE_DIR).iterdir()).name
+    (a / DONE_DIR / marker).write_bytes((b / DONE_DIR / marker).read_bytes())
     with pytest.raises(ProvenanceMismatch, match="max_length"):
         scan_features(a)
 
@@ -426,6 +438,7 @@ def test_read_with_sae_and_pooling_selection(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     table, ref = random_shard(rng, 0, 10, keys={"layer9": D_SAE, "layer3": 32})
     writer.write_shard(0, table)
+    writer.finalize(summary={}, n_shards=1)
     with pytest.raises(ConfigError) as info:
         read_features(store)
     assert "layer3" in str(info.value) and "layer9" in str(info.value)
@@ -461,6 +474,7 @@ def test_d_sae_missing_from_provenance(tmp_path: Path) -> None:
     del prov["saes"]["layer9"]["d_sae"]
     writer = FeatureStoreWriter(tmp_path / "s", provenance=prov)
     writer.write_shard(0, random_shard(np.random.default_rng(0), 0, 3)[0])
+    writer.finalize(summary={}, n_shards=1)
     with pytest.raises(ConfigError, match="d_sae"):
         read_features(tmp_path / "s")
     assert read_features(tmp_path / "s", d_sae=D_SAE).X.shape == (3, D_SAE)
@@ -556,7 +570,9 @@ def test_failed_rewrite_leaves_shard_not_done(
         writer.write_shard(0, table)
     assert not writer.is_done(0)  # the old marker is gone: the shard must be redone
     assert list(store.glob("*.tmp")) == []
-    assert scan_features(store).collect().height == 0
+    with pytest.raises(IncompleteStore, match="0 of 1 shards"):
+        scan_features(store)
+    assert scan_features(store, allow_partial=True).collect().height == 0
 
 
 def test_passthrough_types_may_differ_between_shards(tmp_path: Path) -> None:
@@ -567,6 +583,7 @@ def test_passthrough_types_may_differ_between_shards(tmp_path: Path) -> None:
     t1, _ = random_shard(rng, 3, 2)
     writer.write_shard(0, t0.with_columns(pl.lit(None).alias("score")))
     writer.write_shard(1, t1.with_columns(pl.Series("score", [0.5, 1.5])))
+    writer.finalize(summary={}, n_shards=2)
     got = scan_features(store).collect()
     assert got["score"].to_list() == [None, None, None, 0.5, 1.5]
     fm = read_features(store, columns=["score"])
@@ -618,6 +635,98 @@ def test_write_accepts_fixed_size_array_columns(tmp_path: Path) -> None:
     )
     assert isinstance(table.schema["layer9.indices"], pl.Array)
     writer.write_shard(0, table)
+    writer.finalize(summary={}, n_shards=1)
     dense = read_features(tmp_path / "s").X.toarray()
     assert dense[0, 1] == 0.5 and dense[0, 5] == 1.0 and dense[1, 63] == 3.0
     assert dense.sum() == pytest.approx(6.5)
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def _flip_a_byte(path: Path) -> None:
+    """Change one byte in the middle of a file, keeping its size; move its mtime on, as a
+    later write would (readers check a shard once per size and mtime)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def test_a_shard_with_flipped_bytes_is_refused_by_name(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    write_store(store)
+    assert verify_store(store)["ok"]
+    _flip_a_byte(store / shard_name(1))
+    with pytest.raises(CorruptShard, match="sha256 differs") as info:
+        read_features(store)
+    assert info.value.path == str(store / shard_name(1))
+    report = verify_store(store)
+    assert not report["ok"] and report["shards"] == 3
+    assert [(p["shard"], p["file"]) for p in report["problems"]] == [(1, shard_name(1))]
+    # a resume computes the corrupt shard again instead of keeping it
+    writer = FeatureStoreWriter(store, provenance=make_provenance())
+    assert writer.done_shards() == {0, 2}
+
+
+def test_store_verify_command_names_the_bad_shard(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.cli import main
+
+    store = tmp_path / "s"
+    write_store(store, sizes=(3, 4))
+    assert main(["store", "verify", str(store)]) == 0
+    assert "2 shards, 7 documents, ok" in capsys.readouterr().out
+    (store / shard_name(0)).unlink()
+    assert main(["store", "verify", str(store), "--json"]) == 6
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"][0]["file"] == shard_name(0)
+    assert "not on disk" in report["problems"][0]["error"]
+
+
+def test_duplicate_document_ids_across_shards_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    writer = FeatureStoreWriter(tmp_path / "s", provenance=make_provenance())
+    writer.write_shard(0, random_shard(rng, 0, 4)[0])
+    writer.write_shard(1, random_shard(rng, 2, 4)[0])  # doc-2, doc-3 again
+    writer.finalize(summary={}, n_shards=2)
+    with pytest.raises(CorruptShard, match="doc-2, doc-3") as info:
+        read_features(tmp_path / "s")
+    assert info.value.field == "doc_id"
+
+
+def test_a_resume_past_shards_of_other_documents_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    writer = FeatureStoreWriter(tmp_path / "s", provenance=make_provenance())
+    table = random_shard(rng, 0, 4)[0]
+    writer.write_shard(0, table)
+    writer.check_documents(0, table["doc_id"].to_list(), table["row"].to_list())
+    with pytest.raises(ProvenanceMismatch, match="shard 0 holds rows 0–3") as info:
+        writer.check_documents(0, ["doc-1", "doc-0", "doc-2", "doc-3"], [0, 1, 2, 3])
+    assert info.value.field == "documents"
+    with pytest.raises(ProvenanceMismatch, match="rows 5–8"):
+        writer.check_documents(0, table["doc_id"].to_list(), [5, 6, 7, 8])
+
+
+def test_an_unfinished_store_is_refused_unless_partial_reads_are_asked(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    rng = np.random.default_rng(6)
+    writer = FeatureStoreWriter(store, provenance=make_provenance())
+    writer.write_shard(0, random_shard(rng, 0, 4)[0])  # killed before it read its input
+    with pytest.raises(IncompleteStore, match=r"1 shards \(4 documents\) written"):
+        read_features(store)
+    assert store_state(store) == {"complete": False, "shards": 1, "expected_shards": None,
+                                  "documents": 4}
+    assert read_features(store, allow_partial=True).X.shape == (4, D_SAE)
+    writer.write_shard(2, random_shard(rng, 8, 3)[0])
+    writer.finalize(summary={}, n_shards=3)  # read it all, but shard 1 is missing
+    with pytest.raises(IncompleteStore, match="2 of 3 shards"):
+        scan_features(store)
+    writer.write_shard(1, random_shard(rng, 4, 4)[0])
+    assert store_state(store)["complete"] and read_features(store).X.shape == (11, D_SAE)
+    # a store finalized by an auditor from before expected_shards counts as complete
+    manifest = json.loads((store / MANIFEST).read_text())
+    del manifest["expected_shards"]
+    (store / MANIFEST).write_text(json.dumps(manifest))
+    assert store_state(store)["complete"]

@@ -22,8 +22,9 @@ __all__ = ["cli", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return (and, as a script, exit with) the process exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="auditor",
-                 standalone_mode=False)
+        # without standalone mode, click returns (not raises) a command's Exit code
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="auditor",
+                        standalone_mode=False)
     except AuditorError as err:
         click.echo(f"error: {err}{_flag_hint(err)}", err=True)
         return exit_code_for(err)
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _flag_hint(err: AuditorError) -> str:

@@ -128,10 +128,10 @@ def jobs_submit(verb: str, input_path: str, out: Path, settings: tuple[str, ...]
 
     options = _options(verb, flags, settings)
     source = input_path
-    if verb in ("classify", "explain") and not Path(input_path).exists():
-        from auditor.jobs import text_input
+    if verb in ("classify", "explain"):
+        from auditor.jobs import text_or_dataset
 
-        source = text_input([input_path], out=out)
+        source, _ = text_or_dataset(input_path, out=out)
     job_id = queue.submit(verb, source, out=out, options=options)
     if not wait_:
         click.echo(json.dumps({"id": job_id}) if as_json else job_id)

@@ -8,14 +8,12 @@ temporary directory otherwise).
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from auditor.cli._common import job_dir
 from auditor.cli._progress import progress_bars
 
 __all__ = ["probe"]
@@ -57,15 +55,6 @@ def _labels(label_column: str, id_column: str, text_column: str,
             "text_column": text_column, "multilabel_sep": multilabel_sep}
 
 
-@contextmanager
-def _out_dir(out: Path | None) -> Iterator[Path]:
-    if out is not None:
-        yield out
-        return
-    with tempfile.TemporaryDirectory(prefix="auditor-probe-") as tmp:
-        yield Path(tmp)
-
-
 @click.group()
 def probe() -> None:
     """Probes on pooled SAE features, measured against plain baselines."""
@@ -90,7 +79,7 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
     options = jobs.ProbeCompareOptions(
         **_labels(label_column, id_column, text_column, multilabel_sep), sae=sae, folds=folds,
         overwrite=overwrite)
-    with _out_dir(out) as where:
+    with job_dir(out) as where:
         result = jobs.run_probe_compare({"features": str(store_path),
                                          "labels": str(labels_path)},
                                         out=where, options=options,
@@ -124,7 +113,7 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
     options = jobs.ProbeCurveOptions(
         **_labels(label_column, id_column, text_column, multilabel_sep), sizes=wanted,
         folds=folds, overwrite=overwrite)
-    with _out_dir(out) as where:
+    with job_dir(out) as where:
         result = jobs.run_probe_curve({"features": str(store_path),
                                        "labels": str(labels_path)},
                                       out=where, options=options,
@@ -193,7 +182,7 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
 
     options = jobs.ProbeEvalOptions(
         **_labels(label_column, id_column, text_column, multilabel_sep), overwrite=overwrite)
-    with _out_dir(out) as where:
+    with job_dir(out) as where:
         result = jobs.run_probe_eval({"head": head_ref, "features": str(store_path),
                                       "labels": str(labels_path)},
                                      out=where, options=options,
@@ -221,15 +210,19 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
                    "record the run in (predictions.parquet and _job.json).")
 @click.option("--explain", type=int, default=0, show_default=True,
               help="Top contributing SAE features per document (0: none).")
+@click.option("--partial", is_flag=True,
+              help="Label what an unfinished store holds (refused otherwise).")
 @_OVERWRITE
 @_PROGRESS
 def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
-                  explain: int, overwrite: bool, progress: bool | None) -> None:
+                  explain: int, partial: bool, overwrite: bool,
+                  progress: bool | None) -> None:
     """Apply heads to an existing feature store."""
     from auditor.jobs import probe as jobs
 
     data = {"features": str(store_path), "heads": list(head_refs)}
-    options = jobs.ProbePredictOptions(explain=explain, overwrite=overwrite)
+    options = jobs.ProbePredictOptions(explain=explain, allow_partial=partial,
+                                       overwrite=overwrite)
     if out.suffix:  # a file (its suffix says the format)
         result = jobs.predict_to_file(data, out, options=options,
                                       progress=progress_bars(progress))

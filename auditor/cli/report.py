@@ -80,6 +80,8 @@ def _str(path: Path | None) -> str | None:
               show_default=True, help="Estimated Jaccard similarity of near duplicates.")
 @click.option("--near-duplicates/--no-near-duplicates", default=True, show_default=True,
               help="Look for near duplicates among --texts.")
+@click.option("--partial", is_flag=True,
+              help="Report on what an unfinished store holds (refused otherwise).")
 @click.option("--overwrite", is_flag=True,
               help="Replace a report in --out made with other options or inputs.")
 @click.option("--progress/--no-progress", default=None,
@@ -104,6 +106,7 @@ def report(
     top_features: int,
     dup_threshold: float,
     near_duplicates: bool,
+    partial: bool,
     overwrite: bool,
     progress: bool | None,
     as_json: bool,
@@ -125,7 +128,7 @@ def report(
             pooling=pooling, text_column=text_column, id_column=id_column,
             max_chars=max_chars, flags=flag_rules, max_flagged=max_flagged,
             top_features=top_features, dup_threshold=dup_threshold,
-            near_duplicates=near_duplicates, overwrite=overwrite)
+            near_duplicates=near_duplicates, allow_partial=partial, overwrite=overwrite)
     except ConfigError as err:
         raise click.BadParameter(err.message, param_hint=_FLAG_OF.get(err.field or "")) from err
     result = jobs.run_report(str(store), out=str(out), options=options,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from auditor.cli._common import job_dir
 from auditor.cli._progress import progress_bars
+
+_TEXT = click.option("--text", "as_text", is_flag=True,
+                     help="Take TEXT as a text even if it names a file.")
 
 __all__ = ["audit", "classify", "explain"]
 
@@ -30,25 +32,6 @@ def _run_options(f: Any) -> Any:
     for opt in reversed(_RUN_OPTIONS):
         f = opt(f)
     return f
-
-
-@contextlib.contextmanager
-def _job_dir(keep: Path | None) -> Iterator[Path]:
-    """The job's output directory: the one asked for, or a temporary one."""
-    if keep is not None:
-        yield keep
-        return
-    with tempfile.TemporaryDirectory(prefix="auditor-") as tmp:
-        yield Path(tmp)
-
-
-def _dataset(source: str, out: Path) -> tuple[str, bool]:
-    """A dataset path as given, or (a literal text) the one-row input the job writes."""
-    from auditor.jobs import text_input
-
-    if Path(source).exists():
-        return source, False
-    return text_input([source], out=out), True
 
 
 def _extract_options(model: str | None, sae_paths: tuple[str, ...], text_column: str,
@@ -72,18 +55,23 @@ def _extract_options(model: str | None, sae_paths: tuple[str, ...], text_column:
 @click.option("--skip-bad-rows", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
+@_TEXT
 def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain: int,
              store: Path | None, model: str | None, sae_paths: tuple[str, ...],
              text_column: str, id_column: str | None, skip_bad_rows: bool,
-             device: str | None, progress: bool | None) -> None:
-    """Label TEXT (a literal string) or FILE (a dataset) with the heads."""
+             device: str | None, progress: bool | None, as_text: bool) -> None:
+    """Label TEXT or FILE with the heads.
+
+    An existing file or directory, or a name ending .jsonl/.parquet/.csv/.txt/.gz (which
+    must exist), is a dataset; anything else is one text (--text forces that)."""
     from auditor.jobs import classify as jobs
+    from auditor.jobs import text_or_dataset
 
     if out is not None and out.suffix not in (".parquet", ".jsonl"):
         raise click.BadParameter("predictions are written as .parquet or .jsonl",
                                  param_hint="--out")
-    with _job_dir(None) as job_dir:
-        path, literal = _dataset(source, job_dir / "input")
+    with job_dir(None) as where:
+        path, literal = text_or_dataset(source, out=where / "input", text=as_text)
         options = jobs.ClassifyOptions(
             heads=head_refs or None, explain=explain,
             store=str(store.resolve()) if store is not None else "store",
@@ -92,12 +80,12 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
                                      "id" if literal else id_column,
                                      skip_bad_rows=skip_bad_rows, device=device),
             inline_rows=0 if out is not None else 1_000_000)
-        result = jobs.run_classify(path, out=job_dir / "run", options=options,
+        result = jobs.run_classify(path, out=where / "run", options=options,
                                    progress=progress_bars(progress))
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             # the predictions and their sidecars (a JSONL file's provenance)
-            for written in (job_dir / "run").glob(result.predictions + "*"):
+            for written in (where / "run").glob(result.predictions + "*"):
                 shutil.copyfile(written, f"{out}{written.name[len(result.predictions):]}")
             click.echo(f"wrote {result.documents:,} rows to {out}")
             return
@@ -160,20 +148,23 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
 @click.option("--no-tokens", is_flag=True, help="Skip token-level evidence.")
 @click.option("--id-column", default=None)
 @click.option("--json", "as_json", is_flag=True)
+@_TEXT
 def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: int,
             n_random: int, no_tokens: bool, model: str | None, sae_paths: tuple[str, ...],
-            text_column: str, id_column: str | None, as_json: bool) -> None:
-    """Why each head labelled TEXT (or each document of FILE) as it did."""
+            text_column: str, id_column: str | None, as_json: bool, as_text: bool) -> None:
+    """Why each head labelled TEXT (or each document of FILE) as it did (TEXT or FILE as
+    for classify)."""
     from auditor.jobs import explain as jobs
+    from auditor.jobs import text_or_dataset
 
-    with _job_dir(None) as job_dir:
-        path, literal = _dataset(source, job_dir / "input")
+    with job_dir(None) as where:
+        path, literal = text_or_dataset(source, out=where / "input", text=as_text)
         options = jobs.ExplainOptions(
             heads=head_refs or None, top=top, check=check, k=k, n_random=n_random,
             tokens=not no_tokens,
             extract=_extract_options(model, sae_paths, text_column,
                                      "id" if literal else id_column))
-        result = jobs.run_explain(path, out=job_dir / "run", options=options,
+        result = jobs.run_explain(path, out=where / "run", options=options,
                                   progress=progress_bars(None)).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))

@@ -36,6 +36,7 @@ EXPLAIN_DTYPE = pl.List(pl.Struct({"feature": pl.UInt32, "contribution": pl.Floa
 def classify_store(
     store: str | Path, heads: Sequence[Any], *, explain: int = 0,
     feature_labels: Mapping[int, str] | Callable[[int], str | None] | None = None,
+    allow_partial: bool = False,
 ) -> pl.DataFrame:
     """Apply heads to a feature store.
 
@@ -49,6 +50,8 @@ def classify_store(
         Number of top contributing features per document and head (0: none).
     feature_labels
         Feature index → short label (a mapping or a callable), shown in explanations.
+    allow_partial
+        Label an incomplete store's done shards instead of refusing it.
 
     Returns
     -------
@@ -72,7 +75,7 @@ def classify_store(
     columns: dict[str, Any] = {}
     ids: list[str] | None = None
     for head in heads:
-        inputs = head.read(store)
+        inputs = head.read(store, allow_partial=allow_partial)
         if ids is None:
             ids = inputs.doc_ids
             columns["id"] = pl.Series("id", ids, dtype=pl.String)

@@ -320,7 +320,7 @@ class Head:
                 f"head {self.name!r} reads mean raw activations; extract with raw_mean",
                 field="raw_mean")
 
-    def read(self, store: str | Path) -> HeadInputs:
+    def read(self, store: str | Path, *, allow_partial: bool = False) -> HeadInputs:
         """Read this head's input from a feature store (after :meth:`check`).
 
         Raises
@@ -334,11 +334,12 @@ class Head:
         self.check(metadata)
         c = self.config
         pooling = c.pooling if c.representation == "sae" else "mean"
-        fm = read_features(store, sae=c.sae, pooling=pooling, columns=[])
+        fm = read_features(store, sae=c.sae, pooling=pooling, columns=[],
+                           allow_partial=allow_partial)
         X: Any = fm.X
         if c.representation == "raw":
             hook = _raw_hook(metadata, c.sae)
-            raw, raw_ids = read_raw_means(store, hook=hook)
+            raw, raw_ids = read_raw_means(store, hook=hook, allow_partial=allow_partial)
             if raw_ids != fm.doc_ids:
                 raise ProvenanceMismatch("raw means and SAE features are not aligned",
                                          path=Path(store))

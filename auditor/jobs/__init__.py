@@ -5,7 +5,14 @@ a result; options and results round-trip through JSON (see :mod:`auditor.jobs._c
 The CLI, the Celery workers and the HTTP API only parse, call these, and print.
 """
 
-from auditor.jobs._contract import JobOptions, JobResult, fingerprint, read_job, text_input
+from auditor.jobs._contract import (
+    JobOptions,
+    JobResult,
+    fingerprint,
+    read_job,
+    text_input,
+    text_or_dataset,
+)
 from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
 from auditor.jobs.audit import AuditOptions, AuditResult, run_audit
 from auditor.jobs.classify import ClassifyOptions, ClassifyResult, run_classify
@@ -116,4 +123,5 @@ __all__ = [
     "run_sae_train",
     "run_warmup",
     "text_input",
+    "text_or_dataset",
 ]

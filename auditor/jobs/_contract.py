@@ -31,6 +31,7 @@ auditor.errors.ConfigError: field 'word': expected str, got int 3
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import types
@@ -43,7 +44,13 @@ from typing import Any, ClassVar, TypeVar
 from auditor import __version__
 from auditor._files import read_json, sha256_bytes, sha256_file, write_json
 from auditor._versions import library_versions
-from auditor.errors import AuditorError, ConfigError, JobConflict
+from auditor.errors import (
+    AuditorError,
+    ConfigError,
+    IncompleteStore,
+    JobConflict,
+    ProvenanceMismatch,
+)
 
 __all__ = [
     "JOB_FILE",
@@ -58,6 +65,7 @@ __all__ = [
     "run_recorded",
     "runtime_field",
     "text_input",
+    "text_or_dataset",
 ]
 
 #: The record every job leaves in its output directory.
@@ -176,8 +184,15 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def json_values(value: Any) -> Any:
-    """``value`` with numpy scalars and arrays (anything with ``tolist``), tuples and
-    NaN made JSON values (lists, ``None``), for results built from library output."""
+    """``value`` with JSON's types only, for results built from library output: numpy and
+    torch scalars and arrays become numbers and lists, tuples lists, paths strings, and
+    numbers that are not finite ``None``.
+
+    Examples
+    --------
+    >>> json_values({"a": (1, float("nan")), "b": float("inf")})
+    {'a': [1, None], 'b': None}
+    """
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, Mapping):
@@ -186,7 +201,7 @@ def json_values(value: Any) -> Any:
         return [json_values(v) for v in value]
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):
         return json_values(value.tolist())
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Path):
         return str(value)
@@ -400,7 +415,16 @@ def run_recorded(
             (clear or _clear_all)(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / job_file, _record(verb, options, input_fp, "running"))
-    result = work(root)
+    try:
+        result = work(root)
+    except (ProvenanceMismatch, JobConflict, IncompleteStore):
+        # refused because out holds another run's output, or its input store is not
+        # whole: this run owns nothing in out
+        if previous is None:
+            (root / job_file).unlink(missing_ok=True)
+        else:
+            write_json(root / job_file, previous)
+        raise
     write_json(root / job_file, _record(verb, options, input_fp, "done", result))
     return result
 
@@ -474,3 +498,51 @@ def text_input(texts: Sequence[str], *, out: str | Path) -> str:
     from auditor._files import atomic_write_text
 
     return str(atomic_write_text(root / "input.jsonl", lines))
+
+
+#: Endings that make a command-line source a dataset path rather than a text.
+DATASET_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".csv", ".txt", ".gz")
+
+
+def text_or_dataset(source: str, *, out: str | Path, text: bool = False) -> tuple[str, bool]:
+    """Read a source that is either a literal text or a dataset path, by one stated rule.
+
+    An existing file or directory is a dataset; so is a name ending in a dataset suffix
+    (``.jsonl``, ``.parquet``, ``.csv``, ``.txt``, ``.gz`` …), which must then exist.
+    Anything else is a text, written as the job's one-row input (:func:`text_input`);
+    ``text=True`` takes ``source`` as a text whatever it looks like.
+
+    Returns
+    -------
+    path, literal
+        The dataset to read, and whether it is the written text.
+
+    Raises
+    ------
+    InputError
+        ``source`` is empty or blank, or names a dataset file that does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> text_or_dataset("you are kind", out=tempfile.mkdtemp())[1]
+    True
+    >>> text_or_dataset("nope.jsonl", out=tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    auditor.errors.InputFileError: nope.jsonl: no such dataset file (a literal text that \
+ends like a file name needs text=True)
+    """
+    from auditor.errors import InputError, InputFileError
+
+    if not source.strip():
+        raise InputError("an empty text: give a text to classify or a dataset path",
+                         field="source")
+    if not text:
+        path = Path(source)
+        if path.exists():
+            return source, False
+        if path.suffix.lower() in DATASET_SUFFIXES:
+            raise InputFileError("no such dataset file (a literal text that ends like a "
+                                 "file name needs text=True)", path=source)
+    return text_input([source], out=out), True

@@ -194,7 +194,13 @@ def run_extract(
             summary = extract_features(
                 docs, lm=loaded.lm, saes=loaded.saes, out=root,
                 config=options.extract_config(),
-                input_info={"path": str(input), "fingerprint": input_fingerprint(input)},
+                input_info={"path": str(input), "fingerprint": input_fingerprint(input),
+                            # which rows land in which shard and what each row holds
+                            "read": {"text_column": options.text_column,
+                                     "id_column": options.id_column,
+                                     "passthrough": list(options.passthrough),
+                                     "max_chars": options.max_chars,
+                                     "skip_bad_rows": options.skip_bad_rows}},
                 overwrite=options.overwrite, progress=stage,
                 cancel=cancel, rank=options.rank, world_size=options.world_size,
                 bad_rows=bad, check=check, total_shards=options.total_shards)

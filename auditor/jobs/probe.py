@@ -251,11 +251,13 @@ class ProbeCurveResult(JobResult):
 @dataclass(frozen=True)
 class ProbePredictOptions(JobOptions):
     """Options of :func:`run_probe_predict`: top contributing features per document
-    (``explain``, 0: none) and the predictions file name under ``out`` (``.parquet`` or
-    ``.jsonl``)."""
+    (``explain``, 0: none), the predictions file name under ``out`` (``.parquet`` or
+    ``.jsonl``), and whether an incomplete store's done shards may be labelled
+    (``allow_partial``)."""
 
     explain: int = 0
     filename: str = "predictions.parquet"
+    allow_partial: bool = False
 
     def validate(self) -> None:
         if self.explain < 0:
@@ -696,7 +698,8 @@ def run_probe_predict(input: Mapping[str, Any], *, out: str | Path,
         with Progress(progress, job="probe-predict").stage("predict", total=1) as stage:
             heads = [load_head(d) for d in dirs]
             check_cancel(cancel, "classifying the store")
-            frame = classify_store(store, heads, explain=options.explain)
+            frame = classify_store(store, heads, explain=options.explain,
+                                   allow_partial=options.allow_partial)
             provenance = {**read_metadata(store), "heads": heads_provenance(heads)}
             check_cancel(cancel, "writing the predictions")
             write_predictions(frame, root / options.filename, provenance=provenance)

@@ -105,6 +105,9 @@ class ReportOptions(JobOptions):
         Estimated Jaccard similarity at or above which two texts are near duplicates.
     near_duplicates
         Look for near duplicates among ``texts``.
+    allow_partial
+        Report on an incomplete store's done shards instead of refusing it (the report's
+        corpus section then counts only what is there).
     """
 
     predictions: str | None = None
@@ -123,6 +126,7 @@ class ReportOptions(JobOptions):
     top_features: int = 10
     dup_threshold: float = 0.8
     near_duplicates: bool = True
+    allow_partial: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field of a value out of range.
@@ -351,15 +355,17 @@ def write_report_stages(
                 store, predictions=options.predictions, feature_labels=labels,
                 feature_examples=examples, sae=options.sae, pooling=options.pooling,
                 title=options.title, flags=options.flags, max_flagged=options.max_flagged,
-                top_features=options.top_features, stage=stage)
+                top_features=options.top_features, stage=stage,
+                allow_partial=options.allow_partial)
         stages.mark("statistics", report=report)
 
     if options.texts is not None:
         done = resumed("texts")
         if done is None:
             with tracker.stage("texts") as stage:
+                ids = store_doc_ids(store, allow_partial=options.allow_partial)
                 report = add_texts(
-                    report, options.texts, store_ids=store_doc_ids(store),
+                    report, options.texts, store_ids=ids,
                     text_column=options.text_column, id_column=options.id_column,
                     max_chars=options.max_chars, near_duplicates=options.near_duplicates,
                     duplicate_threshold=options.dup_threshold, stage=stage, cancel=cancel)

@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from auditor import __version__
-from auditor._files import atomic_write_text, read_json, sha256_bytes
+from auditor._files import atomic_write_text, read_json_optional, sha256_bytes
 from auditor._versions import library_versions
 from auditor.cancel import CancelToken, check_cancel
-from auditor.errors import AuditorError, ConfigError
+from auditor.errors import ConfigError
 from auditor.jobs._contract import (
     JOB_FILE,
     JobOptions,
     JobResult,
+    json_values,
     read_job,
     relative_to,
     run_recorded,
@@ -239,13 +240,13 @@ def _collect(corpus: str | Path, root: Path, options: SAECollectOptions, *,
             max_length=options.max_length, max_tokens=options.max_tokens,
             overwrite=options.overwrite, source=source, heldout_only=options.heldout_only,
             stage=stage, cancel=cancel)
-    info = _json_safe(cache.info())
+    info = json_values(cache.info())
     manifest = cache.manifest
     return SAECollectResult(
         directory=relative_to(cache.directory, root), d_model=int(info["d_model"]),
         hooks=info["hooks"], model=info.get("model"), max_length=info.get("max_length"),
         settings=info.get("settings"), thresholds=info.get("thresholds"),
-        input=_json_safe(manifest.get("input")), texts=_json_safe(manifest.get("texts")))
+        input=json_values(manifest.get("input")), texts=json_values(manifest.get("texts")))
 
 
 # --------------------------------------------------------------------------- train
@@ -525,8 +526,8 @@ def _record_init_training(out: Path, init: Path) -> None:
     (``state.json``: steps, tokens, settings and the SAE that run started from).
     """
     root = init if init.is_dir() else init.parent
-    previous = _read_optional(root / "training.json")
-    state = _read_optional(root / "state.json")
+    previous = read_json_optional(root / "training.json")
+    state = read_json_optional(root / "state.json")
     if not previous and state:
         identity = state.get("identity") or {}
         previous = {"checkpoint": str(root), "steps": state.get("step"),
@@ -534,10 +535,10 @@ def _record_init_training(out: Path, init: Path) -> None:
                     "config": identity.get("config") or {},
                     "cache_texts": identity.get("cache_texts")}
         if identity.get("init_sha256"):
-            run = _read_optional(root.parent.parent / "training.json")  # finished since?
+            run = read_json_optional(root.parent.parent / "training.json")  # finished since?
             previous["init"] = (run["init"] if isinstance(run.get("init"), dict)
                                 else {"sha256": identity["init_sha256"]})
-    record = _read_optional(out / "training.json")
+    record = read_json_optional(out / "training.json")
     if not previous or not record or not isinstance(record.get("init"), dict):
         return
     summary = {k: v for k, v in previous.items() if k != "history"}
@@ -748,7 +749,7 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
                                      causal_lm=causal_lm)
             stage.advance(1)
     _write_record(root / EVALUATION_FILENAME, record)
-    safe = _json_safe(record)
+    safe = json_values(record)
     return SAEEvalResult(
         evaluation=EVALUATION_FILENAME, sae_sha256=safe["sae_sha256"], cache=safe["cache"],
         metrics=safe["metrics"], whole_cache=safe.get("whole_cache"), ce=safe.get("ce"),
@@ -789,7 +790,7 @@ def _refuse_training_text(sae_path: str | Path, texts: Any, *, cache: str | Path
     wanted = texts.get("sha256") if isinstance(texts, Mapping) else None
     if not wanted or not Path(sae_path).is_dir():
         return
-    run: Any = _read_optional(Path(sae_path) / "training.json")
+    run: Any = read_json_optional(Path(sae_path) / "training.json")
     depth = 0
     while isinstance(run, Mapping):
         seen = run.get("cache_texts")
@@ -877,34 +878,6 @@ def _model_dir(model: str | Path | None) -> str | Path:
 def _finite(value: float) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with JSON's types only: numbers that are not finite become ``None``,
-    tuples lists, numpy scalars Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item"):  # a numpy or torch scalar
-        return _json_safe(value.item())
-    return value
-
-
-def _read_optional(path: Path) -> dict[str, Any]:
-    """A JSON record, or ``{}`` when it is missing or unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        return read_json(path)
-    except AuditorError:
-        return {}
 
 
 def _write_record(path: Path, record: Mapping[str, Any]) -> None:

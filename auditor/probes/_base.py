@@ -14,7 +14,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from auditor.errors import ConfigError
+from auditor.errors import ProbeInputError
 
 __all__ = [
     "ProbeInputError",
@@ -30,17 +30,6 @@ __all__ = [
     "validated_fit_data",
     "validated_input",
 ]
-
-class ProbeInputError(ConfigError, ValueError):
-    """A probe was given data or settings it cannot use (one class, a Y that is not a 0/1
-    indicator matrix, sparse input to a centring probe, thresholds of the wrong shape).
-
-    A :class:`~auditor.errors.ConfigError` (the auditor tree: exit code 2, HTTP 400) that
-    is also a :class:`ValueError`: scikit-learn's estimator checks and meta-estimators
-    (``cross_val_predict``, ``GridSearchCV``'s ``error_score``) expect a ``ValueError``
-    for bad input, so the probes stay conformant estimators.
-    """
-
 
 #: Feature dtypes the probes accept as is (anything else is converted to float64).
 _FLOAT_DTYPES = [np.float64, np.float32]

@@ -732,7 +732,7 @@ def _check_counts(**counts: int) -> None:
             raise ConfigError(f"{name} must be >= 0, got {value}", field=name)
 
 
-def store_doc_ids(store: str | Path) -> list[str]:
+def store_doc_ids(store: str | Path, *, allow_partial: bool = False) -> list[str]:
     """The doc ids of a feature store, in store order, without reading its features.
 
     Parameters
@@ -751,7 +751,8 @@ def store_doc_ids(store: str | Path) -> list[str]:
     """
     from auditor.store import scan_features
 
-    ids = scan_features(Path(store)).select("doc_id").collect()["doc_id"]
+    ids = scan_features(Path(store), allow_partial=allow_partial).select("doc_id").collect(
+    )["doc_id"]
     return [str(d) for d in ids.to_list()]
 
 
@@ -769,6 +770,7 @@ def build_statistics(
     top_features: int = 10,
     generated_at: str | None = None,
     stage: Stage | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """The first stage of :func:`build_report`: everything the store and the predictions
     give (provenance, corpus, quality, feature density, heads, flagged documents).
@@ -790,7 +792,7 @@ def build_statistics(
         store, predictions=predictions, feature_labels=feature_labels,
         feature_examples=feature_examples, sae=sae, pooling=pooling, title=title, flags=flags,
         max_flagged=max_flagged, top_features=top_features, generated_at=generated_at,
-        stage=stage)[0]
+        stage=stage, allow_partial=allow_partial)[0]
 
 
 def _statistics(
@@ -807,6 +809,7 @@ def _statistics(
     top_features: int = 10,
     generated_at: str | None = None,
     stage: Stage | None = None,
+    allow_partial: bool = False,
 ) -> tuple[dict[str, Any], list[str]]:
     """:func:`build_statistics` and the store's doc ids."""
     from auditor.store import read_features, read_metadata
@@ -819,7 +822,8 @@ def _statistics(
     stored = list(meta.get("pooling") or [])
     if pooling is None:
         pooling = "max" if "max" in stored or not stored else stored[0]
-    fm = read_features(src, sae=sae, pooling=pooling, columns=["n_tokens"])
+    fm = read_features(src, sae=sae, pooling=pooling, columns=["n_tokens"],
+                       allow_partial=allow_partial)
     # read_features checked the key (or that the store holds exactly one SAE).
     sae_key = sae if sae is not None else str(next(iter(meta.get("saes") or {"?": None})))
     X = fm.X.tocsr()
@@ -1057,6 +1061,7 @@ def build_report(
     duplicate_threshold: float = 0.8,
     drift_top_features: int = 10,
     generated_at: str | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Build the data of a corpus report (this dict is the report's JSON format).
 
@@ -1130,7 +1135,8 @@ def build_report(
     report, doc_ids = _statistics(
         store, predictions=predictions, feature_labels=feature_labels,
         feature_examples=feature_examples, sae=sae, pooling=pooling, title=title, flags=flags,
-        max_flagged=max_flagged, top_features=top_features, generated_at=generated_at)
+        max_flagged=max_flagged, top_features=top_features, generated_at=generated_at,
+        allow_partial=allow_partial)
     if texts is not None:
         report = add_texts(report, texts, store_ids=doc_ids,
                            text_column=text_column, id_column=id_column, max_chars=max_chars,

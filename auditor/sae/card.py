@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from auditor import __version__
-from auditor._files import atomic_write_text, read_json
+from auditor._files import atomic_write_text, read_json_optional
 from auditor._versions import libraries_text
-from auditor.errors import AuditorError, ConfigError
+from auditor.errors import ConfigError
 from auditor.sae.train import TRAINING_FILENAME
 from auditor.sae.train_config import TrainConfig
 
@@ -26,16 +26,6 @@ __all__ = ["CARD_FILENAME", "EVALUATION_FILENAME", "write_card"]
 EVALUATION_FILENAME = "evaluation.json"
 #: The card.
 CARD_FILENAME = "CARD.md"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON record, or ``{}`` when it is missing or unreadable (a card without it)."""
-    if not path.is_file():
-        return {}
-    try:
-        return read_json(path)
-    except AuditorError:
-        return {}
 
 
 def _evaluation_heading(cache: Mapping[str, Any]) -> str:
@@ -143,9 +133,9 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None,
 
     root = Path(sae_dir)
     sae = load_sae(root)
-    training = _read_json(root / TRAINING_FILENAME)
+    training = read_json_optional(root / TRAINING_FILENAME)
     evaluation_path = Path(evaluation) if evaluation is not None else root / EVALUATION_FILENAME
-    record = _read_json(evaluation_path)
+    record = read_json_optional(evaluation_path)
     weights = next((p for p in root.iterdir() if p.suffix == ".safetensors"), None)
     lines = [f"# SAE card: {root.name}", ""]
     cfg = sae.cfg

@@ -27,6 +27,7 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
     ("models", "list"): ("auditor.jobs.inspect", "models_list", []),
     ("models", "warmup"): ("auditor.jobs.warmup", "run_warmup", []),
     ("store", "info"): ("auditor.jobs.inspect", "store_info", ["store"]),
+    ("store", "verify"): ("auditor.jobs.inspect", "store_verify", ["store"]),
     ("sae", "convert"): ("auditor.jobs.sae", "sae_convert", ["src", "dst"]),
     ("sae", "info"): ("auditor.jobs.sae", "sae_info", ["sae"]),
     ("sae", "collect"): ("auditor.jobs.sae", "run_sae_collect",

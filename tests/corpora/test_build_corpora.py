@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from auditor.errors import ColumnError, InputFileError, RowError
+from auditor.errors import ColumnError, RowError
 from auditor.io import input_fingerprint
 from tests.corpora.test_sources import cache  # noqa: F401  (the pre-seeded archive cache)
 
@@ -66,6 +66,6 @@ def test_excluded_corpus_errors_name_file_and_line(script: ModuleType, tmp_path:
     with pytest.raises(ColumnError, match=r"bad\.jsonl, field 'id'"):
         script.read_excluded([bad])
     bad.write_text('{"source": "brown", "id": "a", "text": "t"}\n{oops\n', encoding="utf-8")
-    with pytest.raises(InputFileError, match=r"bad\.jsonl, row 1: malformed JSON"):
+    with pytest.raises(RowError, match=r"bad\.jsonl, row 1: malformed JSON \(file line 2"):
         script.read_excluded([bad])
     assert script.read_excluded([]) == set()

@@ -196,3 +196,45 @@ def test_cli_classify_audit_explain_call_their_jobs(
     assert "safety: insult (p=0.900" in printed and "f7" in printed and "rude words" in printed
     text, options = seen["explain"]
     assert json.loads(text) == {"id": "text", "text": "you are dumb"} and options.top == 2
+
+
+def test_probe_predict_refuses_an_unfinished_store_unless_partial(
+        stores, head_dir: Path, tmp_path: Path,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(stores["test"][0], store)
+    manifest = json.loads((store / "store.json").read_text())
+    manifest["expected_shards"] += 1  # a shard of its input never finished
+    (store / "store.json").write_text(json.dumps(manifest))
+    args = ["probe", "predict", str(head_dir), "--features", str(store), "--out",
+            str(tmp_path / "p.parquet")]
+    assert main(args) == 6
+    assert "incomplete store" in capsys.readouterr().err
+    assert main([*args, "--partial"]) == 0
+    assert pl.read_parquet(tmp_path / "p.parquet").height == 45
+
+
+def test_text_or_file_is_decided_by_one_stated_rule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[str] = []
+
+    def fake(input: str, *, out: Path, options: Any, **kw: Any) -> Any:
+        seen.append(Path(input).read_text() if Path(input).name == "input.jsonl" else input)
+        return classify_jobs.ClassifyResult(store="store", predictions="p.parquet",
+                                            documents=0, heads=(), extract={}, rows=())
+
+    monkeypatch.setattr(classify_jobs, "run_classify", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("a text file")
+    assert main(["classify", ""]) == 3  # never "every .txt below the current folder"
+    assert "empty text" in capsys.readouterr().err
+    assert main(["classify", "nope.jsonl"]) == 3  # a typo is not a text
+    assert "nope.jsonl: no such dataset file" in capsys.readouterr().err
+    assert main(["classify", "nope.jsonl", "--text"]) == 0
+    assert main(["classify", "a.txt"]) == 0
+    assert main(["classify", "just words"]) == 0
+    assert json.loads(seen[0])["text"] == "nope.jsonl"
+    assert seen[1] == "a.txt" and json.loads(seen[2])["text"] == "just words"

@@ -250,3 +250,22 @@ def test_cancel_token_and_errors_serialise() -> None:
     back = error_from_dict(ColumnError("no column", path="a.csv", field="text").to_dict())
     assert isinstance(back, ColumnError) and str(back) == "a.csv, field 'text': no column"
     assert http_status_for(JobConflict("x")) == 409
+
+
+def test_a_run_refused_by_what_out_holds_leaves_no_record(tmp_path: Path) -> None:
+    from auditor.errors import ProvenanceMismatch
+
+    out = tmp_path / "out"
+
+    def refused(o: Path) -> _Result:
+        raise ProvenanceMismatch("holds another store")
+
+    with pytest.raises(ProvenanceMismatch):
+        run_recorded("echo", out=out, options=_Options(), input=None, result_type=_Result,
+                     work=refused)
+    assert read_job(out) is None
+    # a cancelled or failed run keeps its record: what it wrote belongs to its options
+    with pytest.raises(JobCancelled):
+        run_recorded("echo", out=out, options=_Options(), input=None, result_type=_Result,
+                     work=lambda o: (_ for _ in ()).throw(JobCancelled("stop")))
+    assert read_job(out)["state"] == "running"  # type: ignore[index]

@@ -14,7 +14,7 @@ import pytest
 
 from auditor.cancel import CancelToken
 from auditor.cli import main
-from auditor.errors import ConfigError, JobCancelled, JobConflict
+from auditor.errors import ConfigError, IncompleteStore, JobCancelled, JobConflict
 from auditor.jobs import extract as jobs
 from auditor.jobs import load_pipeline, read_job
 from auditor.progress import ProgressEvent
@@ -48,8 +48,8 @@ def _options(model: Path, sae: Path, **kw: Any) -> jobs.ExtractOptions:
     return jobs.ExtractOptions(**{**base, **kw})
 
 
-def _rows(store: Path) -> tuple[list[str], np.ndarray]:
-    fm = read_features(store, pooling="max")
+def _rows(store: Path, *, allow_partial: bool = False) -> tuple[list[str], np.ndarray]:
+    fm = read_features(store, pooling="max", allow_partial=allow_partial)
     return list(fm.doc_ids), fm.X.toarray()
 
 
@@ -121,7 +121,9 @@ def test_cancel_keeps_finished_shards_and_a_rerun_completes(
     assert read_job(out)["state"] == "running"  # type: ignore[index]
     done_before = sorted(p.name for p in (out / "_done").iterdir())
     assert done_before and len(done_before) < 5  # some shards, not all
-    ids, _ = _rows(out)  # what is there reads back whole
+    with pytest.raises(IncompleteStore):
+        _rows(out)  # readers refuse an unfinished store unless asked
+    ids, _ = _rows(out, allow_partial=True)  # what is there reads back whole
     assert ids == [f"d{i}" for i in range(len(ids))]
 
     events.clear()
@@ -227,3 +229,37 @@ def test_cli_extract_is_a_call_into_the_job(tmp_path: Path, monkeypatch: pytest.
     assert (seen["options"].rank, seen["options"].world_size) == (1, 2)
     assert "7 new, 2 already done" in captured.out and "617 tokens/s" in captured.out
     assert "skipped: x.jsonl, row 4: empty text" in captured.err
+
+
+def test_a_resume_with_other_row_settings_never_mixes_stores(
+        tiny_llama_dir: Path, sae_path: Path, data: Path, tmp_path: Path) -> None:
+    """Settings that decide which rows land in which shard and what each row holds are
+    part of what a resume compares: the job record refuses them, and so does the store
+    itself when there is no record (a store killed before its job was recorded)."""
+    from auditor.errors import ProvenanceMismatch
+
+    out = tmp_path / "s"
+    token = CancelToken()
+
+    def stop_after_first_shard(event: ProgressEvent) -> None:
+        if event.done >= 5:
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path),
+                         progress=stop_after_first_shard, cancel=token)
+    for changed, key in (({"max_chars": 30}, "max_chars"), ({"id_column": None}, "id_column"),
+                         ({"passthrough": ()}, "passthrough"),
+                         ({"skip_bad_rows": True}, "skip_bad_rows")):
+        with pytest.raises(JobConflict, match=key):
+            jobs.run_extract(str(data), out=out,
+                             options=_options(tiny_llama_dir, sae_path, **changed))
+        (out / "_job.json").rename(out / "job.bak")
+        with pytest.raises(ProvenanceMismatch, match=rf"input\.read\.{key}"):
+            jobs.run_extract(str(data), out=out,
+                             options=_options(tiny_llama_dir, sae_path, **changed))
+        assert not (out / "_job.json").exists()  # the refused run claims nothing
+        (out / "job.bak").rename(out / "_job.json")
+    jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path))
+    ids, _ = _rows(out)
+    assert ids == [f"d{i}" for i in range(N_DOCS)]

@@ -191,6 +191,7 @@ def test_store_features_to_saved_probe_end_to_end(tmp_path: Path) -> None:
         "layer2.max": pl.Series([v for _, v in lists], dtype=pl.List(pl.Float32)),
         "layer2.n_excluded": [0] * 300, "label": y.tolist(),
     }))
+    writer.finalize(summary={}, n_shards=1)
     fm = read_features(tmp_path / "store", pooling="max")
     assert fm.extra is not None
     labels = fm.extra["label"].to_numpy()

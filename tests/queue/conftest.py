@@ -145,10 +145,10 @@ def write_docs(path: Path, n: int, *, bad: int | None = None) -> Path:
     return path
 
 
-def store_frame(store: Path) -> pl.DataFrame:
+def store_frame(store: Path, *, allow_partial: bool = False) -> pl.DataFrame:
     from auditor.store import scan_features
 
-    return scan_features(store).collect().sort("row")
+    return scan_features(store, allow_partial=allow_partial).collect().sort("row")
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str,

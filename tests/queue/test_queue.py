@@ -152,8 +152,8 @@ def test_a_poisoned_shard_fails_the_job_after_max_attempts_naming_the_row(
     assert failed[0]["error"]["row"] == 12
     # the shard tasks before the bad row stop reading after their shard: they succeed
     assert status["units"]["rank-0"]["state"] == status["units"]["rank-1"]["state"] == "done"
-    # the shards before the bad row were written and read back whole
-    frame = store_frame(out)
+    # the shards before the bad row were written and read back whole (a partial store)
+    frame = store_frame(out, allow_partial=True)
     assert frame["doc_id"].to_list() == [f"d{i}" for i in range(10)]
 
 

@@ -144,6 +144,7 @@ def make_store(path: Path, rows: list[dict[int, float]], *, ids: list[str] | Non
         "l0.max": [[r[k] for k in sorted(r)] for r in rows],
         "l0.n_excluded": [0] * len(rows),
     }))
+    writer.finalize(summary={}, n_shards=1)
     return path
 
 
@@ -609,3 +610,20 @@ def test_cli_report(real: dict[str, Any], tmp_path: Path) -> None:
                                            str(tmp_path / "r4")])
     assert isinstance(wrong.exception, InputFileError)
     assert not (tmp_path / "r4").exists()
+
+
+def test_an_unfinished_store_is_reported_only_when_asked(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from auditor.cli import main
+
+    store = make_store(tmp_path / "s", [{0: 1.0}, {1: 2.0}, {0: 0.5, 3: 1.5}])
+    manifest = json.loads((store / "store.json").read_text())
+    manifest["expected_shards"] = 2  # the input makes two shards; one is done
+    (store / "store.json").write_text(json.dumps(manifest))
+    args = ["report", str(store), "--out", str(tmp_path / "r"), "--format", "json"]
+    assert main(args) == 6
+    assert "incomplete store: 1 of 2 shards (3 documents)" in capsys.readouterr().err
+    assert main([*args, "--partial"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["corpus"]["documents"] == 3

@@ -12,7 +12,7 @@ from auditor.cli import main
 from auditor.store import read_features, read_metadata
 from auditor.testing import make_random_sae
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,7 @@ def test_extract_bundled_sample(tiny_llama_dir: Path, sae_dir: Path, tmp_path: P
     assert main(["store", "info", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["documents"] == n_docs and "layer2.mean" in info["columns"]
+    assert info["state"]["complete"] and info["state"]["expected_shards"] == 3
 
 
 def test_named_sae_and_conflicting_layer(tiny_llama_dir: Path, sae_dir: Path, tmp_path: Path,

@@ -15,7 +15,7 @@ from auditor.jobs.sae import read_corpus_texts, write_card
 from auditor.sae import load_sae, open_cache, texts_fingerprint
 from auditor.testing import EMULATED_BF16_WARNING
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "sample.jsonl"
 
 
 def test_train_then_eval_writes_a_card(tiny_llama_dir: Path, tmp_path: Path,
