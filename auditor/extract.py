@@ -11,6 +11,7 @@ row never corrupts what was already written.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -195,6 +196,7 @@ def extract_features(
     world_size: int = 1,
     bad_rows: Sequence[RowError] | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    total_shards: int | None = None,
 ) -> ExtractSummary:
     """Extract pooled sparse SAE features for ``documents`` into the store at ``out``.
 
@@ -234,6 +236,10 @@ def extract_features(
         Called with the store's provenance before any document is read or anything is
         written; whatever it raises stops the run (say, heads that cannot read these
         features, found before a long extraction instead of after it).
+    total_shards
+        How many shards the input makes, when the caller knows (a queued job counted its
+        documents): a rank then stops reading after its last shard instead of reading
+        the rest of the input only to skip it.
 
     Returns
     -------
@@ -305,8 +311,14 @@ def extract_features(
                      tokens=summary.tokens + tokens_in_shard,
                      bad_rows=len(bad_rows) if bad_rows is not None else 0)
 
+    shards: Iterable[tuple[int, Sequence[Document]]] = enumerate(
+        batched(documents, config.shard_size))
+    if total_shards is not None:
+        # every shard after this rank's last is another rank's: not even read
+        last = max(range(rank, total_shards, world_size), default=-1)
+        shards = itertools.islice(shards, last + 1)
     n_shards = 0
-    for shard_index, docs in enumerate(batched(documents, config.shard_size)):
+    for shard_index, docs in shards:
         n_shards = shard_index + 1
         check_cancel(cancel, f"shard {shard_index}")
         if shard_index % world_size != rank or writer.is_done(shard_index):
@@ -344,7 +356,9 @@ def extract_features(
     writer.finalize(summary={**summary.to_dict(),
                              "runtime": {k: getattr(config, k) for k in config._RUNTIME},
                              "device": str(lm.device)},
-                    rank=rank, world_size=world_size, n_shards=n_shards)
+                    rank=rank, world_size=world_size,
+                    # a rank that stopped after its last shard did not read the whole input
+                    n_shards=None if total_shards is not None else n_shards)
     if progress is None:
         stage.close()
     return summary

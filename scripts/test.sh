@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The report test renders HTML in headless Chromium (Debian package; skipped when present).
 bash scripts/install_chromium.sh
+bash scripts/install_compose.sh  # docker-compose, for tests/queue/test_compose.py (skipped when present)
 exec .venv/bin/python -m pytest -q "$@"

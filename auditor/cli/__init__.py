@@ -75,15 +75,17 @@ def _register() -> None:
     from auditor.cli.extract import extract
     from auditor.cli.features import features
     from auditor.cli.heads import heads
+    from auditor.cli.jobs import jobs
     from auditor.cli.models import models
     from auditor.cli.probe import probe
     from auditor.cli.report import report
     from auditor.cli.run import audit, classify, explain
     from auditor.cli.sae import sae
     from auditor.cli.store import store
+    from auditor.cli.worker import worker
 
     for command in (extract, models, sae, probe, heads, classify, audit, explain, features,
-                    report, store):
+                    report, store, worker, jobs):
         cli.add_command(command)
 
 

@@ -10,6 +10,7 @@ cancel goes on from the first unfinished stage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from auditor.jobs._pipeline import Pipeline
 from auditor.jobs.extract import ExtractOptions
 from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["AuditOptions", "AuditResult", "run_audit"]
+__all__ = ["AuditOptions", "AuditResult", "audit_extract_options", "run_audit"]
 
 REPORT_FORMATS = ("html", "json", "md")
 
@@ -103,20 +104,11 @@ def run_audit(
     AuditResult
     """
     from auditor.heads import list_heads, load_heads
-    from auditor.jobs.classify import (
-        _head_inputs,
-        heads_check,
-        heads_extract_settings,
-        heads_provenance,
-    )
+    from auditor.jobs.classify import _head_inputs, heads_check, heads_provenance
 
     wanted = list(options.heads) if options.heads is not None else None
     loaded = load_heads(wanted) if wanted or (wanted is None and list_heads()) else []
-    # without heads: the shipped heads' settings, so a later classify can reuse the store
-    settings = heads_extract_settings(loaded) if loaded else _shipped_head_settings()
-    extract = options.extract.with_config(settings)
-    if options.overwrite:
-        extract = ExtractOptions.from_dict({**extract.to_dict(), "overwrite": True})
+    extract = audit_extract_options(options, loaded)
 
     def work(root: Path) -> AuditResult:
         from auditor.features import dictionary_annotations
@@ -175,6 +167,26 @@ def run_audit(
         inputs.update(_head_inputs([str(h.path) for h in loaded]))
     return run_recorded("audit", out=out, options=options, input=inputs,
                         result_type=AuditResult, work=work, clear=_clear_outputs)
+
+
+def audit_extract_options(options: AuditOptions, heads: Sequence[Any] | None = None
+                          ) -> ExtractOptions:
+    """The extraction an audit runs: ``options.extract`` with the settings ``heads`` (the
+    loaded heads; ``None`` loads those the options name) were trained on, or the shipped
+    heads' settings when there are none (so a later classify can reuse the store). A
+    queued audit fills its store with these options before the audit runs."""
+    from auditor.jobs.classify import heads_extract_settings
+
+    if heads is None:
+        from auditor.heads import list_heads, load_heads
+
+        wanted = list(options.heads) if options.heads is not None else None
+        heads = load_heads(wanted) if wanted or (wanted is None and list_heads()) else []
+    settings = heads_extract_settings(heads) if heads else _shipped_head_settings()
+    extract = options.extract.with_config(settings)
+    if options.overwrite:
+        extract = ExtractOptions.from_dict({**extract.to_dict(), "overwrite": True})
+    return extract
 
 
 def _clear_outputs(root: Path) -> None:

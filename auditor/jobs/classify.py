@@ -26,8 +26,8 @@ from auditor.jobs._pipeline import Pipeline
 from auditor.jobs.extract import ExtractOptions, run_extract
 from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["ClassifyOptions", "ClassifyResult", "heads_check", "heads_extract_settings",
-           "heads_provenance", "run_classify"]
+__all__ = ["ClassifyOptions", "ClassifyResult", "classify_extract_options", "heads_check",
+           "heads_extract_settings", "heads_provenance", "run_classify"]
 
 PREDICTION_FORMATS = (".parquet", ".jsonl")
 
@@ -141,6 +141,27 @@ def _head_inputs(names: Sequence[str] | None) -> dict[str, Any]:
     return {f"head:{n}": str(found[n]) if n in found else n for n in wanted}
 
 
+def classify_extract_options(options: ClassifyOptions, heads: Sequence[Any] | None = None
+                             ) -> ExtractOptions:
+    """The extraction a classify job runs: ``options.extract`` with the settings the heads
+    (loaded; ``None`` loads those the options name) were trained on. A queued classify
+    fills its store with these options before the heads run.
+
+    Raises
+    ------
+    ConfigError
+        No heads are installed, or they disagree on extraction settings.
+    """
+    if heads is None:
+        from auditor.heads import load_heads
+
+        heads = load_heads(list(options.heads) if options.heads is not None else None)
+    if not heads:
+        raise ConfigError("no heads are installed; train one with a probe train job",
+                          field="heads")
+    return options.extract.with_config(heads_extract_settings(heads))
+
+
 def run_classify(
     input: str | Path,
     *,
@@ -182,10 +203,7 @@ def run_classify(
     from auditor.heads import load_heads
 
     loaded = load_heads(list(options.heads) if options.heads is not None else None)
-    if not loaded:
-        raise ConfigError("no heads are installed; train one with a probe train job",
-                          field="heads")
-    extract = options.extract.with_config(heads_extract_settings(loaded))
+    extract = classify_extract_options(options, loaded)
 
     def work(root: Path) -> ClassifyResult:
         from auditor.features import dictionary_annotations

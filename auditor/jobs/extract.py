@@ -46,6 +46,9 @@ class ExtractOptions(JobOptions):
         How the dataset is read (see :func:`auditor.io.read_documents`).
     rank, world_size
         Fill only the shards ``i`` with ``i % world_size == rank``.
+    total_shards
+        How many shards the input makes, when known (a queued job's shard task): a rank
+        stops reading after its last shard.
     """
 
     model: str | None = None
@@ -74,6 +77,7 @@ class ExtractOptions(JobOptions):
     skip_bad_rows: bool = False
     rank: int = runtime_field(0)
     world_size: int = runtime_field(1)
+    total_shards: int | None = runtime_field(None)
 
     def validate(self) -> None:
         self.extract_config()  # ExtractConfig validates its own fields
@@ -82,6 +86,8 @@ class ExtractOptions(JobOptions):
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(f"rank must be in [0, world_size), got {self.rank} of "
                               f"{self.world_size}", field="rank")
+        if self.total_shards is not None and self.total_shards < 0:
+            raise ConfigError("total_shards must be >= 0", field="total_shards")
         if self.overwrite and self.world_size > 1:
             raise ConfigError("overwrite would delete other ranks' shards; clear the store "
                               "with one rank first", field="overwrite")
@@ -197,7 +203,7 @@ def run_extract(
                                      "skip_bad_rows": options.skip_bad_rows}},
                 overwrite=options.overwrite, progress=stage,
                 cancel=cancel, rank=options.rank, world_size=options.world_size,
-                bad_rows=bad, check=check)
+                bad_rows=bad, check=check, total_shards=options.total_shards)
         return ExtractResult(store=".", summary=summary.to_dict(),
                              skipped=tuple(e.to_dict() for e in bad))
 

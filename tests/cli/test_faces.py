@@ -56,6 +56,13 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
                              ["word", "--dictionary", "d"]),
     ("features", "label"): ("auditor.jobs.dictionary", "run_feature_label",
                             ["7", "a label", "--dictionary", "d"]),
+    ("worker",): ("auditor.queue", "run_worker", ["--queues", "cpu"]),
+    ("jobs", "submit"): ("auditor.queue", "submit", ["extract", "in.jsonl", "--out", "o"]),
+    ("jobs", "status"): ("auditor.queue", "status", ["j"]),
+    ("jobs", "wait"): ("auditor.queue", "wait", ["j"]),
+    ("jobs", "cancel"): ("auditor.queue", "cancel", ["j"]),
+    ("jobs", "resume"): ("auditor.queue", "resume", ["j"]),
+    ("jobs", "list"): ("auditor.queue", "list_jobs", []),
 }
 
 def _leaves(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
