@@ -167,10 +167,18 @@ class ExtractSummary:
 
 
 def default_sae_keys(saes: Sequence[SAE]) -> list[str]:
-    """Name SAEs by their hook (``layer9``, ``layer9_pre``), suffixing duplicates."""
+    """Name SAEs by their hook (``layer9``, ``layer9_pre``), suffixing duplicates; an SAE
+    that does not say its layer is ``sae`` (never ``layerNone``).
+
+    Examples
+    --------
+    >>> from auditor.testing import make_random_sae
+    >>> default_sae_keys([make_random_sae(layer=9), make_random_sae(layer=9)])
+    ['layer9', 'layer9_2']
+    """
     keys: list[str] = []
     for sae in saes:
-        base = f"layer{sae.cfg.hook_layer}"
+        base = "sae" if sae.cfg.hook_layer is None else f"layer{sae.cfg.hook_layer}"
         if sae.cfg.hook_point == "resid_pre":
             base += "_pre"
         key, i = base, 2
@@ -278,7 +286,7 @@ def extract_features(
         if not key or any(c in key for c in ". /\\") or key in ("doc_id", "row", "n_tokens"):
             raise ConfigError(f"SAE key {key!r} cannot name a column (no dots, slashes, spaces)")
         if sae.cfg.hook_layer is None:
-            raise ConfigError(f"SAE {key!r} does not say which layer it reads: pass a layer",
+            raise ConfigError(f"SAE {key!r} does not say which layer it reads; give its layer",
                               path=sae.source_path)
         check_compatible(sae, d_model=lm.d_model, n_layers=lm.n_layers)
         hooks.setdefault(HookPoint(sae.cfg.hook_layer, sae.cfg.hook_point), []).append(key)

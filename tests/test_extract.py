@@ -357,3 +357,15 @@ def test_raw_means_match_reference(lm, full_model, tmp_path: Path) -> None:
     assert fm.extra is not None and not any(c.startswith("raw_mean.") for c in fm.extra.columns)
     with pytest.raises(ConfigError, match="no raw means"):
         read_raw_means(tmp_path / "s", hook="layer7.resid_post")
+
+
+def test_an_sae_without_a_layer_is_named_plainly(lm, tmp_path: Path) -> None:
+    """No ``layerNone`` anywhere: such an SAE is keyed ``sae``, and refused by that name."""
+    import dataclasses
+
+    sae = make_random_sae()
+    sae.cfg = dataclasses.replace(sae.cfg, hook_layer=None)
+    assert default_sae_keys([sae]) == ["sae"]
+    with pytest.raises(ConfigError, match="SAE 'sae' does not say which layer") as err:
+        extract_features(_docs(), lm=lm, saes={"sae": sae}, out=tmp_path / "s")
+    assert "layerNone" not in str(err.value)
