@@ -501,8 +501,10 @@ class FeatureStoreWriter:
         pooling, input fingerprint, …). ``provenance['saes']`` and
         ``provenance['pooling']`` define the shard schema.
     overwrite : bool, default False
-        Delete an existing store's shards, markers and manifest in ``directory`` (only the
-        store's own files) and start afresh.
+        Replace an existing store: the new one is built beside it (in ``.NAME.overwrite``)
+        and takes its place only when :meth:`finalize` runs, so the old store stays whole
+        and readable until the new input has been read to the end; a run that fails or is
+        killed first leaves the old store as it was.
 
     Attributes
     ----------
@@ -535,6 +537,17 @@ class FeatureStoreWriter:
         if self.directory.exists() and not self.directory.is_dir():
             raise StoreError("exists and is not a directory", path=self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        _recover_swap(self.directory)
+        self._replaces: Path | None = None
+        if overwrite and _holds_store(self.directory):
+            # build the new store beside the old one; finalize() swaps them
+            self._replaces = self.directory
+            self.directory = _beside(self.directory, "overwrite")
+            if self.directory.exists():
+                shutil.rmtree(self.directory)  # an earlier replacement that never finished
+            self.directory.mkdir()
+            apply_umask(self.directory, directory=True)
+            overwrite = False
         # ranks of one job open the store at once: one of them creates the manifest
         with _manifest_lock(self.directory):
             self._open(overwrite)
@@ -804,6 +817,24 @@ class FeatureStoreWriter:
                 "rows": int(sum(int(markers[n].get("rows", 0)) for n in feats)),
             }
             _atomic_write_json(self.directory / MANIFEST, manifest)
+        if self._replaces is not None:
+            self._swap()
+
+    def _swap(self) -> None:
+        """Put the store built beside the old one in its place (two renames)."""
+        old, new = self._replaces, self.directory
+        assert old is not None
+        for entry in old.iterdir():  # what is not the store's (a job record) stays
+            if not _is_store_entry(entry.name) and not (new / entry.name).exists():
+                os.replace(entry, new / entry.name)
+        trash = _beside(old, "replaced")
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(old, trash)
+        os.replace(new, old)  # a crash between the renames is undone by _recover_swap
+        fsync_dir(old.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.directory, self._replaces = old, None
 
     def _clear(self) -> None:
         for entry in self.directory.iterdir():
@@ -812,6 +843,37 @@ class FeatureStoreWriter:
         done = self.directory / DONE_DIR
         if done.is_dir():
             shutil.rmtree(done)
+
+
+def _beside(directory: Path, what: str) -> Path:
+    return directory.with_name(f".{directory.name}.{what}")
+
+
+def _is_store_entry(name: str) -> bool:
+    return _is_store_file(name) or name in (DONE_DIR, LOCK_FILE)
+
+
+def _holds_store(directory: Path) -> bool:
+    return any(_is_store_entry(p.name) for p in directory.iterdir())
+
+
+def _recover_swap(directory: Path) -> None:
+    """Finish a swap a crash interrupted between its two renames: the finished new store
+    is in ``.NAME.overwrite`` and the old one in ``.NAME.replaced``, ``NAME`` is empty."""
+    new, old = _beside(directory, "overwrite"), _beside(directory, "replaced")
+    if not old.is_dir() or _holds_store(directory):
+        return
+    try:
+        finished = (new / MANIFEST).is_file() and _state(new, _read_manifest(new))["complete"]
+    except StoreError:
+        finished = False
+    keep, drop = (new, old) if finished else (old, new)
+    for entry in directory.iterdir():  # a job record written since
+        if not (keep / entry.name).exists():
+            os.replace(entry, keep / entry.name)
+    shutil.rmtree(directory)
+    os.replace(keep, directory)
+    shutil.rmtree(drop, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -268,20 +268,61 @@ def test_different_sae_layer_named(tmp_path: Path) -> None:
         FeatureStoreWriter(store, provenance=prov)
 
 
-def test_overwrite_clears_old_store(tmp_path: Path) -> None:
+def test_overwrite_builds_beside_and_swaps_at_the_end(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    write_store(store, sizes=(3, 4))
+    _, _, old_table = write_store(store, sizes=(3, 4))
     (store / "notes.md").write_text("user file")
     prov = make_provenance(max_length=128)
     writer = FeatureStoreWriter(store, provenance=prov, overwrite=True)
     assert not writer.resumed
     assert writer.done_shards() == set()
-    assert not (store / shard_name(0)).exists() and not (store / shard_name(1)).exists()
-    assert (store / "notes.md").read_text() == "user file"  # only store files are removed
-    assert read_metadata(store) == prov
-    writer.finalize(summary={}, n_shards=0)  # the new run read an empty input
-    assert scan_features(store).collect().height == 0
-    assert read_features(store).X.shape == (0, D_SAE)
+    writer.write_shard(0, random_shard(np.random.default_rng(9), 0, 2)[0])
+    # until the new run finishes, the old store is whole and is what readers see
+    assert read_metadata(store)["max_length"] == 512
+    assert read_features(store).doc_ids == old_table["doc_id"].to_list()
+    writer.finalize(summary={}, n_shards=1)
+    assert read_metadata(store) == prov and read_features(store).X.shape == (2, D_SAE)
+    assert not (store / shard_name(1)).exists()  # the old shards are gone with it
+    assert (store / "notes.md").read_text() == "user file"  # only store files are replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # nothing left beside
+
+
+def test_an_overwrite_that_never_finishes_leaves_the_old_store(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _, _, old_table = write_store(store, sizes=(3,))
+    writer = FeatureStoreWriter(store, provenance=make_provenance(max_length=128),
+                                overwrite=True)
+    writer.write_shard(0, random_shard(np.random.default_rng(9), 0, 2)[0])
+    del writer  # killed, or a bad row: no finalize
+    assert read_features(store).doc_ids == old_table["doc_id"].to_list()
+    assert verify_store(store)["ok"]
+    # the next overwrite starts its new store afresh
+    again = FeatureStoreWriter(store, provenance=make_provenance(max_length=128),
+                               overwrite=True)
+    assert again.done_shards() == set()
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_swap_cut_between_its_renames_is_completed(tmp_path: Path, finished: bool) -> None:
+    """The crash window of a swap: the old store moved aside, the new one not yet in
+    place. The next writer puts the finished new store in place, or the old one back."""
+    store = tmp_path / "store"
+    write_store(store, sizes=(3,))
+    writer = FeatureStoreWriter(store, provenance=make_provenance(max_length=128),
+                                overwrite=True)
+    writer.write_shard(0, random_shard(np.random.default_rng(9), 0, 2)[0])
+    if finished:
+        writer.finalize(summary={}, n_shards=1)
+        os.replace(store, tmp_path / ".store.overwrite")  # back to before the 2nd rename
+        write_store(tmp_path / ".store.replaced", sizes=(3,))  # the old store, aside
+    else:
+        os.replace(store, tmp_path / ".store.replaced")  # the 1st rename of a swap
+    store.mkdir()
+    (store / "_job.json").write_text("{}")  # a job record written since
+    want = make_provenance(max_length=128 if finished else 512)
+    FeatureStoreWriter(store, provenance=want)  # resumes what was recovered
+    assert read_metadata(store) == want and (store / "_job.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
 def test_refuses_foreign_shards_without_manifest(tmp_path: Path) -> None:

@@ -263,3 +263,27 @@ def test_a_resume_with_other_row_settings_never_mixes_stores(
     jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path))
     ids, _ = _rows(out)
     assert ids == [f"d{i}" for i in range(N_DOCS)]
+
+
+def test_overwrite_with_a_bad_input_keeps_the_old_store(
+        tiny_llama_dir: Path, sae_path: Path, data: Path, tmp_path: Path) -> None:
+    """The new store is built beside the old one: a bad row in the new input (found late,
+    after shards were written) leaves the old store whole and readable."""
+    from auditor.errors import RowError
+
+    out = tmp_path / "s"
+    jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path))
+    before, before_X = _rows(out)
+    bad = tmp_path / "bad.jsonl"
+    rows = [json.dumps({"id": f"n{i}", "text": "fresh words here", "genre": "g"})
+            for i in range(12)]
+    bad.write_text("\n".join([*rows, json.dumps({"id": "x", "text": " ", "genre": "g"})]))
+    with pytest.raises(RowError, match="row 12"):
+        jobs.run_extract(str(bad), out=out,
+                         options=_options(tiny_llama_dir, sae_path, overwrite=True))
+    after, after_X = _rows(out)
+    assert after == before
+    np.testing.assert_array_equal(after_X, before_X)
+    result = jobs.run_extract(str(bad), out=out, options=_options(
+        tiny_llama_dir, sae_path, overwrite=True, skip_bad_rows=True))
+    assert result.summary["docs"] == 12 and _rows(out)[0] == [f"n{i}" for i in range(12)]
