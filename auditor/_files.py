@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_writable",
+    "file_lock",
     "fsync_dir",
     "read_json",
     "read_json_optional",
@@ -109,6 +110,31 @@ def check_writable(directory: str | Path, *, field: str = "out") -> Path:
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError("is not writable", path=root, field=field)
     return root
+
+
+@contextmanager
+def file_lock(path: str | Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the block.
+
+    Yields whether the lock is held: with ``blocking=False`` it is ``False`` at once when
+    another process (or another open of the file) holds it. Where ``fcntl`` does not
+    exist (Windows) it yields ``True`` without locking.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from auditor._files import apply_umask, fsync_dir, sha256_bytes, sha256_file, write_json
+from auditor._files import apply_umask, file_lock, fsync_dir, sha256_bytes, sha256_file, write_json
 from auditor.errors import (
     ConfigError,
     CorruptShard,
@@ -878,19 +878,9 @@ def _recover_swap(directory: Path) -> None:
 
 @contextlib.contextmanager
 def _manifest_lock(directory: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the manifest between processes (POSIX ``flock``;
-    elsewhere a no-op, where one process per store is the rule)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    """Serialise read-modify-write of the manifest between processes."""
+    with file_lock(directory / LOCK_FILE):
         yield
-        return
-    with open(directory / LOCK_FILE, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _check_kind(kind: str) -> None:

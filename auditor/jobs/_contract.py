@@ -42,7 +42,14 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from auditor import __version__
-from auditor._files import check_writable, read_json, sha256_bytes, sha256_file, write_json
+from auditor._files import (
+    check_writable,
+    file_lock,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    write_json,
+)
 from auditor._versions import library_versions
 from auditor.errors import (
     AuditorError,
@@ -395,9 +402,21 @@ def run_recorded(
     ------
     JobConflict
         ``out`` holds a run of another verb, with other options or of another input, and
-        ``options.overwrite`` is false.
+        ``options.overwrite`` is false; or another process is running a job into ``out``
+        (each job record has its lock, held for the whole run).
     """
     root = check_writable(out)  # before anything is read, loaded or computed
+    with file_lock(root / f".{job_file}.lock", blocking=False) as held:
+        if not held:
+            raise JobConflict("another run of a job is writing to this output right now; "
+                              "wait for it, or cancel it", path=root)
+        return _run_locked(verb, root, options, input, result_type, work, clear, job_file)
+
+
+def _run_locked(verb: str, root: Path, options: JobOptions,
+                input: str | Path | Mapping[str, Any] | None, result_type: type[Res],
+                work: Callable[[Path], Res], clear: Callable[[Path], None] | None,
+                job_file: str) -> Res:
     input_fp = fingerprint(input)
     previous = read_job(root, job_file=job_file)
     if previous is not None:
@@ -449,6 +468,8 @@ def _differences(previous: Mapping[str, Any], verb: str, options: JobOptions,
 
 def _clear_all(root: Path) -> None:
     for child in root.iterdir():
+        if child.name.startswith("._job") and child.name.endswith(".lock"):
+            continue  # held by this run
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -295,3 +295,34 @@ def test_an_out_that_is_a_file_is_refused_before_any_work(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="cannot be created"):
         run_recorded("echo", out=afile / "sub", options=_Options(), input=None,
                      result_type=_Result, work=lambda o: pytest.fail("ran"))
+
+
+def test_two_runs_into_one_out_at_once_are_refused(tmp_path: Path) -> None:
+    """A run holds its record's lock while it works: a second run into the same out
+    (another process, or here another thread) is refused instead of writing beside it."""
+    import threading
+
+    out = tmp_path / "out"
+    started, release = threading.Event(), threading.Event()
+    results: list[Any] = []
+
+    def slow(o: Path) -> _Result:
+        started.set()
+        assert release.wait(30)
+        return _Result(written="", count=1, extra={})
+
+    first = threading.Thread(target=lambda: results.append(run_recorded(
+        "echo", out=out, options=_Options(), input=None, result_type=_Result, work=slow)))
+    first.start()
+    assert started.wait(30)
+    try:
+        with pytest.raises(JobConflict, match="another run of a job is writing"):
+            run_recorded("echo", out=out, options=_Options(), input=None,
+                         result_type=_Result, work=slow)
+    finally:
+        release.set()
+        first.join(30)
+    assert results and results[0].count == 1
+    # the lock went with the run: the same job now returns its record
+    assert run_recorded("echo", out=out, options=_Options(), input=None,
+                        result_type=_Result, work=slow) == results[0]

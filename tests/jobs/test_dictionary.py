@@ -159,7 +159,8 @@ def test_build_writes_under_out_and_rerun_returns_the_record(
     assert result.chunks == 3 and result.resumed_chunks == 0 and not result.merged
     assert result.features == D_SAE and 0 < result.alive <= D_SAE
     assert sorted(p.name for p in out.iterdir()) == [
-        "_job.json", "contexts.parquet", "dictionary.json", "features.parquet"]
+        "._job.json.lock", "_job.json", "contexts.parquet", "dictionary.json",
+        "features.parquet"]
     assert all((out / name).is_file() for name in result.files.values())
     assert load_dictionary(out).height == D_SAE
     assert load_manifest(out)["totals"]["documents"] == N_DOCS
