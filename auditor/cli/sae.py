@@ -31,11 +31,14 @@ def sae() -> None:
 @click.option("--format", "fmt", default=None, help="Source format (default: detect).")
 @click.option("--k", type=int, default=None, help="TopK k when the source does not say.")
 @click.option("--layer", type=int, default=None, help="Layer when the source does not say.")
-def sae_convert(src: Path, dst: Path, fmt: str | None, k: int | None, layer: int | None) -> None:
-    """Convert an SAE in any supported format into auditor's own format."""
+@click.option("--overwrite", is_flag=True, help="Convert into a folder that is not empty.")
+def sae_convert(src: Path, dst: Path, fmt: str | None, k: int | None, layer: int | None,
+                overwrite: bool) -> None:
+    """Convert an SAE in any supported format into auditor's own format (DST must be a
+    new or empty folder)."""
     from auditor.jobs import sae as jobs
 
-    done = jobs.sae_convert(src, dst, format=fmt, k=k, layer=layer)
+    done = jobs.sae_convert(src, dst, format=fmt, k=k, layer=layer, overwrite=overwrite)
     click.echo(f"wrote {done['path']} ({done['activation']}, d_in {done['d_in']}, "
                f"d_sae {done['d_sae']}, sha256 {done['sha256']})")
 

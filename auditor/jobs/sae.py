@@ -815,12 +815,27 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None,
 
 
 def sae_convert(src: str | Path, dst: str | Path, *, format: str | None = None,
-                k: int | None = None, layer: int | None = None) -> dict[str, Any]:
+                k: int | None = None, layer: int | None = None,
+                overwrite: bool = False) -> dict[str, Any]:
     """Convert an SAE in any supported format into auditor's format at ``dst``
     (:func:`auditor.sae.convert_sae`); return what was written: ``path``, ``activation``,
-    ``d_in``, ``d_sae``, ``sha256``."""
+    ``d_in``, ``d_sae``, ``sha256``.
+
+    Raises
+    ------
+    ConfigError
+        ``dst`` is a file, not writable, or a folder that is not empty (unless
+        ``overwrite``): found before the source is read.
+    """
+    from auditor._files import check_writable
     from auditor.sae import convert_sae, load_sae
 
+    target = Path(dst)
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise ConfigError("is not empty; converting into it would mix the SAE with what is "
+                          "there (choose an empty folder, or overwrite)", path=target,
+                          field="dst")
+    check_writable(target, field="dst")
     path = convert_sae(src, dst, format=format, k=k, layer=layer)
     loaded = load_sae(path)
     return {"path": str(path), "activation": loaded.cfg.activation, "d_in": loaded.cfg.d_in,

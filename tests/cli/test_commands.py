@@ -80,6 +80,15 @@ def test_sae_info_and_convert(sae_dir: Path, tmp_path: Path,
     assert len(info["sha256"]) == 64
     assert main(["sae", "convert", str(sae_dir), str(tmp_path / "copy")]) == 0
     assert "wrote" in capsys.readouterr().out
+    # into a folder that is not empty: refused before the source is read, nothing mixed
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    assert main(["sae", "convert", str(tmp_path / "missing-source"),
+                 str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err
+    assert "full" in err and "is not empty" in err and "(--overwrite)" not in err
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["notes.txt"]
+    assert main(["sae", "convert", str(sae_dir), str(tmp_path / "full"), "--overwrite"]) == 0
 
 
 @pytest.mark.parametrize(
