@@ -384,13 +384,51 @@ class _ShardTables:
 def _windows_for(docs: Sequence[Document], lm: LoadedModel, max_length: int,
                  max_windows: int | None = None) -> tuple[list[Window], int]:
     """The documents' windows, cut to ``max_windows`` per document, and how many were cut."""
-    from auditor.lm import tokenize_windows
+    from auditor.lm import special_affixes, tokenize_windows
 
-    windows = tokenize_windows([d.text for d in docs], lm.tokenizer, max_length=max_length)
+    texts = [d.text for d in docs]
+    if max_windows is not None:
+        prefix, suffix = special_affixes(lm.tokenizer)
+        kept = max_windows * (max_length - len(prefix) - len(suffix)) + 1  # +1: "cut"
+        texts = [_head_of(t, lm.tokenizer, tokens=kept) for t in texts]
+    windows = tokenize_windows(texts, lm.tokenizer, max_length=max_length)
     if max_windows is None:
         return windows, 0
     cut = {w.doc_index for w in windows if w.window_index >= max_windows}
     return [w for w in windows if w.window_index < max_windows], len(cut)
+
+
+#: Tokens tokenized past the kept ones, so the kept ones are never near a cut.
+_HEAD_MARGIN = 64
+
+
+def _head_of(text: str, tokenizer: Any, *, tokens: int) -> str:
+    """The start of ``text`` that tokenizes to at least ``tokens`` tokens exactly as the
+    whole text does, or ``text`` itself: a huge document kept to its first windows is not
+    tokenized (or held) whole.
+
+    A prefix cut at a space is tokenized, and so is one twice as long; when both give at
+    least ``tokens + margin`` tokens and agree on the first ``tokens``, the cut is far
+    enough from them to leave them as the whole text would. Otherwise a longer prefix is
+    tried, up to the whole text.
+    """
+    needed = tokens + _HEAD_MARGIN
+    size = needed * 8  # characters; most tokens are shorter
+    if len(text) <= 2 * size:
+        return text
+
+    def ids(chars: int) -> list[int]:
+        cut = text.rfind(" ", chars // 2, chars)
+        return list(tokenizer(text[: cut if cut > 0 else chars], add_special_tokens=False,
+                              return_attention_mask=False)["input_ids"])
+
+    while 2 * size < len(text):
+        short, long = ids(size), ids(2 * size)
+        if len(short) >= needed and short[:tokens] == long[:tokens]:
+            cut = text.rfind(" ", size // 2, size)
+            return text[: cut if cut > 0 else size]
+        size *= 2
+    return text
 
 
 def _hooks_of(saes: Mapping[str, SAE]) -> list[HookPoint]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -369,3 +370,37 @@ def test_an_sae_without_a_layer_is_named_plainly(lm, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SAE 'sae' does not say which layer") as err:
         extract_features(_docs(), lm=lm, saes={"sae": sae}, out=tmp_path / "s")
     assert "layerNone" not in str(err.value)
+
+
+def test_a_huge_document_kept_to_its_first_windows_is_not_tokenized_whole(
+        lm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With max_windows, only a verified head of a long text is tokenized; the features
+    equal those of tokenizing the whole text and then keeping its first windows."""
+    import auditor.extract as extract_module
+    import auditor.lm as lm_module
+
+    rng = np.random.default_rng(3)
+    words = ["alpha", "beta", "gamma", "delta", "goal", "match", "vote", "law", "x", "yz"]
+    huge = " ".join(rng.choice(words, 20_000))  # ~100k characters
+    docs = [Document(row=0, doc_id="big", text=huge, extra={}),
+            Document(row=1, doc_id="small", text="alpha beta", extra={})]
+    config = ExtractConfig(max_length=16, max_windows=2, exclude_outliers=False)
+    sae = make_random_sae()
+    seen: list[int] = []
+    real = lm_module.tokenize_windows
+
+    def spy(texts: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(len(t) for t in texts)
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(lm_module, "tokenize_windows", spy)
+    capped = extract_features(docs, lm=lm, saes={"layer1": sae}, out=tmp_path / "a",
+                              config=config)
+    assert max(seen) < len(huge) // 10  # the head, not the whole text
+    monkeypatch.setattr(extract_module, "_head_of", lambda text, tokenizer, tokens: text)
+    whole = extract_features(docs, lm=lm, saes={"layer1": sae}, out=tmp_path / "b",
+                             config=config)
+    assert capped.truncated_docs == whole.truncated_docs == 1
+    assert capped.tokens == whole.tokens
+    a, b = read_features(tmp_path / "a"), read_features(tmp_path / "b")
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
