@@ -498,7 +498,8 @@ def test_cli_convert_and_info_call_the_jobs(monkeypatch: pytest.MonkeyPatch,
                                                   "d_in": 8, "d_sae": 32, "sha256": "ab"})
     info = _patch(monkeypatch, "sae_info", {"path": "s", "format": "auditor"})
     assert main(["sae", "convert", "s", "d", "--k", "4"]) == 0
-    assert convert.calls == [((Path("s"), Path("d")), {"format": None, "k": 4, "layer": None})]
+    assert convert.calls == [((Path("s"), Path("d")),
+                              {"format": None, "k": 4, "layer": None, "overwrite": False})]
     assert "wrote d (topk, d_in 8, d_sae 32, sha256 ab)" in capsys.readouterr().out
     assert main(["sae", "info", "s", "--layer", "2"]) == 0
     assert info.calls[0][1]["layer"] == 2
