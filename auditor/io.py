@@ -397,6 +397,10 @@ class _BinaryReader:
 
 
 def _bad_utf8(src: Path, row: int, data: bytes, base: int, err: UnicodeDecodeError) -> RowError:
+    if base == 0 and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return RowError("the file is UTF-16 (it starts with a UTF-16 byte-order mark); "
+                        "auditor reads UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8",
+                        path=src, row=row)
     return RowError(
         f"invalid UTF-8 at byte offset {base + err.start} ({err.reason}, byte "
         f"0x{data[err.start]:02x})",

@@ -491,3 +491,11 @@ def test_no_torch_import() -> None:
 
     code = "import sys, auditor.io, auditor.store; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_utf16_file_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": "hello"}\n', encoding="utf-16")
+    with pytest.raises(RowError, match="the file is UTF-16") as info:
+        list(read_documents(path))
+    assert info.value.row == 0 and "iconv" in str(info.value)

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import click
 
 from auditor import __version__
-from auditor.errors import AuditorError, JobConflict, ProvenanceMismatch, exit_code_for
+from auditor.errors import (
+    AuditorError,
+    ConfigError,
+    JobConflict,
+    ProvenanceMismatch,
+    exit_code_for,
+)
 
 __all__ = ["cli", "main"]
 
@@ -44,8 +50,8 @@ def _flag_hint(err: AuditorError) -> str:
     flags): ``(--sae)``; ``(--overwrite replaces it)`` for output made otherwise."""
     if isinstance(err, JobConflict | ProvenanceMismatch):
         return " (--overwrite replaces it)"
-    if err.field is None:
-        return ""
+    if err.field is None or not isinstance(err, ConfigError):
+        return ""  # an input error's field is a column of the data, not an option
     flag = "--" + err.field.replace("_", "-")
     return f" ({flag})" if flag in _all_flags() else ""
 

@@ -152,3 +152,17 @@ def test_models_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert any(r["kind"] == "gguf" for r in records)
     assert main(["models", "list"]) == 0
     assert "sae" in capsys.readouterr().out
+
+
+def test_an_input_errors_field_is_a_column_not_a_flag(
+        tiny_llama_dir: Path, sae_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A data error names the column; the flag hint is for settings errors only."""
+    import polars as pl
+
+    data = tmp_path / "int.parquet"
+    pl.DataFrame({"text": [1, 2]}).write_parquet(data)
+    assert main(["extract", str(data), "--out", str(tmp_path / "s"), "--model",
+                 str(tiny_llama_dir), "--sae", str(sae_dir)]) == 3
+    err = capsys.readouterr().err
+    assert "row 0, field 'text': text must be a string, got int" in err and "(--" not in err
