@@ -41,6 +41,11 @@ return 0
 """
 
 
+#: Seconds a job's live state (progress, a cancel flag) outlives its last update: the
+#: manifest is the record, Redis only the live view, so it should not grow for ever.
+LIVE_TTL = 7 * 24 * 3600
+
+
 def worker_name() -> str:
     """``host:pid`` of this process (recorded with the units it runs)."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -108,7 +113,7 @@ class RedisState:
     # ----- cancel
 
     def cancel(self, job_id: str) -> None:
-        self.client.set(self._key(job_id, "cancel"), "1")
+        self.client.set(self._key(job_id, "cancel"), "1", ex=LIVE_TTL)
 
     def uncancel(self, job_id: str) -> None:
         self.client.delete(self._key(job_id, "cancel"))
@@ -134,8 +139,11 @@ class RedisState:
     # ----- progress
 
     def progress(self, job_id: str, unit: str, event: Mapping[str, Any]) -> None:
-        self.client.hset(self._key(job_id, "progress"), unit,
-                         json.dumps({**event, "time": time.time()}))
+        key = self._key(job_id, "progress")
+        with self.client.pipeline() as pipe:
+            pipe.hset(key, unit, json.dumps({**event, "time": time.time()}))
+            pipe.expire(key, LIVE_TTL)  # live state: gone a week after the job went quiet
+            pipe.execute()
 
     def progress_of(self, job_id: str) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(self._key(job_id, "progress"))

@@ -94,3 +94,17 @@ def test_a_rank_that_knows_the_shard_count_stops_reading_after_its_last_shard(
     with pytest.raises(RowError) as err:  # without the count it reads on into the bad row
         run_extract(data, out=tmp_path / "b", options=ExtractOptions(**base))
     assert err.value.row == 12
+
+
+def test_live_state_in_redis_expires(redis_db: Any, settings: QueueSettings) -> None:
+    """Progress and cancel flags are a live view (the manifest is the record): they
+    expire a week after their last update instead of piling up in Redis."""
+    from auditor.queue.state import LIVE_TTL, RedisState
+
+    state = RedisState(settings)
+    state.progress("job1", "rank-0", {"done": 1, "total": 2})
+    state.cancel("job1")
+    for part in ("progress", "cancel"):
+        ttl = redis_db.ttl(f"{RedisState._key('job1', part)}")
+        assert 0 < ttl <= LIVE_TTL, part
+    assert state.progress_of("job1")["rank-0"]["done"] == 1 and state.cancelled("job1")
