@@ -85,13 +85,12 @@ class Worker:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 90) -> Worker:
-        deadline = time.monotonic() + timeout
-        while " ready." not in self.text():
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.name} exited:\n{self.text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker {self.name} not ready:\n{self.text()[-3000:]}")
-            time.sleep(0.1)
+            return " ready." in self.text()
+
+        wait_for(ready, timeout=timeout, what=f"worker {self.name} to be ready")
         return self
 
     def kill(self) -> None:
