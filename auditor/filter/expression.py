@@ -389,8 +389,11 @@ def parse_keep(text: str) -> KeepExpression:
     translator = _Translator(text, source)
     tree = translator.parse()
     translator.check_depth(tree)
+    nodes = _conjuncts(tree.body)
+    message = ("the expression must be a condition" if len(nodes) == 1
+               else "each clause of the top-level `and` must be a condition")
     return KeepExpression(source=source, clauses=tuple(
-        translator.clause(node) for node in _conjuncts(tree.body)))
+        translator.clause(node, message) for node in nodes))
 
 
 def _conjuncts(node: ast.expr) -> list[ast.expr]:
@@ -502,9 +505,9 @@ class _Translator:
             todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node)
                         if not isinstance(child, _NOT_NESTING))
 
-    def clause(self, node: ast.expr) -> Clause:
+    def clause(self, node: ast.expr, message: str) -> Clause:
         self.columns = []
-        value = self.condition(node, "the expression must be a condition")
+        value = self.condition(node, message)
         source = (ast.get_source_segment(self.source, node) or "").strip()
         return Clause(source=source, expr=value.fill_null(False), columns=_unique(self.columns))
 
