@@ -5,7 +5,8 @@ The text is user input. It is parsed with :func:`ast.parse` and the tree is walk
 against a whitelist of node types; it is never evaluated, executed or compiled to code.
 Anything outside the language below is refused with a
 :class:`~auditor.errors.ConfigError` (``field="keep"``) naming the construct and where it
-is (line and column, counted from 1).
+is (line and column, counted from 1). Text longer than :data:`MAX_LENGTH` (10,000)
+characters or nested deeper than :data:`MAX_DEPTH` (100) levels is refused too.
 
 The language
 ------------

@@ -417,3 +417,11 @@ def test_feature_column() -> None:
         feature_column(1, "median")
     with pytest.raises(ConfigError, match="SAE key must not be empty"):
         feature_column(1, sae="")
+
+
+def test_len_counts_characters_not_bytes() -> None:
+    frame = pl.DataFrame({"t": ["café", "naïve!"],
+                          "c": pl.Series(["café", "ab"], dtype=pl.Categorical)})
+    assert kept("len(t) == 4", frame) == [0]
+    assert kept("len(lower(t)) == 6", frame) == [1]
+    assert kept("len(c) == 4", frame) == [0]
