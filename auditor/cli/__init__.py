@@ -80,6 +80,7 @@ def cli() -> None:
 def _register() -> None:
     from auditor.cli.extract import extract
     from auditor.cli.features import features
+    from auditor.cli.filter import filter_
     from auditor.cli.heads import heads
     from auditor.cli.jobs import jobs
     from auditor.cli.models import models
@@ -91,7 +92,7 @@ def _register() -> None:
     from auditor.cli.worker import worker
 
     for command in (extract, models, sae, probe, heads, classify, audit, explain, features,
-                    report, store, worker, jobs):
+                    report, filter_, store, worker, jobs):
         cli.add_command(command)
 
 

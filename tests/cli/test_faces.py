@@ -24,6 +24,8 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
     ("audit",): ("auditor.jobs.audit", "run_audit", ["in.jsonl", "--out", "o"]),
     ("explain",): ("auditor.jobs.explain", "run_explain", ["some text"]),
     ("report",): ("auditor.jobs.report", "run_report", ["store", "--out", "o"]),
+    ("filter",): ("auditor.jobs.filter", "run_filter",
+                  ["in.jsonl", "--out", "o", "--keep", "len(text) > 1"]),
     ("models", "list"): ("auditor.jobs.inspect", "models_list", []),
     ("models", "warmup"): ("auditor.jobs.warmup", "run_warmup", []),
     ("store", "info"): ("auditor.jobs.inspect", "store_info", ["store"]),
