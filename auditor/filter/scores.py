@@ -92,9 +92,9 @@ def feature_frame(store: str | Path, features: Sequence[str], *,
         hit = pl.col(f"{sae}.indices").list.eval(pl.element() == index)
         values = pl.col(f"{sae}.{pooling}")
         # the activation at the feature's position, 0.0 when absent
-        columns[name] = (values.list.gather(hit.list.arg_max()).list.first()
-                         .cast(pl.Float64)
-                         .fill_null(0.0) * hit.list.any().cast(pl.Float64))
+        columns[name] = (values.list.get(hit.list.arg_max(), null_on_oob=True)
+                         .cast(pl.Float64).fill_null(0.0)
+                         * hit.list.any().cast(pl.Float64).fill_null(0.0))
     return lf.select(pl.col("doc_id"), *[e.alias(n) for n, e in columns.items()]).collect()
 
 

@@ -178,8 +178,11 @@ def run_filter(
         stages = Progress(progress, job="filter")
         scorer, store, predictions = _scores(input, root, options, heads, needed, markers,
                                              stages, progress, cancel, pipeline)
+        # the labels are counted in the report, the explanations quoted in reasons
         columns = list(dict.fromkeys([*needed, *(f"{h.name}.label" for h in heads)]))
         if scorer is not None:
+            columns += [f"{h.name}.explain" for h in heads
+                        if f"{h.name}.explain" in scorer.columns()]
             filt.check_scores(reader.columns, scorer.columns())
         else:
             filt.check_scores(reader.columns, ())
