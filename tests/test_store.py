@@ -757,6 +757,21 @@ def test_a_shard_with_flipped_bytes_is_refused_by_name(tmp_path: Path) -> None:
     assert writer.done_shards() == {0, 2}
 
 
+@pytest.mark.parametrize("change", ["grown", "truncated"])
+def test_a_shard_of_another_size_is_refused_by_its_marker(tmp_path: Path, change: str) -> None:
+    # The size is checked against the done-marker before any hashing or parsing.
+    store = tmp_path / "s"
+    write_store(store)
+    path = store / shard_name(1)
+    data = path.read_bytes()
+    path.write_bytes(data + b"extra" if change == "grown" else data[:-7])
+    size = path.stat().st_size
+    with pytest.raises(CorruptShard, match=f"has {size:,} bytes, its done-marker says "
+                                           f"{len(data):,}") as info:
+        read_features(store)
+    assert info.value.path == str(path)
+
+
 def test_store_verify_command_names_the_bad_shard(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from auditor.cli import main
