@@ -96,9 +96,8 @@ class FilterOptions(JobOptions):
     def validate(self) -> None:
         from auditor.filter import Filter
 
-        if self.keep is None and not self.steps:
-            raise ConfigError("give a keep expression or pipeline steps", field="keep")
-        Filter(list(self.steps), keep=self.keep)  # every step's config checked now
+        if self.keep is not None or self.steps:  # none at all is refused by the run
+            Filter(list(self.steps), keep=self.keep)  # every step's config checked now
         if self.explain < 0:
             raise ConfigError("explain must be >= 0", field="explain")
         if self.shard_rows < 1:
@@ -239,6 +238,8 @@ def plan_filter(input: str | Path, options: FilterOptions) -> FilterPlan:
     from auditor.filter.rows import RowReader
     from auditor.filter.scores import parse_feature_column
 
+    if options.keep is None and not options.steps:
+        raise ConfigError("give a keep expression or pipeline steps", field="keep")
     reader = RowReader(input, text_column=options.extract.text_column,
                        id_column=options.extract.id_column)
     filt = Filter(list(options.steps), keep=options.keep,

@@ -181,7 +181,7 @@ def test_bad_inputs_and_options_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="the filter reads JSONL"):
         run_filter(tmp_path, out=tmp_path / "o", options=_options())
     with pytest.raises(ConfigError, match="keep expression or pipeline steps"):
-        FilterOptions()
+        run_filter(data, out=tmp_path / "o", options=FilterOptions())
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"text": "ok fine words here"}\n{"text": "\xff\xfe"}\n')
     with pytest.raises(InputFileError, match=r"row 1 .*invalid UTF-8"):
