@@ -307,6 +307,23 @@ class RowReader:
                                  path=self.path, row=start) from err
 
 
+def _with_key(line: bytes, key: str, value: Any) -> bytes:
+    """A JSON object line with one more key at its end, the original bytes kept: the
+    closing brace is replaced by ``, "key": value}`` (the reader checked it is an object).
+
+    >>> _with_key(b'{"a": 1}\\n', "reason", {"step": "x"})
+    b'{"a": 1, "reason": {"step": "x"}}\\n'
+    >>> _with_key(b'{ }\\n', "r", 1)
+    b'{"r": 1}\\n'
+    """
+    body = line.rstrip()
+    assert body.endswith(b"}")
+    head = body[:-1].rstrip()
+    extra = json.dumps({key: value}, ensure_ascii=False, default=str).encode()[1:-1]
+    sep = b"" if head.endswith(b"{") else b", "
+    return head + sep + extra + b"}\n"
+
+
 class PartWriter:
     """One output part (``part-00000.jsonl`` …), written to a temporary file and moved
     into place by :meth:`commit`, so a crash never leaves a partial part.
@@ -355,7 +372,7 @@ class PartWriter:
         if not take:
             return
         encoded = [json.dumps(r, ensure_ascii=False, default=str) for r in reasons] \
-            if reasons is not None else None
+            if reasons is not None and self.reader.format != "jsonl" else None
         if self.reader.format == "parquet":
             import pyarrow as pa
 
@@ -371,9 +388,7 @@ class PartWriter:
             for j, i in enumerate(take):
                 line = batch.raw[i]
                 if reasons is not None:
-                    obj = json.loads(line)
-                    obj[self.reason_column] = reasons[j]
-                    line = (json.dumps(obj, ensure_ascii=False, default=str) + "\n").encode()
+                    line = _with_key(line, self.reason_column, reasons[j])
                 self._file.write(line)
         self.rows += len(take)
 

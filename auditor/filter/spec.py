@@ -91,7 +91,7 @@ def build_steps(items: Sequence[Mapping[str, Any] | Step]) -> list[Step]:
 
 
 def load_pipeline_file(path: str | Path) -> list[dict[str, Any]]:
-    """The step configs of a YAML (``.yaml``/``.yml``) or JSON pipeline file.
+    """The step configs of a JSON (``.json``) or YAML (any other name) pipeline file.
 
     Raises
     ------
@@ -106,12 +106,12 @@ def load_pipeline_file(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as err:
         raise InputFileError(f"cannot read pipeline file: {err}", path=src) from err
     try:
-        if src.suffix.lower() in (".yaml", ".yml"):
+        if src.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:  # YAML (any other name: a pipe, a .yaml file, a .txt)
             import yaml
 
             data = yaml.safe_load(text)  # safe_load: no object construction from tags
-        else:
-            data = json.loads(text)
     except Exception as err:  # yaml.YAMLError / json.JSONDecodeError, with their position
         raise InputFileError(f"not a valid pipeline file: {err}", path=src) from err
     if isinstance(data, Mapping):

@@ -429,14 +429,16 @@ class Keep(Step):
         parsed = self._parsed
         failed = parsed.failed(batch.frame)
         heads = _heads_named(parsed.columns, batch.frame.columns)
+        values = {c: batch.frame[c].to_list() for c in parsed.columns
+                  if c in batch.frame.columns}
         out: list[Reason | None] = []
         for i, bad in enumerate(failed):
             if not bad:
                 out.append(None)
                 continue
             clauses = [parsed.clauses[j] for j in bad]
-            read = {c: _jsonable(batch.frame[c][i]) for cl in clauses for c in cl.columns
-                    if c in batch.frame.columns}
+            read = {c: _shown(values[c][i]) for cl in clauses for c in cl.columns
+                    if c in values}
             evidence = [head_evidence(batch, i, h) for h in heads
                         if any(c.startswith(h + ".") for cl in clauses for c in cl.columns)]
             out.append(self._reason(" and ".join(c.source for c in clauses), value=read,
@@ -452,6 +454,18 @@ def _heads_named(columns: Sequence[str], available: Sequence[str]) -> list[str]:
         if "." in c and f"{head}.label" in available and head not in heads:
             heads.append(head)
     return heads
+
+
+#: Longest string value quoted in a reason (a text column is quoted, not copied).
+_QUOTE = 80
+
+
+def _shown(value: Any) -> Any:
+    """A value as a reason quotes it: JSON, long strings cut."""
+    value = _jsonable(value)
+    if isinstance(value, str) and len(value) > _QUOTE:
+        return value[:_QUOTE] + f"… ({len(value)} chars)"
+    return value
 
 
 def _jsonable(value: Any) -> Any:
