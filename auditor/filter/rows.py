@@ -387,7 +387,7 @@ class PartWriter:
         else:
             for j, i in enumerate(take):
                 line = batch.raw[i]
-                if reasons is not None:
+                if reasons is not None and self.reason_column is not None:
                     line = _with_key(line, self.reason_column, reasons[j])
                 self._file.write(line)
         self.rows += len(take)
