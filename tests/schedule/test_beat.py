@@ -148,7 +148,9 @@ def test_beat_drives_two_runs_on_a_real_worker(
     assert report["drift"]["previous"]["source"] == str(first / "report.json")
     assert report["drift"]["labels"]["safety"]["total_variation"] > 0.5
     assert report["changes"]["previous_snapshot"] == first.name
-    assert f'href="snapshots/{second.name}/report.html"' in (out / "index.html").read_text()
+    # the index is rebuilt just after summary.json (and the seen ledger) are written
+    wait_for(lambda: f'href="snapshots/{second.name}/report.html"'
+             in (out / "index.html").read_text(), timeout=20, what="the rebuilt index")
     assert "auditor.schedule_run" in worker.text()
 
     schedule_remove("every2s", schedules=file)

@@ -75,11 +75,18 @@ def test_runs_audit_only_new_files_with_drift_and_history(make_spec: Any, tmp_pa
     md = (out / second.snapshot / "report.md").read_text()
     assert md.index("## What changed") < md.index("## Provenance")
 
+    # a third snapshot compares with the second, not the first
+    write_watched(watch / "d.jsonl", 6, unsafe=1.0, seed=4)
+    third = run_schedule(spec)
+    assert third.new_files == ("d.jsonl",) and third.previous == second.snapshot.split("/")[1]
+    report3 = json.loads((out / third.snapshot / "report.json").read_text())
+    assert report3["drift"]["previous"]["source"] == str(out / second.snapshot / "report.json")
+
     seen = read_seen(out)
-    assert sorted(v["path"] for v in seen.values()) == ["a.jsonl", "day2/b.jsonl",
-                                                        "day3/c.jsonl"]
+    assert sorted(v["path"] for v in seen.values()) == sorted(
+        ["a.jsonl", "day2/b.jsonl", "day3/c.jsonl", "d.jsonl"])
     index = (out / "index.html").read_text()
-    for result in (first, second):
+    for result in (first, second, third):
         assert f'href="{result.snapshot}/report.html"' in index
     assert index.count("<svg") == 1 and 'id="trend-safety"' in index
     assert (out / "trends" / "safety.svg").is_file()
