@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from auditor.jobs.schedule import run_schedule
+from auditor.jobs.schedule import ScheduleRunResult, run_schedule
 from auditor.schedule.files import read_seen
 from tests.schedule.conftest import write_watched
 
@@ -32,6 +32,7 @@ def test_runs_audit_only_new_files_with_drift_and_history(make_spec: Any, tmp_pa
 
     first = run_schedule(spec)
     assert first.state == "done" and first.previous is None
+    assert ScheduleRunResult.from_dict(json.loads(json.dumps(first.to_dict()))) == first
     assert first.new_files == ("a.jsonl", "day2/b.jsonl") and first.documents == 16
     rows = _inputs(out, first.snapshot)
     assert {r["source"] for r in rows} == {"a.jsonl", "day2/b.jsonl"}
