@@ -88,11 +88,14 @@ def _register() -> None:
     from auditor.cli.report import report
     from auditor.cli.run import audit, classify, explain
     from auditor.cli.sae import sae
+    from auditor.cli.schedule import beat, schedule
     from auditor.cli.store import store
     from auditor.cli.worker import worker
 
     for command in (extract, models, sae, probe, heads, classify, audit, explain, features,
                     report, filter_, store, worker, jobs):
+        cli.add_command(command)
+    for command in (schedule, beat):
         cli.add_command(command)
 
 

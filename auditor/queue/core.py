@@ -55,10 +55,11 @@ __all__ = [
 
 #: unit kind -> Celery task name
 TASKS = {"rank": "auditor.extract_rank", "finish": "auditor.extract_finish",
-         "explain": "auditor.explain", "cpu": "auditor.cpu_stage"}
-#: Celery task name -> queue
+         "explain": "auditor.explain", "cpu": "auditor.cpu_stage",
+         "schedule": "auditor.schedule_run"}
+#: Celery task name -> queue (a scheduled run needs the model: ``extract``)
 QUEUES = {TASKS["rank"]: "extract", TASKS["finish"]: "extract", TASKS["explain"]: "extract",
-          TASKS["cpu"]: "cpu"}
+          TASKS["cpu"]: "cpu", TASKS["schedule"]: "extract"}
 
 
 @dataclass(frozen=True)
