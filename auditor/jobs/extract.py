@@ -9,7 +9,7 @@ stops it at the next batch with every finished shard valid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from auditor.jobs._contract import JobOptions, JobResult, run_recorded, runtime_
 from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
 from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["ExtractOptions", "ExtractResult", "resolve_defaults", "run_extract"]
+__all__ = ["ExtractOptions", "ExtractResult", "resolve_defaults", "run_extract",
+           "shipped_heads_settings", "with_heads_defaults"]
 
 # ExtractConfig's fields, repeated here so these options stay importable without numpy
 _CONFIG_FIELDS = ("poolings", "max_length", "max_windows", "shard_size", "exclude_outliers",
@@ -210,6 +211,34 @@ def run_extract(
     return run_recorded("extract", out=out, options=options, input=input,
                         result_type=ExtractResult, work=work, job_file=job_file,
                         clear=_clear_store)
+
+
+def shipped_heads_settings() -> dict[str, Any]:
+    """What the shipped heads are trained on (:data:`auditor.heads.HEAD_EXTRACT`), less the
+    raw-activation means only a raw head reads."""
+    from auditor.heads import HEAD_EXTRACT
+
+    return {**HEAD_EXTRACT.to_dict(include_runtime=False), "raw_mean": False}
+
+
+def with_heads_defaults(options: ExtractOptions, *, given: Collection[str] = ()
+                        ) -> ExtractOptions:
+    """With the embedded default model and SAE, the extraction settings not ``given``
+    follow the shipped heads' (128-token windows, the first 2, max and mean pooling), so
+    the store serves them; another model or SAE keeps ``options`` as they are.
+
+    Examples
+    --------
+    >>> o = with_heads_defaults(ExtractOptions(), given={"max_length"})
+    >>> o.max_length, o.max_windows, o.poolings
+    (512, 2, ('max', 'mean'))
+    >>> with_heads_defaults(ExtractOptions(saes=("x",))).max_windows is None
+    True
+    """
+    if options.model is not None or options.saes:
+        return options
+    return options.with_config({k: v for k, v in shipped_heads_settings().items()
+                                if k not in given})
 
 
 def _clear_store(root: Path) -> None:

@@ -305,10 +305,10 @@ def filter_extract_options(options: FilterOptions, heads: list[Any],
     """The extraction a filter runs: the heads' settings, the poolings feature rules read,
     and bad rows skipped (a row the model cannot read is dropped with its reason)."""
     from auditor.filter.scores import parse_feature_column
-    from auditor.jobs.audit import _shipped_head_settings
     from auditor.jobs.classify import heads_extract_settings
+    from auditor.jobs.extract import shipped_heads_settings
 
-    settings = heads_extract_settings(heads) if heads else _shipped_head_settings()
+    settings = heads_extract_settings(heads) if heads else shipped_heads_settings()
     poolings = {*settings.get("poolings", options.extract.poolings)}
     for c in features:
         parsed = parse_feature_column(c)
