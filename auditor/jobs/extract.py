@@ -17,7 +17,13 @@ from typing import Any
 from auditor.cancel import CancelToken
 from auditor.errors import ConfigError
 from auditor.jobs._contract import JobOptions, JobResult, run_recorded, runtime_field
-from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
+from auditor.jobs._pipeline import (
+    Pipeline,
+    PipelineSpec,
+    load_pipeline,
+    load_saes,
+    resolve_defaults,
+)
 from auditor.progress import Progress, ProgressCallback
 
 __all__ = ["ExtractOptions", "ExtractResult", "resolve_defaults", "run_extract",
@@ -184,7 +190,15 @@ def run_extract(
         from auditor.extract import extract_features
         from auditor.io import count_documents, input_fingerprint, read_documents
 
-        loaded = pipeline if pipeline is not None else load_pipeline(spec)
+        if pipeline is not None:
+            loaded = pipeline
+        else:
+            saes = load_saes(spec)
+            if check is not None:  # refuse before spending seconds on the model
+                from auditor.extract import preflight_provenance
+
+                check(preflight_provenance(saes[0], saes[1], options.extract_config()))
+            loaded = load_pipeline(spec, saes=saes)
         bad: list[RowError] = []
         docs = read_documents(input, text_column=options.text_column,
                               id_column=options.id_column, passthrough=options.passthrough,
