@@ -12,6 +12,7 @@
 
 from auditor.explain.contributions import (
     Contributions,
+    Evidence,
     FeatureContribution,
     base_probe,
     feature_contributions,
@@ -22,6 +23,7 @@ from auditor.explain.tokens import TokenHit, render_evidence, token_evidence
 
 __all__ = [
     "Contributions",
+    "Evidence",
     "FeatureContribution",
     "TokenHit",
     "base_probe",
