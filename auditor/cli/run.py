@@ -216,9 +216,9 @@ def _faithfulness_line(part: Mapping[str, Any]) -> str:
     """One kind of evidence's faithfulness result in one line."""
     if not part["documents"]:
         skipped = part.get("untestable") or 0
-        return "no document has such evidence" + (
-            f" ({skipped} with only features lacking a typical firing value)" if skipped
-            else "")
+        return (f"untested: in {skipped} document(s) the named features never fire in the "
+                f"explained documents and no dictionary gives a typical value (auditor "
+                f"features build)") if skipped else "no document has such evidence"
     return (f"{part['documents']} docs, drop {_ci(part['drop'])}, flips "
             f"{part['flip_rate']:.0%}; random same-kind {_ci(part['control_drop'])}, flips "
             f"{part['control_flip_rate']:.0%}; difference {_ci(part['difference'])}")
