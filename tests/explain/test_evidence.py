@@ -144,3 +144,20 @@ def test_bootstrap_and_typical_values() -> None:
     assert 0.9 < b["mean"] < 1.1
     A = sp.csr_matrix(np.array([[0.0, 2.0, 0.0], [1.0, 4.0, 0.0], [3.0, 0.0, 0.0]]))
     np.testing.assert_allclose(data_typical_values(A), [2.0, 3.0, np.nan])
+
+
+def test_typical_values_from_a_dictionary_beside_the_sae(tmp_path) -> None:
+    """The explain job's typical firing values: the dictionary's p50 where it has one."""
+    import polars as pl
+
+    from auditor.features.files import FORMAT, VERSION, write_dictionary_files
+    from auditor.jobs.explain import _dictionary_typical
+
+    sae = tmp_path / "sae"
+    sae.mkdir()
+    assert _dictionary_typical(str(sae), 4) is None  # no dictionary: the data's medians
+    assert _dictionary_typical(None, 4) is None
+    features = pl.DataFrame({"feature": [0, 2, 9], "p50": [1.5, None, 3.0]})
+    write_dictionary_files(sae / "dictionary", features, pl.DataFrame({"feature": [0]}),
+                           {"format": FORMAT, "version": VERSION})
+    np.testing.assert_allclose(_dictionary_typical(str(sae), 4), [1.5, np.nan, np.nan, np.nan])
