@@ -209,7 +209,8 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
               help="Predictions file (.parquet or .jsonl), or a directory (no suffix) to "
                    "record the run in (predictions.parquet and _job.json).")
 @click.option("--explain", type=int, default=0, show_default=True,
-              help="Top contributing SAE features per document (0: none).")
+              help="Top contributing SAE features per document, of each kind: fired and "
+                   "did not fire (0: none).")
 @click.option("--partial", is_flag=True,
               help="Label what an unfinished store holds (refused otherwise).")
 @_OVERWRITE

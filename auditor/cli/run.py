@@ -49,7 +49,8 @@ def _extract_options(model: str | None, sae_paths: tuple[str, ...], text_column:
               help="Write predictions to .parquet or .jsonl (default: print them).")
 @_run_options
 @click.option("--explain", "explain", type=int, default=0, is_flag=False, flag_value=5,
-              help="Top contributing SAE features per head (--explain alone: 5).")
+              help="Top contributing SAE features per head, of each kind: fired and did not "
+                   "fire (--explain alone: 5).")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Keep the extracted features in this store.")
 @click.option("--id-column", default=None, help="Column with document ids (default: row).")
@@ -141,11 +142,13 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
 @click.argument("source", metavar="TEXT|FILE")
 @_run_options
 @click.option("--top", type=int, default=5, show_default=True,
-              help="Contributing features shown per document and head.")
+              help="Contributing features shown per document and head, of each kind "
+                   "(fired / did not fire).")
 @click.option("--check", is_flag=True,
-              help="Faithfulness: zero each decision's top-k features and re-score, vs k "
-                   "random active features.")
-@click.option("--k", "k", type=int, default=5, show_default=True, help="Features zeroed.")
+              help="Faithfulness: zero each decision's top-k present features / make its "
+                   "top-k absent ones fire and re-score, vs k random same-kind features.")
+@click.option("--k", "k", type=int, default=5, show_default=True,
+              help="Features changed per kind.")
 @click.option("--random", "n_random", type=int, default=10, show_default=True,
               help="Random draws per document for the control.")
 @click.option("--no-tokens", is_flag=True, help="Skip token-level evidence.")
@@ -181,19 +184,44 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
             shown = f"[{', '.join(e['labels'])}]" if "labels" in e else e["label"]
             click.echo(f"  {name}: {shown} (p={e['p']:.3f}; contributions to the "
                        f"'{e['explains']}' score{cover})")
-            for f in e["features"]:
+            click.echo("    present (fired):" if e["present"] else
+                       "    present (fired): none")
+            for f in e["present"]:
                 label = f" {f['label']}" if f["label"] else ""
-                click.echo(f"    f{f['feature']:<6} {f['contribution']:+.3f}  act "
+                click.echo(f"      f{f['feature']:<6} {f['contribution']:+.3f}  act "
                            f"{f['activation']:.2f}{label}")
                 if f["evidence"]:
-                    click.echo(f"           {f['evidence']}")
+                    click.echo(f"             {f['evidence']}")
+            if e["absent"]:
+                click.echo("    absent (did not fire):")
+            for f in e["absent"]:
+                label = f" ({f['label']})" if f["label"] else ""
+                click.echo(f"      f{f['feature']:<6} {f['contribution']:+.3f}  did not "
+                           f"fire{label}")
     for name, c in result["faithfulness"].items():
-        ratio = "–" if c["ratio"] is None else f"{c['ratio']:.1f}×"
-        click.echo(f"faithfulness {name} (k={c['k']}, {c['documents']} documents): top-k "
-                   f"removal drops p(label) by {c['top_k']['mean_drop']:.3f} and flips "
-                   f"{c['top_k']['flip_rate']:.0%}; random-k by "
-                   f"{c['random_k']['mean_drop']:.3f} / {c['random_k']['flip_rate']:.0%} "
-                   f"(ratio {ratio})")
+        click.echo(f"faithfulness {name} (k={c['k']}, {c['documents']} documents; drop of "
+                   f"p(label), {c['confidence']:.0%} bootstrap CI; typical firing value: "
+                   f"{c['typical_value']})")
+        for kind, what in (("present", "present (fired), zeroed"),
+                           ("absent", "absent (did not fire), made to fire")):
+            click.echo(f"  {what}: {_faithfulness_line(c[kind])}")
+
+
+def _ci(d: Mapping[str, Any]) -> str:
+    return "–" if d.get("mean") is None else \
+        f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def _faithfulness_line(part: Mapping[str, Any]) -> str:
+    """One kind of evidence's faithfulness result in one line."""
+    if not part["documents"]:
+        skipped = part.get("untestable") or 0
+        return (f"untested: in {skipped} document(s) the named features never fire in the "
+                f"explained documents and no dictionary gives a typical value (auditor "
+                f"features build)") if skipped else "no document has such evidence"
+    return (f"{part['documents']} docs, drop {_ci(part['drop'])}, flips "
+            f"{part['flip_rate']:.0%}; random same-kind {_ci(part['control_drop'])}, flips "
+            f"{part['control_flip_rate']:.0%}; difference {_ci(part['difference'])}")
 
 
 def _print_predictions(rows: Sequence[Mapping[str, Any]]) -> None:
@@ -210,5 +238,7 @@ def _print_predictions(rows: Sequence[Mapping[str, Any]]) -> None:
                 click.echo(f"  {h:<9} {label:<12} p={row[f'{h}.p.{label}']:.3f}")
             for e in row.get(f"{h}.explain") or []:
                 name = f" {e['label']}" if e.get("label") else ""
+                fired = f"(act {e['activation']:.2f})" if e.get("present", True) else \
+                    "(did not fire)"
                 click.echo(f"      f{e['feature']:<6} {e['contribution']:+.3f} "
-                           f"(act {e['activation']:.2f}){name}")
+                           f"{fired}{name}")

@@ -10,6 +10,26 @@ one ``[n_docs, n_features]`` CSR per explained output plus a bias, such that
 
 Calibration is a monotone map of that score, so the contributions explain the ranking of a
 calibrated probe exactly and its probability up to the calibrator.
+
+Two kinds of evidence
+---------------------
+A contribution is *present* evidence when its feature fired in the document (activation
+> 0) and *absent* evidence when it did not (activation 0, contribution nonzero): "this is
+benign because the insult feature did *not* fire". :meth:`Contributions.evidence` returns
+the two apart, so that an absence is never read as something the text contains.
+
+Which probes produce absent evidence:
+
+- LightGBM (TreeSHAP): any feature a tree splits on contributes whether or not it fired;
+  a decision can rest mostly on absences.
+- Linear probes on SAE features: an absent feature contributes exactly 0. The input is
+  sparse and never centred, and ``log1p`` / ``binarize`` / scaling all keep 0 at 0, so
+  ``coef × scaled(0) = 0``: what a zero feature "does" lives in the intercept (the bias),
+  which is the score of a document where nothing fired. Only a dense, centred linear probe
+  (``center=True``, used for raw activations) gives a zero feature ``−w·offset``, which is
+  then reported as absent evidence.
+- Raw-activation heads explained through the decoder (:mod:`auditor.explain.decompose`):
+  ``z̄_f × (W_dec[f]·w)``, exactly 0 when the feature did not fire.
 """
 
 from __future__ import annotations
@@ -22,15 +42,29 @@ import scipy.sparse as sp
 
 from auditor.errors import ConfigError
 
-__all__ = ["Contributions", "FeatureContribution", "base_probe", "feature_contributions"]
+__all__ = ["Contributions", "Evidence", "FeatureContribution", "base_probe",
+           "feature_contributions"]
 
 
 class FeatureContribution(NamedTuple):
-    """One feature's part in one decision."""
+    """One feature's part in one decision.
+
+    ``present``: the feature fired in the document (``activation > 0``); False for absent
+    evidence. True when no activations were given to tell.
+    """
 
     feature: int
     contribution: float
     activation: float
+    present: bool = True
+
+
+class Evidence(NamedTuple):
+    """One decision's evidence in two kinds: features that fired, and features whose not
+    firing contributed (each list largest ``|contribution|`` first)."""
+
+    present: list[FeatureContribution]
+    absent: list[FeatureContribution]
 
 
 @dataclass
@@ -87,7 +121,7 @@ class Contributions:
 
     def top(
         self, row: int, *, output: int = 0, k: int = 5, activations: Any = None,
-        sign: str = "both",
+        sign: str = "both", kind: str = "all",
     ) -> list[FeatureContribution]:
         """The ``k`` largest contributions of one document to one output.
 
@@ -104,34 +138,92 @@ class Contributions:
             activation (e.g. the pooled SAE features); zeros when None.
         sign : {'both', 'positive', 'negative'}
             Largest ``|contribution|``, largest positive, or most negative.
+        kind : {'all', 'present', 'absent'}
+            Every feature, only those that fired (activation > 0) or only those that did
+            not (needs ``activations``).
 
         Returns
         -------
         list of FeatureContribution
         """
+        if sign not in ("both", "positive", "negative"):
+            raise ConfigError(f"sign must be both, positive or negative, got {sign!r}",
+                              field="sign")
+        if kind not in ("all", "present", "absent"):
+            raise ConfigError(f"kind must be all, present or absent, got {kind!r}",
+                              field="kind")
+        if kind != "all" and activations is None:
+            raise ConfigError("present / absent evidence needs the activations",
+                              field="activations")
         m = self.values[output]
         start, end = m.indptr[row], m.indptr[row + 1]
         cols, vals = m.indices[start:end], m.data[start:end]
-        if sign == "positive":
-            keep = vals > 0
-            order = np.argsort(-vals[keep], kind="stable")
-        elif sign == "negative":
-            keep = vals < 0
-            order = np.argsort(vals[keep], kind="stable")
-        elif sign == "both":
-            keep = vals != 0
-            order = np.argsort(-np.abs(vals[keep]), kind="stable")
-        else:
-            raise ConfigError(f"sign must be both, positive or negative, got {sign!r}",
-                              field="sign")
-        cols, vals = cols[keep][order[:k]], vals[keep][order[:k]]
-        acts = np.zeros(len(cols))
-        if activations is not None:
-            arow = sp.csr_matrix(activations[row]) if sp.issparse(activations) else None
-            acts = (np.asarray(arow[:, cols].toarray()).ravel() if arow is not None
-                    else np.asarray(activations[row])[cols])
-        return [FeatureContribution(int(c), float(v), float(a))
-                for c, v, a in zip(cols, vals, acts, strict=True)]
+        acts = np.zeros(len(cols)) if activations is None else \
+            _row_values(activations, row, cols)
+        keep = vals > 0 if sign == "positive" else vals < 0 if sign == "negative" else vals != 0
+        if kind == "present":
+            keep &= acts > 0
+        elif kind == "absent":
+            keep &= acts == 0
+        cols, vals, acts = cols[keep], vals[keep], acts[keep]
+        key = -vals if sign == "positive" else vals if sign == "negative" else -np.abs(vals)
+        order = np.argsort(key, kind="stable")[:k]
+        fired = acts[order] > 0 if activations is not None else np.ones(len(order), bool)
+        return [FeatureContribution(int(c), float(v), float(a), bool(f))
+                for c, v, a, f in zip(cols[order], vals[order], acts[order], fired,
+                                      strict=True)]
+
+    def evidence(self, row: int, *, output: int = 0, k: int = 5, activations: Any
+                 ) -> Evidence:
+        """One decision's top-``k`` present and top-``k`` absent evidence, apart.
+
+        Parameters
+        ----------
+        row, output
+            As for :meth:`top`.
+        k
+            Features of each kind (so up to ``2k`` in all).
+        activations
+            ``[n_docs, n_features]`` pooled activations: a feature fired where its value
+            is > 0.
+
+        Returns
+        -------
+        Evidence
+            ``present`` (fired) and ``absent`` (did not fire), each by ``|contribution|``.
+
+        Examples
+        --------
+        >>> import scipy.sparse as sp
+        >>> c = Contributions(outputs=["insult"], bias=np.zeros((1, 1)),
+        ...                   values=[sp.csr_matrix(np.array([[0.5, -2.0, 0.0]]))])
+        >>> ev = c.evidence(0, k=2, activations=sp.csr_matrix(np.array([[1.5, 0.0, 3.0]])))
+        >>> [(f.feature, f.contribution) for f in ev.present]
+        [(0, 0.5)]
+        >>> [(f.feature, f.contribution, f.present) for f in ev.absent]
+        [(1, -2.0, False)]
+        """
+        return Evidence(
+            present=self.top(row, output=output, k=k, activations=activations,
+                             kind="present"),
+            absent=self.top(row, output=output, k=k, activations=activations,
+                            kind="absent"))
+
+
+def _row_values(matrix: Any, row: int, cols: np.ndarray) -> np.ndarray:
+    """``matrix[row, cols]`` as a float array (CSR read through its index arrays)."""
+    if sp.issparse(matrix):
+        m = matrix if isinstance(matrix, sp.csr_matrix) else sp.csr_matrix(matrix)
+        start, end = m.indptr[row], m.indptr[row + 1]
+        idx, data = m.indices[start:end], m.data[start:end]
+        if not m.has_sorted_indices:
+            order = np.argsort(idx, kind="stable")
+            idx, data = idx[order], data[order]
+        pos = np.searchsorted(idx, cols)
+        pos = np.minimum(pos, max(len(idx) - 1, 0))
+        hit = (idx[pos] == cols) if len(idx) else np.zeros(len(cols), bool)
+        return np.where(hit, data[pos] if len(idx) else 0.0, 0.0).astype(np.float64)
+    return np.asarray(np.asarray(matrix)[row], dtype=np.float64)[cols]
 
 
 def base_probe(probe: Any) -> Any:

@@ -54,6 +54,8 @@ def _feature(f: Mapping[str, Any]) -> str:
         name += f" “{f['label']}”"
     if f.get("contribution") is not None:
         name += f" {float(f['contribution']):+.2f}"
+    if f.get("present") is False:  # absent evidence: it counted by not firing
+        name += " (did not fire)"
     return name
 
 

@@ -92,7 +92,8 @@ class Batch:
 
 def head_evidence(batch: Batch, i: int, head: str, *, top: int = 5) -> dict[str, Any]:
     """What a head said about row ``i``: its label and the top contributing features
-    (when the scores carry explanations)."""
+    (when the scores carry explanations): up to ``top`` that fired, then up to ``top``
+    whose not firing contributed (``present`` false)."""
     out: dict[str, Any] = {"head": head}
     columns = batch.frame.columns
     if f"{head}.label" in columns:
@@ -100,7 +101,9 @@ def head_evidence(batch: Batch, i: int, head: str, *, top: int = 5) -> dict[str,
     if f"{head}.explain" in columns:
         explain = batch.frame[f"{head}.explain"][i]
         items = explain.to_list() if isinstance(explain, pl.Series) else list(explain or [])
-        out["features"] = [_feature_item(x) for x in items[:top]]
+        fired = [x for x in items if dict(x).get("present") is not False]
+        silent = [x for x in items if dict(x).get("present") is False]
+        out["features"] = [_feature_item(x) for x in [*fired[:top], *silent[:top]]]
     return out
 
 

@@ -3,7 +3,10 @@
 One output row per document, keyed by ``id``; for each head ``H``: ``H.label`` and
 ``H.p.<class>`` (calibrated probability) per class, and with ``explain > 0`` the list
 ``H.explain`` of the top contributing SAE features ``{feature, contribution, activation,
-label}``, largest ``|contribution|`` first. For a binary head the contributions are to
+label, present}``: first up to ``explain`` features that fired (``present`` true), then up
+to ``explain`` features whose *not* firing contributed (``present`` false, activation 0:
+absent evidence, see :mod:`auditor.explain.contributions`), each kind largest
+``|contribution|`` first. For a binary head the contributions are to
 the positive class's score (negative values argue against it); for a multiclass head to
 the predicted class's score. ``H.explained`` is the share of the score's feature part the
 features cover (1.0 except for raw-activation heads, see :mod:`auditor.explain.decompose`).
@@ -30,7 +33,8 @@ __all__ = ["EXPLAIN_DTYPE", "classify_store", "write_predictions"]
 
 #: The struct of one ``H.explain`` entry.
 EXPLAIN_DTYPE = pl.List(pl.Struct({"feature": pl.UInt32, "contribution": pl.Float64,
-                                   "activation": pl.Float64, "label": pl.String}))
+                                   "activation": pl.Float64, "label": pl.String,
+                                   "present": pl.Boolean}))
 
 
 def classify_store(
@@ -47,7 +51,8 @@ def classify_store(
     heads
         :class:`~auditor.heads.Head` objects.
     explain
-        Number of top contributing features per document and head (0: none).
+        Number of top contributing features of each kind (fired / did not fire) per
+        document and head (0: none).
     feature_labels
         Feature index → short label (a mapping or a callable), shown in explanations.
     allow_partial
@@ -103,11 +108,11 @@ def classify_store(
             predicted = head.explained_labels(proba)
             rows = []
             for i, label in enumerate(predicted):
-                k = contrib.output_index(label)
+                ev = contrib.evidence(i, output=contrib.output_index(label), k=explain,
+                                      activations=inputs.activations)
                 rows.append([{"feature": f.feature, "contribution": f.contribution,
-                              "activation": f.activation, "label": label_of(f.feature)}
-                             for f in contrib.top(i, output=k, k=explain,
-                                                  activations=inputs.activations)])
+                              "activation": f.activation, "label": label_of(f.feature),
+                              "present": f.present} for f in [*ev.present, *ev.absent]])
             columns[f"{head.name}.explain"] = pl.Series(rows, dtype=EXPLAIN_DTYPE)
             cov = contrib.coverage()
             out_idx = [contrib.output_index(lab) for lab in predicted]

@@ -1,10 +1,13 @@
 """The explain job: why did each head label these documents as it did, and is that true?
 
 Extracts the documents with per-token codes into ``out/store``, then per head and
-document: the label and probability, the top contributing SAE features (with dictionary
-labels when installed), the tokens each of them fired on, and — with ``check`` — the
-faithfulness test of :func:`auditor.explain.faithfulness`. Everything is written to
-``out/explanations.json`` and returned.
+document: the label and probability, and the evidence in two kinds (see
+:mod:`auditor.explain.contributions`): the top contributing SAE features that *fired*
+(``present``, with the tokens each fired on) and the top features whose *not firing*
+contributed (``absent``), with dictionary labels when installed; with ``check``, the
+faithfulness test of :func:`auditor.explain.faithfulness` (typical firing values from the
+dictionary's ``p50`` when there is one, else from the explained documents). Everything is
+written to ``out/explanations.json`` and returned.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ class ExplainOptions(JobOptions):
     heads
         Head names or directories (default: every installed head).
     top
-        Contributing features shown per document and head.
+        Contributing features shown per document and head, of each kind (present and
+        absent).
     check
-        Run the faithfulness test (top-``k`` vs ``n_random`` random ``k`` removals).
+        Run the faithfulness test: zero the top-``k`` present features, make the top-``k``
+        absent ones fire, each against ``n_random`` draws of ``k`` same-kind features.
     k, n_random
-        Features removed, and random draws per document for the control.
+        Features changed per kind, and random draws per document for the controls.
     tokens
         Include token-level evidence for the top features.
     max_docs
@@ -67,10 +72,12 @@ class ExplainOptions(JobOptions):
 class ExplainResult(JobResult):
     """Each document's explanations per head, the faithfulness checks and provenance.
 
-    ``documents``: each has ``id`` and per head ``label``, ``p`` and ``features``
-    (``feature``, ``label``, ``contribution``, ``activation``, ``tokens`` and
-    ``evidence``). For multilabel heads ``label`` is the explained label (see
-    :meth:`Head.explained_labels`) and ``labels`` the labels present.
+    ``documents``: each has ``id`` and per head ``label``, ``p``, ``present`` (features
+    that fired: ``feature``, ``label``, ``contribution``, ``activation``, ``tokens`` and
+    ``evidence``) and ``absent`` (features whose not firing contributed: the same with
+    activation 0 and no tokens). For multilabel heads ``label`` is the explained label (see
+    :meth:`Head.explained_labels`) and ``labels`` the labels present. ``faithfulness``:
+    per head, :func:`auditor.explain.faithfulness` without its per-document lists.
     """
 
     documents: tuple[dict[str, Any], ...]
@@ -148,8 +155,8 @@ def run_explain(
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         meta = read_metadata(store)
         sae_info = list((meta.get("saes") or {}).values())
-        labels, _ = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
-                                           else None)
+        sae_path = sae_info[0].get("path") if len(sae_info) == 1 else None
+        labels, _ = dictionary_annotations(sae_path)
         docs: dict[str, dict[str, Any]] = {}
         checks: dict[str, Any] = {}
         with Progress(progress, job="explain").stage("explain", total=len(loaded)) as stage:
@@ -160,8 +167,14 @@ def run_explain(
                     continue  # no document: nothing to explain or to check
                 _explain_head(head, store, options, labels, tokenizer, docs)
                 if options.check:
-                    checks[head.name] = faithfulness(head, head.read(store), k=options.k,
-                                                     n_random=options.n_random)
+                    inputs = head.read(store)
+                    typical = _dictionary_typical(sae_path, inputs.activations.shape[1])
+                    check = faithfulness(head, inputs, k=options.k, n_random=options.n_random,
+                                         typical=typical)
+                    for kind in ("present", "absent"):
+                        for key in ("doc_ids", "per_document", "control_per_document"):
+                            check[kind].pop(key, None)
+                    checks[head.name] = check
                 stage.advance(1)
         result = ExplainResult(documents=tuple(json_values(list(docs.values()))),
                                faithfulness=json_values(checks),
@@ -191,23 +204,56 @@ def _explain_head(head: Any, store: Path, options: ExplainOptions,
     for i, doc_id in enumerate(inputs.doc_ids):
         label = predicted[i]
         out = contrib.output_index(label)
-        feats = contrib.top(i, output=out, k=options.top, activations=inputs.activations)
+        ev = contrib.evidence(i, output=out, k=options.top, activations=inputs.activations)
         evidence: dict[int, Any] = {}
         toks: list[tuple[int, int, str | None]] = []
-        if options.tokens:
-            toks, evidence = token_evidence(store, doc_id, [f.feature for f in feats],
+        if options.tokens and ev.present:
+            toks, evidence = token_evidence(store, doc_id, [f.feature for f in ev.present],
                                             sae=head.config.sae, tokenizer=tokenizer)
         entry = {
             "label": label, "p": float(proba[i, classes.index(label)]),
             **({"labels": list(sets[i])} if sets is not None else {}),
             "explains": str(contrib.outputs[out]),
             "explained_share": float(coverage[i, out]),
-            "features": [{
+            "present": [{
                 "feature": int(f.feature), "label": (labels or {}).get(f.feature),
                 "contribution": float(f.contribution), "activation": float(f.activation),
                 "tokens": [h._asdict() for h in evidence.get(f.feature, [])[:5]],
                 "evidence": (render_evidence(toks, evidence[f.feature])
                              if f.feature in evidence else None),
-            } for f in feats],
+            } for f in ev.present],
+            "absent": [{
+                "feature": int(f.feature), "label": (labels or {}).get(f.feature),
+                "contribution": float(f.contribution), "activation": 0.0,
+                "tokens": [], "evidence": None,
+            } for f in ev.absent],
         }
         docs.setdefault(str(doc_id), {"id": str(doc_id)})[head.name] = entry
+
+
+def _dictionary_typical(sae_path: str | None, n_features: int) -> Any:
+    """Each feature's typical firing value (``p50``) from the dictionary beside the SAE,
+    or None (the faithfulness test then uses the explained documents)."""
+    import numpy as np
+
+    from auditor.errors import AuditorError
+    from auditor.features.files import default_dictionary_dir, load_feature_table
+
+    if sae_path is None:
+        return None
+    path = Path(sae_path)
+    for root in (default_dictionary_dir(path),
+                 *([default_dictionary_dir(path.parent)] if path.is_file() else [])):
+        if not root.is_dir():
+            continue
+        try:
+            table = load_feature_table(root, verify=False)
+        except AuditorError:
+            return None
+        values = np.full(n_features, np.nan)
+        feats = table["feature"].to_numpy()
+        p50 = table["p50"].cast(float).fill_null(float("nan")).to_numpy()
+        keep = feats < n_features
+        values[feats[keep]] = p50[keep]
+        return values
+    return None

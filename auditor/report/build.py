@@ -10,7 +10,8 @@ Inputs
   fingerprint);
 * predictions of ``auditor classify`` (optional, Parquet or JSONL, one row per document):
   column ``id`` (the store's doc id) and per head ``H``: ``H.label``, ``H.p.<class>`` and
-  optionally ``H.explain`` (a list of ``{feature, contribution, activation, label}``).
+  optionally ``H.explain`` (a list of ``{feature, contribution, activation, label,
+  present}``; ``present`` false marks a feature whose *not firing* contributed).
   Heads are discovered from the column names;
 * the input texts (optional): empty / overlong rows, near duplicates, text snippets;
 * feature labels and example contexts (optional mappings or callables);
@@ -382,6 +383,9 @@ def read_predictions(
 
 def _explanation(raw: Any, label_of: Callable[[int], str | None], *, top: int = 5
                  ) -> list[dict[str, Any]]:
+    """The top ``top`` features that fired, then the top ``top`` whose not firing
+    contributed (``present`` false), each kind by ``|contribution|``; an entry without
+    ``present`` (older predictions) counts as fired."""
     out: list[dict[str, Any]] = []
     if not isinstance(raw, list):
         return out
@@ -396,9 +400,10 @@ def _explanation(raw: Any, label_of: Callable[[int], str | None], *, top: int = 
         out.append({"feature": feature,
                     "contribution": _jsonable(item.get("contribution")),
                     "activation": _jsonable(item.get("activation")),
-                    "label": label})
+                    "label": label, "present": item.get("present") is not False})
     out.sort(key=lambda e: -abs(e["contribution"] or 0.0))
-    return out[:top]
+    return ([e for e in out if e["present"]][:top]
+            + [e for e in out if not e["present"]][:top])
 
 
 # --------------------------------------------------------------------------- sections

@@ -285,12 +285,26 @@ def _explain_html(expl: Sequence[Mapping[str, Any]]) -> str:
     if not expl:
         return '<span class="muted">–</span>'
     parts = []
-    for e in expl:
-        c = e.get("contribution")
-        cls = "pos" if (c or 0) >= 0 else "neg"
-        parts.append(f'<span class="ex"><span class="{cls}">{_num(c, 2)}</span> '
-                     f"<code>f{_e(e['feature'])}</code> {_e(e.get('label') or '')}</span>")
+    for present, title in ((True, "fired"), (False, "did not fire")):
+        items = [e for e in expl if (e.get("present") is not False) == present]
+        if items:
+            parts.append(f'<span class="ex"><b>{title}:</b></span>')
+        for e in items:
+            c = e.get("contribution")
+            cls = "pos" if (c or 0) >= 0 else "neg"
+            parts.append(f'<span class="ex"><span class="{cls}">{_num(c, 2)}</span> '
+                         f"<code>f{_e(e['feature'])}</code> {_e(e.get('label') or '')}</span>")
     return "".join(parts)
+
+
+def _explain_md(expl: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for present, title in ((True, "fired"), (False, "did not fire")):
+        items = [f"{_num(e.get('contribution'), 2)} {_feature(e)}" for e in expl
+                 if (e.get("present") is not False) == present]
+        if items:
+            parts.append(f"{title}: " + "; ".join(items))
+    return " — ".join(parts) or "–"
 
 
 def render_html(report: Mapping[str, Any], *, charts: Sequence[Chart] | None = None) -> str:
@@ -611,8 +625,7 @@ def render_markdown(report: Mapping[str, Any], *, chart_dir: str | None = None) 
             out += _md_table(["document", "head", "label", "probability", "explanation",
                               "text"], [
                 [d["doc_id"], d["head"], d["label"], _num(d.get("probability")),
-                 "; ".join(f"{_num(e.get('contribution'), 2)} {_feature(e)}"
-                           for e in d.get("explanation") or []) or "–",
+                 _explain_md(d.get("explanation") or []),
                  d.get("snippet") or "–"] for d in flagged["documents"]], numeric=(3,))
 
     dens = report.get("feature_density") or {}

@@ -210,3 +210,21 @@ def test_pipeline_files_round_trip(tmp_path: Path) -> None:
     (tmp_path / "empty.json").write_text("[]")
     with pytest.raises(ConfigError, match="non-empty list of steps"):
         load_pipeline_file(tmp_path / "empty.json")
+
+
+def test_head_evidence_keeps_fired_and_absent_features_apart() -> None:
+    from auditor.filter.report import _reason_text
+    from auditor.filter.steps import head_evidence
+
+    items = [{"feature": 1, "contribution": -0.9, "activation": 0.0, "label": "calm",
+              "present": False},
+             {"feature": 7, "contribution": 1.5, "activation": 2.0, "label": "insults",
+              "present": True},
+             {"feature": 2, "contribution": 0.2, "activation": 1.0, "label": None,
+              "present": True}]
+    b = _batch(text=["x"], **{"safety.label": ["insult"], "safety.explain": [items]})
+    ev = head_evidence(b, 0, "safety", top=1)
+    # one of each kind, what fired first, the absence marked
+    assert [(f["feature"], f["present"]) for f in ev["features"]] == [(7, True), (1, False)]
+    text = _reason_text({"rule": "r", **ev})
+    assert "f7 “insults” +1.50" in text and "f1 “calm” -0.90 (did not fire)" in text

@@ -397,7 +397,13 @@ def test_lightgbm_head_round_trip_explain_and_show(split, stores, tmp_path: Path
                                base_probe(again.probe).decision_function(inputs.X),
                                rtol=1e-5, atol=1e-5)
     frame = classify_store(store, [again], explain=2)
-    assert frame["domain.explain"].list.len().max() <= 2
+    # up to 2 features that fired, then up to 2 whose not firing counted (TreeSHAP)
+    assert frame["domain.explain"].list.len().max() <= 4
+    for i, expl in enumerate(frame["domain.explain"].to_list()):
+        ev = contrib.evidence(i, k=2, activations=inputs.activations)
+        assert [(e["feature"], e["present"]) for e in expl] == \
+            [(f.feature, f.present) for f in [*ev.present, *ev.absent]]
+        assert all((e["activation"] > 0) == e["present"] for e in expl)
     assert faithfulness(again, inputs, k=2, n_random=2)["documents"] == 45
     assert main(["heads", "show", str(out)]) == 0
     assert "no per-feature weights" in capsys.readouterr().out

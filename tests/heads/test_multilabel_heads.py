@@ -222,9 +222,13 @@ def test_classify_store_multilabel_columns(ml_head, ml_stores, split) -> None:
     # probability at least as much as any k random features (linear, one output per label)
     check = faithfulness(ml_head, inputs, k=2, n_random=4)
     assert check["documents"] == 45
-    drops = np.array(check["top_k"]["per_document"])
-    assert (drops >= np.array(check["random_k"]["per_document"]) - 1e-12).all()
-    assert check["top_k"]["mean_drop"] > 0 and 0 <= check["top_k"]["flip_rate"] <= 1
+    present = check["present"]
+    drops = np.array(present["per_document"])
+    assert (drops >= np.array(present["control_per_document"]) - 1e-12).all()
+    assert present["drop"]["mean"] > 0 and 0 <= present["flip_rate"] <= 1
+    assert present["difference"]["low"] > 0
+    # a linear probe on sparse features names no absent evidence
+    assert check["absent"]["documents"] == 0
 
 
 def test_raw_multilabel_head_is_explained_through_the_decoder(ml_split, ml_stores,
@@ -315,7 +319,7 @@ def test_cli_train_eval_list_predict_multilabel(ml_stores, tiny_llama_dir: Path,
                  "--json"]) == 0
     entry = json.loads(capsys.readouterr().out)["documents"][0]["tags"]
     assert set(entry["labels"]) <= set(NAMES) and entry["label"] in NAMES
-    assert entry["explains"] == entry["label"] and len(entry["features"]) <= 2
+    assert entry["explains"] == entry["label"] and len(entry["present"]) <= 2
     assert main(["explain", "goal match moon night", "--head", str(heads_dir / "tags"),
                  "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--top", "1",
                  "--no-tokens"]) == 0

@@ -167,8 +167,10 @@ def test_cli_classify_audit_explain_call_their_jobs(
         return explain_jobs.ExplainResult(
             documents=({"id": "text", "safety": {
                 "label": "insult", "p": 0.9, "explains": "insult", "explained_share": 1.0,
-                "features": [{"feature": 7, "label": "rude words", "contribution": 0.5,
-                              "activation": 1.25, "tokens": [], "evidence": None}]}},),
+                "present": [{"feature": 7, "label": "rude words", "contribution": 0.5,
+                             "activation": 1.25, "tokens": [], "evidence": None}],
+                "absent": [{"feature": 9, "label": "polite thanks", "contribution": 0.25,
+                            "activation": 0.0, "tokens": [], "evidence": None}]}},),
             faithfulness={}, heads=("safety",), provenance={})
 
     monkeypatch.setattr(classify_jobs, "run_classify", fake_classify)
@@ -194,6 +196,10 @@ def test_cli_classify_audit_explain_call_their_jobs(
     assert main(["explain", "you are dumb", "--top", "2"]) == 0
     printed = capsys.readouterr().out
     assert "safety: insult (p=0.900" in printed and "f7" in printed and "rude words" in printed
+    # the two kinds of evidence are printed apart, the absence named as such
+    assert printed.index("present (fired):") < printed.index("f7") < \
+        printed.index("absent (did not fire):") < printed.index("f9")
+    assert "did not fire (polite thanks)" in printed
     text, options = seen["explain"]
     assert json.loads(text) == {"id": "text", "text": "you are dumb"} and options.top == 2
 

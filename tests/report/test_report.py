@@ -82,6 +82,9 @@ def synthetic_predictions(doc_ids: list[str], *, seed: int = 0) -> pl.DataFrame:
             "safety.explain": [
                 {"feature": 3, "contribution": 0.8, "activation": 1.5, "label": None},
                 {"feature": 7, "contribution": -0.3, "activation": 0.4, "label": "weather"},
+                # absent evidence: its larger |contribution| must not put it first
+                {"feature": 11, "contribution": -0.9, "activation": 0.0, "label": "calm",
+                 "present": False},
             ],
             "topic.label": topics[int(np.argmax(t))],
             **{f"topic.p.{c}": float(t[j]) for j, c in enumerate(topics)},
@@ -236,8 +239,12 @@ def test_report_all_formats_on_a_real_store(real: dict[str, Any], tmp_path: Path
     assert probs == sorted(probs, reverse=True)
     unsafe = [d for d in flagged["documents"] if d["head"] == "safety"]
     assert unsafe and unsafe[0]["explanation"][0] == {
-        "feature": 3, "contribution": 0.8, "activation": 1.5, "label": "fox <b>&</b> dogs"}
+        "feature": 3, "contribution": 0.8, "activation": 1.5, "label": "fox <b>&</b> dogs",
+        "present": True}  # no "present" in the file: fired
     assert unsafe[0]["explanation"][1]["label"] == "weather"  # the file's own label wins
+    # what fired first, then what did not fire, named as such
+    assert [(e["feature"], e["present"]) for e in unsafe[0]["explanation"]] == \
+        [(3, True), (7, True), (11, False)]
     assert all(d["snippet"] for d in flagged["documents"])
 
     # feature density is consistent with the matrix
@@ -252,6 +259,8 @@ def test_report_all_formats_on_a_real_store(real: dict[str, Any], tmp_path: Path
     assert json.loads(written["json"].read_text()) == report
     html = written["html"].read_text()
     md = written["md"].read_text()
+    assert "<b>did not fire:</b>" in html and "<b>fired:</b>" in html
+    assert "— did not fire: -0.90 f11 · calm" in md
     charts = report_charts(report)
     assert [c.name for c in charts] == list(chart_titles(report))
     assert len(charts) == 2 + 2 * 3  # tokens, active features; labels and scores per head
