@@ -14,19 +14,23 @@ import pytest
 
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.filter import Filter, ModelScorer
-from auditor.heads import load_head, save_head, train_head
+from auditor.heads import load_head
 from auditor.jobs import PipelineSpec, load_pipeline
 from auditor.jobs.extract import ExtractOptions
 from auditor.jobs.filter import FilterOptions, run_filter
 from auditor.store import read_features
-from tests.heads.conftest import sae, sae_dir, split, stores  # noqa: F401 (fixtures)
+from tests.heads.conftest import (  # noqa: F401 (fixtures)
+    sae,
+    sae_dir,
+    save_domain_head,
+    split,
+    stores,
+)
 
 
 @pytest.fixture(scope="module")
 def head_dir(split, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
-                      positive_class="sport")
-    return save_head(head, tmp_path_factory.mktemp("filter-heads") / "domain")
+    return save_domain_head(split, tmp_path_factory.mktemp("filter-heads"))
 
 
 @pytest.fixture(scope="module")

@@ -81,3 +81,13 @@ def split(stores):
     return load_split(store, "label", texts=texts)
 
 
+
+
+def save_domain_head(split: Any, directory: Path) -> Path:
+    """The sport-vs-weather head most tests apply (``domain``, positive class ``sport``),
+    trained on ``split`` and saved to ``directory / "domain"``."""
+    from auditor.heads import save_head, train_head
+
+    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
+                      positive_class="sport")
+    return save_head(head, directory / "domain")

@@ -13,21 +13,24 @@ import pytest
 from auditor.cancel import CancelToken
 from auditor.cli import main
 from auditor.errors import JobCancelled, JobConflict
-from auditor.heads import save_head, train_head
 from auditor.jobs import audit as audit_jobs
 from auditor.jobs import classify as classify_jobs
 from auditor.jobs import explain as explain_jobs
 from auditor.jobs import read_job
 from auditor.jobs.extract import ExtractOptions
 from auditor.progress import ProgressEvent
-from tests.heads.conftest import sae, sae_dir, split, stores  # noqa: F401 (fixtures)
+from tests.heads.conftest import (  # noqa: F401 (fixtures)
+    sae,
+    sae_dir,
+    save_domain_head,
+    split,
+    stores,
+)
 
 
 @pytest.fixture(scope="module")
 def head_dir(split, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
-                      positive_class="sport")
-    return save_head(head, tmp_path_factory.mktemp("job-heads") / "domain")
+    return save_domain_head(split, tmp_path_factory.mktemp("job-heads"))
 
 
 @pytest.fixture

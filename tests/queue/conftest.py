@@ -46,13 +46,19 @@ def settings() -> QueueSettings:
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[Any]:
     """The machine's Redis, database 11, empty before and after the module."""
+    yield from flushed_redis(REDIS_URL)
+
+
+def flushed_redis(url: str) -> Iterator[Any]:
+    """A client of the Redis database at ``url``, emptied before and after (a fixture's
+    body); skips the test when no Redis answers."""
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379: the queue tests run real workers on it")
+        pytest.skip(f"no Redis at {url}: these tests run real workers on it")
     client.flushdb()
     yield client
     client.flushdb()

@@ -13,10 +13,15 @@ from click.testing import CliRunner
 
 from auditor import queue
 from auditor.cli import cli
-from auditor.heads import save_head, train_head
 from auditor.jobs.extract import ExtractOptions
 from auditor.jobs.filter import FilterOptions, run_filter
-from tests.heads.conftest import sae, sae_dir, split, stores  # noqa: F401 (fixtures)
+from tests.heads.conftest import (  # noqa: F401 (fixtures)
+    sae,
+    sae_dir,
+    save_domain_head,
+    split,
+    stores,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +31,7 @@ def worker(start_worker: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def head_dir(split, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
-                      positive_class="sport")
-    return save_head(head, tmp_path_factory.mktemp("queue-filter-heads") / "domain")
+    return save_domain_head(split, tmp_path_factory.mktemp("queue-filter-heads"))
 
 
 def _same_outputs(a: Path, b: Path, result: dict[str, Any]) -> None:

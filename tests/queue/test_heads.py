@@ -11,11 +11,16 @@ import polars as pl
 import pytest
 
 from auditor import queue
-from auditor.heads import save_head, train_head
 from auditor.jobs.classify import ClassifyOptions, run_classify
 from auditor.jobs.explain import ExplainOptions, run_explain
 from auditor.jobs.extract import ExtractOptions
-from tests.heads.conftest import sae, sae_dir, split, stores  # noqa: F401 (fixtures)
+from tests.heads.conftest import (  # noqa: F401 (fixtures)
+    sae,
+    sae_dir,
+    save_domain_head,
+    split,
+    stores,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +30,7 @@ def worker(start_worker: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def head_dir(split, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    head = train_head("domain", split, candidate="sae-max-log1p", folds=3,
-                      positive_class="sport")
-    return save_head(head, tmp_path_factory.mktemp("queue-heads") / "domain")
+    return save_domain_head(split, tmp_path_factory.mktemp("queue-heads"))
 
 
 def test_queued_classify_and_explain_equal_in_process(

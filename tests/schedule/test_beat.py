@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from auditor.jobs.schedule import schedule_add, schedule_remove
-from tests.queue.conftest import ROOT, Worker, wait_for
+from tests.queue.conftest import ROOT, Worker, flushed_redis, wait_for
 from tests.schedule.conftest import write_watched
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -35,16 +35,7 @@ ENV = {
 
 @pytest.fixture
 def redis12() -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379: the beat test runs a real worker on it")
-    client.flushdb()
-    yield client
-    client.flushdb()
+    yield from flushed_redis(REDIS_URL)
 
 
 class Beat:
