@@ -146,6 +146,7 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
     With --multilabel-sep, a multilabel head: one probe per label, each label's threshold
     at its max out-of-fold F1, no calibration."""
     from auditor.jobs import probe as jobs
+    from auditor.jobs.heads import where_is_head
 
     target = out if out is not None else Path("heads") / name
     options = jobs.ProbeTrainOptions(
@@ -161,6 +162,16 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
         click.echo("\nthresholds: " + ", ".join(
             f"{c} {t:.3f}" for c, t in result.thresholds.items()))
     click.echo(f"\nwrote head {result.head!r} to {target}")
+    found = where_is_head(name)
+    if found is not None and Path(found).resolve() == target.resolve():
+        click.echo(f"name it as: --head {name}")
+    elif found is not None:
+        click.echo(f"note: the name {name!r} finds {found} first (see 'auditor heads list'); "
+                   f"name this head by its directory: --head {target}")
+    else:
+        click.echo(f"note: {target.parent} is not on the heads search path; name this head "
+                   f"by its directory (--head {target}) or add {target.parent} to "
+                   f"$AUDITOR_HEADS_PATH")
 
 
 @probe.command("eval")

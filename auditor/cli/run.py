@@ -21,7 +21,8 @@ __all__ = ["audit", "classify", "explain"]
 
 _RUN_OPTIONS = [
     click.option("--head", "head_refs", multiple=True,
-                 help="Head name or directory; repeat (default: every installed head)."),
+                 help="Head name (see `auditor heads list`) or directory; repeat "
+                      "(default: the shipped heads)."),
     click.option("--model", default=None, help="Model directory (default: the embedded one)."),
     click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one)."),
     click.option("--text-column", default="text", show_default=True),

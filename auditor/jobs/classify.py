@@ -134,11 +134,11 @@ def heads_provenance(heads: Sequence[Any]) -> dict[str, Any]:
 
 def _head_inputs(names: Sequence[str] | None) -> dict[str, Any]:
     """The head directories a run reads, for the input fingerprint."""
-    from auditor.heads import list_heads
+    from auditor.heads import list_heads, resolve_head
 
-    found = {p.name: p for p in list_heads()}
-    wanted = list(found) if names is None else list(names)
-    return {f"head:{n}": str(found[n]) if n in found else n for n in wanted}
+    if names is None:
+        return {f"head:{p.name}": str(p) for p in list_heads()}
+    return {f"head:{n}": str(resolve_head(n)) for n in names}
 
 
 def classify_extract_options(options: ClassifyOptions, heads: Sequence[Any] | None = None

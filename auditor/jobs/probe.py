@@ -447,16 +447,10 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
 
 
 def _head_dir(ref: str | Path) -> Path:
-    """A head's directory: an installed head's name or a directory."""
-    from auditor.heads import list_heads
+    """A head's directory: a head's name (along the heads search path) or a directory."""
+    from auditor.heads import resolve_head
 
-    found = {p.name: p for p in list_heads()}
-    if str(ref) in found:
-        return found[str(ref)]
-    if Path(ref).is_dir():
-        return Path(ref)
-    raise ConfigError(f"no head named {ref}; installed: {', '.join(found) or 'none'}",
-                      field="head")
+    return resolve_head(ref)
 
 
 def _multilabel_eval(head: Any, values: list[Any], proba: Any, sep: str) -> dict[str, Any]:
