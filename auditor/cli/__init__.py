@@ -8,8 +8,10 @@ the process with that branch's exit code (see :data:`auditor.errors.EXIT_CODES`)
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -31,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # without standalone mode, click returns (not raises) a command's Exit code
         code = cli.main(args=list(argv) if argv is not None else None, prog_name="auditor",
                         standalone_mode=False)
+    except _ReaderGone:
+        _silence_stdout()
+        return 0
     except AuditorError as err:
         click.echo(f"error: {err}{_flag_hint(err)}", err=True)
         return exit_code_for(err)
@@ -67,11 +72,46 @@ def _all_flags() -> set[str]:
     return flags
 
 
+class _ReaderGone(Exception):
+    """The process reading our output closed it (``auditor … | head``)."""
+
+
+class _Group(click.Group):
+    """The top group: a broken pipe on output (help included) becomes :class:`_ReaderGone`,
+    which :func:`main` ends quietly with 0, as ``cat`` or ``grep`` do when ``head`` has read
+    enough (click would print nothing and exit 1). Python ignores SIGPIPE, so the write
+    raises instead of killing the process; restoring SIGPIPE's default would also kill a
+    worker on a broken socket."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as e:
+            raise _ReaderGone from e
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:
+            raise _ReaderGone from e
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not complain."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (captured output): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _run() -> None:  # console-script entry point
     sys.exit(main())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="auditor")
 def cli() -> None:
     """auditor: classify and audit datasets with sparse-autoencoder features."""

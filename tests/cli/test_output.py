@@ -1,0 +1,28 @@
+"""What the CLI prints: piped into a reader that stops early, headers, help texts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["heads", "--help"], ["heads", "list"]],
+                         ids=" ".join)
+def test_a_reader_that_stops_early_is_not_an_error(args: list[str], tmp_path: Path) -> None:
+    """`auditor … | head`: the reader is gone before we write; exit 0, nothing on stderr."""
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe now fails with EPIPE
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AUDITOR_MODELS_DIR": str(tmp_path)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "auditor", *args], stdout=write,
+                              stderr=subprocess.PIPE, cwd=tmp_path, env=env, timeout=120,
+                              check=False)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr.decode()) == (0, "")
