@@ -146,7 +146,10 @@ def show(feature: int, dictionary: Path | None, labels: Path | None, n_contexts:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
            as_json: bool) -> None:
-    """Find features whose label, contexts or logit-lens tokens contain WORD."""
+    """Find features whose label, contexts or logit-lens tokens contain WORD.
+
+    Columns: the feature's index, its match score, its density (share of tokens it fires
+    on), its label, and where WORD matched."""
     from auditor.jobs import dictionary as jobs
 
     result = jobs.run_feature_search(
@@ -160,6 +163,7 @@ def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
     if not result.hits:
         click.echo(f"no feature matches {word!r}")
         return
+    click.echo(f"{'feature':>7}  {'score':>6}  {'density':>8}  label   [matched in]")
     for row in result.hits:
         click.echo(f"{row['feature']:>7}  {row['score']:6.2f}  {row['density']:8.3%}  "
                    f"{row['label']}   [{', '.join(row['matched'])}]")
