@@ -20,7 +20,9 @@ __all__ = ["features"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def features() -> None:
-    """Feature dictionary: what each SAE feature fires on, and what it promotes."""
+    """Feature dictionary: build, show, search and label SAE features.
+
+    What each SAE feature fires on (top contexts) and what it promotes (logit lens)."""
 
 
 @features.command("build")

@@ -16,7 +16,7 @@ __all__ = ["heads"]
 
 @click.group()
 def heads() -> None:
-    """Heads found by name: the shipped ones, the user's, $AUDITOR_HEADS_PATH, ./heads.
+    """Heads found by name: list them, show a head's card.
 
     A head is named by its directory or by its name, looked up along the search path
     `auditor heads list` prints: the shipped heads (models/heads), the user's

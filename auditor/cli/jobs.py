@@ -21,7 +21,9 @@ _EXTRACT_FLAGS = {"model": "model", "sae_paths": "saes", "shard_size": "shard_si
 
 @click.group()
 def jobs() -> None:
-    """Queued jobs: run a verb on the workers and follow it (AUDITOR_BROKER_URL)."""
+    """Queued jobs: submit, status, wait, cancel, resume, list.
+
+    Run a verb on the workers and follow it (AUDITOR_BROKER_URL)."""
 
 
 def _parse_value(text: str) -> Any:

@@ -57,7 +57,10 @@ def _labels(label_column: str, id_column: str, text_column: str,
 
 @click.group()
 def probe() -> None:
-    """Probes on pooled SAE features, measured against plain baselines."""
+    """Heads from your labels: train, eval, predict, compare, curve.
+
+    Probes on pooled SAE features (or raw activations), measured against plain baselines
+    (TF-IDF) on the same folds."""
 
 
 @probe.command("compare")

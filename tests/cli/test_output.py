@@ -26,3 +26,22 @@ def test_a_reader_that_stops_early_is_not_an_error(args: list[str], tmp_path: Pa
     finally:
         os.close(write)
     assert (done.returncode, done.stderr.decode()) == (0, "")
+
+
+def test_every_group_names_all_its_commands_in_its_one_line_help() -> None:
+    """`auditor --help` lists each group with one line: it names every subcommand, whole."""
+    import re
+
+    import click
+
+    from auditor.cli import cli
+
+    groups = {n: c for n, c in cli.commands.items() if isinstance(c, click.Group)}
+    assert {"sae", "probe", "heads", "features", "store", "models", "jobs"} <= set(groups)
+    width = 80 - 6 - max(len(n) for n in cli.commands)  # what click's listing leaves
+    for name, group in groups.items():
+        line = group.get_short_help_str(limit=width)
+        assert not line.endswith("..."), f"{name}: {line!r} is cut at {width} characters"
+        words = set(re.findall(r"[a-z]+", line))
+        missing = set(group.commands) - words
+        assert not missing, f"'auditor {name}' help {line!r} does not name {sorted(missing)}"
