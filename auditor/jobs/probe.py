@@ -124,7 +124,9 @@ class ProbeTrainOptions(LabelOptions):
     description
         One line for ``heads list``.
     candidates
-        The pool ``auto`` chooses from; None: :data:`auditor.heads.DEFAULT_CANDIDATES`.
+        The pool ``auto`` chooses from; None: :data:`auditor.heads.DEFAULT_CANDIDATES`
+        (the linear ones); ``("all",)``: every one of :data:`auditor.heads.CANDIDATES`,
+        LightGBM (``sae-max-lgbm``) included.
     """
 
     head: str = ""
@@ -190,7 +192,8 @@ class ProbeEvalResult(JobResult):
 @dataclass(frozen=True)
 class ProbeCompareOptions(LabelOptions):
     """Options of :func:`run_probe_compare`: the SAE key (the store's only one when None),
-    folds, seed and the representations compared (None: the default candidates)."""
+    folds, seed and the representations compared (None: the default candidates, the
+    linear ones; ``("all",)``: every candidate, LightGBM included)."""
 
     sae: str | None = None
     folds: int = 5
@@ -361,6 +364,22 @@ def _refuse_foreign(out: str | Path, options: JobOptions) -> None:
 # ----------------------------------------------------------------------------- train
 
 
+def _pool(candidates: Sequence[str] | None) -> tuple[str, ...]:
+    """The representations cross-validated: the linear default, ``all`` of them, or those
+    named (each known)."""
+    from auditor.heads import CANDIDATES, DEFAULT_CANDIDATES
+
+    if not candidates:
+        return tuple(DEFAULT_CANDIDATES)
+    if "all" in candidates:
+        return tuple(CANDIDATES)
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"unknown candidates {unknown}; choose from "
+                          f"{', '.join(CANDIDATES)} or all", field="candidates")
+    return tuple(dict.fromkeys(candidates))
+
+
 def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
                     options: ProbeTrainOptions, progress: ProgressCallback | None = None,
                     cancel: CancelToken | None = None) -> ProbeTrainResult:
@@ -391,7 +410,7 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
     _refuse_foreign(out, options)
 
     def work(root: Path) -> ProbeTrainResult:
-        from auditor.heads import CANDIDATES, DEFAULT_CANDIDATES, train_head, write_head
+        from auditor.heads import CANDIDATES, train_head, write_head
         from auditor.heads.build import cross_validate_candidates
         from auditor.heads.card import metrics_table, render_card
 
@@ -399,11 +418,7 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
         if chosen != "auto" and chosen not in CANDIDATES:
             raise ConfigError(f"unknown representation {chosen!r}; choose auto or one of "
                               f"{', '.join(CANDIDATES)}", field="representation")
-        pool = tuple(options.candidates or DEFAULT_CANDIDATES) if chosen == "auto" \
-            else (chosen,)
-        unknown = [c for c in pool if c not in CANDIDATES]
-        if unknown:
-            raise ConfigError(f"unknown candidates {unknown}", field="candidates")
+        pool = _pool(options.candidates) if chosen == "auto" else (chosen,)
         split = _split(input, options)
         markers = StageMarkers(root, options)
         steps = Progress(progress, job="probe-train")
@@ -554,12 +569,11 @@ def run_probe_compare(input: Mapping[str, Any], *, out: str | Path,
     store, labels_path = _paths(input, "features", "labels")
 
     def work(root: Path) -> ProbeCompareResult:
-        from auditor.heads import DEFAULT_CANDIDATES
         from auditor.heads.build import cross_validate_candidates
         from auditor.heads.card import metrics_table
 
         split = _split(input, options, sae=options.sae)
-        pool = tuple(options.candidates or DEFAULT_CANDIDATES)
+        pool = _pool(options.candidates)
         markers = StageMarkers(root, options)
         with Progress(progress, job="probe-compare").stage("candidates") as stage:
             results = cross_validate_candidates(
