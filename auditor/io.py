@@ -343,7 +343,7 @@ def _resolve_format(src: Path, fmt: str | None) -> str:
             raise InputFileError(
                 f"unsupported input type {src.suffix or '(no extension)'!r}; supported: "
                 f"{', '.join(SUPPORTED_EXTENSIONS)} or a directory of .txt files "
-                "(or pass format=)",
+                "(or set format)",
                 path=src,
             )
         resolved = by_suffix[suffix]

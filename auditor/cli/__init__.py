@@ -9,6 +9,7 @@ the process with that branch's exit code (see :data:`auditor.errors.EXIT_CODES`)
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,13 +17,7 @@ from typing import Any
 import click
 
 from auditor import __version__
-from auditor.errors import (
-    AuditorError,
-    ConfigError,
-    JobConflict,
-    ProvenanceMismatch,
-    exit_code_for,
-)
+from auditor.errors import AuditorError, ConfigError, SAEError, exit_code_for
 
 __all__ = ["cli", "main"]
 
@@ -37,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 0
     except AuditorError as err:
-        click.echo(f"error: {err}{_flag_hint(err)}", err=True)
+        click.echo(f"error: {_for_cli(err, sys.argv[1:] if argv is None else argv)}",
+                   err=True)
         return exit_code_for(err)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -50,15 +46,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-def _flag_hint(err: AuditorError) -> str:
-    """The command-line flag behind an error's field (library messages name fields, not
-    flags): ``(--sae)``; ``(--overwrite replaces it)`` for output made otherwise."""
-    if isinstance(err, JobConflict | ProvenanceMismatch):
-        return " (--overwrite replaces it)"
-    if err.field is None or not isinstance(err, ConfigError):
-        return ""  # an input error's field is a column of the data, not an option
+#: How a library message names a setting the caller can change: ``set overwrite``.
+_SETTING = re.compile(r"\bset ([a-z][a-z0-9_]*)\b")
+
+
+def _for_cli(err: AuditorError, argv: Sequence[str]) -> str:
+    """An error's one line in the command's terms: library messages name settings (``set
+    overwrite``, ``set k``), and the command's flags replace them (``use --overwrite``,
+    ``use --k``); a settings error whose field is one of its flags ends with ``(--sae)``."""
+    flags = _command_flags(argv)
+
+    def flag(m: re.Match[str]) -> str:
+        name = "--" + m.group(1).replace("_", "-")
+        return f"use {name}" if name in flags else m.group(0)
+
+    text = _SETTING.sub(flag, str(err))
+    hint = _flag_hint(err, flags)
+    return text if not hint or hint.strip(" ()") in text else text + hint
+
+
+def _flag_hint(err: AuditorError, flags: set[str]) -> str:
+    """The command-line flag behind a settings error's field, ``(--sae)`` (library messages
+    name fields, not flags); nothing for an input error, whose field is a column."""
+    if err.field is None or not isinstance(err, ConfigError | SAEError):
+        return ""
     flag = "--" + err.field.replace("_", "-")
-    return f" ({flag})" if flag in _all_flags() else ""
+    return f" ({flag})" if flag in flags else ""
+
+
+def _command_flags(argv: Sequence[str]) -> set[str]:
+    """The flags of the command ``argv`` runs (of every command when it names none)."""
+    command: click.Command = cli
+    for token in argv:
+        if not isinstance(command, click.Group) or token not in command.commands:
+            break
+        command = command.commands[token]
+    if isinstance(command, click.Group):
+        return _all_flags()
+    return {o for p in command.params for o in getattr(p, "opts", ())}
 
 
 def _all_flags() -> set[str]:

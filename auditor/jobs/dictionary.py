@@ -397,8 +397,9 @@ def run_dictionary_build(
         clear = _merge_clear
     else:
         if previous is None and has_dictionary and not options.overwrite:
-            raise JobConflict("holds a feature dictionary that this job did not write; pass "
-                              "merge to add this corpus to it or overwrite to replace it",
+            raise JobConflict("holds a feature dictionary that this job did not write; set "
+                              "merge to add this corpus to it, or set overwrite to replace "
+                              "it",
                               path=root)
         job_input = {"corpus": src}
         clear = _keep_labels_clear

@@ -357,7 +357,7 @@ def _refuse_foreign(out: str | Path, options: JobOptions) -> None:
     if options.overwrite or not root.is_dir() or read_job(root) is not None:
         return
     if any(p.name != JOB_FILE for p in root.iterdir()):
-        raise JobConflict("exists, is not empty and was not written by a job; pass "
+        raise JobConflict("exists, is not empty and was not written by a job; set "
                           "overwrite to replace it", path=root)
 
 

@@ -833,7 +833,7 @@ def sae_convert(src: str | Path, dst: str | Path, *, format: str | None = None,
     target = Path(dst)
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise ConfigError("is not empty; converting into it would mix the SAE with what is "
-                          "there (choose an empty folder, or overwrite)", path=target,
+                          "there (choose an empty folder, or set overwrite)", path=target,
                           field="dst")
     check_writable(target, field="dst")
     path = convert_sae(src, dst, format=format, k=k, layer=layer)

@@ -45,3 +45,38 @@ def test_every_group_names_all_its_commands_in_its_one_line_help() -> None:
         words = set(re.findall(r"[a-z]+", line))
         missing = set(group.commands) - words
         assert not missing, f"'auditor {name}' help {line!r} does not name {sorted(missing)}"
+
+
+def test_error_hints_name_the_commands_flags(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Library messages name settings (`set overwrite`); the CLI says its flag instead."""
+    from auditor.cli import _for_cli, main
+    from auditor.errors import ConfigError, JobConflict
+    from auditor.jobs import probe as jobs
+    from auditor.jobs import sae as sae_jobs
+    from auditor.testing import make_random_sae
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(JobConflict, match=r"set overwrite to replace it$"):
+        jobs.run_probe_train({"features": "s", "labels": "l.jsonl"}, out=foreign,
+                             options=jobs.ProbeTrainOptions(head="h"))
+    assert main(["probe", "train", "--features", "s", "--labels", "l.jsonl", "--head", "h",
+                 "--out", str(foreign)]) == 7
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("use --overwrite to replace it") and err.count("overwrite") == 1
+
+    src = make_random_sae(d_in=32, d_sae=64, layer=1).save(tmp_path / "src")
+    with pytest.raises(ConfigError, match=r"or set overwrite\)$"):
+        sae_jobs.sae_convert(src, foreign)
+    assert main(["sae", "convert", str(src), str(foreign)]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("(choose an empty folder, or use "
+                                                     "--overwrite)")
+    # a flag the command does not have is not offered; a field that is one is
+    needs_k = ConfigError("cannot tell k; set k", field="k")
+    assert _for_cli(needs_k, ["heads", "list"]).endswith("; set k")
+    assert _for_cli(needs_k, ["sae", "info", "x"]).endswith("; use --k")
+    assert _for_cli(ConfigError("no SAE", field="sae"), ["extract", "f"]).endswith(
+        "no SAE (--sae)")
+    assert _for_cli(ConfigError("no SAE", field="sae"), ["heads", "list"]).endswith("no SAE")
