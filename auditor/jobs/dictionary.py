@@ -376,7 +376,8 @@ def run_dictionary_build(
     if options.merge:
         if previous is not None and previous.get("verb") != BUILD_VERB:
             raise JobConflict(f"holds a {previous.get('verb')!r} job run, not a feature "
-                              "dictionary to merge into", path=root)
+                              "dictionary to merge into; set overwrite to replace it",
+                              path=root)
         if has_dictionary:
             fp = input_fingerprint(src)
             for item in load_manifest(root).get("inputs") or []:
