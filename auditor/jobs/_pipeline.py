@@ -109,8 +109,9 @@ def resolve_defaults(model: str | Path | None, saes: Sequence[str], *, progress:
     return defaults.default_model_dir(progress=progress), [str(sae)]
 
 
-def load_pipeline(spec: PipelineSpec) -> Pipeline:
-    """Load the model and SAEs ``spec`` names (the embedded defaults where it names none).
+def load_pipeline(spec: PipelineSpec, *, progress: bool = False) -> Pipeline:
+    """Load the model and SAEs ``spec`` names (the embedded defaults where it names none);
+    ``progress``: let transformers draw its weight-loading bar on stderr.
 
     Raises
     ------
@@ -125,7 +126,7 @@ def load_pipeline(spec: PipelineSpec) -> Pipeline:
 
     model, saes = resolve_defaults(spec.model, spec.saes)
     named = [split_sae_name(s) for s in saes]
-    lm = load_model(model, device=spec.device, dtype=spec.dtype)
+    lm = load_model(model, device=spec.device, dtype=spec.dtype, progress=progress)
     loaded = [load_sae(path, format=spec.sae_format, k=spec.k, layer=spec.layer,
                        device=lm.device) for _, path in named]
     keys = [name or key for (name, _), key in zip(named, default_sae_keys(loaded), strict=True)]

@@ -183,7 +183,8 @@ def run_extract(
         from auditor.extract import extract_features
         from auditor.io import count_documents, input_fingerprint, read_documents
 
-        loaded = pipeline if pipeline is not None else load_pipeline(spec)
+        loaded = pipeline if pipeline is not None else load_pipeline(
+            spec, progress=progress is not None)
         bad: list[RowError] = []
         docs = read_documents(input, text_column=options.text_column,
                               id_column=options.id_column, passthrough=options.passthrough,

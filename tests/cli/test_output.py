@@ -80,3 +80,18 @@ def test_error_hints_name_the_commands_flags(tmp_path: Path,
     assert _for_cli(ConfigError("no SAE", field="sae"), ["extract", "f"]).endswith(
         "no SAE (--sae)")
     assert _for_cli(ConfigError("no SAE", field="sae"), ["heads", "list"]).endswith("no SAE")
+
+
+def test_no_progress_prints_no_bar(tiny_llama_dir: Path, tmp_path: Path,
+                                   capfd: pytest.CaptureFixture[str]) -> None:
+    """`--no-progress`: neither auditor's bars nor transformers' `Loading weights`."""
+    from auditor.cli import main
+    from auditor.testing import make_random_sae
+
+    sae = make_random_sae(layer=2, d_sae=64, k=4).save(tmp_path / "sae")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a few words"}\n{"text": "and some more words"}\n')
+    assert main(["extract", str(data), "--model", str(tiny_llama_dir), "--sae", str(sae),
+                 "--out", str(tmp_path / "s"), "--max-length", "16", "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err, err
