@@ -46,19 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-#: How a library message names a setting the caller can change: ``set overwrite``.
-_SETTING = re.compile(r"\bset ([a-z][a-z0-9_]*)\b")
+#: How a library message names a setting the caller can change: ``set overwrite``, or with
+#: a value ``set id_column to '#row'``.
+_SETTING = re.compile(r"\bset ([a-z][a-z0-9_]*)\b(?: to ('[^']*'|-?\d[\w.]*))?")
 
 
 def _for_cli(err: AuditorError, argv: Sequence[str]) -> str:
     """An error's one line in the command's terms: library messages name settings (``set
-    overwrite``, ``set k``), and the command's flags replace them (``use --overwrite``,
-    ``use --k``); a settings error whose field is one of its flags ends with ``(--sae)``."""
+    overwrite``, ``set k``, ``set id_column to '#row'``), and the command's flags replace
+    them (``use --overwrite``, ``use --k``, ``use --id-column '#row'``); a settings error
+    whose field is one of its flags ends with ``(--sae)``."""
     flags = _command_flags(argv)
 
     def flag(m: re.Match[str]) -> str:
         name = "--" + m.group(1).replace("_", "-")
-        return f"use {name}" if name in flags else m.group(0)
+        if name not in flags:
+            return m.group(0)
+        return f"use {name}" + (f" {m.group(2)}" if m.group(2) else "")
 
     text = _SETTING.sub(flag, str(err))
     hint = _flag_hint(err, flags)

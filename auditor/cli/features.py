@@ -47,7 +47,9 @@ def features() -> None:
 @click.option("--chunk-docs", type=int, default=256, show_default=True,
               help="Documents extracted per chunk (bounds memory and temporary disk).")
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--id-column", default=None, help="Column with document ids (default: row number).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the corpus has it, else "
+                   "the row number; '#row': the row number).")
 @click.option("--layer", type=int, default=None,
               help="Layer the SAE reads, if its files do not say.")
 @click.option("--k", "k", type=int, default=None, help="TopK k, when the SAE files do not say.")

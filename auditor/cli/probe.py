@@ -22,10 +22,13 @@ __all__ = ["probe"]
 _LABEL_OPTIONS = [
     click.option("--features", "store_path", required=True, type=click.Path(path_type=Path),
                  help="Feature store of the labelled documents."),
-    click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
-                 help="Dataset with ids, texts and a label column (JSONL, Parquet, CSV)."),
+    click.option("--labels", "labels_path", default=None, type=click.Path(path_type=Path),
+                 help="Dataset with ids, texts and a label column (JSONL, Parquet, CSV); "
+                      "default: the label column the store kept (extract --keep label)."),
     click.option("--label-column", default="label", show_default=True),
-    click.option("--id-column", default="id", show_default=True),
+    click.option("--id-column", default=None,
+                 help="Id column of --labels (default: 'id' when the file has it, else the "
+                      "row number, as extract does; '#row': the row number)."),
     click.option("--text-column", default="text", show_default=True,
                  help="Text for the TF-IDF baseline."),
     click.option("--multilabel-sep", default=None,
@@ -49,7 +52,11 @@ def _label_options(f: Any) -> Any:
     return f
 
 
-def _labels(label_column: str, id_column: str, text_column: str,
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _labels(label_column: str, id_column: str | None, text_column: str,
             multilabel_sep: str | None) -> dict[str, Any]:
     return {"label_column": label_column, "id_column": id_column,
             "text_column": text_column, "multilabel_sep": multilabel_sep}
@@ -88,10 +95,10 @@ _CANDIDATES = click.option(
 @_RECORD
 @_OVERWRITE
 @_PROGRESS
-def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
-                  text_column: str, multilabel_sep: str | None, sae: str | None,
-                  candidates: str | None, folds: int, as_json: bool, out: Path | None,
-                  overwrite: bool, progress: bool | None) -> None:
+def probe_compare(store_path: Path, labels_path: Path | None, label_column: str,
+                  id_column: str | None, text_column: str, multilabel_sep: str | None,
+                  sae: str | None, candidates: str | None, folds: int, as_json: bool,
+                  out: Path | None, overwrite: bool, progress: bool | None) -> None:
     """Cross-validate the representations (--candidates) against raw-activation and TF-IDF
     baselines on the same folds."""
     from auditor.jobs import probe as jobs
@@ -101,7 +108,7 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
         candidates=_candidates(candidates), overwrite=overwrite)
     with job_dir(out) as where:
         result = jobs.run_probe_compare({"features": str(store_path),
-                                         "labels": str(labels_path)},
+                                         "labels": _str(labels_path)},
                                         out=where, options=options,
                                         progress=progress_bars(progress))
     click.echo(json.dumps(result.metrics, indent=2) if as_json else result.table)
@@ -116,7 +123,8 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
 @_RECORD
 @_OVERWRITE
 @_PROGRESS
-def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+def probe_curve(store_path: Path, labels_path: Path | None, label_column: str,
+                id_column: str | None,
                 text_column: str, multilabel_sep: str | None, sizes: str, folds: int,
                 as_json: bool, out: Path | None, overwrite: bool,
                 progress: bool | None) -> None:
@@ -135,7 +143,7 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
         folds=folds, overwrite=overwrite)
     with job_dir(out) as where:
         result = jobs.run_probe_curve({"features": str(store_path),
-                                       "labels": str(labels_path)},
+                                       "labels": _str(labels_path)},
                                       out=where, options=options,
                                       progress=progress_bars(progress))
     click.echo(json.dumps(result.curves, indent=2) if as_json else result.table)
@@ -157,7 +165,8 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--overwrite", is_flag=True)
 @_PROGRESS
-def probe_train(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+def probe_train(store_path: Path, labels_path: Path | None, label_column: str,
+                id_column: str | None,
                 text_column: str, multilabel_sep: str | None, name: str, out: Path | None,
                 representation: str, candidates: str | None, positive_class: str | None,
                 target_precision: float | None, target_recall: float | None, folds: int,
@@ -176,7 +185,7 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
         positive_class=positive_class,
         target_precision=target_precision, target_recall=target_recall, folds=folds,
         overwrite=overwrite)
-    result = jobs.run_probe_train({"features": str(store_path), "labels": str(labels_path)},
+    result = jobs.run_probe_train({"features": str(store_path), "labels": _str(labels_path)},
                                   out=target, options=options,
                                   progress=progress_bars(progress))
     click.echo(result.table)
@@ -203,8 +212,9 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
 @_RECORD
 @_OVERWRITE
 @_PROGRESS
-def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column: str,
-               id_column: str, text_column: str, multilabel_sep: str | None,
+def probe_eval(head_ref: str, store_path: Path, labels_path: Path | None,
+               label_column: str, id_column: str | None, text_column: str,
+               multilabel_sep: str | None,
                as_json: bool, out: Path | None, overwrite: bool,
                progress: bool | None) -> None:
     """Metrics of a trained head (name or directory) on labelled features.
@@ -217,7 +227,7 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
         **_labels(label_column, id_column, text_column, multilabel_sep), overwrite=overwrite)
     with job_dir(out) as where:
         result = jobs.run_probe_eval({"head": head_ref, "features": str(store_path),
-                                      "labels": str(labels_path)},
+                                      "labels": _str(labels_path)},
                                      out=where, options=options,
                                      progress=progress_bars(progress))
     metrics = result.metrics

@@ -74,7 +74,8 @@ class ClassifyOptions(JobOptions):
 
 @dataclass(frozen=True)
 class ClassifyResult(JobResult):
-    """Where a classify job wrote its outputs, and what it found."""
+    """Where a classify job wrote its outputs, what it found, and how documents are keyed
+    (``ids``: ``column 'id'`` or ``row numbers``)."""
 
     store: str
     predictions: str
@@ -82,6 +83,7 @@ class ClassifyResult(JobResult):
     heads: tuple[str, ...]
     extract: dict[str, Any]
     rows: tuple[dict[str, Any], ...] | None = None
+    ids: str | None = None
 
 
 def heads_extract_settings(heads: Sequence[Any]) -> dict[str, Any]:
@@ -236,7 +238,7 @@ def run_classify(
         return ClassifyResult(store=options.store, predictions=options.predictions,
                               documents=int(record["documents"]),
                               heads=tuple(h.name for h in loaded),
-                              extract=done.summary, rows=rows)
+                              extract=done.summary, rows=rows, ids=done.ids)
 
     return run_recorded("classify", out=out, options=options,
                         input={"data": input, **_head_inputs(options.heads)},

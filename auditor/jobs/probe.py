@@ -80,9 +80,12 @@ class LabelOptions(JobOptions):
     Parameters
     ----------
     label_column
-        The column holding each document's label.
+        The column holding each document's label: in the labels file, or without one a
+        column the store kept at extraction (``passthrough``).
     id_column
-        The column of document ids (they match the store's ids).
+        The labels file's column of document ids (they must match the store's ids).
+        None: the ``id`` column when the file has one, else row numbers, the rule
+        extraction follows too (:func:`auditor.io.resolve_id_column`).
     text_column
         The text, for the TF-IDF baseline.
     multilabel_sep
@@ -91,7 +94,7 @@ class LabelOptions(JobOptions):
     """
 
     label_column: str = "label"
-    id_column: str | None = "id"
+    id_column: str | None = None
     text_column: str = "text"
     multilabel_sep: str | None = None
 
@@ -314,12 +317,103 @@ def labelled_documents(path: str | Path, options: LabelOptions, *,
     return labels, texts
 
 
+def _labels_path(input: Mapping[str, Any]) -> Path | None:
+    """The labels file, or None: labels from a column the store kept."""
+    value = input.get("labels")
+    return None if value is None else Path(value)
+
+
+def _read_settings(store: Path) -> dict[str, Any]:
+    """How the store's input was read (``input.read`` of its provenance)."""
+    from auditor.store import read_metadata
+
+    return dict(((read_metadata(store).get("input") or {}).get("read")) or {})
+
+
+def _store_texts(store: Path) -> dict[str, str] | None:
+    """The store's documents' texts from its input file, if that is still there unchanged
+    (for the TF-IDF baseline when the labels come from the store); else None."""
+    from auditor.errors import AuditorError
+    from auditor.io import ROW_NUMBERS, input_fingerprint, read_documents
+    from auditor.store import read_metadata
+
+    source = read_metadata(store).get("input") or {}
+    read = source.get("read") or {}
+    path = source.get("path")
+    if not path or "id_column" not in read or not Path(path).exists():
+        return None
+    try:
+        if input_fingerprint(path) != source.get("fingerprint"):
+            return None
+        id_column = read["id_column"]
+        return {d.doc_id: d.text for d in read_documents(
+            path, text_column=read.get("text_column", "text"),
+            id_column=ROW_NUMBERS if id_column is None else id_column,
+            max_chars=int(read.get("max_chars", 1_000_000)), skip_bad_rows=True)}
+    except AuditorError:
+        return None
+
+
+def _kept_column(store: Path, options: LabelOptions) -> str:
+    """The store's kept column holding the labels (no labels file given)."""
+    kept = list(_read_settings(store).get("passthrough") or [])
+    if options.label_column not in kept:
+        raise ConfigError(f"no labels file given and the store keeps no column "
+                          f"{options.label_column!r} (it keeps "
+                          f"{', '.join(map(repr, kept)) or 'none'}): set labels to the "
+                          f"labelled dataset, or extract again keeping the label column "
+                          f"(passthrough)", path=store, field="labels")
+    return options.label_column
+
+
+def _kept_labels(store: Path, options: LabelOptions, *, keep_empty: bool) -> dict[str, Any]:
+    """``doc_id -> label`` from the store's kept label column (as
+    :func:`labelled_documents` leaves missing and empty labels out)."""
+    from auditor.store import scan_features
+
+    column = _kept_column(store, options)
+    frame = scan_features(store).select(["doc_id", column]).collect()
+    return {d: v for d, v in zip(frame["doc_id"].to_list(), frame[column].to_list(),
+                                 strict=True)
+            if v is not None and (keep_empty or not (isinstance(v, str) and v == ""))}
+
+
+def _check_ids_meet(store: Path, labels: Mapping[str, Any], labels_path: Path,
+                    options: LabelOptions) -> None:
+    """Refuse, saying how each side keys its documents and the fix, when no id of the
+    labels file is a document of the store."""
+    from auditor.io import ROW_NUMBERS, describe_ids, resolve_id_column
+    from auditor.store import scan_features
+
+    store_ids = scan_features(store).select("doc_id").collect()["doc_id"].to_list()
+    if not labels or any(d in labels for d in store_ids):
+        return
+    read = _read_settings(store)
+    store_column = read.get("id_column")
+    store_side = describe_ids(store_column) if "id_column" in read else "ids"
+    labels_column = resolve_id_column(labels_path, options.id_column)
+    same = ROW_NUMBERS if store_column is None else store_column
+    raise ConfigError(
+        f"no document of the store has a label: the store's documents are keyed by "
+        f"{store_side} (e.g. {', '.join(map(repr, store_ids[:2]))}), the labels file's rows "
+        f"by {describe_ids(labels_column)} (e.g. "
+        f"{', '.join(map(repr, list(labels)[:2]))}), and no id is on both sides. Read the "
+        f"labels with the store's ids (set id_column to {same!r}), extract again with the "
+        f"labels file's ids, or train from a label column the store kept (extract keeping "
+        f"it, without a labels file)", path=labels_path, field="id_column")
+
+
 def _split(input: Mapping[str, Any], options: LabelOptions, sae: str | None = None) -> Any:
     from auditor.heads import load_split
 
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
+    if labels_path is None:
+        return load_split(store, _kept_column(store, options), texts=_store_texts(store),
+                          sae=sae, multilabel_sep=options.multilabel_sep)
     multilabel = options.multilabel_sep is not None
     labels, texts = labelled_documents(labels_path, options, keep_empty=multilabel)
+    _check_ids_meet(store, labels, labels_path, options)
     return load_split(store, labels, texts=texts, sae=sae,
                       multilabel_sep=options.multilabel_sep)
 
@@ -391,7 +485,8 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
     Parameters
     ----------
     input
-        ``{"features": <feature store>, "labels": <dataset file>}``.
+        ``{"features": <feature store>, "labels": <dataset file>}``; without ``labels``
+        (or None) the labels are the store's kept column ``label_column``.
     out
         The head directory (written with :func:`auditor.heads.write_head`).
 
@@ -406,7 +501,8 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
     JobCancelled
         The token was set; the representations scored so far are kept.
     """
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
     _refuse_foreign(out, options)
 
     def work(root: Path) -> ProbeTrainResult:
@@ -489,7 +585,8 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
     Parameters
     ----------
     input
-        ``{"head": <name or directory>, "features": <store>, "labels": <dataset file>}``.
+        ``{"head": <name or directory>, "features": <store>, "labels": <dataset file>}``;
+        without ``labels`` the labels are the store's kept column ``label_column``.
 
     Raises
     ------
@@ -500,7 +597,8 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
         The store was extracted differently from the head's training features.
     """
     (ref,) = _paths(input, "head")
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
     head_dir = _head_dir(ref)
 
     def work(root: Path) -> ProbeEvalResult:
@@ -514,7 +612,11 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
                               f"{head.config.task}", field="multilabel_sep")
         steps = Progress(progress, job="probe-eval")
         with steps.stage("evaluate", total=1) as stage:
-            labels, _ = labelled_documents(labels_path, options, keep_empty=multilabel)
+            if labels_path is None:
+                labels = _kept_labels(store, options, keep_empty=multilabel)
+            else:
+                labels, _ = labelled_documents(labels_path, options, keep_empty=multilabel)
+                _check_ids_meet(store, labels, labels_path, options)
             check_cancel(cancel, "reading the features")
             inputs = head.read(store)
             rows = [i for i, d in enumerate(inputs.doc_ids) if d in labels]
@@ -557,7 +659,8 @@ def run_probe_compare(input: Mapping[str, Any], *, out: str | Path,
     Parameters
     ----------
     input
-        ``{"features": <feature store>, "labels": <dataset file>}``.
+        ``{"features": <feature store>, "labels": <dataset file>}``; without ``labels``
+        (or None) the labels are the store's kept column ``label_column``.
 
     Raises
     ------
@@ -566,7 +669,8 @@ def run_probe_compare(input: Mapping[str, Any], *, out: str | Path,
     JobCancelled
         The token was set; the representations scored so far are kept for the rerun.
     """
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
 
     def work(root: Path) -> ProbeCompareResult:
         from auditor.heads.build import cross_validate_candidates
@@ -620,7 +724,8 @@ def run_probe_curve(input: Mapping[str, Any], *, out: str | Path, options: Probe
     Parameters
     ----------
     input
-        ``{"features": <feature store>, "labels": <dataset file>}``.
+        ``{"features": <feature store>, "labels": <dataset file>}``; without ``labels``
+        (or None) the labels are the store's kept column ``label_column``.
 
     Raises
     ------
@@ -629,7 +734,8 @@ def run_probe_curve(input: Mapping[str, Any], *, out: str | Path, options: Probe
     JobCancelled
         The token was set (checked before each fold); finished representations are kept.
     """
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
 
     def work(root: Path) -> ProbeCurveResult:
         import functools

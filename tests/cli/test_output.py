@@ -77,6 +77,9 @@ def test_error_hints_name_the_commands_flags(tmp_path: Path,
     needs_k = ConfigError("cannot tell k; set k", field="k")
     assert _for_cli(needs_k, ["heads", "list"]).endswith("; set k")
     assert _for_cli(needs_k, ["sae", "info", "x"]).endswith("; use --k")
+    ids = ConfigError("set id_column to '#row', or set overwrite to replace it")
+    assert str(_for_cli(ids, ["probe", "train"])) == (
+        "use --id-column '#row', or use --overwrite to replace it")
     assert _for_cli(ConfigError("no SAE", field="sae"), ["extract", "f"]).endswith(
         "no SAE (--sae)")
     assert _for_cli(ConfigError("no SAE", field="sae"), ["heads", "list"]).endswith("no SAE")
