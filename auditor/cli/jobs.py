@@ -57,7 +57,9 @@ def _options(verb: str, flags: dict[str, Any], settings: tuple[str, ...]) -> Any
             continue
         _set(record, f"extract.{name}" if nested else name, value)
     if flags.get("heads") and "heads" in record:
-        record["heads"] = list(flags["heads"])
+        from auditor.jobs.heads import head_for_worker
+
+        record["heads"] = [head_for_worker(h) for h in flags["heads"]]
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -21,7 +21,8 @@ from auditor.defaults import HeadsDir, heads_search_path, models_dir
 from auditor.errors import ConfigError
 from auditor.heads.head import CONFIG_FILE, Head, load_head
 
-__all__ = ["FoundHead", "find_heads", "list_heads", "load_heads", "resolve_head"]
+__all__ = ["FoundHead", "find_heads", "is_head_path", "list_heads", "load_heads",
+           "resolve_head"]
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ def find_heads(search_path: Sequence[HeadsDir] | None = None) -> list[FoundHead]
     return out
 
 
-def _looks_like_path(ref: str) -> bool:
-    # a head's name has no '/', '.' or '\\' (HeadConfig refuses them), a directory may
+def is_head_path(ref: str) -> bool:
+    """Whether ``ref`` names a head by its directory rather than by its name (a head's name
+    has no ``/``, ``.`` or ``\\``: :class:`~auditor.heads.HeadConfig` refuses them)."""
     return any(c in ref for c in "/\\.") or ref.startswith("~")
 
 
@@ -105,7 +107,7 @@ def resolve_head(ref: str | Path, *, search_path: Sequence[HeadsDir] | None = No
         directories searched), or no such directory (``field='head'``).
     """
     text = str(ref)
-    if _looks_like_path(text):
+    if is_head_path(text):
         path = Path(text).expanduser()
         if not path.is_dir():
             raise ConfigError(f"no head directory {text}", path=path, field="head")

@@ -61,6 +61,7 @@ __all__ = [
     "HeadsShowOptions",
     "HeadsShowResult",
     "evaluate_head",
+    "head_for_worker",
     "heads_table",
     "install_heads",
     "run_heads_build",
@@ -642,6 +643,23 @@ def run_heads_list(directory: str | Path | None = None) -> HeadsListResult:
     return HeadsListResult(heads=json_values(rows),
                            search_path=[{"path": str(d.path), "origin": d.origin,
                                          "exists": d.path.is_dir()} for d in dirs])
+
+
+def head_for_worker(ref: str) -> str:
+    """How to name a head to a queued job, whose worker runs in another directory: a head
+    directory, or a name found in this working directory's ``heads/``, as an absolute path;
+    any other name as it is (the worker looks it up along its own search path)."""
+    from auditor.heads import resolve_head
+    from auditor.heads.search import is_head_path
+
+    if is_head_path(ref):
+        return str(Path(ref).expanduser().resolve())
+    try:
+        found = resolve_head(ref)
+    except ConfigError:
+        return ref
+    here = (Path.cwd() / "heads").resolve()
+    return str(found.resolve()) if found.resolve().parent == here else ref
 
 
 def where_is_head(name: str) -> str | None:

@@ -109,3 +109,27 @@ def test_a_head_trained_with_the_cli_is_found_by_its_name(
     assert main([*train, "--head", "fresh", "--out", str(places["cwd"] / "elsewhere" / "f")]
                 ) == 0
     assert "is not on the heads search path" in capsys.readouterr().out
+
+
+def test_a_queued_job_gets_heads_it_can_find(places: dict[str, Path],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker runs elsewhere: a head of this working directory, or named by a relative
+    directory, is sent as an absolute path; other names go as they are."""
+    from auditor import queue
+
+    for where in (places["cwd"] / "heads" / "mine", places["models"] / "heads" / "safety"):
+        where.mkdir(parents=True)
+        (where / "head.json").write_text("{}")  # found by name; not loaded here
+    sent: list[tuple[str, ...]] = []
+
+    def submit(verb: str, input: str, *, out: object, options: object) -> str:
+        sent.append(options.heads)  # type: ignore[attr-defined]
+        return "job-1"
+
+    monkeypatch.setattr(queue, "submit", submit)
+    data = places["cwd"] / "in.jsonl"
+    data.write_text('{"text": "a"}\n')
+    assert main(["jobs", "submit", "classify", str(data), "--out", "o", "--head", "mine",
+                 "--head", "safety", "--head", "elsewhere", "--head", "heads/mine"]) == 0
+    mine = str(places["cwd"] / "heads" / "mine")
+    assert sent == [(mine, "safety", "elsewhere", mine)]
