@@ -469,6 +469,21 @@ def _provenance(
             "dtype": str(lm.dtype).removeprefix("torch."),
             "converted_from": lm.converted_from,
         },
+        **_sae_provenance(saes, config),
+        "max_length": max_length,
+        "exclude": {
+            "special_tokens": True,
+            "outliers": dict(thresholds) if thresholds is not None else None,
+            "outlier_method": (None if thresholds is None else "fixed"
+                               if config.outlier_threshold is not None else CALIBRATION_METHOD),
+        },
+        "input": dict(input_info or {}),
+    }
+
+
+def _sae_provenance(saes: Mapping[str, SAE], config: ExtractConfig) -> dict[str, Any]:
+    """The provenance keys the SAEs and settings make (without the model)."""
+    return {
         "saes": {
             key: {
                 "path": sae.source_path,
@@ -484,16 +499,20 @@ def _provenance(
         },
         "pooling": list(config.poolings),
         "raw_mean": ([h.name for h in _hooks_of(saes)] if config.raw_mean else []),
-        "max_length": max_length,
-        "exclude": {
-            "special_tokens": True,
-            "outliers": dict(thresholds) if thresholds is not None else None,
-            "outlier_method": (None if thresholds is None else "fixed"
-                               if config.outlier_threshold is not None else CALIBRATION_METHOD),
-        },
         "extract": config.to_dict(include_runtime=False),
-        "input": dict(input_info or {}),
     }
+
+
+def preflight_provenance(model_dir: str | Path, saes: Mapping[str, SAE],
+                         config: ExtractConfig) -> dict[str, Any]:
+    """What a store's provenance will say of the model's identity, the SAEs and the
+    settings, known before the model is loaded (the weights hash reads files, cached): a
+    head or probe that refuses these refuses the store, so a job can stop before spending
+    seconds loading a model it will not use."""
+    from auditor.lm import weights_sha256
+
+    return {"model": {"id": str(model_dir), "weights_sha256": weights_sha256(model_dir)},
+            **_sae_provenance(saes, config)}
 
 
 def _extract_shard(

@@ -20,7 +20,12 @@ variable                                meaning                                 
 ``AUDITOR_MAX_SHARD_TASKS``             most extract tasks one job fans out to     64
 ``AUDITOR_RESTORE_INTERVAL``            s between sweeps for a dead worker's tasks 10
 ``AUDITOR_DEVICE``                      device an extract worker runs the model on none (auto)
+``AUDITOR_SCHEDULES``                   the schedules file (``auditor schedule``)  see below
 ======================================  =========================================  ==========
+
+``AUDITOR_SCHEDULES`` unset: ``schedules.json`` in auditor's cache directory
+(``$AUDITOR_CACHE_DIR``, default ``~/.cache/auditor``), see :meth:`QueueSettings.schedules_file`.
+The beat, the workers and the ``auditor schedule`` commands must name the same file.
 
 Examples
 --------
@@ -40,6 +45,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from auditor.errors import ConfigError
@@ -63,6 +69,7 @@ ENV: dict[str, str] = {
     "max_shard_tasks": "AUDITOR_MAX_SHARD_TASKS",
     "restore_interval": "AUDITOR_RESTORE_INTERVAL",
     "device": "AUDITOR_DEVICE",
+    "schedules": "AUDITOR_SCHEDULES",
 }
 
 
@@ -83,6 +90,7 @@ class QueueSettings:
     max_shard_tasks: int = 64
     restore_interval: float = 10.0
     device: str | None = None
+    schedules: str | None = None
 
     def __post_init__(self) -> None:
         if self.result_backend is None:
@@ -142,6 +150,16 @@ class QueueSettings:
                 raise ConfigError(f"{var}={raw!r} is not a number", field=name) from e
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**kw)
+
+    def schedules_file(self) -> str:
+        """The schedules file: ``schedules`` when set, else ``schedules.json`` in auditor's
+        cache directory (where auditor keeps its other per-user state)."""
+        if self.schedules:
+            return self.schedules
+        # auditor.lm.cache_dir's rule, without importing auditor.lm (torch) for a path
+        cache = os.environ.get("AUDITOR_CACHE_DIR")
+        root = Path(cache).expanduser() if cache else Path.home() / ".cache" / "auditor"
+        return str(root / "schedules.json")
 
     def with_(self, **changes: Any) -> QueueSettings:
         """A copy with ``changes`` (validated again)."""

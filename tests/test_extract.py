@@ -264,6 +264,27 @@ def test_provenance_recorded(lm, tmp_path: Path) -> None:
     assert file_meta["saes"] == meta["saes"]
 
 
+def test_recorded_hashes_match_hashlib(lm, tiny_llama_dir: Path, tmp_path: Path) -> None:
+    # The store's provenance names the SAE and model weights by hashes that hashlib,
+    # reading the files itself, agrees with.
+    import hashlib
+
+    from auditor.sae import load_sae
+    from auditor.sae.model import WEIGHTS_FILENAME
+
+    sae_dir = make_random_sae(layer=1).save(tmp_path / "sae")
+    extract_features(_docs(TEXTS[:2]), lm=lm, saes={"layer1": load_sae(sae_dir)},
+                     out=tmp_path / "s", config=ExtractConfig(poolings=("max",)))
+    meta = read_metadata(tmp_path / "s")
+    sae_bytes = (sae_dir / WEIGHTS_FILENAME).read_bytes()
+    assert meta["saes"]["layer1"]["sha256"] == hashlib.sha256(sae_bytes).hexdigest()
+    weights = tiny_llama_dir / "model.safetensors"
+    model_hash = hashlib.sha256(
+        b"model.safetensors\0" + hashlib.sha256(weights.read_bytes()).digest()).hexdigest()
+    assert sorted(p.name for p in tiny_llama_dir.glob("*.safetensors")) == [weights.name]
+    assert meta["model"]["weights_sha256"] == model_hash
+
+
 def test_resume_skips_done_shards(lm, tmp_path: Path) -> None:
     sae = make_random_sae(layer=1)
     config = ExtractConfig(shard_size=2, max_length=32, exclude_outliers=False)

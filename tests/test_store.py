@@ -259,6 +259,30 @@ def test_different_provenance_raises(tmp_path: Path, change: dict[str, Any], key
     assert str(store) in str(info.value)
 
 
+def test_resume_with_an_sae_added_is_refused_naming_it(tmp_path: Path) -> None:
+    # Keys present on one side only are differences too (an added SAE changes the schema).
+    store = tmp_path / "store"
+    write_store(store, sizes=(3,))
+    with pytest.raises(ProvenanceMismatch, match=r"saes\.layer3\.") as info:
+        FeatureStoreWriter(store, provenance=two_sae_provenance())
+    assert "saes.layer9" not in str(info.value)
+    assert info.value.field is not None and info.value.field.startswith("saes.layer3.")
+
+
+def test_resume_with_an_sae_removed_is_refused_naming_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    writer = FeatureStoreWriter(store, provenance=two_sae_provenance())
+    rng = np.random.default_rng(1)
+    table, _ = random_shard(rng, 0, 3, keys={"layer9": D_SAE, "layer3": 32})
+    writer.write_shard(0, table)
+    with pytest.raises(ProvenanceMismatch, match=r"saes\.layer3\.") as info:
+        FeatureStoreWriter(store, provenance=make_provenance())
+    assert "saes.layer9" not in str(info.value)
+    # Likewise a top-level key that only the new run has.
+    with pytest.raises(ProvenanceMismatch, match="raw_mean"):
+        FeatureStoreWriter(store, provenance=dict(two_sae_provenance(), raw_mean=["x"]))
+
+
 def test_different_sae_layer_named(tmp_path: Path) -> None:
     store = tmp_path / "store"
     write_store(store, sizes=(3,))
@@ -443,6 +467,12 @@ def test_write_shard_validates_table(tmp_path: Path) -> None:
     bad = table.with_columns(pl.Series("layer9.indices", [[3, 1], [], [], []]))
     with pytest.raises(CorruptShard, match="ascending"):
         writer.write_shard(0, bad)
+    for indices in ([[1, 3, 3], [], [], []], [[], [], [], [7, 7]]):  # a duplicate in a row
+        bad = table.with_columns(  # aligned values, so the duplicate is the only fault
+            pl.Series("layer9.indices", indices),
+            *(pl.Series(f"layer9.{p}", [[1.0] * len(r) for r in indices]) for p in ("max", "mean")))
+        with pytest.raises(CorruptShard, match="ascending"):
+            writer.write_shard(0, bad)
     bad = table.with_columns(pl.Series("layer9.max", [[1.0]] * 4))
     with pytest.raises(CorruptShard, match="list lengths"):
         writer.write_shard(0, bad)
@@ -461,6 +491,22 @@ def test_write_shard_validates_table(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- scanning/selection
+
+
+def test_indices_may_repeat_or_descend_across_rows(tmp_path: Path) -> None:
+    # Ascending order is per document: a row may start below or at the previous row's end.
+    writer = FeatureStoreWriter(tmp_path / "s", provenance=make_provenance())
+    indices = [[5, 9], [9], [1, 2, 3], [], [0]]
+    table = pl.DataFrame({
+        "doc_id": [f"d{i}" for i in range(5)], "row": list(range(5)),
+        "n_tokens": [3] * 5, "layer9.indices": indices,
+        "layer9.max": [[1.0] * len(r) for r in indices],
+        "layer9.mean": [[0.5] * len(r) for r in indices],
+        "layer9.n_excluded": [0] * 5,
+    })
+    writer.write_shard(0, table)
+    writer.finalize(summary={}, n_shards=1)
+    assert read_features(tmp_path / "s").X.nnz == 7
 
 
 def test_scan_features_lazy_filter(tmp_path: Path) -> None:
@@ -709,6 +755,21 @@ def test_a_shard_with_flipped_bytes_is_refused_by_name(tmp_path: Path) -> None:
     # a resume computes the corrupt shard again instead of keeping it
     writer = FeatureStoreWriter(store, provenance=make_provenance())
     assert writer.done_shards() == {0, 2}
+
+
+@pytest.mark.parametrize("change", ["grown", "truncated"])
+def test_a_shard_of_another_size_is_refused_by_its_marker(tmp_path: Path, change: str) -> None:
+    # The size is checked against the done-marker before any hashing or parsing.
+    store = tmp_path / "s"
+    write_store(store)
+    path = store / shard_name(1)
+    data = path.read_bytes()
+    path.write_bytes(data + b"extra" if change == "grown" else data[:-7])
+    size = path.stat().st_size
+    with pytest.raises(CorruptShard, match=f"has {size:,} bytes, its done-marker says "
+                                           f"{len(data):,}") as info:
+        read_features(store)
+    assert info.value.path == str(path)
 
 
 def test_store_verify_command_names_the_bad_shard(tmp_path: Path,

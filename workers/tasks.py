@@ -2,8 +2,9 @@
 result as JSON. Claims, attempts, cancel and progress are :func:`auditor.queue.execute`'s.
 
 Queue ``extract`` (the model and SAEs): a shard task (``rank`` of ``world_size``), the
-finish of a store, ``explain``. Queue ``cpu``: the CPU stages (``run_audit`` /
-``run_classify`` on a finished store, ``run_report``). No task waits on another (no
+finish of a store, ``explain``, one run of a scheduled report (``schedule_run``, sent by
+beat). Queue ``cpu``: the CPU stages (``run_audit`` / ``run_classify`` on a finished
+store, ``run_report``). No task waits on another (no
 ``.get()``); the fan-out is a chord built by :func:`auditor.queue.submit`.
 """
 
@@ -16,7 +17,8 @@ from auditor.progress import ProgressEvent
 from auditor.settings import QueueSettings
 from workers.celery_app import app
 
-__all__ = ["cpu_stage", "explain", "extract_finish", "extract_rank", "pipeline_for"]
+__all__ = ["cpu_stage", "explain", "extract_finish", "extract_rank", "pipeline_for",
+           "schedule_run"]
 
 #: This process's loaded model and SAEs, by PipelineSpec.key(): loaded on the first task
 #: after the fork (a parent never initialises CUDA), kept warm for the next ones.
@@ -126,3 +128,15 @@ def cpu_stage(self: Any, out: str, job_id: str, generation: int) -> Any:
         return {"result": result.to_dict()}
 
     return _run(self, out, job_id, generation, "cpu", body)
+
+
+@app.task(bind=True, name=queue.TASKS["schedule"])
+def schedule_run(self: Any, name: str) -> Any:
+    """One run of schedule ``name`` (sent by beat): its new files audited into a snapshot
+    with this worker's warm model (loaded only when there are new files)."""
+    from auditor.jobs.schedule import ScheduleRunOptions, run_schedule
+
+    settings = _settings()
+    result = run_schedule(name, options=ScheduleRunOptions(device=settings.device),
+                          load_pipeline=pipeline_for)
+    return result.to_dict()

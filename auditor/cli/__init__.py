@@ -149,6 +149,7 @@ def cli() -> None:
 def _register() -> None:
     from auditor.cli.extract import extract
     from auditor.cli.features import features
+    from auditor.cli.filter import filter_
     from auditor.cli.heads import heads
     from auditor.cli.jobs import jobs
     from auditor.cli.models import models
@@ -156,11 +157,14 @@ def _register() -> None:
     from auditor.cli.report import report
     from auditor.cli.run import audit, classify, explain
     from auditor.cli.sae import sae
+    from auditor.cli.schedule import beat, schedule
     from auditor.cli.store import store
     from auditor.cli.worker import worker
 
     for command in (extract, models, sae, probe, heads, classify, audit, explain, features,
-                    report, store, worker, jobs):
+                    report, filter_, store, worker, jobs):
+        cli.add_command(command)
+    for command in (schedule, beat):
         cli.add_command(command)
 
 

@@ -12,6 +12,21 @@ from auditor.errors import format_error
 
 __all__ = ["extract"]
 
+#: command-line parameter -> the extraction setting it states
+_SETTINGS = {"poolings": "poolings", "max_length": "max_length", "max_windows": "max_windows",
+             "shard_size": "shard_size", "keep_outliers": "exclude_outliers",
+             "outlier_factor": "outlier_factor", "save_tokens": "save_tokens",
+             "raw_mean": "raw_mean"}
+
+
+def _given_settings() -> set[str]:
+    """The extraction settings stated on the command line (not left to their default)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {setting for param, setting in _SETTINGS.items()
+            if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE}
+
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
@@ -27,16 +42,19 @@ __all__ = ["extract"]
 @click.option("--k", "k", type=int, default=None, help="TopK k, when the SAE files do not say.")
 @click.option("--pool", "poolings", multiple=True, default=("max",), show_default=True,
               type=click.Choice(["max", "mean", "sum", "count", "last"]),
-              help="Pooling over tokens; repeat for several.")
+              help="Pooling over tokens; repeat for several (default model and SAE: the "
+                   "shipped heads' max and mean).")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default=None,
               help="Column with document ids (default: 'id' when the input has it, else the "
                    "row number; '#row': the row number).")
 @click.option("--keep", "passthrough", multiple=True, help="Input column to copy into the store.")
 @click.option("--max-length", type=int, default=512, show_default=True,
-              help="Window length in tokens; longer documents are split and pooled across.")
+              help="Window length in tokens; longer documents are split and pooled across "
+                   "(default model and SAE: the shipped heads' 128).")
 @click.option("--max-windows", type=int, default=None,
-              help="Keep only each document's first N windows (default: all).")
+              help="Keep only each document's first N windows (default: all; default "
+                   "model and SAE: the shipped heads' 2).")
 @click.option("--max-chars", type=int, default=1_000_000, show_default=True,
               help="Reject (or skip) texts longer than this many characters.")
 @click.option("--token-budget", type=int, default=8192, show_default=True,
@@ -96,8 +114,12 @@ def extract(
     progress: bool | None,
     as_json: bool,
 ) -> None:
-    """Extract pooled sparse SAE features of INPUT (JSONL, Parquet, CSV or a .txt dir)."""
+    """Extract pooled sparse SAE features of INPUT (JSONL, Parquet, CSV or a .txt dir).
+
+    With the default model and SAE, the settings not given on the command line are the
+    shipped heads' (so the store serves them); the output says which heads it serves."""
     from auditor.jobs import extract as jobs
+    from auditor.jobs.heads import heads_serving
 
     options = jobs.ExtractOptions(
         model=model, saes=sae_paths, layer=layer, sae_format=sae_format, k=k, device=device,
@@ -107,6 +129,7 @@ def extract(
         token_budget=token_budget, max_batch_size=batch_size, text_column=text_column,
         id_column=id_column, passthrough=passthrough, max_chars=max_chars,
         skip_bad_rows=skip_bad_rows, overwrite=overwrite, rank=rank, world_size=world_size)
+    options = jobs.with_heads_defaults(options, given=_given_settings())
     result = jobs.run_extract(str(input_path), out=str(out), options=options,
                               progress=progress_bars(progress))
     summary = result.summary
@@ -123,10 +146,17 @@ def extract(
                f"{summary['seconds']:.1f} s, {summary['tokens_per_s']:,.0f} tokens/s")
     if summary["truncated_docs"]:
         click.echo(f"  truncated   {summary['truncated_docs']:,} documents cut to their first "
-                   f"{max_windows} window(s)")
+                   f"{options.max_windows} window(s)")
     for key, mean in summary["mean_active"].items():
         click.echo(f"  {key:<11} {mean:,.1f} active features per document, "
                    f"{summary['excluded_tokens'].get(key, 0):,} outlier tokens excluded")
     click.echo(f"  size        {summary['bytes_written'] / 1e6:,.2f} MB")
+    if rank == 0 and world_size == 1:
+        serving = heads_serving(out)
+        served = [h for h, why in serving.items() if why is None]
+        click.echo(f"  serves      heads {', '.join(served) or '(none of the installed)'}")
+        for name, why in serving.items():
+            if why is not None:
+                click.echo(f"  not {name:<7} {why}")
     for err in result.skipped:
         click.echo(f"  skipped: {format_error(err)}", err=True)

@@ -104,7 +104,7 @@ def _ended(status: dict[str, Any]) -> None:
 
 @jobs.command("submit")
 @click.argument("verb", type=click.Choice(["extract", "classify", "audit", "report",
-                                           "explain"]))
+                                           "explain", "filter"]))
 @click.argument("input_path", metavar="INPUT")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output directory (every worker must reach it).")
@@ -118,6 +118,8 @@ def _ended(status: dict[str, Any]) -> None:
 @click.option("--id-column", default=None)
 @click.option("--keep", "passthrough", multiple=True, help="Input column to copy.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip unusable rows instead of failing.")
+@click.option("--pipeline", "pipeline_file", type=click.Path(path_type=Path), default=None,
+              help="filter: the pipeline file of steps (its content is queued).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any option of the verb (dotted for nested: extract.max_windows=2; "
                    "values are JSON, else text).")
@@ -125,11 +127,21 @@ def _ended(status: dict[str, Any]) -> None:
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S s.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def jobs_submit(verb: str, input_path: str, out: Path, settings: tuple[str, ...],
-                wait_: bool, timeout: float | None, as_json: bool, **flags: Any) -> None:
+                pipeline_file: Path | None, wait_: bool, timeout: float | None,
+                as_json: bool, **flags: Any) -> None:
     """Queue VERB on INPUT (a dataset; for classify and explain also a literal text; a
-    store for report) and print the job id."""
+    store for report) and print the job id. A filter takes --pipeline FILE and/or
+    --set keep="EXPR"."""
     from auditor import queue
 
+    if pipeline_file is not None:
+        if verb != "filter":
+            raise click.BadParameter("only a filter job takes a pipeline",
+                                     param_hint="--pipeline")
+        from auditor.filter import load_pipeline_file
+
+        steps = json.dumps(load_pipeline_file(pipeline_file))
+        settings = (f"steps={steps}", *settings)
     options = _options(verb, flags, settings)
     source = input_path
     if verb in ("classify", "explain"):

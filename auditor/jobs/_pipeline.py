@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from auditor.lm import LoadedModel
     from auditor.sae import SAE
 
-__all__ = ["Pipeline", "PipelineSpec", "load_pipeline", "resolve_defaults", "split_sae_name"]
+__all__ = ["Pipeline", "PipelineSpec", "load_pipeline", "load_saes", "resolve_defaults",
+           "split_sae_name"]
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,44 @@ def resolve_defaults(model: str | Path | None, saes: Sequence[str], *, progress:
     return defaults.default_model_dir(progress=progress), [str(sae)]
 
 
-def load_pipeline(spec: PipelineSpec, *, progress: bool = False) -> Pipeline:
-    """Load the model and SAEs ``spec`` names (the embedded defaults where it names none);
-    ``progress``: let transformers draw its weight-loading bar on stderr.
+def load_saes(spec: PipelineSpec, *, device: str | None = None
+              ) -> tuple[str | Path, dict[str, SAE]]:
+    """The model directory ``spec`` resolves to and its SAEs, loaded (on ``device``,
+    default CPU) and keyed by store column name, without loading the model.
+
+    Raises
+    ------
+    ConfigError
+        Two SAEs would get the same store column name, or defaults cannot be filled in.
+    SAEError
+        From loading.
+    """
+    from auditor.extract import default_sae_keys
+    from auditor.sae import load_sae
+
+    model, saes = resolve_defaults(spec.model, spec.saes)
+    named = [split_sae_name(s) for s in saes]
+    loaded = [load_sae(path, format=spec.sae_format, k=spec.k, layer=spec.layer,
+                       device=device or "cpu") for _, path in named]
+    keys = [name or key for (name, _), key in zip(named, default_sae_keys(loaded), strict=True)]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"SAE names must be unique, got {keys}", field="sae")
+    return model, dict(zip(keys, loaded, strict=True))
+
+
+def load_pipeline(spec: PipelineSpec, *, saes: tuple[str | Path, Mapping[str, SAE]] | None
+                  = None, progress: bool = False) -> Pipeline:
+    """Load the model and SAEs ``spec`` names (the embedded defaults where it names none).
+
+    Parameters
+    ----------
+    spec
+        Which model and SAEs.
+    saes
+        :func:`load_saes`'s answer for ``spec`` when the SAEs are already loaded (they are
+        moved to the model's device).
+    progress
+        Let transformers draw its weight-loading bar on stderr.
 
     Raises
     ------
@@ -120,17 +156,9 @@ def load_pipeline(spec: PipelineSpec, *, progress: bool = False) -> Pipeline:
     ModelLoadError, SAEError
         From loading.
     """
-    from auditor.extract import default_sae_keys
     from auditor.lm import load_model
-    from auditor.sae import load_sae
 
-    model, saes = resolve_defaults(spec.model, spec.saes)
-    named = [split_sae_name(s) for s in saes]
+    model, loaded = saes if saes is not None else load_saes(spec)
     lm = load_model(model, device=spec.device, dtype=spec.dtype, progress=progress)
-    loaded = [load_sae(path, format=spec.sae_format, k=spec.k, layer=spec.layer,
-                       device=lm.device) for _, path in named]
-    keys = [name or key for (name, _), key in zip(named, default_sae_keys(loaded), strict=True)]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"SAE names must be unique, got {keys}", field="sae")
-    return Pipeline(spec=spec, lm=lm, saes=dict(zip(keys, loaded, strict=True)),
+    return Pipeline(spec=spec, lm=lm, saes={k: s.to(lm.device) for k, s in loaded.items()},
                     model_dir=str(model))

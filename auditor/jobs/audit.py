@@ -182,13 +182,14 @@ def audit_extract_options(options: AuditOptions, heads: Sequence[Any] | None = N
     heads' settings when there are none (so a later classify can reuse the store). A
     queued audit fills its store with these options before the audit runs."""
     from auditor.jobs.classify import heads_extract_settings
+    from auditor.jobs.extract import shipped_heads_settings
 
     if heads is None:
         from auditor.heads import list_heads, load_heads
 
         wanted = list(options.heads) if options.heads is not None else None
         heads = load_heads(wanted) if wanted or (wanted is None and list_heads()) else []
-    settings = heads_extract_settings(heads) if heads else _shipped_head_settings()
+    settings = heads_extract_settings(heads) if heads else shipped_heads_settings()
     extract = options.extract.with_config(settings)
     if options.overwrite:
         extract = ExtractOptions.from_dict({**extract.to_dict(), "overwrite": True})
@@ -206,11 +207,3 @@ def _clear_outputs(root: Path) -> None:
     for name in ("_stages", "charts"):
         if (root / name).is_dir():
             shutil.rmtree(root / name)
-
-
-def _shipped_head_settings() -> dict[str, Any]:
-    """What the shipped heads are trained on (:data:`auditor.heads.HEAD_EXTRACT`), less the
-    raw-activation means only a raw head reads."""
-    from auditor.heads import HEAD_EXTRACT
-
-    return {**HEAD_EXTRACT.to_dict(include_runtime=False), "raw_mean": False}

@@ -87,29 +87,11 @@ class ClassifyResult(JobResult):
 
 
 def heads_extract_settings(heads: Sequence[Any]) -> dict[str, Any]:
-    """The extraction settings every head accepts (an :class:`ExtractConfig` dict subset).
+    """See :func:`auditor.heads.settings.heads_extract_settings` (imported on call: the
+    jobs package stays light to import)."""
+    from auditor.heads.settings import heads_extract_settings as settings
 
-    Raises
-    ------
-    ConfigError
-        Two heads were trained on features extracted with different guarded settings.
-    """
-    from auditor.heads.head import GUARDED_EXTRACT
-
-    settings: dict[str, Any] = {}
-    for head in heads:
-        for key in GUARDED_EXTRACT:
-            if key in head.config.extract:
-                value = head.config.extract[key]
-                if key in settings and settings[key] != value:
-                    raise ConfigError(f"heads disagree on extraction setting {key} "
-                                      f"({settings[key]!r} vs {value!r}); classify them "
-                                      f"separately", field=key)
-                settings[key] = value
-    poolings = {h.config.pooling if h.config.representation == "sae" else "mean"
-                for h in heads}
-    raw = any(h.config.representation == "raw" for h in heads)
-    return {**settings, "poolings": sorted(poolings), "raw_mean": raw}
+    return settings(heads)
 
 
 def heads_check(heads: Sequence[Any]) -> Callable[[Mapping[str, Any]], None]:

@@ -9,7 +9,7 @@ stops it at the next batch with every finished shard valid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,17 @@ from typing import Any
 from auditor.cancel import CancelToken
 from auditor.errors import ConfigError
 from auditor.jobs._contract import JobOptions, JobResult, run_recorded, runtime_field
-from auditor.jobs._pipeline import Pipeline, PipelineSpec, load_pipeline, resolve_defaults
+from auditor.jobs._pipeline import (
+    Pipeline,
+    PipelineSpec,
+    load_pipeline,
+    load_saes,
+    resolve_defaults,
+)
 from auditor.progress import Progress, ProgressCallback
 
-__all__ = ["ExtractOptions", "ExtractResult", "resolve_defaults", "run_extract"]
+__all__ = ["ExtractOptions", "ExtractResult", "resolve_defaults", "run_extract",
+           "shipped_heads_settings", "with_heads_defaults"]
 
 # ExtractConfig's fields, repeated here so these options stay importable without numpy
 _CONFIG_FIELDS = ("poolings", "max_length", "max_windows", "shard_size", "exclude_outliers",
@@ -194,8 +201,15 @@ def run_extract(
         )
 
         id_column = resolve_id_column(input, options.id_column)  # before the model loads
-        loaded = pipeline if pipeline is not None else load_pipeline(
-            spec, progress=progress is not None)
+        if pipeline is not None:
+            loaded = pipeline
+        else:
+            saes = load_saes(spec)
+            if check is not None:  # refuse before spending seconds on the model
+                from auditor.extract import preflight_provenance
+
+                check(preflight_provenance(saes[0], saes[1], options.extract_config()))
+            loaded = load_pipeline(spec, saes=saes, progress=progress is not None)
         bad: list[RowError] = []
         docs = read_documents(input, text_column=options.text_column,
                               id_column=ROW_NUMBERS if id_column is None else id_column,
@@ -224,6 +238,34 @@ def run_extract(
     return run_recorded("extract", out=out, options=options, input=input,
                         result_type=ExtractResult, work=work, job_file=job_file,
                         clear=_clear_store)
+
+
+def shipped_heads_settings() -> dict[str, Any]:
+    """What the shipped heads are trained on (:data:`auditor.heads.HEAD_EXTRACT`), less the
+    raw-activation means only a raw head reads."""
+    from auditor.heads import HEAD_EXTRACT
+
+    return {**HEAD_EXTRACT.to_dict(include_runtime=False), "raw_mean": False}
+
+
+def with_heads_defaults(options: ExtractOptions, *, given: Collection[str] = ()
+                        ) -> ExtractOptions:
+    """With the embedded default model and SAE, the extraction settings not ``given``
+    follow the shipped heads' (128-token windows, the first 2, max and mean pooling), so
+    the store serves them; another model or SAE keeps ``options`` as they are.
+
+    Examples
+    --------
+    >>> o = with_heads_defaults(ExtractOptions(), given={"max_length"})
+    >>> o.max_length, o.max_windows, o.poolings
+    (512, 2, ('max', 'mean'))
+    >>> with_heads_defaults(ExtractOptions(saes=("x",))).max_windows is None
+    True
+    """
+    if options.model is not None or options.saes:
+        return options
+    return options.with_config({k: v for k, v in shipped_heads_settings().items()
+                                if k not in given})
 
 
 def _clear_store(root: Path) -> None:

@@ -673,6 +673,26 @@ def where_is_head(name: str) -> str | None:
         return None
 
 
+def heads_serving(store: str | Path) -> dict[str, str | None]:
+    """Which installed heads accept a feature store: head name → ``None`` when it does,
+    else why not (reads only: the store's provenance and the heads' cards)."""
+    from auditor.errors import ProvenanceMismatch
+    from auditor.heads import list_heads, load_head
+    from auditor.store import read_metadata
+
+    metadata = read_metadata(store)
+    out: dict[str, str | None] = {}
+    for path in list_heads():
+        head = load_head(path)
+        try:
+            head.check(metadata)
+        except ProvenanceMismatch as e:
+            out[head.name] = e.message
+        else:
+            out[head.name] = None
+    return out
+
+
 def run_heads_show(head: str | Path, *, options: HeadsShowOptions) -> HeadsShowResult:
     """A head's card and the SAE features with the largest weights per class (labelled
     from the SAE's feature dictionary when there is one); reads only."""

@@ -748,7 +748,7 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
         if options.corpus is not None:
             check_cancel(cancel, "the next-token loss comparison")
             record["ce"] = _delta_ce(loaded, options, hook=hook, device=dev, dtype=dtype,
-                                     causal_lm=causal_lm,
+                                     causal_lm=causal_lm, reporter=reporter,
                                      progress=progress is not None)
             stage.advance(1)
     _write_record(root / EVALUATION_FILENAME, record)
@@ -760,9 +760,11 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
 
 
 def _delta_ce(sae: SAE, options: SAEEvalOptions, *, hook: Any, device: Any, dtype: Any,
-              causal_lm: tuple[Any, Any] | None, progress: bool = False) -> dict[str, Any]:
-    """ΔCE of the SAE spliced into the full model on the corpus's first documents
-    (``progress``: transformers' weight-loading bar)."""
+              causal_lm: tuple[Any, Any] | None, reporter: Progress,
+              progress: bool = False) -> dict[str, Any]:
+    """ΔCE of the SAE spliced into the full model on the corpus's first documents (a
+    ``ce-windows`` progress stage counts the windows scored; ``progress``: transformers'
+    weight-loading bar)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -780,9 +782,9 @@ def _delta_ce(sae: SAE, options: SAEEvalOptions, *, hook: Any, device: Any, dtyp
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
         full = full.to(device).eval()
     texts = list(read_corpus_texts(options.corpus, limit=options.ce_docs))
-    with torch.inference_mode():
+    with torch.inference_mode(), reporter.stage("ce-windows", total=None) as stage:
         ce = delta_ce(sae.to(device), full, tokenizer, texts, hook=hook,
-                      max_length=options.max_length)
+                      max_length=options.max_length, progress=stage)
     return {**ce.to_dict(), "corpus": str(options.corpus), "docs": len(texts)}
 
 

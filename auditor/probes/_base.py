@@ -121,13 +121,11 @@ def select_columns(X: Any, columns: np.ndarray) -> Any:
     pos[columns] = np.arange(columns.size)
     new = pos[X.indices]
     keep = new >= 0
-    counts = np.add.reduceat(keep.astype(np.int64), X.indptr[:-1]) if X.nnz else None
-    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
-    if counts is not None:
-        # reduceat gives wrong values for empty rows (it returns the element at the index).
-        empty = np.diff(X.indptr) == 0
-        counts[empty] = 0
-        np.cumsum(counts, out=indptr[1:])
+    # Kept entries before each row's start. (np.add.reduceat over indptr[:-1] failed on
+    # trailing empty rows, whose start equals nnz, and misread other empty rows.)
+    kept_before = np.zeros(X.nnz + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    indptr = kept_before[X.indptr]
     return sp.csr_matrix(
         (X.data[keep], new[keep].astype(np.int32), indptr), shape=(X.shape[0], columns.size)
     )

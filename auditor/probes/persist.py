@@ -341,6 +341,7 @@ def check_provenance(
         Naming every differing key with both values; ``field`` holds the keys.
     """
     diffs: list[tuple[str, Any, Any]] = []
+    hints: list[str] = []
 
     def compare(*keys: str) -> None:
         a, b = _get(card_provenance, *keys), _get(features_metadata, *keys)
@@ -361,6 +362,8 @@ def check_provenance(
     for key in keys:
         if _get(features_metadata, "saes", key) is _MISSING:
             diffs.append((f"saes.{key}", _get(card_provenance, "saes", key), _MISSING))
+            hints.append(_sae_key_hint(key, _get(card_provenance, "saes", key, "sha256"),
+                                       _get(features_metadata, "saes")))
             continue
         for field in ("sha256", "layer", "hook_point"):
             compare("saes", key, field)
@@ -372,7 +375,26 @@ def check_provenance(
             diffs.append(("pooling", want, have))
     if diffs:
         detail = "; ".join(f"{k}: probe {_show(a)} vs features {_show(b)}" for k, a, b in diffs)
+        hint = "".join(f"; {h}" for h in hints)
         raise ProvenanceMismatch(
-            f"the features were not extracted like the probe's training data ({detail})",
+            f"the features were not extracted like the probe's training data ({detail}){hint}",
             field=", ".join(k for k, _, _ in diffs),
         )
+
+
+def _sae_key_hint(key: str, sha256: Any, saes: Any) -> str:
+    """Why an SAE key is missing from a store: the same SAE under another name (name it
+    ``key`` when extracting), or which SAEs the store has.
+
+    >>> _sae_key_hint("layer9", "ab", {"mine": {"sha256": "ab"}})
+    "the store holds this SAE under the name 'mine': extract with --sae layer9=PATH"
+    >>> _sae_key_hint("layer9", "ab", {"other": {"sha256": "cd"}})
+    "the store has no SAE named 'layer9' (it has: other)"
+    """
+    have = dict(saes) if isinstance(saes, Mapping) else {}
+    same = [k for k, v in have.items() if isinstance(v, Mapping) and sha256 is not _MISSING
+            and sha256 is not None and v.get("sha256") == sha256]
+    if same:
+        return (f"the store holds this SAE under the name {same[0]!r}: extract with "
+                f"--sae {key}=PATH")
+    return f"the store has no SAE named {key!r} (it has: {', '.join(have) or 'none'})"

@@ -55,10 +55,11 @@ __all__ = [
 
 #: unit kind -> Celery task name
 TASKS = {"rank": "auditor.extract_rank", "finish": "auditor.extract_finish",
-         "explain": "auditor.explain", "cpu": "auditor.cpu_stage"}
-#: Celery task name -> queue
+         "explain": "auditor.explain", "cpu": "auditor.cpu_stage",
+         "schedule": "auditor.schedule_run"}
+#: Celery task name -> queue (a scheduled run needs the model: ``extract``)
 QUEUES = {TASKS["rank"]: "extract", TASKS["finish"]: "extract", TASKS["explain"]: "extract",
-          TASKS["cpu"]: "cpu"}
+          TASKS["cpu"]: "cpu", TASKS["schedule"]: "extract"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ VERBS: dict[str, Verb] = {
     "classify": Verb("auditor.jobs.classify", "ClassifyOptions", True, "cpu"),
     "report": Verb("auditor.jobs.report", "ReportOptions", False, "cpu"),
     "explain": Verb("auditor.jobs.explain", "ExplainOptions", False, "explain"),
+    # sharded only when a step reads scores (see _extract_of): then the store is filled
+    # first, by shard tasks with the warm model
+    "filter": Verb("auditor.jobs.filter", "FilterOptions", True, "cpu"),
 }
 
 
@@ -153,12 +157,19 @@ def _store_of(verb: str, options: Any) -> str | None:
         return "store"
     if verb == "classify":
         return str(options.store)
+    if verb == "filter":
+        return "store"
     return None
 
 
-def _extract_of(verb: str, options: Any) -> Any:
+def _extract_of(verb: str, options: Any, input: str) -> Any:
+    """The extraction a sharded verb fans out, or ``None`` when this job needs none."""
     if verb == "extract":
         return options
+    if verb == "filter":
+        from auditor.jobs.filter import plan_filter
+
+        return plan_filter(input, options).extract
     if verb == "audit":
         from auditor.jobs.audit import audit_extract_options
 
@@ -169,8 +180,8 @@ def _extract_of(verb: str, options: Any) -> Any:
 
 
 def _units(verb: str, world_size: int) -> dict[str, dict[str, Any]]:
-    names = [f"rank-{r}" for r in range(world_size)] if VERBS[verb].sharded else []
-    if VERBS[verb].sharded:
+    names = [f"rank-{r}" for r in range(world_size)]
+    if world_size:
         names.append("finish")
     if VERBS[verb].final in ("cpu", "explain"):
         names.append(VERBS[verb].final)
@@ -212,13 +223,13 @@ def submit(verb: str, input: str | Path, *, out: str | Path, options: Any,
     from auditor.jobs import fingerprint
 
     record["input_fingerprint"] = fingerprint(src)
-    if VERBS[verb].sharded:
+    extract = _extract_of(verb, options, src) if VERBS[verb].sharded else None
+    if extract is not None:
         if options.overwrite:
             raise ConfigError("a queued job never deletes outputs; clear the output "
                               "directory first", field="overwrite")
         from auditor.io import count_documents
 
-        extract = _extract_of(verb, options)
         documents = count_documents(src)
         n_shards = None if documents is None else math.ceil(documents / extract.shard_size)
         world = max(1, min(n_shards or 1, settings.max_shard_tasks))

@@ -30,6 +30,7 @@ __all__ = [
     "clean_svg",
     "grouped_bar_chart",
     "histogram_chart",
+    "line_chart",
     "report_charts",
     "step_histogram_chart",
 ]
@@ -371,6 +372,54 @@ def grouped_bar_chart(
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
     return _render(draw, width=width, height=height, prefix=prefix)
+
+
+def line_chart(
+    xlabels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    title: str,
+    ylabel: str,
+    prefix: str = "l-",
+    width: float = 6.4,
+) -> str:
+    """Lines over ordered points (e.g. label shares over snapshots), one per series.
+
+    Parameters
+    ----------
+    xlabels : sequence of str
+        The points, left to right.
+    series : mapping of str to sequence of float or None
+        Legend label → one value per point (``None``: no value there, a gap).
+    title, ylabel : str
+        Chart texts.
+    prefix : str, default 'l-'
+        Id prefix, unique per page.
+    width : float
+        Figure width in inches.
+
+    Returns
+    -------
+    str
+        An ``<svg>`` element.
+    """
+    xs = list(range(len(xlabels)))
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        for i, (name, vals) in enumerate(series.items()):
+            ys = [float("nan") if v is None else float(v) for v in vals]
+            ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.6,
+                    color=PALETTE[i % len(PALETTE)], label=_short(name, 32))
+        step = max(1, len(xs) // 12)  # at most ~12 tick labels
+        ax.set_xticks(xs[::step], [_short(x, 20) for x in list(xlabels)[::step]],
+                      rotation=30, ha="right")
+        ax.set_title(_short(title, 90), loc="left")
+        ax.set_ylabel(ylabel)
+        if series:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+
+    return _render(draw, width=width, height=3.2, prefix=prefix)
 
 
 # --------------------------------------------------------------------------- report charts

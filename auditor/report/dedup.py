@@ -207,6 +207,25 @@ class NearDuplicateFinder:
             np.minimum(sig, hashed.min(axis=1), out=sig)
         return sig
 
+    @staticmethod
+    def key(words: list[str]) -> bytes:
+        """The exact-duplicate key of a text's normalised words (:func:`normalize_text`):
+        an 8-byte hash. Shared by the report's groups and the filter's deduplication."""
+        return hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest()
+
+    def signature(self, words: list[str]) -> np.ndarray:
+        """The MinHash signature (``num_perm`` uint32) of a text's non-empty normalised words.
+
+        Examples
+        --------
+        >>> f = NearDuplicateFinder(num_perm=8, bands=2)
+        >>> a = f.signature(normalize_text("the cat sat on the mat"))
+        >>> b = f.signature(normalize_text("The cat sat on the mat!"))
+        >>> a.shape, bool((a == b).all())
+        ((8,), True)
+        """
+        return self._signature(self._shingles(words))
+
     def add(self, doc_id: str, text: str) -> None:
         """Add one document.
 
@@ -225,15 +244,14 @@ class NearDuplicateFinder:
         if not words:
             s.no_words += 1
             return
-        key = hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest()
-        first = s.exact_of.setdefault(key, i)
+        first = s.exact_of.setdefault(self.key(words), i)
         if first != i:
             s.exact_dups += 1
             s.uf.union(first, i)
             s.edges.append((first, i, 1.0, True))
             return
         s.sig_rows.append(i)
-        s.sigs.append(self._signature(self._shingles(words)))
+        s.sigs.append(self.signature(words))
 
     def add_many(self, items: Iterable[tuple[str, str]]) -> None:
         """Add ``(doc_id, text)`` pairs (see :meth:`add`)."""

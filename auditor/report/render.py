@@ -323,6 +323,8 @@ def render_html(report: Mapping[str, Any], *, charts: Sequence[Chart] | None = N
     nav.append(("features", "Features"))
     if report.get("drift"):
         nav.append(("drift", "Drift"))
+    if report.get("changes"):  # a scheduled snapshot's summary goes first
+        nav.insert(0, ("changes", "What changed"))
 
     s.append('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">')
     s.append('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -343,6 +345,8 @@ def render_html(report: Mapping[str, Any], *, charts: Sequence[Chart] | None = N
                  f'<div class="k">{_e(key)}</div></div>')
     s.append("</div></header>")
     s.append("<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav) + "</nav><main>")
+    if report.get("changes"):
+        s.append(_changes_html(report["changes"]))
 
     # provenance
     s.append('<section id="provenance"><h2>Provenance</h2>')
@@ -541,6 +545,8 @@ def render_markdown(report: Mapping[str, Any], *, chart_dir: str | None = None) 
            f"Generated {report.get('generated_at')} by auditor "
            f"{prov.get('report_auditor_version')}.", ""]
     out += [" · ".join(f"**{v}** {k}" for k, v, _ in _cards(report)), ""]
+    if report.get("changes"):
+        out += _changes_md(report["changes"])
     out += ["## Provenance", ""]
     out += _md_table(["", ""], _provenance_rows(report))
     out += _md_table(["source", "path"], [(k, v or "–") for k, v in
@@ -656,6 +662,77 @@ def render_markdown(report: Mapping[str, Any], *, chart_dir: str | None = None) 
         out += [f"- **{_md(k.replace('_', ' '))}**: {_md(v)}" for k, v in methods.items()]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- what changed
+
+
+def _changes_parts(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The "what changed" summary of a scheduled snapshot (see
+    :func:`auditor.schedule.changes.what_changed`) as headline, notes and table rows."""
+    previous = changes.get("previous_snapshot")
+    flagged = changes.get("flagged") or {}
+    head = (f"{_int(changes.get('documents'))} new documents from "
+            f"{len(changes.get('new_sources') or [])} new source(s); "
+            f"{_int(flagged.get('documents'))} flagged ({_pct(flagged.get('share'))}); "
+            + (f"compared with snapshot {previous}." if previous else
+               "the first snapshot (no drift)."))
+    notes = [f"ALERT: {r}" for r in changes.get("alert_reasons") or []]
+    hook = changes.get("webhook")
+    if hook:
+        notes.append(f"webhook {hook.get('url')}: " + ("posted" if hook.get("posted") else
+                     f"not posted ({hook.get('error') or hook.get('status')})"))
+    threshold = (changes.get("thresholds") or {}).get("label_shift_threshold")
+    return {
+        "headline": head, "notes": notes, "threshold": threshold,
+        "sources": [[s.get("source"), _int(s.get("documents")), _int(s.get("skipped_rows"))]
+                    for s in changes.get("new_sources") or []],
+        "drift": [[h, _num(v)] for h, v in (changes.get("label_drift") or {}).items()],
+        "shifts": [[s["head"], s["label"], _pct(s.get("previous_share")),
+                    _pct(s.get("current_share")), _signed_pct(s.get("change"))]
+                   for s in changes.get("label_shifts") or []],
+        "features": [[_feature(f), _pct(f.get("previous_rate")), _pct(f.get("current_rate")),
+                      _signed_pct(f.get("change"))] for f in changes.get("top_features") or []],
+    }
+
+
+_CHANGE_TABLES = (
+    ("sources", "New sources", ["source", "documents", "skipped rows"], (1, 2)),
+    ("drift", "Label drift per head (total variation)", ["head", "TV"], (1,)),
+    ("shifts", "Label shifts", ["head", "label", "previous", "now", "change"], (2, 3, 4)),
+    ("features", "Features whose firing rate moved most",
+     ["feature", "previous", "now", "change"], (1, 2, 3)),
+)
+
+
+def _changes_html(changes: Mapping[str, Any]) -> str:
+    parts = _changes_parts(changes)
+    status = ('<span class="neg">alert</span>' if changes.get("alert") else
+              '<span class="pos">ok</span>')
+    s = [f'<section id="changes"><h2>What changed ({status})</h2>',
+         f"<p>{_e(parts['headline'])}</p>"]
+    s += [f'<div class="note">{_e(n)}</div>' for n in parts["notes"]]
+    for key, title, head, numeric in _CHANGE_TABLES:
+        if key == "shifts" and not parts[key] and changes.get("previous_snapshot"):
+            s.append(f"<p>No label share moved by {_pct(parts['threshold'])} or more.</p>")
+        if parts[key]:
+            s.append(f"<h3>{_e(title)}</h3>" + _table(head, parts[key], numeric=numeric))
+    s.append("</section>")
+    return "".join(s)
+
+
+def _changes_md(changes: Mapping[str, Any]) -> list[str]:
+    parts = _changes_parts(changes)
+    out = [f"## What changed ({'ALERT' if changes.get('alert') else 'ok'})", "",
+           _md(parts["headline"]), ""]
+    out += [f"> {_md(n)}" for n in parts["notes"]]
+    out += [""] if parts["notes"] else []
+    for key, title, head, numeric in _CHANGE_TABLES:
+        if key == "shifts" and not parts[key] and changes.get("previous_snapshot"):
+            out += [f"No label share moved by {_pct(parts['threshold'])} or more.", ""]
+        if parts[key]:
+            out += [f"### {title}", "", *_md_table(head, parts[key], numeric=numeric)]
+    return out
 
 
 # --------------------------------------------------------------------------- JSON & files

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from auditor.lm import HookPoint
+    from auditor.progress import Stage
 
 __all__ = [
     "DENSE_THRESHOLD",
@@ -347,6 +348,7 @@ def delta_ce(
     hook: HookPoint | None = None,
     max_length: int = 512,
     batch_size: int = 8,
+    progress: Stage | None = None,
 ) -> CEMetrics:
     """Next-token cross-entropy clean, with the SAE reconstruction and with zero ablation.
 
@@ -366,6 +368,8 @@ def delta_ce(
         Window length, special tokens included.
     batch_size : int, default 8
         Windows per forward pass.
+    progress : Stage or None
+        Advanced by the windows scored (its total set to the number of windows).
 
     Returns
     -------
@@ -407,6 +411,8 @@ def delta_ce(
     param = next(model.parameters())
     device = param.device
     windows = tokenize_windows(list(texts), tokenizer, max_length=max_length)
+    if progress is not None:
+        progress.set_total(len(windows))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     sums = dict.fromkeys(("clean", "sae", "zero"), 0.0)
     n_targets = n_patched = 0
@@ -426,8 +432,9 @@ def delta_ce(
             n_patched += int(keep.sum())
             for mode in sums:
                 replace = None if mode == "clean" else _replacement(sae, keep, mode)
-                logits = _run(model, layer, hook, ids, attn, replace)
-                sums[mode] += _ce_sum(logits, ids, targets)
+                sums[mode] += _run(model, layer, hook, ids, attn, replace, targets)
+            if progress is not None:
+                progress.advance(len(batch))
     finally:
         model.train(was_training)
     if n_targets == 0:
@@ -453,9 +460,29 @@ def _replacement(sae: SAE, keep: torch.Tensor, mode: str) -> Any:
     return replace
 
 
+#: Target positions projected to the vocabulary at once.
+_CE_CHUNK = 256
+
+
+def _final_norm(model: Any) -> torch.nn.Module | None:
+    """The module whose output the LM head projects (the decoder's final norm), when the
+    logits are exactly ``output_embedding(norm(h))`` (with Gemma's soft-capping); else
+    ``None`` (the caller computes full logits)."""
+    config = getattr(model, "config", None)
+    if any(getattr(config, key, None) not in (None, 1, 1.0)
+           for key in ("logit_scale", "logits_scaling", "output_multiplier_scale")):
+        return None
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    norm = getattr(decoder, "norm", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return norm if isinstance(norm, torch.nn.Module) and head is not None else None
+
+
 def _run(model: Any, layer: torch.nn.Module, hook: HookPoint, ids: torch.Tensor,
-         attn: torch.Tensor, replace: Any) -> torch.Tensor:
-    handle = None
+         attn: torch.Tensor, replace: Any, targets: torch.Tensor) -> float:
+    """Summed next-token cross-entropy of ``targets`` with ``replace`` spliced in."""
+    handles = []
     if replace is not None:
         if hook.point == "resid_post":
             def post(_m: torch.nn.Module, _args: Any, output: Any) -> Any:
@@ -466,7 +493,7 @@ def _run(model: Any, layer: torch.nn.Module, hook: HookPoint, ids: torch.Tensor,
                 raise HookError(f"cannot replace the output of {hook.name} "
                                 f"({type(output).__name__})", field=hook.name)
 
-            handle = layer.register_forward_hook(post)
+            handles.append(layer.register_forward_hook(post))
         else:
             def pre(_m: torch.nn.Module, args: Any, kwargs: Any) -> Any:
                 if args and isinstance(args[0], torch.Tensor):
@@ -475,18 +502,48 @@ def _run(model: Any, layer: torch.nn.Module, hook: HookPoint, ids: torch.Tensor,
                     return args, {**kwargs, "hidden_states": replace(kwargs["hidden_states"])}
                 raise HookError(f"cannot find the input of {hook.name}", field=hook.name)
 
-            handle = layer.register_forward_pre_hook(pre, with_kwargs=True)
+            handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+    norm = _final_norm(model)
+    captured: dict[str, torch.Tensor] = {}
+    if norm is not None:
+        def keep_final(_m: torch.nn.Module, _args: Any, output: Any) -> None:
+            captured["h"] = output[0] if isinstance(output, tuple) else output
+
+        handles.append(norm.register_forward_hook(keep_final))
     try:
         with torch.inference_mode():
-            output = model(input_ids=ids, attention_mask=attn, use_cache=False)
+            kwargs: dict[str, Any] = {"logits_to_keep": 1} if norm is not None else {}
+            try:
+                output = model(input_ids=ids, attention_mask=attn, use_cache=False, **kwargs)
+            except TypeError:  # a model without logits_to_keep: full logits
+                captured.clear()
+                output = model(input_ids=ids, attention_mask=attn, use_cache=False)
+            if "h" in captured:
+                return _ce_chunked(model, captured["h"][:, :-1][targets], ids[:, 1:][targets])
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
     logits = getattr(output, "logits", None)
     if not isinstance(logits, torch.Tensor):
         raise ConfigError("the model returns no logits: pass the causal LM with its head",
                           field="model")
-    return logits
+    return _ce_sum(logits, ids, targets)
+
+
+def _ce_chunked(model: Any, hidden: torch.Tensor, gold: torch.Tensor) -> float:
+    """Cross-entropy sum of ``hidden`` (final-norm states at the targets) against ``gold``,
+    projecting :data:`_CE_CHUNK` positions to the vocabulary at a time."""
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, hidden.shape[0], _CE_CHUNK):
+            logits = head(hidden[start:start + _CE_CHUNK]).float()
+            if cap is not None:
+                logits = torch.tanh(logits / cap) * cap
+            total += float(torch.nn.functional.cross_entropy(
+                logits, gold[start:start + _CE_CHUNK], reduction="sum").double())
+    return total
 
 
 def _ce_sum(logits: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor) -> float:

@@ -166,3 +166,40 @@ def test_an_input_errors_field_is_a_column_not_a_flag(
                  str(tiny_llama_dir), "--sae", str(sae_dir)]) == 3
     err = capsys.readouterr().err
     assert "row 0, field 'text': text must be a string, got int" in err and "(--" not in err
+
+
+def test_extract_with_the_default_model_takes_the_heads_settings_not_given(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`auditor extract f.jsonl` (default model and SAE) extracts as the shipped heads were
+    trained, except what the command line states; another model keeps the plain defaults."""
+    import auditor.jobs.extract as jobs
+
+    seen = []
+
+    def capture(input: str, *, out: str, options: jobs.ExtractOptions, **kw: object) -> None:
+        seen.append(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(jobs, "run_extract", capture)
+    for args in ([], ["--max-length", "64"], ["--model", "m", "--sae", "s"]):
+        with pytest.raises(SystemExit):
+            main(["extract", str(SAMPLE), "--out", str(tmp_path / "o"), *args])
+    heads, stated, other = seen
+    assert (heads.max_length, heads.max_windows, heads.poolings) == (128, 2, ("max", "mean"))
+    assert (stated.max_length, stated.max_windows) == (64, 2)
+    assert (other.max_length, other.max_windows, other.poolings) == (512, None, ("max",))
+
+
+def test_extract_says_which_heads_the_store_serves(tiny_llama_dir: Path, sae_dir: Path,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.jobs.heads import heads_serving
+
+    out = tmp_path / "store"
+    assert main(["extract", str(SAMPLE), "--model", str(tiny_llama_dir), "--sae",
+                 str(sae_dir), "--out", str(out), "--max-length", "32"]) == 0
+    printed = capsys.readouterr().out
+    assert "serves      heads (none of the installed)" in printed
+    serving = heads_serving(out)
+    assert set(serving) >= {"safety", "topic", "quality"}
+    assert all(why and "model.weights_sha256" in why for why in serving.values())

@@ -24,6 +24,8 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
     ("audit",): ("auditor.jobs.audit", "run_audit", ["in.jsonl", "--out", "o"]),
     ("explain",): ("auditor.jobs.explain", "run_explain", ["some text"]),
     ("report",): ("auditor.jobs.report", "run_report", ["store", "--out", "o"]),
+    ("filter",): ("auditor.jobs.filter", "run_filter",
+                  ["in.jsonl", "--out", "o", "--keep", "len(text) > 1"]),
     ("models", "list"): ("auditor.jobs.inspect", "models_list", []),
     ("models", "warmup"): ("auditor.jobs.warmup", "run_warmup", []),
     ("store", "info"): ("auditor.jobs.inspect", "store_info", ["store"]),
@@ -63,6 +65,12 @@ CALLS: dict[tuple[str, ...], tuple[str, str, list[str]]] = {
     ("jobs", "cancel"): ("auditor.queue", "cancel", ["j"]),
     ("jobs", "resume"): ("auditor.queue", "resume", ["j"]),
     ("jobs", "list"): ("auditor.queue", "list_jobs", []),
+    ("schedule", "add"): ("auditor.jobs.schedule", "schedule_add",
+                          ["n", "--every", "1h", "--watch", "in", "--out", "o"]),
+    ("schedule", "list"): ("auditor.jobs.schedule", "schedule_list", []),
+    ("schedule", "remove"): ("auditor.jobs.schedule", "schedule_remove", ["n"]),
+    ("schedule", "run-now"): ("auditor.jobs.schedule", "run_schedule", ["n"]),
+    ("beat",): ("auditor.queue.beat", "run_beat", []),
 }
 
 def _leaves(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

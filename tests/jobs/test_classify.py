@@ -268,3 +268,25 @@ def test_no_documents_is_an_answer_not_a_crash(
             options=explain_jobs.ExplainOptions(heads=(str(head_dir),), check=True,
                                                 extract=opts))
         assert explained.documents == () and explained.faithfulness == {}
+
+
+def test_a_head_that_refuses_the_sae_is_refused_before_the_model_loads(
+        stores, head_dir: Path, tiny_llama_dir: Path, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another SAE than the head's: ProvenanceMismatch from the files alone (the SAE's hash
+    and the model's weights hash), without loading the model."""
+    import auditor.lm
+    from auditor.errors import ProvenanceMismatch
+    from auditor.testing import make_random_sae
+
+    other = make_random_sae(layer=2, d_sae=128, k=8, seed=99).save(tmp_path / "other")
+
+    def no_model(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded before the refusal")
+
+    monkeypatch.setattr(auditor.lm, "load_model", no_model)
+    options = classify_jobs.ClassifyOptions(
+        heads=(str(head_dir),),
+        extract=ExtractOptions(model=str(tiny_llama_dir), saes=(str(other),), id_column="id"))
+    with pytest.raises(ProvenanceMismatch, match=r"saes\.layer2\.sha256"):
+        classify_jobs.run_classify(str(stores["test"][1]), out=tmp_path / "o", options=options)

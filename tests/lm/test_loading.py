@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -317,6 +318,33 @@ def test_weights_hash_stable_and_cached(
     # Same answer without any cache.
     monkeypatch.setenv("AUDITOR_CACHE_DIR", str(tmp_path / "other-cache"))
     assert weights_sha256(tiny_dirs["llama"]) == first
+
+
+def _independent_weights_hash(files: dict[str, bytes]) -> str:
+    """The documented digest, by hand: per weight file in name order, its name, NUL and
+    the 32-byte SHA-256 of its bytes."""
+    outer = hashlib.sha256()
+    for name in sorted(files):
+        outer.update(name.encode("utf-8") + b"\0" + hashlib.sha256(files[name]).digest())
+    return outer.hexdigest()
+
+
+def test_weights_hash_matches_an_independent_computation(
+    tmp_path: Path, tiny_dirs: dict[str, Path]
+) -> None:
+    weights = tiny_dirs["llama"] / "model.safetensors"
+    expected = _independent_weights_hash({"model.safetensors": weights.read_bytes()})
+    assert weights_sha256(tiny_dirs["llama"]) == expected
+    assert load_model(tiny_dirs["llama"]).weights_sha256 == expected
+    # Several weight files in name order (one over the 1 MiB read chunk); config files and
+    # subdirectories are not hashed.
+    files = {"b.safetensors": b"second" * 400_000, "a.bin": b"first", "c.gguf": bytes(range(256))}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "original").mkdir()
+    (tmp_path / "original" / "consolidated.pth").write_bytes(b"not loaded")
+    assert weights_sha256(tmp_path) == _independent_weights_hash(files)
 
 
 def test_weights_hash_sidecar_is_used_and_invalidated(

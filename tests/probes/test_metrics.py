@@ -130,6 +130,55 @@ def test_fit_platt_recovers_parameters() -> None:
     assert a == pytest.approx(2.0, abs=0.1) and b == pytest.approx(-1.0, abs=0.1)
 
 
+def _reference_platt(s: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """Platt's fit done independently: Newton steps on the raw (unscaled) scores, with
+    Platt's smoothed targets, to a gradient of ~0."""
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    tt = np.where(t, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    design = np.column_stack([s, np.ones_like(s)])
+    ab = np.zeros(2)
+    for _ in range(100):
+        p = expit(design @ ab)
+        grad = design.T @ (p - tt)
+        hess = design.T @ (design * (p * (1 - p))[:, None])
+        ab -= np.linalg.solve(hess, grad)
+        if np.abs(grad).max() < 1e-10:
+            break
+    return float(ab[0]), float(ab[1])
+
+
+@pytest.mark.parametrize(("spread", "offset"), [(10.0, 5.0), (0.05, -3.0)])
+def test_fit_platt_is_a_logistic_fit_on_the_raw_scores(spread: float, offset: float) -> None:
+    # fit_platt standardises the scores for its optimiser; the slope it returns must be on
+    # the raw scale again. Scores of spread ~1 (as above) cannot tell the two apart.
+    rng = np.random.default_rng(3)
+    s = offset + spread * rng.normal(size=4000)
+    t = rng.random(s.size) < expit(1.5 * (s - offset) / spread + 0.4)
+    a, b = fit_platt(s, t)
+    ref_a, ref_b = _reference_platt(s, t)
+    assert a == pytest.approx(ref_a, rel=1e-4) and b == pytest.approx(ref_b, rel=1e-4, abs=1e-4)
+    q = offset + spread * np.linspace(-3, 3, 61)
+    np.testing.assert_allclose(expit(a * q + b), expit(ref_a * q + ref_b), atol=1e-5)
+
+
+def test_calibrators_are_fitted_on_held_out_rows_only() -> None:
+    # A 1-nearest-neighbour base estimator memorises its training rows (probability exactly
+    # the row's label) and knows nothing about others (the labels are independent of X).
+    # Calibrated on held-out rows, the probabilities stay near the base rate; a calibrator
+    # that saw the training rows would trust the scores and say ~0 or ~1.
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1000, 5))
+    y = rng.random(1000) < 0.5
+    probe = CalibratedProbe(KNeighborsClassifier(n_neighbors=1), random_state=0).fit(X, y)
+    unseen = probe.predict_proba(rng.normal(size=(300, 5)))[:, 1]
+    seen = probe.predict_proba(X)[:, 1]  # even on the rows the estimator memorised
+    for p in (unseen, seen):
+        assert float(np.abs(p - y.mean()).max()) < 0.15, (p.min(), p.max())
+    assert abs(probe.calibrators_[0]["a"]) < 1.0
+
+
 def test_fit_isotonic_matches_sklearn() -> None:
     rng = np.random.default_rng(1)
     s = rng.normal(size=300)

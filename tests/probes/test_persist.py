@@ -172,6 +172,16 @@ def test_provenance_mismatch_names_keys(changes: dict[str, Any], keys: list[str]
         assert k in str(err.value)
 
 
+def test_an_sae_under_another_name_is_named_with_the_fix() -> None:
+    renamed = _with(saes={"mine": PROV["saes"]["layer2"]})
+    with pytest.raises(ProvenanceMismatch, match=r"under the name 'mine': extract with "
+                                                 r"--sae layer2=PATH"):
+        check_provenance(PROV, renamed)
+    other = _with(saes={"other": {**PROV["saes"]["layer2"], "sha256": "zz"}})
+    with pytest.raises(ProvenanceMismatch, match=r"no SAE named 'layer2' \(it has: other\)"):
+        check_provenance(PROV, other)
+
+
 def test_store_features_to_saved_probe_end_to_end(tmp_path: Path) -> None:
     """Features read from a real feature store → probe → save → guarded reload."""
     import polars as pl

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from auditor.probes import RuleProbe
+from auditor.probes._base import select_columns
 from tests.probes import make_sparse
 
 
@@ -55,6 +56,55 @@ def test_predict_is_the_rule_and_proba_is_calibrated() -> None:
                                     round(probe.proba_not_fired_, 12)}
     assert probe.proba_fired_ > 0.5 > probe.proba_not_fired_
     np.testing.assert_allclose(probe.decision_function(X), np.log(p / (1 - p)))
+
+
+def test_probabilities_are_the_smoothed_rates_by_hand() -> None:
+    # One feature fires on 10 rows (9 positive) and not on 10 (1 positive): with unit
+    # weights the probabilities are Laplace's (9 + 1) / (10 + 2) and (1 + 1) / (10 + 2).
+    X = sp.csr_matrix(np.r_[np.ones(10), np.zeros(10)][:, None])
+    y = np.r_[np.ones(9), 0, 1, np.zeros(9)].astype(int)
+    probe = RuleProbe(class_weight=None).fit(X, y)
+    assert [(c.feature, c.threshold) for c in probe.rule_] == [(0, 0.0)]
+    assert probe.proba_fired_ == pytest.approx(10 / 12, rel=1e-12)
+    assert probe.proba_not_fired_ == pytest.approx(2 / 12, rel=1e-12)
+    np.testing.assert_allclose(probe.predict_proba(X)[:, 1], np.r_[[10 / 12] * 10, [2 / 12] * 10])
+
+
+@pytest.mark.parametrize("empty_rows", [[0], [2, 3], [5], [4, 5], [0, 1, 2, 3, 4, 5]])
+def test_select_columns_with_empty_rows(empty_rows: list[int]) -> None:
+    # Rows without a stored entry, the last ones too (a document with no active feature at
+    # the end of a batch made np.add.reduceat index past the data and RuleProbe crash).
+    dense = np.arange(1.0, 6 * 5 + 1).reshape(6, 5) * (np.arange(5) % 2 == 0)
+    dense[empty_rows] = 0
+    X = sp.csr_matrix(dense)
+    for columns in ([0, 2], [1, 3], [0, 1, 2, 3, 4], [4]):
+        got = select_columns(X, np.array(columns))
+        assert sp.issparse(got) and got.shape == (6, len(columns))
+        np.testing.assert_array_equal(got.toarray(), dense[:, columns])
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_probabilities_are_the_weighted_smoothed_rates(class_weight: str | None) -> None:
+    # Imbalanced (~30 % positive) so "balanced" weights differ from 1; the rule's rates are
+    # recomputed here from the rule itself: (weighted positives + w̄) / (weight + 2 w̄).
+    X, y = make_sparse(n=1000, n_features=60, seed=5, fire=0.5)
+    y = np.where((y == 1) & (np.random.default_rng(5).random(y.size) < 0.45), 1, 0)
+    probe = RuleProbe(max_features=3, class_weight=class_weight).fit(X, y)
+    dense = X.toarray()
+    fired = np.zeros(len(y), dtype=bool)
+    for c in probe.rule_:
+        fired |= dense[:, c.feature] > c.threshold
+    pos = y == 1
+    if class_weight is None:
+        w = np.ones(len(y))
+    else:
+        w = np.where(pos, len(y) / (2 * pos.sum()), len(y) / (2 * (~pos).sum()))
+    wbar = w.mean()
+    expected_fired = (w[fired & pos].sum() + wbar) / (w[fired].sum() + 2 * wbar)
+    expected_not = (w[~fired & pos].sum() + wbar) / (w[~fired].sum() + 2 * wbar)
+    assert 0 < fired.sum() < len(y) and probe.rule_
+    assert probe.proba_fired_ == pytest.approx(expected_fired, rel=1e-9)
+    assert probe.proba_not_fired_ == pytest.approx(expected_not, rel=1e-9)
 
 
 def test_max_features_and_min_precision() -> None:

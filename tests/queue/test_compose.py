@@ -50,6 +50,18 @@ def test_compose_file_has_the_services_of_the_queued_deployment(compose: dict[st
     assert all(p.startswith("127.0.0.1:") for p in services["flower"]["ports"])
 
 
+def test_compose_has_one_beat_sharing_the_schedules_file(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    beat = services["beat"]
+    assert beat["command"][0] == "beat" and "deploy" not in beat  # one replica, no scaling
+    schedules = beat["environment"]["AUDITOR_SCHEDULES"]
+    assert schedules.startswith("/data/")
+    for name in ("worker-gpu", "worker-cpu"):
+        assert services[name]["environment"]["AUDITOR_SCHEDULES"] == schedules
+    assert {str(v).split(":")[1] for v in beat["volumes"]} >= {"/data", "/cache"}
+    assert beat["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
 def test_env_example_names_only_settings_auditor_reads() -> None:
     from auditor.settings import ENV
 

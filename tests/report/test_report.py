@@ -557,17 +557,22 @@ def test_other_input_errors(real: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_feature_label_files(tmp_path: Path) -> None:
-    cases: list[Any] = [
-        {"3": "fox", "7": "rain"},
-        [{"feature": 3, "label": "fox", "examples": ["a fox"]}, {"feature": 7, "label": "rain"}],
-        {"features": {"3": {"label": "fox", "contexts": [{"text": "a fox"}]}, "7": "rain"}},
+    cases: list[tuple[Any, dict[int, list[str]]]] = [
+        ({"3": "fox", "7": "rain"}, {}),
+        ([{"feature": 3, "label": "fox", "examples": ["a fox"]}, {"feature": 7, "label": "rain"}],
+         {3: ["a fox"]}),
+        ({"features": {"3": {"label": "fox", "contexts": [{"text": "a fox"}, "the fox"]},
+                       "7": "rain"}}, {3: ["a fox", "the fox"]}),
+        ({"labels": [{"feature": 3, "label": "fox", "contexts": ["a fox"]},
+                     {"feature": 7, "label": "rain", "examples": [{"text": "wet"}]}]},
+         {3: ["a fox"], 7: ["wet"]}),
     ]
-    for i, data in enumerate(cases):
+    for i, (data, expected_examples) in enumerate(cases):
         path = tmp_path / f"labels{i}.json"
         path.write_text(json.dumps(data))
         labels, examples = load_feature_labels(path)
         assert labels == {3: "fox", 7: "rain"}
-        assert examples in ({}, {3: ["a fox"]})
+        assert examples == expected_examples, i
     bad = tmp_path / "bad.json"
     for text in ("[1, 2]", '{"x": "label"}', '"just a string"', "{"):
         bad.write_text(text)

@@ -185,3 +185,56 @@ def test_delta_ce_keeps_bos_clean(causal_lm: tuple[Any, Any]) -> None:
     m = delta_ce(zeros, model, tokenizer, ["x"], max_length=8)
     # The only target ("x") is predicted from BOS, which stays clean in every run.
     assert m.n_targets == 1 and m.ce_zero == m.ce_clean and m.n_patched == 1
+
+
+def test_delta_ce_never_holds_full_logits(causal_lm: tuple[Any, Any],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vocabulary projection sees at most _CE_CHUNK positions at once, the model's own
+    logits are one position per window, and the loss equals the full-logits path."""
+    import auditor.sae.evaluate as ev
+
+    model, tokenizer = causal_lm
+    zeros = _relu_sae(torch.eye(32), torch.zeros(32, 32))
+    full = {}
+    monkeypatch.setattr(ev, "_final_norm", lambda m: None)
+    full["m"] = delta_ce(zeros, model, tokenizer, TEXTS, max_length=16, batch_size=4)
+    monkeypatch.undo()
+    monkeypatch.setattr(ev, "_CE_CHUNK", 3)
+    rows: list[int] = []
+    head = model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[-2]
+                                                                     if a[0].dim() == 3
+                                                                     else a[0].shape[0]))
+    try:
+        chunked = delta_ce(zeros, model, tokenizer, TEXTS, max_length=16, batch_size=4)
+    finally:
+        handle.remove()
+    assert max(rows) <= 3
+    for key in ("ce_clean", "ce_sae", "ce_zero"):
+        assert getattr(chunked, key) == pytest.approx(getattr(full["m"], key), rel=1e-5)
+
+
+def test_delta_ce_applies_gemma_soft_capping() -> None:
+    """A tiny Gemma 3 with logit soft-capping: the chunked clean loss equals the model's."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=2,
+                              num_key_value_heads=1, head_dim=16,
+                              final_logit_softcapping=2.0, sliding_window=8)
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config).eval()
+    ids = torch.randint(3, 64, (1, 12))
+
+    from auditor.sae import evaluate as ev
+
+    assert ev._final_norm(model) is not None
+    hidden = {}
+    handle = ev._final_norm(model).register_forward_hook(
+        lambda m, a, out: hidden.__setitem__("h", out))
+    with torch.no_grad():
+        reference = model(input_ids=ids, labels=ids)
+    handle.remove()
+    targets = torch.ones(1, 11, dtype=torch.bool)
+    total = ev._ce_chunked(model, hidden["h"][:, :-1][targets], ids[:, 1:][targets])
+    assert total / 11 == pytest.approx(float(reference.loss), rel=1e-5)

@@ -315,6 +315,31 @@ def test_save_load_round_trip_is_bit_exact(
     assert sae.sha256 is None and sae.source_path is None
 
 
+def test_recorded_sha256_is_the_weights_file_hash(
+    case: tuple[SAEConfig, dict[str, np.ndarray], SAE], tmp_path: Path
+) -> None:
+    # Checked against hashlib over the file's bytes, not against auditor's own helper.
+    import hashlib
+
+    from auditor.sae.card import write_card
+
+    _, _, sae = case
+    directory = sae.save(tmp_path / "sae")
+    expected = hashlib.sha256((directory / WEIGHTS_FILENAME).read_bytes()).hexdigest()
+    loaded = load_sae(directory)
+    assert loaded.sha256 == expected
+    assert f"sha256 `{expected}`" in write_card(directory).read_text(encoding="utf-8")
+    # Other weights, other hash: a byte of the file changed is seen.
+    other = SAE(replace(sae.cfg))
+    with torch.no_grad():
+        for name, tensor in sae.canonical_tensors().items():
+            other.canonical_tensors()[name].copy_(tensor)
+        other.W_dec.mul_(2.0)
+    changed = other.save(tmp_path / "other")
+    assert load_sae(changed).sha256 == hashlib.sha256(
+        (changed / WEIGHTS_FILENAME).read_bytes()).hexdigest() != expected
+
+
 def test_load_with_dtype_and_device(tmp_path: Path) -> None:
     cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, activation="jumprelu")
     build(cfg, random_params(cfg)).save(tmp_path)
