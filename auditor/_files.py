@@ -218,7 +218,8 @@ def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Itera
     """
     out = Path(directory)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError("directory exists and is not empty (pass overwrite=True)", path=out)
+        raise ConfigError("directory exists and is not empty (set overwrite to replace it)",
+                          path=out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     apply_umask(tmp, directory=True)  # mkdtemp makes it private; a saved artefact is not

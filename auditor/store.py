@@ -561,7 +561,7 @@ class FeatureStoreWriter:
             if diff:
                 raise ProvenanceMismatch(
                     "the store was written with a different provenance; differing keys: "
-                    f"{', '.join(diff)} (use a new directory, or replace it with overwrite)",
+                    f"{', '.join(diff)} (use a new directory, or set overwrite to replace it)",
                     path=self.directory,
                     field=diff[0],
                 )
@@ -572,7 +572,8 @@ class FeatureStoreWriter:
             or (self.directory / DONE_DIR).exists()
         ):
             raise StoreError(
-                f"holds feature shards but no {MANIFEST}; refusing to mix (use overwrite=True)",
+                f"holds feature shards but no {MANIFEST}; refusing to mix (set overwrite to "
+                "replace them)",
                 path=self.directory,
             )
         manifest = {
@@ -635,7 +636,7 @@ class FeatureStoreWriter:
                 f"shard {shard} holds rows {recorded.get('first_row')}–"
                 f"{recorded.get('last_row')} with other document ids than the input gives at "
                 f"its place (rows {given['first_row']}–{given['last_row']}); the input or "
-                f"how it is read changed: use a new store or replace it with overwrite",
+                f"how it is read changed: use a new store, or set overwrite to replace it",
                 path=self.directory, field="documents")
 
     def done_shards(self, *, kind: Kind = "features") -> set[int]:
@@ -1248,7 +1249,7 @@ def read_features(
     if sae is None:
         if len(keys) != 1:
             raise ConfigError(
-                f"the store holds {len(keys)} SAEs ({', '.join(keys) or 'none'}); pass sae=",
+                f"the store holds {len(keys)} SAEs ({', '.join(keys) or 'none'}); set sae",
                 path=src,
                 field="sae",
             )
@@ -1283,7 +1284,7 @@ def read_features(
             d_sae = int(metadata["saes"][sae]["d_sae"])
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(
-                f"d_sae of {sae!r} is not in the provenance; pass d_sae=", path=src, field="d_sae"
+                f"d_sae of {sae!r} is not in the provenance; set d_sae", path=src, field="d_sae"
             ) from e
     if d_sae < 1:
         raise ConfigError(f"d_sae must be >= 1, got {d_sae}", field="d_sae")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent setup: a project venv in .venv with torch (CPU wheel) first, then auditor[dev].
+# Idempotent setup: a project venv in .venv with torch (the CPU build unless
+# AUDITOR_TORCH_INDEX names another, see scripts/install_torch.sh) first, then auditor[dev].
 # Usage: bash scripts/setup.sh        (re-running is cheap: it skips what is already there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,11 +14,10 @@ fi
 VPY=.venv/bin/python
 "$VPY" -m pip install --quiet --upgrade "pip>=24" >/dev/null
 
-# torch goes first and pinned: a bare 'torch' requirement would pull a multi-GB CUDA build.
-if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
-  echo "[setup] installing torch==$TORCH_VERSION (CPU)"
-  "$VPY" -m pip install --quiet "torch==$TORCH_VERSION"
-fi
+# torch goes first and pinned, from the PyTorch CPU index when it can be reached: a bare
+# 'torch' requirement would pull a multi-GB CUDA build (AUDITOR_TORCH_INDEX picks another
+# build, see scripts/install_torch.sh).
+AUDITOR_TORCH_VERSION=$TORCH_VERSION bash scripts/install_torch.sh "$VPY"
 
 stamp=.venv/.auditor-setup-stamp
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
@@ -26,4 +26,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VPY" -m pip install --quiet -e ".[dev]"
   echo "$want" > "$stamp"
 fi
-echo "[setup] ready: $("$VPY" -c 'import torch, transformers, auditor; print("torch", torch.__version__, "transformers", transformers.__version__, "auditor", auditor.__version__)')"
+echo "[setup] ready: $("$VPY" -c 'import torch, transformers, auditor; print("torch", torch.__version__, "(CUDA " + torch.version.cuda + ")" if torch.version.cuda else "(CPU)", "transformers", transformers.__version__, "auditor", auditor.__version__)')"

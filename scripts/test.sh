@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The report test renders HTML in headless Chromium (Debian package; skipped when present).
+# Two Debian packages, installed with apt-get when missing (root or sudo without a password):
+# headless Chromium renders the report's HTML, docker-compose validates docker-compose.yml.
+# Where apt-get cannot run, each script says so and the tests that need them are skipped.
 bash scripts/install_chromium.sh
-bash scripts/install_compose.sh  # docker-compose, for tests/queue/test_compose.py (skipped when present)
+bash scripts/install_compose.sh
 exec .venv/bin/python -m pytest -q "$@"

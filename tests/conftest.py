@@ -23,6 +23,20 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ["AUDITOR_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_heads_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the user's own heads (data home, $AUDITOR_HEADS_PATH) out of the search path."""
+    old = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "AUDITOR_HEADS_PATH")}
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    os.environ.pop("AUDITOR_HEADS_PATH", None)
+    yield
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer, d_model 32 random Llama with a trained BPE tokenizer, saved to disk."""

@@ -14,7 +14,16 @@ import pytest
 
 import auditor.io
 from auditor.errors import ColumnError, ConfigError, InputFileError, RowError
-from auditor.io import Document, batched, count_documents, input_fingerprint, read_documents
+from auditor.io import (
+    ROW_NUMBERS,
+    Document,
+    batched,
+    count_documents,
+    describe_ids,
+    input_fingerprint,
+    read_documents,
+    resolve_id_column,
+)
 
 ROWS: list[dict[str, Any]] = [
     {"id": "a", "text": "first document", "label": 1, "src": "x"},
@@ -66,13 +75,31 @@ def test_round_trip_each_format(tmp_path: Path, name: str) -> None:
         write_csv(path, ROWS)
     else:
         write_jsonl(path, ROWS, gz=name.endswith(".gz"))
-    docs = list(read_documents(path))
+    docs = list(read_documents(path, id_column=ROW_NUMBERS))
     assert as_tuples(docs) == expected(with_id=False, extra=False)
-    docs = list(read_documents(path, id_column="id", passthrough=["label"]))
-    got = as_tuples(docs)
-    if name.endswith(".csv"):  # CSV values are strings
-        got = [(r, i, t, {"label": int(e["label"])}) for r, i, t, e in got]
-    assert got == expected(with_id=True, extra=True)
+    for id_column in ("id", None):  # the input has an id column: the default uses it
+        docs = list(read_documents(path, id_column=id_column, passthrough=["label"]))
+        got = as_tuples(docs)
+        if name.endswith(".csv"):  # CSV values are strings
+            got = [(r, i, t, {"label": int(e["label"])}) for r, i, t, e in got]
+        assert got == expected(with_id=True, extra=True)
+    assert resolve_id_column(path) == "id"
+    assert resolve_id_column(path, ROW_NUMBERS) is None
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.parquet", "d.csv"])
+def test_without_an_id_column_ids_are_row_numbers(tmp_path: Path, name: str) -> None:
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in ROWS]
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        write_parquet(path, rows)
+    elif name.endswith(".csv"):
+        write_csv(path, rows)
+    else:
+        write_jsonl(path, rows)
+    assert resolve_id_column(path) is None
+    assert [d.doc_id for d in read_documents(path)] == [str(i) for i in range(len(rows))]
+    assert describe_ids(resolve_id_column(path)) == "row numbers"
 
 
 def test_gzip_detected_by_magic_and_format_override(tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ def _given_settings() -> set[str]:
               help="Pooling over tokens; repeat for several (default model and SAE: the "
                    "shipped heads' max and mean).")
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--id-column", default=None, help="Column with document ids (default: row number).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the input has it, else the "
+                   "row number; '#row': the row number).")
 @click.option("--keep", "passthrough", multiple=True, help="Input column to copy into the store.")
 @click.option("--max-length", type=int, default=512, show_default=True,
               help="Window length in tokens; longer documents are split and pooled across "
@@ -135,6 +137,8 @@ def extract(
         click.echo(json.dumps(summary, indent=2))
         return
     click.echo(f"wrote {out}")
+    if result.ids is not None:
+        click.echo(f"  ids         {result.ids}")
     click.echo(f"  documents   {summary['docs']:,} new, {summary['docs_skipped_done']:,} "
                f"already done ({summary['shards_written']} shards written, "
                f"{summary['shards_skipped']} skipped)")

@@ -20,7 +20,9 @@ __all__ = ["features"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def features() -> None:
-    """Feature dictionary: what each SAE feature fires on, and what it promotes."""
+    """Feature dictionary: build, show, search and label SAE features.
+
+    What each SAE feature fires on (top contexts) and what it promotes (logit lens)."""
 
 
 @features.command("build")
@@ -45,7 +47,9 @@ def features() -> None:
 @click.option("--chunk-docs", type=int, default=256, show_default=True,
               help="Documents extracted per chunk (bounds memory and temporary disk).")
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--id-column", default=None, help="Column with document ids (default: row number).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the corpus has it, else "
+                   "the row number; '#row': the row number).")
 @click.option("--layer", type=int, default=None,
               help="Layer the SAE reads, if its files do not say.")
 @click.option("--k", "k", type=int, default=None, help="TopK k, when the SAE files do not say.")
@@ -146,7 +150,10 @@ def show(feature: int, dictionary: Path | None, labels: Path | None, n_contexts:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
            as_json: bool) -> None:
-    """Find features whose label, contexts or logit-lens tokens contain WORD."""
+    """Find features whose label, contexts or logit-lens tokens contain WORD.
+
+    Columns: the feature's index, its match score, its density (share of tokens it fires
+    on), its label, and where WORD matched."""
     from auditor.jobs import dictionary as jobs
 
     result = jobs.run_feature_search(
@@ -160,6 +167,7 @@ def search(word: str, dictionary: Path | None, labels: Path | None, limit: int,
     if not result.hits:
         click.echo(f"no feature matches {word!r}")
         return
+    click.echo(f"{'feature':>7}  {'score':>6}  {'density':>8}  label   [matched in]")
     for row in result.hits:
         click.echo(f"{row['feature']:>7}  {row['score']:6.2f}  {row['density']:8.3%}  "
                    f"{row['label']}   [{', '.join(row['matched'])}]")

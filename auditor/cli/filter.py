@@ -39,7 +39,9 @@ __all__ = ["filter_"]
 @click.option("--model", default=None, help="Model directory (default: the embedded one).")
 @click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one).")
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the input has it, else the "
+                   "row number; '#row': the row number).")
 @click.option("--device", default=None)
 @click.option("--overwrite", is_flag=True,
               help="Replace what OUT holds from a run with other options or input.")

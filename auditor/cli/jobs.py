@@ -21,7 +21,9 @@ _EXTRACT_FLAGS = {"model": "model", "sae_paths": "saes", "shard_size": "shard_si
 
 @click.group()
 def jobs() -> None:
-    """Queued jobs: run a verb on the workers and follow it (AUDITOR_BROKER_URL)."""
+    """Queued jobs: submit, status, wait, cancel, resume, list.
+
+    Run a verb on the workers and follow it (AUDITOR_BROKER_URL)."""
 
 
 def _parse_value(text: str) -> Any:
@@ -55,7 +57,9 @@ def _options(verb: str, flags: dict[str, Any], settings: tuple[str, ...]) -> Any
             continue
         _set(record, f"extract.{name}" if nested else name, value)
     if flags.get("heads") and "heads" in record:
-        record["heads"] = list(flags["heads"])
+        from auditor.jobs.heads import head_for_worker
+
+        record["heads"] = [head_for_worker(h) for h in flags["heads"]]
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -12,7 +12,7 @@ __all__ = ["models"]
 
 @click.group()
 def models() -> None:
-    """The embedded default model and the shipped artifacts."""
+    """Default model and shipped SAEs: list, warmup (convert once)."""
 
 
 @models.command("list")

@@ -22,10 +22,13 @@ __all__ = ["probe"]
 _LABEL_OPTIONS = [
     click.option("--features", "store_path", required=True, type=click.Path(path_type=Path),
                  help="Feature store of the labelled documents."),
-    click.option("--labels", "labels_path", required=True, type=click.Path(path_type=Path),
-                 help="Dataset with ids, texts and a label column (JSONL, Parquet, CSV)."),
+    click.option("--labels", "labels_path", default=None, type=click.Path(path_type=Path),
+                 help="Dataset with ids, texts and a label column (JSONL, Parquet, CSV); "
+                      "default: the label column the store kept (extract --keep label)."),
     click.option("--label-column", default="label", show_default=True),
-    click.option("--id-column", default="id", show_default=True),
+    click.option("--id-column", default=None,
+                 help="Id column of --labels (default: 'id' when the file has it, else the "
+                      "row number, as extract does; '#row': the row number)."),
     click.option("--text-column", default="text", show_default=True,
                  help="Text for the TF-IDF baseline."),
     click.option("--multilabel-sep", default=None,
@@ -49,7 +52,11 @@ def _label_options(f: Any) -> Any:
     return f
 
 
-def _labels(label_column: str, id_column: str, text_column: str,
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _labels(label_column: str, id_column: str | None, text_column: str,
             multilabel_sep: str | None) -> dict[str, Any]:
     return {"label_column": label_column, "id_column": id_column,
             "text_column": text_column, "multilabel_sep": multilabel_sep}
@@ -57,31 +64,51 @@ def _labels(label_column: str, id_column: str, text_column: str,
 
 @click.group()
 def probe() -> None:
-    """Probes on pooled SAE features, measured against plain baselines."""
+    """Heads from your labels: train, eval, predict, compare, curve.
+
+    Probes on pooled SAE features (or raw activations), measured against plain baselines
+    (TF-IDF) on the same folds."""
+
+
+#: Every representation (auditor.heads.CANDIDATES; a test keeps this in step), the
+#: linear ones first: they are what ``auto`` cross-validates unless told otherwise.
+_REPRESENTATIONS = "sae-max-log1p, sae-max-binary, sae-mean-log1p, raw, sae-max-lgbm"
+
+
+def _candidates(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+_CANDIDATES = click.option(
+    "--candidates", default=None, metavar="LIST",
+    help="Representations cross-validated, comma-separated, or 'all' (adds LightGBM, "
+         "sae-max-lgbm: 3-4x the fit time). Default: the linear ones, sae-max-log1p, "
+         "sae-max-binary, sae-mean-log1p, raw.")
 
 
 @probe.command("compare")
 @_label_options
 @click.option("--sae", default=None, help="SAE key in the store (default: the only one).")
+@_CANDIDATES
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_RECORD
 @_OVERWRITE
 @_PROGRESS
-def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_column: str,
-                  text_column: str, multilabel_sep: str | None, sae: str | None, folds: int,
-                  as_json: bool, out: Path | None, overwrite: bool,
-                  progress: bool | None) -> None:
-    """Cross-validate every SAE-feature representation against raw-activation and TF-IDF
+def probe_compare(store_path: Path, labels_path: Path | None, label_column: str,
+                  id_column: str | None, text_column: str, multilabel_sep: str | None,
+                  sae: str | None, candidates: str | None, folds: int, as_json: bool,
+                  out: Path | None, overwrite: bool, progress: bool | None) -> None:
+    """Cross-validate the representations (--candidates) against raw-activation and TF-IDF
     baselines on the same folds."""
     from auditor.jobs import probe as jobs
 
     options = jobs.ProbeCompareOptions(
         **_labels(label_column, id_column, text_column, multilabel_sep), sae=sae, folds=folds,
-        overwrite=overwrite)
+        candidates=_candidates(candidates), overwrite=overwrite)
     with job_dir(out) as where:
         result = jobs.run_probe_compare({"features": str(store_path),
-                                         "labels": str(labels_path)},
+                                         "labels": _str(labels_path)},
                                         out=where, options=options,
                                         progress=progress_bars(progress))
     click.echo(json.dumps(result.metrics, indent=2) if as_json else result.table)
@@ -96,7 +123,8 @@ def probe_compare(store_path: Path, labels_path: Path, label_column: str, id_col
 @_RECORD
 @_OVERWRITE
 @_PROGRESS
-def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+def probe_curve(store_path: Path, labels_path: Path | None, label_column: str,
+                id_column: str | None,
                 text_column: str, multilabel_sep: str | None, sizes: str, folds: int,
                 as_json: bool, out: Path | None, overwrite: bool,
                 progress: bool | None) -> None:
@@ -115,7 +143,7 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
         folds=folds, overwrite=overwrite)
     with job_dir(out) as where:
         result = jobs.run_probe_curve({"features": str(store_path),
-                                       "labels": str(labels_path)},
+                                       "labels": _str(labels_path)},
                                       out=where, options=options,
                                       progress=progress_bars(progress))
     click.echo(json.dumps(result.curves, indent=2) if as_json else result.table)
@@ -127,8 +155,9 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Head directory to write (default: heads/NAME).")
 @click.option("--representation", default="auto", show_default=True,
-              help="auto (best cross-validated) or one of: sae-max-log1p, sae-max-binary, "
-                   "sae-mean-log1p, raw.")
+              help=f"auto (the best cross-validated of --candidates) or one of: "
+                   f"{_REPRESENTATIONS} (LightGBM).")
+@_CANDIDATES
 @click.option("--positive-class", default=None, help="Binary: the flagged class.")
 @click.option("--target-precision", type=float, default=None,
               help="Binary: threshold for this precision (default: max F1).")
@@ -136,9 +165,10 @@ def probe_curve(store_path: Path, labels_path: Path, label_column: str, id_colum
 @click.option("--folds", type=int, default=5, show_default=True)
 @click.option("--overwrite", is_flag=True)
 @_PROGRESS
-def probe_train(store_path: Path, labels_path: Path, label_column: str, id_column: str,
+def probe_train(store_path: Path, labels_path: Path | None, label_column: str,
+                id_column: str | None,
                 text_column: str, multilabel_sep: str | None, name: str, out: Path | None,
-                representation: str, positive_class: str | None,
+                representation: str, candidates: str | None, positive_class: str | None,
                 target_precision: float | None, target_recall: float | None, folds: int,
                 overwrite: bool, progress: bool | None) -> None:
     """Train a head: choose the representation by CV against TF-IDF, calibrate, save.
@@ -146,14 +176,16 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
     With --multilabel-sep, a multilabel head: one probe per label, each label's threshold
     at its max out-of-fold F1, no calibration."""
     from auditor.jobs import probe as jobs
+    from auditor.jobs.heads import where_is_head
 
     target = out if out is not None else Path("heads") / name
     options = jobs.ProbeTrainOptions(
         **_labels(label_column, id_column, text_column, multilabel_sep), head=name,
-        representation=representation, positive_class=positive_class,
+        representation=representation, candidates=_candidates(candidates),
+        positive_class=positive_class,
         target_precision=target_precision, target_recall=target_recall, folds=folds,
         overwrite=overwrite)
-    result = jobs.run_probe_train({"features": str(store_path), "labels": str(labels_path)},
+    result = jobs.run_probe_train({"features": str(store_path), "labels": _str(labels_path)},
                                   out=target, options=options,
                                   progress=progress_bars(progress))
     click.echo(result.table)
@@ -161,6 +193,16 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
         click.echo("\nthresholds: " + ", ".join(
             f"{c} {t:.3f}" for c, t in result.thresholds.items()))
     click.echo(f"\nwrote head {result.head!r} to {target}")
+    found = where_is_head(name)
+    if found is not None and Path(found).resolve() == target.resolve():
+        click.echo(f"name it as: --head {name}")
+    elif found is not None:
+        click.echo(f"note: the name {name!r} finds {found} first (see 'auditor heads list'); "
+                   f"name this head by its directory: --head {target}")
+    else:
+        click.echo(f"note: {target.parent} is not on the heads search path; name this head "
+                   f"by its directory (--head {target}) or add {target.parent} to "
+                   f"$AUDITOR_HEADS_PATH")
 
 
 @probe.command("eval")
@@ -170,8 +212,9 @@ def probe_train(store_path: Path, labels_path: Path, label_column: str, id_colum
 @_RECORD
 @_OVERWRITE
 @_PROGRESS
-def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column: str,
-               id_column: str, text_column: str, multilabel_sep: str | None,
+def probe_eval(head_ref: str, store_path: Path, labels_path: Path | None,
+               label_column: str, id_column: str | None, text_column: str,
+               multilabel_sep: str | None,
                as_json: bool, out: Path | None, overwrite: bool,
                progress: bool | None) -> None:
     """Metrics of a trained head (name or directory) on labelled features.
@@ -184,7 +227,7 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path, label_column:
         **_labels(label_column, id_column, text_column, multilabel_sep), overwrite=overwrite)
     with job_dir(out) as where:
         result = jobs.run_probe_eval({"head": head_ref, "features": str(store_path),
-                                      "labels": str(labels_path)},
+                                      "labels": _str(labels_path)},
                                      out=where, options=options,
                                      progress=progress_bars(progress))
     metrics = result.metrics

@@ -66,7 +66,8 @@ def _str(path: Path | None) -> str | None:
               help="Pooling used for feature statistics (default: max when stored).")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default=None,
-              help="Id column of --texts (use the one given to extract; default: row number).")
+              help="Id column of --texts (default: 'id' when they have it, else the row "
+                   "number, as extract does; '#row': the row number).")
 @click.option("--max-chars", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="Texts longer than this count as overlong.")
 @click.option("--flag", "flags", multiple=True, metavar="HEAD=LABEL",

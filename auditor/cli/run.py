@@ -21,7 +21,8 @@ __all__ = ["audit", "classify", "explain"]
 
 _RUN_OPTIONS = [
     click.option("--head", "head_refs", multiple=True,
-                 help="Head name or directory; repeat (default: every installed head)."),
+                 help="Head name (see `auditor heads list`) or directory; repeat "
+                      "(default: the shipped heads)."),
     click.option("--model", default=None, help="Model directory (default: the embedded one)."),
     click.option("--sae", "sae_paths", multiple=True, help="SAE (default: the shipped one)."),
     click.option("--text-column", default="text", show_default=True),
@@ -53,7 +54,9 @@ def _extract_options(model: str | None, sae_paths: tuple[str, ...], text_column:
                    "fire (--explain alone: 5).")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Keep the extracted features in this store.")
-@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the input has it, else the "
+                   "row number; '#row': the row number).")
 @click.option("--skip-bad-rows", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
@@ -91,7 +94,8 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
             # the predictions and their sidecars (a JSONL file's provenance)
             for written in (where / "run").glob(result.predictions + "*"):
                 shutil.copyfile(written, f"{out}{written.name[len(result.predictions):]}")
-            click.echo(f"wrote {result.documents:,} rows to {out}")
+            click.echo(f"wrote {result.documents:,} rows to {out}"
+                       + (f" (ids: {result.ids})" if result.ids and not literal else ""))
             return
     _print_predictions(result.rows or ())
 
@@ -105,7 +109,9 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
               help="Top contributing SAE features kept per document and head.")
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="report.json of an earlier audit of the same pipeline (drift).")
-@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the input has it, else the "
+                   "row number; '#row': the row number).")
 @click.option("--format", "formats", default="html,json,md", show_default=True)
 @click.option("--skip-bad-rows", is_flag=True)
 @click.option("--device", default=None)
@@ -131,6 +137,8 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
                             progress=progress_bars(progress))
     click.echo(f"audited {result.documents:,} documents with heads "
                f"{', '.join(result.heads) or '(none installed)'}")
+    if result.ids is not None:
+        click.echo(f"  ids          {result.ids}")
     click.echo(f"  features     {out / result.store}")
     if result.predictions is not None:
         click.echo(f"  predictions  {out / result.predictions}")

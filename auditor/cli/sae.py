@@ -22,7 +22,10 @@ __all__ = ["sae"]
 
 @click.group()
 def sae() -> None:
-    """Inspect and convert sparse autoencoders."""
+    """SAEs: info, convert, collect (activations), train, eval.
+
+    Inspect or convert an SAE of any supported format, cache a corpus's activations, train
+    a TopK or BatchTopK SAE on them, and evaluate one (FVU, L0, dead latents, ΔCE)."""
 
 
 @sae.command("convert")

@@ -19,8 +19,10 @@ _FILE = click.option("--schedules", "schedules_file", default=None, metavar="FIL
 
 @click.group()
 def schedule() -> None:
-    """Scheduled corpus reports: audit what landed in a directory since the last run,
-    with drift against it (run by `auditor beat` and the workers)."""
+    """Scheduled corpus reports: add, list, remove, run-now.
+
+    Each run audits what landed in a directory since the last run, with drift against it
+    (run by `auditor beat` and the workers)."""
 
 
 @schedule.command("add")
@@ -36,7 +38,9 @@ def schedule() -> None:
 @click.option("--model", default=None, help="Model directory (default: the embedded one).")
 @click.option("--sae", "saes", multiple=True, help="SAE (default: the shipped one).")
 @click.option("--text-column", default="text", show_default=True)
-@click.option("--id-column", default=None, help="Column with document ids (default: row).")
+@click.option("--id-column", default=None,
+              help="Column with document ids (default: 'id' when the input has it, else the "
+                   "row number; '#row': the row number).")
 @click.option("--explain", type=int, default=5, show_default=True,
               help="Top contributing SAE features kept per document and head.")
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and count) unusable rows.")

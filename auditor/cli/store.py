@@ -13,7 +13,7 @@ __all__ = ["store"]
 
 @click.group()
 def store() -> None:
-    """Inspect feature stores."""
+    """Feature stores: info (provenance, columns), verify (checksums)."""
 
 
 @store.command("info")

@@ -305,7 +305,7 @@ def _check_same(old: Mapping[str, Any], new: Mapping[str, Any], *, path: Path) -
         details = "; ".join(f"{k}: {a[k]!r} (dictionary) vs {b[k]!r} (now)" for k in diff)
         raise ProvenanceMismatch(
             f"cannot merge into a dictionary built with another model/SAE ({details}); "
-            "write it elsewhere or rebuild", path=path, field=diff[0])
+            "write it elsewhere, or set overwrite to rebuild it", path=path, field=diff[0])
 
 
 # --------------------------------------------------------------------------- building
@@ -391,7 +391,7 @@ def build_dictionary(
     config = config or DictionaryConfig()
     root = Path(out)
     if sae.cfg.hook_layer is None:
-        raise ConfigError("the SAE does not say which layer it reads; pass a layer",
+        raise ConfigError("the SAE does not say which layer it reads; set layer",
                           path=sae.source_path, field="layer")
     provenance = dictionary_provenance(lm, sae)
     info = dict(input_info or {})
@@ -508,7 +508,7 @@ def _previous(root: Path, provenance: Mapping[str, Any], info: Mapping[str, Any]
         raise ConfigError(
             f"the dictionary was built with exclude_outliers={old_config.get('exclude_outliers')}"
             f"; merging tokens counted with exclude_outliers={exclude_outliers} would mix two "
-            "definitions of density (use the same setting, or rebuild)",
+            "definitions of density (use the same setting, or set overwrite to rebuild it)",
             path=root, field="exclude_outliers")
     if manifest.get("histogram") != _histogram_spec():
         raise StoreError("the dictionary uses another histogram layout; rebuild it",

@@ -6,7 +6,9 @@ extraction settings and provenance its training features had, its classes and de
 threshold, and a card with its data and metrics against baselines.
 
 - :class:`Head`, :class:`HeadConfig`, :func:`save_head`, :func:`write_head`,
-  :func:`load_head`, :func:`list_heads`, :func:`load_heads`: the saved artefact;
+  :func:`load_head`: the saved artefact; :func:`find_heads`, :func:`resolve_head`,
+  :func:`list_heads`, :func:`load_heads`: heads found by name along the search path
+  (:func:`auditor.defaults.heads_search_path`);
   :data:`HEAD_EXTRACT` (the default heads' extraction settings), :data:`GUARDED_EXTRACT`
   and :func:`guarded_settings` (the settings a head records and guards).
 - :func:`train_head`, :func:`cross_validate_candidates`, :func:`evaluate_candidates`,
@@ -37,12 +39,11 @@ from auditor.heads.head import (
     HeadConfig,
     HeadInputs,
     guarded_settings,
-    list_heads,
     load_head,
-    load_heads,
     save_head,
     write_head,
 )
+from auditor.heads.search import FoundHead, find_heads, list_heads, load_heads, resolve_head
 
 __all__ = [
     "CANDIDATES",
@@ -50,6 +51,7 @@ __all__ = [
     "GUARDED_EXTRACT",
     "HEAD_EXTRACT",
     "Candidate",
+    "FoundHead",
     "Head",
     "HeadConfig",
     "HeadInputs",
@@ -57,6 +59,7 @@ __all__ = [
     "best_candidate",
     "cross_validate_candidates",
     "evaluate_candidates",
+    "find_heads",
     "guarded_settings",
     "label_indicator",
     "label_set",
@@ -65,6 +68,7 @@ __all__ = [
     "load_heads",
     "load_split",
     "multilabel_metrics",
+    "resolve_head",
     "save_head",
     "train_head",
     "write_head",

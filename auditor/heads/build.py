@@ -894,7 +894,7 @@ def _decoder_of(metadata: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, fl
 
     saes = metadata.get("saes") or {}
     if len(saes) != 1:
-        raise ConfigError("pass sae_decoder: the store does not name exactly one SAE",
+        raise ConfigError("set sae_decoder: the store does not name exactly one SAE",
                           field="sae_decoder")
     info = next(iter(saes.values()))
     sae = load_sae(info["path"], layer=info.get("layer"), k=info.get("k"))

@@ -14,7 +14,7 @@ Saved as a directory (no pickle anywhere)::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ __all__ = [
     "HeadConfig",
     "HeadInputs",
     "guarded_settings",
-    "list_heads",
     "load_head",
     "save_head",
     "write_head",
@@ -628,32 +627,3 @@ def load_head(directory: str | Path) -> Head:
             raise ConfigError(f"unreadable decoder projection: {e}",
                               path=path / DECODER_FILE) from e
     return Head(config, probe, card=load_card(path / PROBE_DIR), decoder=decoder, path=path)
-
-
-def list_heads(directory: str | Path | None = None) -> list[Path]:
-    """Head directories under ``directory`` (default: the installed ``models/heads``)."""
-    from auditor.defaults import models_dir
-
-    root = Path(directory) if directory is not None else models_dir() / "heads"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file())
-
-
-def load_heads(names: Sequence[str] | None = None, *,
-               directory: str | Path | None = None) -> list[Head]:
-    """Load installed heads by name (all when ``names`` is None).
-
-    Raises
-    ------
-    ConfigError
-        A named head is not installed (the message lists those that are).
-    """
-    found = {p.name: p for p in list_heads(directory)}
-    if names is None:
-        return [load_head(p) for p in found.values()]
-    missing = [n for n in names if n not in found and not Path(n).is_dir()]
-    if missing:
-        raise ConfigError(f"no head named {', '.join(missing)}; installed: "
-                          f"{', '.join(found) or 'none'}", field="head")
-    return [load_head(found[n] if n in found else Path(n)) for n in names]

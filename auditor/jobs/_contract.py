@@ -429,7 +429,7 @@ def _run_locked(verb: str, root: Path, options: JobOptions,
         elif differs:
             if not options.overwrite:
                 raise JobConflict(f"holds a {previous.get('verb')!r} job run with other "
-                                  f"{', '.join(differs)}; pass overwrite to replace it",
+                                  f"{', '.join(differs)}; set overwrite to replace it",
                                   path=root)
             (clear or _clear_all)(root)
     write_json(root / job_file, _record(verb, options, input_fp, "running"))

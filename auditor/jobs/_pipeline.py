@@ -136,7 +136,7 @@ def load_saes(spec: PipelineSpec, *, device: str | None = None
 
 
 def load_pipeline(spec: PipelineSpec, *, saes: tuple[str | Path, Mapping[str, SAE]] | None
-                  = None) -> Pipeline:
+                  = None, progress: bool = False) -> Pipeline:
     """Load the model and SAEs ``spec`` names (the embedded defaults where it names none).
 
     Parameters
@@ -146,6 +146,8 @@ def load_pipeline(spec: PipelineSpec, *, saes: tuple[str | Path, Mapping[str, SA
     saes
         :func:`load_saes`'s answer for ``spec`` when the SAEs are already loaded (they are
         moved to the model's device).
+    progress
+        Let transformers draw its weight-loading bar on stderr.
 
     Raises
     ------
@@ -157,6 +159,6 @@ def load_pipeline(spec: PipelineSpec, *, saes: tuple[str | Path, Mapping[str, SA
     from auditor.lm import load_model
 
     model, loaded = saes if saes is not None else load_saes(spec)
-    lm = load_model(model, device=spec.device, dtype=spec.dtype)
+    lm = load_model(model, device=spec.device, dtype=spec.dtype, progress=progress)
     return Pipeline(spec=spec, lm=lm, saes={k: s.to(lm.device) for k, s in loaded.items()},
                     model_dir=str(model))

@@ -63,13 +63,15 @@ class AuditOptions(JobOptions):
 
 @dataclass(frozen=True)
 class AuditResult(JobResult):
-    """Where an audit wrote its outputs (relative to ``out``), and its headline counts."""
+    """Where an audit wrote its outputs (relative to ``out``), its headline counts, and how
+    documents are keyed (``ids``: ``column 'id'`` or ``row numbers``)."""
 
     store: str
     predictions: str | None
     reports: dict[str, str]
     documents: int
     heads: tuple[str, ...]
+    ids: str | None = None
 
 
 def run_audit(
@@ -113,15 +115,18 @@ def run_audit(
     def work(root: Path) -> AuditResult:
         from auditor.features import dictionary_annotations
         from auditor.heads.classify import classify_store, write_predictions
+        from auditor.io import ROW_NUMBERS
         from auditor.jobs.extract import run_extract
         from auditor.report import build_report, write_report
         from auditor.store import read_metadata
 
         markers = StageMarkers(root, options)
         store = root / "store"
-        run_extract(input, out=store, options=extract, progress=progress, cancel=cancel,
-                    pipeline=pipeline, check=heads_check(loaded))
+        extracted = run_extract(input, out=store, options=extract, progress=progress,
+                                cancel=cancel, pipeline=pipeline, check=heads_check(loaded))
         metadata = read_metadata(store)
+        # the texts are read with the ids the store was keyed by
+        id_column = ((metadata.get("input") or {}).get("read") or {}).get("id_column")
         sae_info = list((metadata.get("saes") or {}).values())
         labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
                                                   else None)
@@ -149,7 +154,8 @@ def run_audit(
                                       previous=options.previous, feature_labels=labels,
                                       feature_examples=examples,
                                       text_column=extract.text_column,
-                                      id_column=extract.id_column,
+                                      id_column=ROW_NUMBERS if id_column is None
+                                      else id_column,
                                       title=f"Audit of {Path(input).name}")
                 written = write_report(report, root, formats=options.formats)
                 stage.advance(1)
@@ -160,7 +166,7 @@ def run_audit(
                            predictions="predictions.parquet" if predictions else None,
                            reports=dict(record["reports"]),
                            documents=int(record["documents"]),
-                           heads=tuple(h.name for h in loaded))
+                           heads=tuple(h.name for h in loaded), ids=extracted.ids)
 
     inputs: dict[str, Any] = {"data": input, "previous": options.previous}
     if loaded:

@@ -74,7 +74,8 @@ class ClassifyOptions(JobOptions):
 
 @dataclass(frozen=True)
 class ClassifyResult(JobResult):
-    """Where a classify job wrote its outputs, and what it found."""
+    """Where a classify job wrote its outputs, what it found, and how documents are keyed
+    (``ids``: ``column 'id'`` or ``row numbers``)."""
 
     store: str
     predictions: str
@@ -82,6 +83,7 @@ class ClassifyResult(JobResult):
     heads: tuple[str, ...]
     extract: dict[str, Any]
     rows: tuple[dict[str, Any], ...] | None = None
+    ids: str | None = None
 
 
 def heads_extract_settings(heads: Sequence[Any]) -> dict[str, Any]:
@@ -116,11 +118,11 @@ def heads_provenance(heads: Sequence[Any]) -> dict[str, Any]:
 
 def _head_inputs(names: Sequence[str] | None) -> dict[str, Any]:
     """The head directories a run reads, for the input fingerprint."""
-    from auditor.heads import list_heads
+    from auditor.heads import list_heads, resolve_head
 
-    found = {p.name: p for p in list_heads()}
-    wanted = list(found) if names is None else list(names)
-    return {f"head:{n}": str(found[n]) if n in found else n for n in wanted}
+    if names is None:
+        return {f"head:{p.name}": str(p) for p in list_heads()}
+    return {f"head:{n}": str(resolve_head(n)) for n in names}
 
 
 def classify_extract_options(options: ClassifyOptions, heads: Sequence[Any] | None = None
@@ -218,7 +220,7 @@ def run_classify(
         return ClassifyResult(store=options.store, predictions=options.predictions,
                               documents=int(record["documents"]),
                               heads=tuple(h.name for h in loaded),
-                              extract=done.summary, rows=rows)
+                              extract=done.summary, rows=rows, ids=done.ids)
 
     return run_recorded("classify", out=out, options=options,
                         input={"data": input, **_head_inputs(options.heads)},

@@ -376,7 +376,8 @@ def run_dictionary_build(
     if options.merge:
         if previous is not None and previous.get("verb") != BUILD_VERB:
             raise JobConflict(f"holds a {previous.get('verb')!r} job run, not a feature "
-                              "dictionary to merge into", path=root)
+                              "dictionary to merge into; set overwrite to replace it",
+                              path=root)
         if has_dictionary:
             fp = input_fingerprint(src)
             for item in load_manifest(root).get("inputs") or []:
@@ -397,8 +398,9 @@ def run_dictionary_build(
         clear = _merge_clear
     else:
         if previous is None and has_dictionary and not options.overwrite:
-            raise JobConflict("holds a feature dictionary that this job did not write; pass "
-                              "merge to add this corpus to it or overwrite to replace it",
+            raise JobConflict("holds a feature dictionary that this job did not write; set "
+                              "merge to add this corpus to it, or set overwrite to replace "
+                              "it",
                               path=root)
         job_input = {"corpus": src}
         clear = _keep_labels_clear
@@ -410,7 +412,7 @@ def run_dictionary_build(
         job = read_job(directory) or {}
         key = f"{job.get('options_hash')}|{job.get('input_fingerprint')}"
         info = {"path": str(src), "fingerprint": input_fingerprint(src)}
-        lm, loaded = _load(options, model, sae)
+        lm, loaded = _load(options, model, sae, progress=progress is not None)
         docs = read_documents(src, text_column=options.text_column,
                               id_column=options.id_column, max_chars=options.max_chars)
         with Progress(progress, job=BUILD_VERB).stage("chunks") as stage:
@@ -432,12 +434,13 @@ def run_dictionary_build(
 
 
 def _load(options: DictionaryBuildOptions, model: LoadedModel | None,
-          sae: SAE | None) -> tuple[LoadedModel, SAE]:
-    """The model and SAE: those handed in, else loaded as the options name them."""
+          sae: SAE | None, *, progress: bool) -> tuple[LoadedModel, SAE]:
+    """The model and SAE: those handed in, else loaded as the options name them
+    (``progress``: transformers' weight-loading bar)."""
     if model is None and sae is None:
         from auditor.jobs._pipeline import load_pipeline
 
-        loaded = load_pipeline(options.pipeline_spec())
+        loaded = load_pipeline(options.pipeline_spec(), progress=progress)
         return loaded.lm, next(iter(loaded.saes.values()))
     sae_path = _sae_path(options.model, options.sae) if sae is None else None
     if model is None:
@@ -446,7 +449,8 @@ def _load(options: DictionaryBuildOptions, model: LoadedModel | None,
 
         model_path, _ = resolve_defaults(options.model,
                                          [] if options.sae is None else [options.sae])
-        model = load_model(model_path, device=options.device, dtype=options.dtype)
+        model = load_model(model_path, device=options.device, dtype=options.dtype,
+                           progress=progress)
     if sae is None:
         from auditor.sae import load_sae
 

@@ -127,12 +127,15 @@ class ExtractResult(JobResult):
     """What an extraction did: counts, speed, size and the rows skipped as bad.
 
     ``summary`` is :meth:`auditor.extract.ExtractSummary.to_dict`; ``skipped`` holds each
-    skipped row's error record (:meth:`AuditorError.to_dict`).
+    skipped row's error record (:meth:`AuditorError.to_dict`); ``ids`` says how documents
+    are keyed (``column 'id'`` or ``row numbers``, :func:`auditor.io.describe_ids`; the
+    store records the column as ``input.read.id_column``).
     """
 
     store: str
     summary: dict[str, Any]
     skipped: tuple[dict[str, Any], ...] = ()
+    ids: str | None = None
 
 
 def run_extract(
@@ -188,8 +191,16 @@ def run_extract(
     def work(root: Path) -> ExtractResult:
         from auditor.errors import RowError
         from auditor.extract import extract_features
-        from auditor.io import count_documents, input_fingerprint, read_documents
+        from auditor.io import (
+            ROW_NUMBERS,
+            count_documents,
+            describe_ids,
+            input_fingerprint,
+            read_documents,
+            resolve_id_column,
+        )
 
+        id_column = resolve_id_column(input, options.id_column)  # before the model loads
         if pipeline is not None:
             loaded = pipeline
         else:
@@ -198,10 +209,11 @@ def run_extract(
                 from auditor.extract import preflight_provenance
 
                 check(preflight_provenance(saes[0], saes[1], options.extract_config()))
-            loaded = load_pipeline(spec, saes=saes)
+            loaded = load_pipeline(spec, saes=saes, progress=progress is not None)
         bad: list[RowError] = []
         docs = read_documents(input, text_column=options.text_column,
-                              id_column=options.id_column, passthrough=options.passthrough,
+                              id_column=ROW_NUMBERS if id_column is None else id_column,
+                              passthrough=options.passthrough,
                               max_chars=options.max_chars, skip_bad_rows=options.skip_bad_rows,
                               errors=bad)
         with Progress(progress, job="extract").stage("docs",
@@ -212,7 +224,7 @@ def run_extract(
                 input_info={"path": str(input), "fingerprint": input_fingerprint(input),
                             # which rows land in which shard and what each row holds
                             "read": {"text_column": options.text_column,
-                                     "id_column": options.id_column,
+                                     "id_column": id_column,  # None: row numbers
                                      "passthrough": list(options.passthrough),
                                      "max_chars": options.max_chars,
                                      "skip_bad_rows": options.skip_bad_rows}},
@@ -220,7 +232,8 @@ def run_extract(
                 cancel=cancel, rank=options.rank, world_size=options.world_size,
                 bad_rows=bad, check=check, total_shards=options.total_shards)
         return ExtractResult(store=".", summary=summary.to_dict(),
-                             skipped=tuple(e.to_dict() for e in bad))
+                             skipped=tuple(e.to_dict() for e in bad),
+                             ids=describe_ids(id_column))
 
     return run_recorded("extract", out=out, options=options, input=input,
                         result_type=ExtractResult, work=work, job_file=job_file,

@@ -237,14 +237,15 @@ def plan_filter(input: str | Path, options: FilterOptions) -> FilterPlan:
     from auditor.filter import Filter
     from auditor.filter.rows import RowReader
     from auditor.filter.scores import parse_feature_column
+    from auditor.io import resolve_id_column
 
     if options.keep is None and not options.steps:
         raise ConfigError("give a keep expression or pipeline steps", field="keep")
-    reader = RowReader(input, text_column=options.extract.text_column,
-                       id_column=options.extract.id_column)
+    # the ids every command uses (the extraction resolves them the same way)
+    id_column = resolve_id_column(input, options.extract.id_column)
+    reader = RowReader(input, text_column=options.extract.text_column, id_column=id_column)
     filt = Filter(list(options.steps), keep=options.keep,
-                  text_column=options.extract.text_column,
-                  id_column=options.extract.id_column)
+                  text_column=options.extract.text_column, id_column=id_column)
     if options.reason_column in reader.columns:
         raise ConfigError(f"the input already has a column {options.reason_column!r}; "
                           f"name the reason column otherwise", field="reason_column")

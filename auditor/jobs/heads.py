@@ -21,7 +21,8 @@ record the settings the stage ran with, so a stage is redone only when they chan
              work of :func:`run_heads_eval` too), and write the head with its card to
              ``out/heads/<task>``. :func:`install_heads` copies them to ``models/heads``.
 
-:func:`run_heads_list` and :func:`run_heads_show` only read installed heads: no ``out``.
+:func:`run_heads_list` and :func:`run_heads_show` only read heads (found by name along the
+heads search path, :mod:`auditor.heads.search`): no ``out``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "HeadsShowOptions",
     "HeadsShowResult",
     "evaluate_head",
+    "head_for_worker",
     "heads_table",
     "install_heads",
     "run_heads_build",
@@ -67,6 +69,7 @@ __all__ = [
     "run_heads_list",
     "run_heads_show",
     "stratified_sample",
+    "where_is_head",
 ]
 
 STAGES = ("data", "extract", "train")
@@ -229,10 +232,13 @@ class HeadsEvalResult(JobResult):
 
 @dataclass(frozen=True)
 class HeadsListResult(JobResult):
-    """Installed heads: name, task, classes, representation, test macro-F1, path,
-    description."""
+    """Heads found: name, task, classes, representation, test macro-F1, description,
+    ``path``, ``origin`` (which search-path entry), ``shadowed_by`` (the head of the same
+    name found first, else None) and ``error`` (why it cannot be loaded, else None); and the
+    ``search_path`` looked at, in order (``path``, ``origin``, ``exists``)."""
 
     heads: list[dict[str, Any]]
+    search_path: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -608,20 +614,63 @@ def heads_table(directory: str | Path) -> str:
 
 
 def run_heads_list(directory: str | Path | None = None) -> HeadsListResult:
-    """The heads installed in ``directory`` (default: ``models/heads``); reads only."""
-    from auditor.heads import list_heads, load_head
+    """The heads on the heads search path (:func:`auditor.defaults.heads_search_path`), or
+    in ``directory`` only; reads only. A head that cannot be loaded is listed with its
+    ``error``."""
+    from auditor.defaults import HeadsDir, heads_search_path
+    from auditor.heads import find_heads, load_head
 
+    dirs = ([HeadsDir(Path(directory), "given")] if directory is not None
+            else heads_search_path())
     rows = []
-    for path in list_heads(directory):
-        head = load_head(path)
+    for found in find_heads(dirs):
+        row: dict[str, Any] = {"name": found.name, "path": str(found.path),
+                               "origin": found.origin,
+                               "shadowed_by": None if found.shadowed_by is None
+                               else str(found.shadowed_by)}
+        try:
+            head = load_head(found.path)
+        except AuditorError as e:
+            rows.append({**row, "task": None, "classes": [], "representation": None,
+                         "test_macro_f1": None, "description": "", "error": e.message})
+            continue
         test = (head.card.get("test_head") or {})
-        rows.append({"name": head.name, "task": head.config.task,
-                     "classes": head.config.classes,
+        rows.append({**row, "task": head.config.task, "classes": head.config.classes,
                      "representation": head.card.get("representation", {}).get(
                          "candidate", head.config.representation),
                      "test_macro_f1": test.get("macro_f1_at_threshold", test.get("macro_f1")),
-                     "path": str(path), "description": head.config.description})
-    return HeadsListResult(heads=json_values(rows))
+                     "description": head.config.description, "error": None})
+    return HeadsListResult(heads=json_values(rows),
+                           search_path=[{"path": str(d.path), "origin": d.origin,
+                                         "exists": d.path.is_dir()} for d in dirs])
+
+
+def head_for_worker(ref: str) -> str:
+    """How to name a head to a queued job, whose worker runs in another directory: a head
+    directory, or a name found in this working directory's ``heads/``, as an absolute path;
+    any other name as it is (the worker looks it up along its own search path)."""
+    from auditor.heads import resolve_head
+    from auditor.heads.search import is_head_path
+
+    if is_head_path(ref):
+        return str(Path(ref).expanduser().resolve())
+    try:
+        found = resolve_head(ref)
+    except ConfigError:
+        return ref
+    here = (Path.cwd() / "heads").resolve()
+    return str(found.resolve()) if found.resolve().parent == here else ref
+
+
+def where_is_head(name: str) -> str | None:
+    """The directory the head name ``name`` finds along the search path (None: none);
+    reads only, loads nothing."""
+    from auditor.heads import resolve_head
+
+    try:
+        return str(resolve_head(name))
+    except ConfigError:
+        return None
 
 
 def heads_serving(store: str | Path) -> dict[str, str | None]:

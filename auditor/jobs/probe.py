@@ -80,9 +80,12 @@ class LabelOptions(JobOptions):
     Parameters
     ----------
     label_column
-        The column holding each document's label.
+        The column holding each document's label: in the labels file, or without one a
+        column the store kept at extraction (``passthrough``).
     id_column
-        The column of document ids (they match the store's ids).
+        The labels file's column of document ids (they must match the store's ids).
+        None: the ``id`` column when the file has one, else row numbers, the rule
+        extraction follows too (:func:`auditor.io.resolve_id_column`).
     text_column
         The text, for the TF-IDF baseline.
     multilabel_sep
@@ -91,7 +94,7 @@ class LabelOptions(JobOptions):
     """
 
     label_column: str = "label"
-    id_column: str | None = "id"
+    id_column: str | None = None
     text_column: str = "text"
     multilabel_sep: str | None = None
 
@@ -124,7 +127,9 @@ class ProbeTrainOptions(LabelOptions):
     description
         One line for ``heads list``.
     candidates
-        The pool ``auto`` chooses from; None: :data:`auditor.heads.DEFAULT_CANDIDATES`.
+        The pool ``auto`` chooses from; None: :data:`auditor.heads.DEFAULT_CANDIDATES`
+        (the linear ones); ``("all",)``: every one of :data:`auditor.heads.CANDIDATES`,
+        LightGBM (``sae-max-lgbm``) included.
     """
 
     head: str = ""
@@ -190,7 +195,8 @@ class ProbeEvalResult(JobResult):
 @dataclass(frozen=True)
 class ProbeCompareOptions(LabelOptions):
     """Options of :func:`run_probe_compare`: the SAE key (the store's only one when None),
-    folds, seed and the representations compared (None: the default candidates)."""
+    folds, seed and the representations compared (None: the default candidates, the
+    linear ones; ``("all",)``: every candidate, LightGBM included)."""
 
     sae: str | None = None
     folds: int = 5
@@ -311,12 +317,103 @@ def labelled_documents(path: str | Path, options: LabelOptions, *,
     return labels, texts
 
 
+def _labels_path(input: Mapping[str, Any]) -> Path | None:
+    """The labels file, or None: labels from a column the store kept."""
+    value = input.get("labels")
+    return None if value is None else Path(value)
+
+
+def _read_settings(store: Path) -> dict[str, Any]:
+    """How the store's input was read (``input.read`` of its provenance)."""
+    from auditor.store import read_metadata
+
+    return dict(((read_metadata(store).get("input") or {}).get("read")) or {})
+
+
+def _store_texts(store: Path) -> dict[str, str] | None:
+    """The store's documents' texts from its input file, if that is still there unchanged
+    (for the TF-IDF baseline when the labels come from the store); else None."""
+    from auditor.errors import AuditorError
+    from auditor.io import ROW_NUMBERS, input_fingerprint, read_documents
+    from auditor.store import read_metadata
+
+    source = read_metadata(store).get("input") or {}
+    read = source.get("read") or {}
+    path = source.get("path")
+    if not path or "id_column" not in read or not Path(path).exists():
+        return None
+    try:
+        if input_fingerprint(path) != source.get("fingerprint"):
+            return None
+        id_column = read["id_column"]
+        return {d.doc_id: d.text for d in read_documents(
+            path, text_column=read.get("text_column", "text"),
+            id_column=ROW_NUMBERS if id_column is None else id_column,
+            max_chars=int(read.get("max_chars", 1_000_000)), skip_bad_rows=True)}
+    except AuditorError:
+        return None
+
+
+def _kept_column(store: Path, options: LabelOptions) -> str:
+    """The store's kept column holding the labels (no labels file given)."""
+    kept = list(_read_settings(store).get("passthrough") or [])
+    if options.label_column not in kept:
+        raise ConfigError(f"no labels file given and the store keeps no column "
+                          f"{options.label_column!r} (it keeps "
+                          f"{', '.join(map(repr, kept)) or 'none'}): set labels to the "
+                          f"labelled dataset, or extract again keeping the label column "
+                          f"(passthrough)", path=store, field="labels")
+    return options.label_column
+
+
+def _kept_labels(store: Path, options: LabelOptions, *, keep_empty: bool) -> dict[str, Any]:
+    """``doc_id -> label`` from the store's kept label column (as
+    :func:`labelled_documents` leaves missing and empty labels out)."""
+    from auditor.store import scan_features
+
+    column = _kept_column(store, options)
+    frame = scan_features(store).select(["doc_id", column]).collect()
+    return {d: v for d, v in zip(frame["doc_id"].to_list(), frame[column].to_list(),
+                                 strict=True)
+            if v is not None and (keep_empty or not (isinstance(v, str) and v == ""))}
+
+
+def _check_ids_meet(store: Path, labels: Mapping[str, Any], labels_path: Path,
+                    options: LabelOptions) -> None:
+    """Refuse, saying how each side keys its documents and the fix, when no id of the
+    labels file is a document of the store."""
+    from auditor.io import ROW_NUMBERS, describe_ids, resolve_id_column
+    from auditor.store import scan_features
+
+    store_ids = scan_features(store).select("doc_id").collect()["doc_id"].to_list()
+    if not labels or any(d in labels for d in store_ids):
+        return
+    read = _read_settings(store)
+    store_column = read.get("id_column")
+    store_side = describe_ids(store_column) if "id_column" in read else "ids"
+    labels_column = resolve_id_column(labels_path, options.id_column)
+    same = ROW_NUMBERS if store_column is None else store_column
+    raise ConfigError(
+        f"no document of the store has a label: the store's documents are keyed by "
+        f"{store_side} (e.g. {', '.join(map(repr, store_ids[:2]))}), the labels file's rows "
+        f"by {describe_ids(labels_column)} (e.g. "
+        f"{', '.join(map(repr, list(labels)[:2]))}), and no id is on both sides. Read the "
+        f"labels with the store's ids (set id_column to {same!r}), extract again with the "
+        f"labels file's ids, or train from a label column the store kept (extract keeping "
+        f"it, without a labels file)", path=labels_path, field="id_column")
+
+
 def _split(input: Mapping[str, Any], options: LabelOptions, sae: str | None = None) -> Any:
     from auditor.heads import load_split
 
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
+    if labels_path is None:
+        return load_split(store, _kept_column(store, options), texts=_store_texts(store),
+                          sae=sae, multilabel_sep=options.multilabel_sep)
     multilabel = options.multilabel_sep is not None
     labels, texts = labelled_documents(labels_path, options, keep_empty=multilabel)
+    _check_ids_meet(store, labels, labels_path, options)
     return load_split(store, labels, texts=texts, sae=sae,
                       multilabel_sep=options.multilabel_sep)
 
@@ -354,11 +451,27 @@ def _refuse_foreign(out: str | Path, options: JobOptions) -> None:
     if options.overwrite or not root.is_dir() or read_job(root) is not None:
         return
     if any(p.name != JOB_FILE for p in root.iterdir()):
-        raise JobConflict("exists, is not empty and was not written by a job; pass "
+        raise JobConflict("exists, is not empty and was not written by a job; set "
                           "overwrite to replace it", path=root)
 
 
 # ----------------------------------------------------------------------------- train
+
+
+def _pool(candidates: Sequence[str] | None) -> tuple[str, ...]:
+    """The representations cross-validated: the linear default, ``all`` of them, or those
+    named (each known)."""
+    from auditor.heads import CANDIDATES, DEFAULT_CANDIDATES
+
+    if not candidates:
+        return tuple(DEFAULT_CANDIDATES)
+    if "all" in candidates:
+        return tuple(CANDIDATES)
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"unknown candidates {unknown}; choose from "
+                          f"{', '.join(CANDIDATES)} or all", field="candidates")
+    return tuple(dict.fromkeys(candidates))
 
 
 def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
@@ -372,7 +485,8 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
     Parameters
     ----------
     input
-        ``{"features": <feature store>, "labels": <dataset file>}``.
+        ``{"features": <feature store>, "labels": <dataset file>}``; without ``labels``
+        (or None) the labels are the store's kept column ``label_column``.
     out
         The head directory (written with :func:`auditor.heads.write_head`).
 
@@ -387,11 +501,12 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
     JobCancelled
         The token was set; the representations scored so far are kept.
     """
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
     _refuse_foreign(out, options)
 
     def work(root: Path) -> ProbeTrainResult:
-        from auditor.heads import CANDIDATES, DEFAULT_CANDIDATES, train_head, write_head
+        from auditor.heads import CANDIDATES, train_head, write_head
         from auditor.heads.build import cross_validate_candidates
         from auditor.heads.card import metrics_table, render_card
 
@@ -399,11 +514,7 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
         if chosen != "auto" and chosen not in CANDIDATES:
             raise ConfigError(f"unknown representation {chosen!r}; choose auto or one of "
                               f"{', '.join(CANDIDATES)}", field="representation")
-        pool = tuple(options.candidates or DEFAULT_CANDIDATES) if chosen == "auto" \
-            else (chosen,)
-        unknown = [c for c in pool if c not in CANDIDATES]
-        if unknown:
-            raise ConfigError(f"unknown candidates {unknown}", field="candidates")
+        pool = _pool(options.candidates) if chosen == "auto" else (chosen,)
         split = _split(input, options)
         markers = StageMarkers(root, options)
         steps = Progress(progress, job="probe-train")
@@ -447,16 +558,10 @@ def run_probe_train(input: Mapping[str, Any], *, out: str | Path,
 
 
 def _head_dir(ref: str | Path) -> Path:
-    """A head's directory: an installed head's name or a directory."""
-    from auditor.heads import list_heads
+    """A head's directory: a head's name (along the heads search path) or a directory."""
+    from auditor.heads import resolve_head
 
-    found = {p.name: p for p in list_heads()}
-    if str(ref) in found:
-        return found[str(ref)]
-    if Path(ref).is_dir():
-        return Path(ref)
-    raise ConfigError(f"no head named {ref}; installed: {', '.join(found) or 'none'}",
-                      field="head")
+    return resolve_head(ref)
 
 
 def _multilabel_eval(head: Any, values: list[Any], proba: Any, sep: str) -> dict[str, Any]:
@@ -480,7 +585,8 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
     Parameters
     ----------
     input
-        ``{"head": <name or directory>, "features": <store>, "labels": <dataset file>}``.
+        ``{"head": <name or directory>, "features": <store>, "labels": <dataset file>}``;
+        without ``labels`` the labels are the store's kept column ``label_column``.
 
     Raises
     ------
@@ -491,7 +597,8 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
         The store was extracted differently from the head's training features.
     """
     (ref,) = _paths(input, "head")
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
     head_dir = _head_dir(ref)
 
     def work(root: Path) -> ProbeEvalResult:
@@ -505,7 +612,11 @@ def run_probe_eval(input: Mapping[str, Any], *, out: str | Path, options: ProbeE
                               f"{head.config.task}", field="multilabel_sep")
         steps = Progress(progress, job="probe-eval")
         with steps.stage("evaluate", total=1) as stage:
-            labels, _ = labelled_documents(labels_path, options, keep_empty=multilabel)
+            if labels_path is None:
+                labels = _kept_labels(store, options, keep_empty=multilabel)
+            else:
+                labels, _ = labelled_documents(labels_path, options, keep_empty=multilabel)
+                _check_ids_meet(store, labels, labels_path, options)
             check_cancel(cancel, "reading the features")
             inputs = head.read(store)
             rows = [i for i, d in enumerate(inputs.doc_ids) if d in labels]
@@ -548,7 +659,8 @@ def run_probe_compare(input: Mapping[str, Any], *, out: str | Path,
     Parameters
     ----------
     input
-        ``{"features": <feature store>, "labels": <dataset file>}``.
+        ``{"features": <feature store>, "labels": <dataset file>}``; without ``labels``
+        (or None) the labels are the store's kept column ``label_column``.
 
     Raises
     ------
@@ -557,15 +669,15 @@ def run_probe_compare(input: Mapping[str, Any], *, out: str | Path,
     JobCancelled
         The token was set; the representations scored so far are kept for the rerun.
     """
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
 
     def work(root: Path) -> ProbeCompareResult:
-        from auditor.heads import DEFAULT_CANDIDATES
         from auditor.heads.build import cross_validate_candidates
         from auditor.heads.card import metrics_table
 
         split = _split(input, options, sae=options.sae)
-        pool = tuple(options.candidates or DEFAULT_CANDIDATES)
+        pool = _pool(options.candidates)
         markers = StageMarkers(root, options)
         with Progress(progress, job="probe-compare").stage("candidates") as stage:
             results = cross_validate_candidates(
@@ -612,7 +724,8 @@ def run_probe_curve(input: Mapping[str, Any], *, out: str | Path, options: Probe
     Parameters
     ----------
     input
-        ``{"features": <feature store>, "labels": <dataset file>}``.
+        ``{"features": <feature store>, "labels": <dataset file>}``; without ``labels``
+        (or None) the labels are the store's kept column ``label_column``.
 
     Raises
     ------
@@ -621,7 +734,8 @@ def run_probe_curve(input: Mapping[str, Any], *, out: str | Path, options: Probe
     JobCancelled
         The token was set (checked before each fold); finished representations are kept.
     """
-    store, labels_path = _paths(input, "features", "labels")
+    (store,) = _paths(input, "features")
+    labels_path = _labels_path(input)
 
     def work(root: Path) -> ProbeCurveResult:
         import functools

@@ -231,7 +231,8 @@ def _collect(corpus: str | Path, root: Path, options: SAECollectOptions, *,
 
     source = _corpus_source(corpus)  # before the model: a missing corpus fails at once
     lm = model if model is not None else load_model(_model_dir(options.model),
-                                                     device=options.device)
+                                                     device=options.device,
+                                                     progress=progress is not None)
     reporter = Progress(progress, job="sae-collect")
     with reporter.stage("docs", total=count_documents(corpus)) as stage:
         cache = collect_activations(
@@ -459,7 +460,8 @@ def _train(input: str | Path, root: Path, options: SAETrainOptions, *,
         settings = StreamSettings(chunk_tokens=options.chunk_tokens,
                                   max_length=options.max_length)
         lm = model if model is not None else load_model(_model_dir(options.model),
-                                                         device=options.device)
+                                                         device=options.device,
+                                                         progress=progress is not None)
         column = options.text_column
         acts = ModelStream(lambda: read_corpus_texts(input, text_column=column), lm=lm,
                            hook=HookPoint(config.layer, config.point),  # type: ignore[arg-type]
@@ -746,7 +748,8 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
         if options.corpus is not None:
             check_cancel(cancel, "the next-token loss comparison")
             record["ce"] = _delta_ce(loaded, options, hook=hook, device=dev, dtype=dtype,
-                                     causal_lm=causal_lm, reporter=reporter)
+                                     causal_lm=causal_lm, reporter=reporter,
+                                     progress=progress is not None)
             stage.advance(1)
     _write_record(root / EVALUATION_FILENAME, record)
     safe = json_values(record)
@@ -757,12 +760,15 @@ def _evaluate(sae_path: str | Path, root: Path, options: SAEEvalOptions, *,
 
 
 def _delta_ce(sae: SAE, options: SAEEvalOptions, *, hook: Any, device: Any, dtype: Any,
-              causal_lm: tuple[Any, Any] | None, reporter: Progress) -> dict[str, Any]:
+              causal_lm: tuple[Any, Any] | None, reporter: Progress,
+              progress: bool = False) -> dict[str, Any]:
     """ΔCE of the SAE spliced into the full model on the corpus's first documents (a
-    ``ce-windows`` progress stage counts the windows scored)."""
+    ``ce-windows`` progress stage counts the windows scored; ``progress``: transformers'
+    weight-loading bar)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from auditor.lm import transformers_bars
     from auditor.sae import delta_ce
 
     assert options.corpus is not None
@@ -771,9 +777,10 @@ def _delta_ce(sae: SAE, options: SAEEvalOptions, *, hook: Any, device: Any, dtyp
         device = next(full.parameters()).device
     else:
         model_dir = _model_dir(options.model)
-        full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        with transformers_bars(progress):
+            full = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
         full = full.to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = list(read_corpus_texts(options.corpus, limit=options.ce_docs))
     with torch.inference_mode(), reporter.stage("ce-windows", total=None) as stage:
         ce = delta_ce(sae.to(device), full, tokenizer, texts, hook=hook,
@@ -834,7 +841,7 @@ def sae_convert(src: str | Path, dst: str | Path, *, format: str | None = None,
     target = Path(dst)
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise ConfigError("is not empty; converting into it would mix the SAE with what is "
-                          "there (choose an empty folder, or overwrite)", path=target,
+                          "there (choose an empty folder, or set overwrite)", path=target,
                           field="dst")
     check_writable(target, field="dst")
     path = convert_sae(src, dst, format=format, k=k, layer=layer)

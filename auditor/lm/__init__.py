@@ -4,7 +4,8 @@ The only part of auditor that imports torch and transformers at module level.
 
 See Also
 --------
-auditor.lm.loading : :func:`load_model`, :func:`resolve_device_dtype`, :class:`LoadedModel`.
+auditor.lm.loading : :func:`load_model`, :func:`resolve_device_dtype`, :class:`LoadedModel`,
+    :func:`transformers_bars`.
 auditor.lm.hooks : :class:`HookPoint`, :class:`TruncatedForward`.
 auditor.lm.batching : :class:`Window`, :func:`tokenize_windows`, :func:`plan_batches`,
     :func:`collate`.
@@ -19,6 +20,7 @@ from auditor.lm.loading import (
     load_model,
     native_bfloat16,
     resolve_device_dtype,
+    transformers_bars,
     weights_sha256,
 )
 
@@ -37,5 +39,6 @@ __all__ = [
     "resolve_device_dtype",
     "special_affixes",
     "tokenize_windows",
+    "transformers_bars",
     "weights_sha256",
 ]

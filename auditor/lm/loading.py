@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "load_model",
     "native_bfloat16",
     "resolve_device_dtype",
+    "transformers_bars",
     "weights_sha256",
 ]
 
@@ -197,6 +199,35 @@ class LoadedModel:
     converted_from: dict[str, Any] | None = None
 
 
+@contextlib.contextmanager
+def transformers_bars(enabled: bool) -> Iterator[None]:
+    """Within the block, ``transformers``' own progress bars (``Loading weights`` …) are off
+    unless ``enabled``; the previous setting is restored after.
+
+    Parameters
+    ----------
+    enabled : bool
+        False silences them; True leaves them as they are (on by default).
+
+    Examples
+    --------
+    >>> from transformers.utils import logging as hf_logging
+    >>> with transformers_bars(False):
+    ...     hf_logging.is_progress_bar_enabled()
+    False
+    """
+    from transformers.utils import logging as hf_logging
+
+    if enabled or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def load_model(
     name_or_path: str | Path,
     *,
@@ -205,6 +236,7 @@ def load_model(
     local_files_only: bool = True,
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    progress: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, keeping only the base decoder.
 
@@ -224,6 +256,9 @@ def load_model(
         moved to the resolved device and dtype.
     tokenizer : PreTrainedTokenizerBase, optional
         An already-built fast tokenizer; skips loading the tokenizer.
+    progress : bool, default True
+        Let ``transformers`` draw its ``Loading weights`` bar on stderr; jobs pass False
+        when their progress is off (``--no-progress``, workers).
 
     Returns
     -------
@@ -255,10 +290,12 @@ def load_model(
         raise ModelLoadError(f"model directory {what}", path=model_id)
     source = str(local_dir) if is_local else model_id
 
-    if model is None:
-        model = _load_pretrained(source, dtype=resolved_dtype, local_files_only=local_files_only)
-    if tokenizer is None:
-        tokenizer = _load_tokenizer(source, local_files_only=local_files_only)
+    with transformers_bars(progress):
+        if model is None:
+            model = _load_pretrained(source, dtype=resolved_dtype,
+                                     local_files_only=local_files_only)
+        if tokenizer is None:
+            tokenizer = _load_tokenizer(source, local_files_only=local_files_only)
     _check_tokenizer(tokenizer, model_id=model_id)
 
     base = _base_decoder(model)

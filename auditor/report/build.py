@@ -647,16 +647,24 @@ def _texts_section(
     stage: Stage | None = None,
     cancel: CancelToken | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    from auditor.io import input_fingerprint, read_documents
+    from auditor.io import (
+        ROW_NUMBERS,
+        describe_ids,
+        input_fingerprint,
+        read_documents,
+        resolve_id_column,
+    )
 
     errors: list[RowError] = []
     snippets: dict[str, str] = {}
     chars: list[int] = []
     read = not_in_store = 0
     seen: set[str] = set()
+    first_id: str | None = None
     for doc in read_documents(path, text_column=text_column, id_column=id_column,
                               max_chars=max_chars, skip_bad_rows=True, errors=errors):
         read += 1
+        first_id = doc.doc_id if first_id is None else first_id
         if read % _BATCH == 0:
             check_cancel(cancel, f"text {read}")
             if stage is not None:
@@ -671,10 +679,13 @@ def _texts_section(
         if finder is not None:
             finder.add(doc.doc_id, doc.text)
     if store_index and read and not seen:
+        used = resolve_id_column(path, id_column)
         raise InputError(
-            f"none of the {read} text ids is in the feature store (e.g. the store has "
-            f"{next(iter(store_index))!r}); pass the id column used for extraction",
-            path=path, field=id_column or "row number")
+            f"none of the {read} texts is a document of the feature store: the texts are "
+            f"keyed by {describe_ids(used)} (e.g. {first_id!r}), the store's documents "
+            f"otherwise (e.g. {next(iter(store_index))!r}); set id_column to the ids the "
+            f"extraction used ({ROW_NUMBERS!r} for row numbers)",
+            path=path, field=used or "row number")
     if stage is not None:
         stage.update(read, docs=read, bad_rows=len(errors))
     kinds = {"empty": 0, "overlong": 0, "other": 0}

@@ -191,7 +191,7 @@ class ActivationCacheWriter:
         if manifest.exists():
             if not overwrite:
                 raise ConfigError(
-                    "an activation cache already exists here; pass overwrite=True to replace it",
+                    "an activation cache already exists here; set overwrite to replace it",
                     path=self.out,
                 )
             manifest.unlink()

@@ -20,12 +20,25 @@ from auditor.errors import ConfigError
 from auditor.sae.train import TRAINING_FILENAME
 from auditor.sae.train_config import TrainConfig
 
-__all__ = ["CARD_FILENAME", "EVALUATION_FILENAME", "write_card"]
+__all__ = ["CARD_FILENAME", "EVALUATION_FILENAME", "width_ratio", "write_card"]
 
 #: The evaluation record ``auditor sae eval`` writes.
 EVALUATION_FILENAME = "evaluation.json"
 #: The card.
 CARD_FILENAME = "CARD.md"
+
+
+def width_ratio(d_sae: int, d_model: int) -> str:
+    """An SAE's width as a multiple of ``d_model``: whole when it is, else 3 significant
+    digits (an SAE narrower than the model is not "0×").
+
+    Examples
+    --------
+    >>> [width_ratio(w, 640) for w in (10240, 512, 1000, 8000, 32)]
+    ['16', '0.8', '1.56', '12.5', '0.05']
+    """
+    ratio = d_sae / d_model
+    return str(int(ratio)) if ratio.is_integer() else f"{ratio:.3g}"
 
 
 def _evaluation_heading(cache: Mapping[str, Any]) -> str:
@@ -147,7 +160,7 @@ def write_card(sae_dir: str | Path, *, extra: Mapping[str, Any] | None = None,
     lines += [
         "| | |", "|---|---|",
         f"| architecture | {cfg.activation}, {sparsity}, width {cfg.d_sae:,} "
-        f"({cfg.d_sae // cfg.d_in}× d_model {cfg.d_in}) |",
+        f"({width_ratio(cfg.d_sae, cfg.d_in)}× d_model {cfg.d_in}) |",
         f"| hook | {cfg.hook_point} of decoder layer {cfg.hook_layer} |",
         f"| model | {cfg.model_name} |",
         f"| input scale | ×{cfg.input_scale} (mean norm → √d_model) |",

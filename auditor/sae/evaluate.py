@@ -334,7 +334,7 @@ def _resolve_hook(sae: SAE, hook: HookPoint | str | None) -> str:
     if hook is not None:
         return hook if isinstance(hook, str) else hook.name
     if sae.cfg.hook_layer is None:
-        raise ConfigError("the SAE does not say which layer it reads: pass hook=", field="hook")
+        raise ConfigError("the SAE does not say which layer it reads: set hook", field="hook")
     return f"layer{sae.cfg.hook_layer}.{sae.cfg.hook_point}"
 
 

@@ -322,8 +322,8 @@ def _load_qwenscope(path: Path, *, k: int | None, layer: int | None) -> _Loaded:
             raise SAEFormatError("no layer<L>.sae.pt file in this directory", path=path)
         if len(files) > 1:
             raise SAEFormatError(
-                f"several Qwen-Scope layers here ({[f.name for f in files]}); pass layer=",
-                path=path,
+                f"several Qwen-Scope layers here ({[f.name for f in files]}); set layer",
+                path=path, field="layer",
             )
         path = files[0]
     name_match = _QWEN_FILE.match(path.name)
@@ -335,8 +335,8 @@ def _load_qwenscope(path: Path, *, k: int | None, layer: int | None) -> _Loaded:
         if release is None:
             raise SAEFormatError(
                 "cannot tell k for this Qwen-Scope TopK SAE: no release name like "
-                "'SAE-Res-<model>-W<width>-L0_<k>' in its path; pass k= explicitly",
-                path=path,
+                "'SAE-Res-<model>-W<width>-L0_<k>' in its path; set k",
+                path=path, field="k",
             )
         k = int(release.group("k"))
     raw = _read_pt(path)
@@ -629,8 +629,8 @@ def _load_sparsify(path: Path, *, k: int | None, layer: int | None) -> _Loaded:
             directory = subdirs[0]
         elif subdirs:
             raise SAEFormatError(
-                f"several sparsify hookpoints here ({[d.name for d in subdirs]}); pass layer=",
-                path=directory,
+                f"several sparsify hookpoints here ({[d.name for d in subdirs]}); set layer",
+                path=directory, field="layer",
             )
         else:
             raise SAEFormatError(f"no {_SPARSIFY_CFG} here", path=directory)

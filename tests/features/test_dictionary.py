@@ -412,7 +412,8 @@ def test_cli_build_show_search_label(tiny_llama_dir: Path, sae_dir: Path,
     shown = runner.invoke(features_cli, ["show", "1", "--dictionary", str(where), "--json"])
     assert json.loads(shown.stdout)["label"] == "sea words"
     found = runner.invoke(features_cli, ["search", "SEA", "--dictionary", str(where)])
-    assert found.exit_code == 0 and found.stdout.split()[0] == "1"
+    assert found.exit_code == 0 and found.stdout.splitlines()[0].split()[0] == "feature"
+    assert found.stdout.splitlines()[1].split()[0] == "1"
     found = runner.invoke(features_cli, ["search", "sea", "--dictionary", str(where), "--json"])
     assert json.loads(found.stdout)[0]["feature"] == 1
 

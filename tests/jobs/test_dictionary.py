@@ -449,7 +449,10 @@ def test_cli_show_search_label_call_the_jobs(monkeypatch: pytest.MonkeyPatch,
 
     assert main(["features", "search", "sea", "--limit", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.split()[:3] == ["5", "10.00", "25.000%"] and "[label, contexts]" in out
+    header, row = out.splitlines()
+    assert header.split() == ["feature", "score", "density", "label", "[matched", "in]"]
+    assert row.split()[:3] == ["5", "10.00", "25.000%"] and "[label, contexts]" in row
+    assert header.index("density") + len("density") == row.index("%") + 1  # aligned
     assert seen[2] == ("search", None, FeatureSearchOptions(word="sea", limit=3))
 
     assert main(["features", "label", "5", "sea words", "--dictionary", "d"]) == 0

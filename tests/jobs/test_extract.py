@@ -15,6 +15,7 @@ import pytest
 from auditor.cancel import CancelToken
 from auditor.cli import main
 from auditor.errors import ConfigError, IncompleteStore, JobCancelled, JobConflict
+from auditor.io import ROW_NUMBERS
 from auditor.jobs import extract as jobs
 from auditor.jobs import load_pipeline, read_job
 from auditor.progress import ProgressEvent
@@ -248,7 +249,8 @@ def test_a_resume_with_other_row_settings_never_mixes_stores(
     with pytest.raises(JobCancelled):
         jobs.run_extract(str(data), out=out, options=_options(tiny_llama_dir, sae_path),
                          progress=stop_after_first_shard, cancel=token)
-    for changed, key in (({"max_chars": 30}, "max_chars"), ({"id_column": None}, "id_column"),
+    for changed, key in (({"max_chars": 30}, "max_chars"),
+                         ({"id_column": ROW_NUMBERS}, "id_column"),
                          ({"passthrough": ()}, "passthrough"),
                          ({"skip_bad_rows": True}, "skip_bad_rows")):
         with pytest.raises(JobConflict, match=key):

@@ -85,7 +85,9 @@ def test_records_round_trip() -> None:
         jobs.HeadsEvalOptions(candidates=("raw",), seeds=(1,)),
         jobs.HeadsEvalResult(head="a", test={"raw": {"macro_f1": 0.5}}, test_200={},
                              test_head={"macro_f1": 0.5}, written="eval.json"),
-        jobs.HeadsListResult(heads=[{"name": "a", "test_macro_f1": None}]),
+        jobs.HeadsListResult(heads=[{"name": "a", "test_macro_f1": None}],
+                             search_path=[{"path": "/m", "origin": "shipped",
+                                           "exists": True}]),
         jobs.HeadsShowOptions(features=3),
         jobs.HeadsShowResult(head="a", card="# c", no_weights=None,
                              weights={"x": [{"feature": 1, "weight": 0.5, "label": None}]}),
@@ -222,6 +224,9 @@ def test_list_and_show_read_installed_heads(built: Any) -> None:
     _round_trip(listed)
     (row,) = listed.heads
     assert row["name"] == "domain" and row["task"] == "binary"
+    assert row["origin"] == "given" and row["shadowed_by"] is None and row["error"] is None
+    assert listed.search_path == [{"path": str(out / "heads"), "origin": "given",
+                                   "exists": True}]
     assert row["test_macro_f1"] == load_head(out / "heads" / "domain").card["test_head"][
         "macro_f1_at_threshold"]
     shown = jobs.run_heads_show(str(out / "heads" / "domain"),
@@ -254,12 +259,15 @@ def test_cli_heads_list_and_show_call_the_jobs(monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"name": "safety", "task": "binary", "classes": ["benign", "insult"],
              "representation": "sae-max-lgbm", "test_macro_f1": 0.84, "path": "p",
-             "description": "Flags insults."}]
-    calls = _patch(monkeypatch, "run_heads_list", jobs.HeadsListResult(heads=rows))
+             "description": "Flags insults.", "origin": "shipped", "shadowed_by": None,
+             "error": None}]
+    calls = _patch(monkeypatch, "run_heads_list", jobs.HeadsListResult(
+        heads=rows, search_path=[{"path": "somewhere", "origin": "given", "exists": True}]))
     assert main(["heads", "list", "--dir", "somewhere"]) == 0
     assert calls == [(("somewhere",), {})]
     printed = capsys.readouterr().out
     assert "safety" in printed and "0.840" in printed and "Flags insults." in printed
+    assert "1. somewhere (given)" in printed and "p (shipped)" in printed
     assert main(["heads", "list", "--json"]) == 0
     assert calls[1] == ((None,), {})
     assert json.loads(capsys.readouterr().out) == rows

@@ -382,6 +382,46 @@ def test_cli_train_calls_the_job(monkeypatch: pytest.MonkeyPatch,
     assert "wrote head 'topics' to heads/topics" in printed
 
 
+def test_cli_names_every_representation_and_takes_candidates(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.cli.probe import _REPRESENTATIONS
+    from auditor.heads import CANDIDATES
+
+    assert _REPRESENTATIONS.split(", ") == list(CANDIDATES)  # the linear ones, then LightGBM
+    assert main(["probe", "train", "--help"]) == 0
+    assert "sae-max-lgbm (LightGBM)" in " ".join(capsys.readouterr().out.split())
+    result = jobs.ProbeTrainResult(head="h", path=".", representation="raw", task="binary",
+                                   classes=["a", "b"], thresholds={}, metrics={}, table="")
+    calls = _fake(monkeypatch, "run_probe_train", result)
+    assert main(["probe", "train", *_LABELS, "--head", "h", "--candidates", "all"]) == 0
+    assert main(["probe", "train", *_LABELS, "--head", "h",
+                 "--candidates", "raw, sae-max-lgbm"]) == 0
+    assert [c["options"].candidates for c in calls] == [("all",), ("raw", "sae-max-lgbm")]
+    compared = jobs.ProbeCompareResult(task="binary", documents=9, metrics={}, table="",
+                                       written="metrics.json")
+    calls = _fake(monkeypatch, "run_probe_compare", compared)
+    assert main(["probe", "compare", *_LABELS, "--candidates", "all"]) == 0
+    assert calls[0]["options"].candidates == ("all",)
+
+
+def test_all_candidates_add_lightgbm(stores: Any, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.heads import CANDIDATES
+
+    result = jobs.run_probe_compare(_data(stores), out=tmp_path / "all",
+                                    options=jobs.ProbeCompareOptions(folds=3,
+                                                                     candidates=("all",)))
+    assert set(result.metrics) == {*CANDIDATES, "tfidf"} and "sae-max-lgbm" in result.table
+    with pytest.raises(ConfigError, match=r"unknown candidates.*or all") as err:
+        jobs.run_probe_compare(_data(stores), out=tmp_path / "bad",
+                               options=jobs.ProbeCompareOptions(candidates=("lgbm",)))
+    assert err.value.field == "candidates"
+    store, data, _ = stores["train"]
+    assert main(["probe", "compare", "--features", str(store), "--labels", str(data),
+                 "--candidates", "lgbm"]) == 2
+    assert "(--candidates)" in capsys.readouterr().err
+
+
 def test_cli_eval_calls_the_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     result = jobs.ProbeEvalResult(head="d", task="binary", documents=7,

@@ -393,3 +393,15 @@ def test_read_only_cache_is_not_an_error(
     blocker.write_text("x")
     monkeypatch.setenv("AUDITOR_CACHE_DIR", str(blocker))  # cannot mkdir below a file
     assert weights_sha256(tiny_dirs["llama"]) is not None
+
+
+def test_progress_off_silences_the_loading_bar(tiny_llama_dir: Path,
+                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """``--no-progress`` jobs pass progress=False: transformers' own bar stays quiet."""
+    from transformers.utils import logging as hf_logging
+
+    load_model(tiny_llama_dir, progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # restored after the call
+    load_model(tiny_llama_dir)  # a library caller keeps transformers' default
+    assert "Loading weights" in capfd.readouterr().err

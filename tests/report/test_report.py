@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from auditor.cli.report import report as report_command
 from auditor.errors import ColumnError, ConfigError, InputError, InputFileError, StoreError
+from auditor.io import ROW_NUMBERS
 from auditor.report import (
     NearDuplicateFinder,
     build_report,
@@ -535,9 +536,16 @@ def test_prediction_errors(real: dict[str, Any], tmp_path: Path) -> None:
 def test_other_input_errors(real: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         build_report(tmp_path / "no-store")
-    # texts whose ids do not match (row numbers instead of the id column)
-    with pytest.raises(InputError, match="none of the 8 text ids"):
-        build_report(real["store"], texts=real["texts"], max_chars=MAX_CHARS)
+    # texts whose ids do not match (row numbers instead of the id column): each side's
+    # ids, and the fix
+    with pytest.raises(InputError, match=r"none of the 8 texts is a document of the feature "
+                                         r"store: the texts are keyed by row numbers \(e\.g\. "
+                                         r"'0'\).*set id_column") as err:
+        build_report(real["store"], texts=real["texts"], id_column=ROW_NUMBERS,
+                     max_chars=MAX_CHARS)
+    assert err.value.field == "row number"
+    # by default the texts are keyed as the extraction keyed them: their id column
+    build_report(real["store"], texts=real["texts"], max_chars=MAX_CHARS)
     not_report = tmp_path / "x.json"
     not_report.write_text('{"hello": 1}')
     with pytest.raises(InputFileError, match="not an auditor-report"):

@@ -193,11 +193,17 @@ def test_qwenscope_release_name_in_hf_cache_path(tmp_path: Path) -> None:
     assert load_sae(directory).cfg.hook_layer == 11
 
 
-def test_qwenscope_needs_k(tmp_path: Path) -> None:
+def test_qwenscope_needs_k(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arrays = write_qwenscope(tmp_path / "plain", layer=0)
-    with pytest.raises(SAEFormatError, match="k=") as info:
+    with pytest.raises(SAEFormatError, match=r"; set k$") as info:
         load_sae(tmp_path / "plain" / "layer0.sae.pt")
-    assert "layer0.sae.pt" in str(info.value)
+    assert "layer0.sae.pt" in str(info.value) and info.value.field == "k"
+    # the command line names its flag instead
+    from auditor.cli import main
+
+    assert main(["sae", "info", str(tmp_path / "plain" / "layer0.sae.pt")]) != 0
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("; use --k") and "k=" not in err
     x = x_batch()
     check_encode(tmp_path / "plain", qwen_reference(arrays, x, k=9), x, k=9)
 
@@ -212,7 +218,7 @@ def test_qwenscope_directory_with_several_layers(tmp_path: Path) -> None:
     directory = tmp_path / RELEASE
     write_qwenscope(directory, layer=2, seed=0)
     arrays = write_qwenscope(directory, layer=12, seed=50)
-    with pytest.raises(SAEFormatError, match="layer="):
+    with pytest.raises(SAEFormatError, match=r"; set layer$"):
         load_sae(directory)
     x = x_batch()
     check_encode(directory, qwen_reference(arrays, x, k=5), x, layer=12)
@@ -437,7 +443,7 @@ def test_sparsify_parent_dir_with_layer(tmp_path: Path) -> None:
     write_sparsify(tmp_path / "layers.3", k=4, seed=60)
     arrays = write_sparsify(tmp_path / "layers.9", k=6)
     assert detect_format(tmp_path) == "sparsify"
-    with pytest.raises(SAEFormatError, match="layer="):
+    with pytest.raises(SAEFormatError, match=r"; set layer$"):
         load_sae(tmp_path)
     x = x_batch()
     check_encode(tmp_path, sparsify_reference(arrays, x, k=6), x, layer=9)

@@ -36,7 +36,7 @@ def test_runs_audit_only_new_files_with_drift_and_history(make_spec: Any, tmp_pa
     assert first.new_files == ("a.jsonl", "day2/b.jsonl") and first.documents == 16
     rows = _inputs(out, first.snapshot)
     assert {r["source"] for r in rows} == {"a.jsonl", "day2/b.jsonl"}
-    assert rows[0]["id"] == "a.jsonl:0"
+    assert rows[0]["id"] == "a.jsonl:r0"  # the id column, by the one id rule
     summary1 = json.loads((out / first.snapshot / "summary.json").read_text())
     assert summary1["previous_snapshot"] is None and summary1["label_shifts"] == []
     assert summary1["label_shares"]["safety"].get("safe", 0) > 0.7
