@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="Print (and with --cards write) the results of an earlier run.")
     args = p.parse_args(argv)
     if args.from_json is not None:
-        results = json.loads(args.from_json.read_text(encoding="utf-8"))
-        print(markdown(results))
-        for name, r in results.items():
+        recorded: dict[str, Any] = json.loads(args.from_json.read_text(encoding="utf-8"))
+        print(markdown(recorded))
+        for name, r in recorded.items():
             if args.cards:
                 write_card_section(REPO / "models" / "heads" / name / "CARD.md",
                                    card_section(name, r))
