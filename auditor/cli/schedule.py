@@ -121,17 +121,22 @@ def remove(name: str, schedules_file: str | None) -> None:
 @schedule.command("run-now")
 @click.argument("name")
 @click.option("--queue", "queued", is_flag=True,
-              help="Send the run to the workers instead of running it here.")
-@click.option("--device", default=None)
+              help="Send the run to the workers instead of running it here (the schedule "
+                   "must be in the schedules file the workers read).")
+@click.option("--device", default=None,
+              help="Device for a run here (workers use their own: auditor worker --device).")
 @click.option("--progress/--no-progress", default=None)
 @_FILE
 def run_now(name: str, queued: bool, device: str | None, progress: bool | None,
             schedules_file: str | None) -> None:
     """Run schedule NAME once now: audit its new files into a snapshot."""
     if queued:
+        if device is not None:
+            raise click.UsageError("--device applies to a run here; a queued run uses the "
+                                   "worker's device (auditor worker --device)")
         from auditor.queue import beat as beats
 
-        task = beats.send_schedule_run(name)
+        task = beats.send_schedule_run(name, schedules=schedules_file)
         click.echo(f"sent a run of schedule {name} to the workers (task {task})")
         return
     from auditor.jobs import schedule as jobs

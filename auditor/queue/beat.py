@@ -67,14 +67,25 @@ def run_beat(*, state: str | None = None, max_interval: int = 5, loglevel: str =
     os.execve(argv[0], argv, env)
 
 
-def send_schedule_run(name: str, *, settings: QueueSettings | None = None) -> str:
+def send_schedule_run(name: str, *, schedules: str | None = None,
+                      settings: QueueSettings | None = None) -> str:
     """Send one run of schedule ``name`` to the workers now; return the Celery task id.
 
-    The schedule must exist in the workers' schedules file (they read it by name).
+    The workers read the schedule by name from their schedules file, so it is looked up
+    here first, in ``schedules`` (default: ``AUDITOR_SCHEDULES``, the file beat and the
+    workers share): a name that is not there is refused before anything is sent, instead
+    of failing later on a worker.
+
+    Raises
+    ------
+    ConfigError
+        No schedule ``name`` in the schedules file (the message names close matches).
     """
     from auditor.queue.core import QUEUES, TASKS, _celery, _reaching
+    from auditor.schedule.spec import get_schedule
 
     settings = settings if settings is not None else QueueSettings.from_env()
+    get_schedule(schedules or settings.schedules_file(), name)
     with _reaching(settings):
         sent = _celery(settings).send_task(TASKS["schedule"], args=(name,),
                                            queue=QUEUES[TASKS["schedule"]])

@@ -82,6 +82,16 @@ def services(redis12: Any, tmp_path: Path) -> Iterator[Callable[[], tuple[Worker
         proc.stop()
 
 
+@pytest.fixture
+def worker_only(redis12: Any, tmp_path: Path) -> Iterator[Worker]:
+    env = {**ENV, "AUDITOR_SCHEDULES": str(tmp_path / "schedules.json")}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    worker = Worker("runnow", logs, "extract,cpu", env)
+    yield worker
+    worker.stop()
+
+
 def _finished(out: Path) -> list[Path]:
     root = out / "snapshots"
     if not root.is_dir():
@@ -150,3 +160,39 @@ def test_beat_drives_two_runs_on_a_real_worker(
         return "beat: 0 schedule(s)" in loads[-1]
 
     wait_for(dropped, timeout=20, what="beat to drop the removed schedule")
+
+
+def test_run_now_queue_runs_on_a_real_worker(
+        worker_only: Worker, tiny_llama_dir: Path, sched_sae_dir: Path, safety_head: Path,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from auditor.cli import main
+    from auditor.schedule import ScheduleSpec
+
+    watch, out = tmp_path / "in", tmp_path / "out"
+    write_watched(watch / "a.jsonl", 6, unsafe=0.0, seed=4)
+    file = str(tmp_path / "schedules.json")
+    schedule_add(ScheduleSpec(name="weekly", every="0 3 * * 1", watch=str(watch),
+                              out=str(out), heads=(str(safety_head),),
+                              model=str(tiny_llama_dir), saes=(str(sched_sae_dir),)),
+                 schedules=file)
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AUDITOR_SCHEDULES", file)
+    # A name the workers' file does not hold is refused here, before anything is sent.
+    assert main(["schedule", "run-now", "weekyl", "--queue"]) != 0
+    assert "no schedule named 'weekyl'; did you mean weekly?" in capsys.readouterr().err
+    assert main(["schedule", "run-now", "weekly", "--queue", "--device", "cpu"]) != 0
+    assert "worker's device" in capsys.readouterr().err
+    worker_only.wait_ready()
+    assert main(["schedule", "run-now", "weekly", "--queue"]) == 0
+    assert "sent a run of schedule weekly to the workers" in capsys.readouterr().out
+
+    def done() -> list[Path]:
+        if worker_only.proc.poll() is not None:
+            raise AssertionError(f"worker exited:\n{worker_only.text()[-3000:]}")
+        return _finished(out)
+
+    (snapshot,) = wait_for(done, timeout=90, what="the queued run's snapshot", interval=0.2)
+    files = json.loads((snapshot / "files.json").read_text())
+    assert [s["source"] for s in files["sources"]] == ["a.jsonl"]
