@@ -65,7 +65,7 @@ def test_beat_and_run_now_queue_call_the_queue_layer(
 
     calls: list[Any] = []
     monkeypatch.setattr(beat, "run_beat", lambda **kw: calls.append(kw))
-    monkeypatch.setattr(beat, "send_schedule_run", lambda name: f"task-{name}")
+    monkeypatch.setattr(beat, "send_schedule_run", lambda name, **kw: f"task-{name}")
     assert main(["beat", "--schedule-state", "/tmp/s", "--max-interval", "2",
                  "--schedules", "/tmp/f.json"]) == 0
     assert calls[0]["state"] == "/tmp/s" and calls[0]["max_interval"] == 2
