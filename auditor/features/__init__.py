@@ -17,9 +17,11 @@ auditor.features.checkpoint : per-chunk resume state of a build.
 auditor.features.stats : the mergeable statistics (and how quantiles are approximated).
 auditor.features.logit_lens : how the logit lens is computed.
 auditor.features.labels : automatic labels, overrides and the optional LLM labeller.
+auditor.features.detection : label quality as a detection score.
 auditor.features.query : one feature's card and search.
 """
 
+from auditor.features.detection import DetectionReport, score_dictionary, score_labels
 from auditor.features.dictionary import (
     BuildSummary,
     DictionaryConfig,
@@ -35,7 +37,9 @@ from auditor.features.labels import (
     dictionary_annotations,
     feature_labels,
     label_with_llm,
+    legacy_label,
     llm_label,
+    llm_labeller,
     load_label_overrides,
     save_label_override,
 )
@@ -57,6 +61,7 @@ from auditor.features.stats import Context, FeatureStats, merge_contexts
 __all__ = [
     "BuildSummary",
     "Context",
+    "DetectionReport",
     "DictionaryConfig",
     "FeatureReport",
     "FeatureStats",
@@ -71,7 +76,9 @@ __all__ = [
     "final_norm_gain",
     "format_feature",
     "label_with_llm",
+    "legacy_label",
     "llm_label",
+    "llm_labeller",
     "load_contexts",
     "load_dictionary",
     "load_label_overrides",
@@ -80,6 +87,8 @@ __all__ = [
     "merge_contexts",
     "model_logit_lens",
     "save_label_override",
+    "score_dictionary",
+    "score_labels",
     "search_features",
     "unembedding",
 ]

@@ -16,7 +16,12 @@ fractions of all tokens / documents seen); ``max``, ``mean`` and ``sum`` of the 
 activations; ``p50``, ``p90``, ``p99`` (approximate quantiles of the nonzero activations,
 from ``hist``, a mergeable histogram of log-activations: see :mod:`auditor.features.stats`);
 ``promoted`` / ``promoted_ids`` / ``promoted_logits`` and the ``suppressed`` equivalents (the
-logit lens: see :mod:`auditor.features.logit_lens`); ``auto_label``.
+logit lens: see :mod:`auditor.features.logit_lens`); ``auto_label`` (see
+:mod:`auditor.features.labels`), ``lens_coherent`` (the label shows the logit lens: its top
+tokens agree), ``detection_auroc`` / ``detection_balanced_accuracy`` (how well a label
+built from the even-ranked contexts picks out the odd-ranked ones among other features'
+contexts; null for features with too few contexts: see :mod:`auditor.features.detection`).
+The manifest's ``label_quality`` holds their distribution.
 
 Per-token SAE codes come from the project's one extraction path,
 :func:`auditor.extract.extract_features` with ``save_tokens=True``, run on chunks of
@@ -49,7 +54,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,7 +80,7 @@ from auditor.features.files import (
     verify_files,
     write_dictionary_files,
 )
-from auditor.features.labels import auto_label, resolve_overrides
+from auditor.features.labels import auto_label, coherent_promoted, resolve_overrides
 from auditor.features.stats import (
     HIST_BINS,
     HIST_HI,
@@ -85,6 +90,7 @@ from auditor.features.stats import (
 )
 
 if TYPE_CHECKING:
+    from auditor.features.detection import DetectionReport
     from auditor.features.logit_lens import LogitLens
     from auditor.io import Document
     from auditor.lm import LoadedModel
@@ -215,6 +221,9 @@ class BuildSummary:
         Chunks of the corpus read, including those a resumed build found done.
     resumed_chunks : int
         Chunks found done by an earlier, interrupted run of the same build.
+    label_quality : dict
+        The automatic labels' detection-score distribution (the manifest's
+        ``label_quality``; see :meth:`auditor.features.detection.DetectionReport.summary`).
     """
 
     out: str
@@ -228,6 +237,7 @@ class BuildSummary:
     seconds: float = 0.0
     chunks: int = 0
     resumed_chunks: int = 0
+    label_quality: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -454,7 +464,8 @@ def build_dictionary(
         raise InputError("the corpus holds no documents", path=info.get("path"))
 
     lens = _logit_lens(lm, sae, config, previous, root)
-    features = _features_frame(stats, lens)
+    quality = _label_quality(stats, lens)
+    features = _features_frame(stats, lens, quality)
     contexts = stats.contexts_frame()
     now = datetime.now(UTC).isoformat(timespec="seconds")
     inputs = list(previous["inputs"]) if previous is not None else []
@@ -475,6 +486,7 @@ def build_dictionary(
         "histogram": _histogram_spec(),
         "quantiles": list(QUANTILES),
         "logit_lens": lens.info,
+        "label_quality": quality.summary(),
         "created_at": previous.get("created_at", now) if previous is not None else now,
         "updated_at": now,
     }
@@ -485,7 +497,8 @@ def build_dictionary(
         out=str(root), documents=stats.documents, tokens=stats.tokens, new_documents=new_docs,
         new_tokens=stats.tokens - before_tokens, features=sae.cfg.d_sae,
         alive=int((stats.n_tokens_fired > 0).sum()), merged=previous is not None,
-        seconds=time.perf_counter() - started, chunks=state.chunks, resumed_chunks=resumed)
+        seconds=time.perf_counter() - started, chunks=state.chunks, resumed_chunks=resumed,
+        label_quality=quality.summary())
 
 
 def _previous(root: Path, provenance: Mapping[str, Any], info: Mapping[str, Any], *,
@@ -558,17 +571,33 @@ def _logit_lens(lm: LoadedModel, sae: SAE, config: DictionaryConfig,
     return model_logit_lens(lm, sae.W_dec.detach(), top=config.logit_tokens)
 
 
-def _features_frame(stats: FeatureStats, lens: LogitLens) -> pl.DataFrame:
+def _label_quality(stats: FeatureStats, lens: LogitLens) -> DetectionReport:
+    """Detection scores of the automatic labels, each built from the even-ranked contexts."""
+    from auditor.features.detection import auto_labeller, score_labels
+
+    contexts = {f: [c.text for c in ctx] for f, ctx in stats.contexts.items()}
+    promoted = {f: lens.promoted[f] for f in range(stats.n_features)}
+    return score_labels(contexts, auto_labeller(promoted), n_features=stats.n_features)
+
+
+def _features_frame(stats: FeatureStats, lens: LogitLens,
+                    quality: DetectionReport) -> pl.DataFrame:
     n = stats.n_features
     fired = stats.n_tokens_fired
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(fired > 0, stats.sum / np.maximum(fired, 1), np.nan)
     q = stats.quantiles()
     labels = []
+    coherent = []
     for f in range(n):
         ctx = stats.contexts.get(f, [])
         labels.append(auto_label([c.token for c in ctx], lens.promoted[f],
-                                 activations=[c.activation for c in ctx]))
+                                 activations=[c.activation for c in ctx],
+                                 contexts=[c.text for c in ctx]))
+        coherent.append(bool(coherent_promoted(lens.promoted[f])))
+    scored = quality.by_feature()
+    auc = [scored[f].auroc if f in scored else None for f in range(n)]
+    bacc = [scored[f].balanced_accuracy if f in scored else None for f in range(n)]
     cols: list[pl.Series] = [
         pl.Series("feature", np.arange(n), dtype=pl.UInt32),
         pl.Series("n_tokens_fired", fired, dtype=pl.UInt64),
@@ -591,6 +620,9 @@ def _features_frame(stats: FeatureStats, lens: LogitLens) -> pl.DataFrame:
         _list_column("suppressed_ids", lens.suppressed_ids, pl.UInt32),
         _list_column("suppressed_logits", lens.suppressed_logits, pl.Float32),
         pl.Series("auto_label", labels, dtype=pl.String),
+        pl.Series("lens_coherent", coherent, dtype=pl.Boolean),
+        pl.Series("detection_auroc", auc, dtype=pl.Float32),
+        pl.Series("detection_balanced_accuracy", bacc, dtype=pl.Float32),
     ]
     return pl.DataFrame(cols)
 

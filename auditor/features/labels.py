@@ -1,9 +1,20 @@
 """Feature labels: a deterministic offline label, user overrides, an optional LLM labeller.
 
 Precedence, highest first: the user's override file, then the automatic label stored in
-the dictionary. The automatic label (:func:`auto_label`) is built from the most frequent
-firing tokens of a feature's top contexts and its top logit-lens tokens, e.g.
-``"'insult' / 'idiot' … → promotes 'you'"``; it is the same for the same dictionary.
+the dictionary. The automatic label (:func:`auto_label`) is built from what a person checks
+first, e.g. ``"money, cash — 'pay the money back' → promotes pay, payment"``:
+
+1. the feature's most frequent firing tokens, case and whitespace variants merged
+   (``'money'`` / ``' Money'`` count as one; :func:`top_tokens`);
+2. a short phrase from its top contexts: the window of at most four words around the
+   firing token shared by the most contexts (:func:`context_phrase`);
+3. the logit lens ("→ promotes …") only when it is coherent: at least 3 of the 5 most
+   promoted tokens share a 3-character stem (:func:`coherent_promoted`); otherwise it is
+   left out, as its top tokens are then mostly unrelated pieces of the vocabulary.
+
+It is the same for the same dictionary. How well a label predicts where its feature fires
+is measured by :mod:`auditor.features.detection`; the label dictionaries carried before
+(tokens, then the lens always) is :func:`legacy_label`.
 
 Override files live in the dictionary directory (``labels.tsv`` and/or ``labels.json``; both
 are read if present, the TSV winning) or anywhere given explicitly:
@@ -14,19 +25,22 @@ are read if present, the TSV winning) or anywhere given explicitly:
 
 :func:`llm_label` is an optional hook that asks any OpenAI-compatible server
 (``POST <base_url>/v1/chat/completions``) for a label, using only :mod:`urllib`. It is
-never called unless you call it.
+never called unless you call it; :func:`llm_labeller` wraps it as a labeller that
+:func:`auditor.features.detection.score_dictionary` scores the same way as the automatic
+labels.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from auditor._files import atomic_write_text
 from auditor.errors import AuditorError, ConfigError
@@ -38,18 +52,25 @@ from auditor.features.files import (
     load_feature_table,
     load_manifest,
 )
+from auditor.features.stats import CONTEXT_CLOSE, CONTEXT_OPEN, ELLIPSIS
 
 __all__ = [
     "LABELS_JSON",
     "LABELS_TSV",
     "auto_label",
+    "coherent_promoted",
+    "context_phrase",
     "dictionary_annotations",
     "feature_labels",
     "label_with_llm",
+    "legacy_label",
     "llm_label",
+    "llm_labeller",
     "load_label_overrides",
     "resolve_overrides",
     "save_label_override",
+    "token_key",
+    "top_tokens",
 ]
 
 _MAX_PIECE = 24
@@ -62,8 +83,19 @@ def _unreadable(text: str) -> bool:
         unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text)
 
 
+def _shown(text: str) -> str:
+    """A token as a new-style label shows it: stripped, whitespace made visible, short."""
+    stripped = text.replace("\u0120", " ").replace("\u2581", " ").strip()
+    if not stripped:
+        stripped = text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣") or "∅"
+    stripped = " ".join(stripped.split())
+    if len(stripped) > _MAX_PIECE:
+        stripped = stripped[: _MAX_PIECE - 1] + "…"
+    return stripped
+
+
 def _piece(text: str) -> str:
-    """A token shown in a label: stripped, whitespace made visible, shortened."""
+    """A token shown in a legacy label: stripped, whitespace made visible, shortened."""
     stripped = text.strip()
     if not stripped:
         stripped = text.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣") or "∅"
@@ -73,15 +105,211 @@ def _piece(text: str) -> str:
     return repr(stripped) if "'" not in stripped else f'"{stripped}"'
 
 
+def token_key(text: str) -> str:
+    """The form under which firing tokens count as one: case and edge whitespace ignored.
+
+    Leading ``Ġ`` / ``▁`` (byte-level and SentencePiece word markers) count as whitespace,
+    so ``' money'``, ``'Money'`` and ``'▁money'`` all give ``'money'``.
+
+    Examples
+    --------
+    >>> token_key(" Money") == token_key("money") == token_key("▁MONEY")
+    True
+    """
+    stripped = text.replace("\u0120", " ").replace("\u2581", " ")
+    return " ".join(stripped.split()).casefold() or text
+
+
+def top_tokens(
+    firing_tokens: Sequence[str],
+    *,
+    activations: Sequence[float] | None = None,
+    n: int = 3,
+) -> list[str]:
+    """The most frequent firing tokens, case and whitespace variants merged.
+
+    Parameters
+    ----------
+    firing_tokens : sequence of str
+        The firing token of each top context (best first).
+    activations : sequence of float, optional
+        Activation of each context; breaks ties between equally frequent tokens (higher
+        total first). Without it the earlier (better-ranked) token wins.
+    n : int, default 3
+        Tokens returned.
+
+    Returns
+    -------
+    list of str
+        Display forms (the most frequent spelling of each merged group, stripped,
+        whitespace made visible); unreadable tokens (partial UTF-8 bytes, control
+        characters) come last.
+
+    Examples
+    --------
+    >>> top_tokens([" money", "Money", " cash", " money"])
+    ['money', 'cash']
+    """
+    counts: Counter[str] = Counter()
+    weight: dict[str, float] = {}
+    first: dict[str, int] = {}
+    noise: dict[str, bool] = {}
+    spellings: dict[str, Counter[str]] = {}
+    for i, tok in enumerate(firing_tokens):
+        key = token_key(tok)
+        counts[key] += 1
+        weight[key] = weight.get(key, 0.0) + (float(activations[i]) if activations else 0.0)
+        first.setdefault(key, i)
+        noise[key] = noise.get(key, False) or _unreadable(tok)
+        spellings.setdefault(key, Counter())[_shown(tok)] += 1
+    ranked = sorted(counts, key=lambda k: (noise[k], -counts[k], -weight[k], first[k], k))
+    # most frequent spelling; ties go to the first seen (Counter keeps insertion order)
+    return [spellings[k].most_common(1)[0][0] for k in ranked[:n]]
+
+
+_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+
+
+def context_phrase(contexts: Sequence[str], *, max_words: int = 4) -> str:
+    """A short phrase around the firing token, shared by the most top contexts.
+
+    Every context (text with the firing token marked ``«…»``) is cut into words; the
+    candidates are the windows of 2 to ``max_words`` words that contain the firing token's
+    word. The phrase is the window found in the most contexts (compared lower-cased);
+    among equally frequent windows the longest, then the one of the best-ranked context.
+    When no window recurs, it is the window around the firing token of the first (most
+    activating) context: one word before it and up to ``max_words - 2`` after.
+
+    Parameters
+    ----------
+    contexts : sequence of str
+        Top contexts, best first, the firing token wrapped in ``«…»``.
+    max_words : int, default 4
+        Longest phrase, in words.
+
+    Returns
+    -------
+    str
+        The phrase as it reads in the first context that holds it; ``''`` when no context
+        has a word at the firing token.
+
+    Examples
+    --------
+    >>> context_phrase(["… pay the «money» back now", "to pay the «money» back", "his «money»"])
+    'pay the money back'
+    """
+    counts: Counter[str] = Counter()
+    shown: dict[str, tuple[int, str]] = {}
+    fallback = ""
+    for rank, text in enumerate(contexts):
+        words, at = _marked_words(text)
+        if at is None:
+            continue
+        seen: set[str] = set()
+        for size in range(2, max_words + 1):
+            for start in range(max(0, at - size + 1), min(at, len(words) - size) + 1):
+                phrase = " ".join(words[start:start + size])
+                key = phrase.casefold()
+                if key in seen:
+                    continue
+                seen.add(key)
+                counts[key] += 1
+                shown.setdefault(key, (rank, phrase))
+        if not fallback:
+            lo = max(0, at - 1)
+            fallback = " ".join(words[lo:lo + max_words])
+    if counts:
+        best = max(counts, key=lambda k: (counts[k], len(k.split()), -shown[k][0], -len(k)))
+        if counts[best] >= 2:
+            return shown[best][1]
+    return fallback
+
+
+def _marked_words(text: str) -> tuple[list[str], int | None]:
+    """The words of a marked context and the index of the firing token's word."""
+    open_at = text.find(CONTEXT_OPEN)
+    close_at = text.find(CONTEXT_CLOSE, open_at + 1)
+    if open_at < 0 or close_at < 0:
+        return [], None
+    left = text[:open_at].replace(ELLIPSIS, " ")
+    token = text[open_at + 1:close_at]
+    right = text[close_at + 1:].replace(ELLIPSIS, " ")
+    # a token glued to its neighbours is part of their word (e.g. "pay«ing»")
+    glued_left = bool(token) and not token[0].isspace() and bool(left) and \
+        not left[-1].isspace()
+    glued_right = bool(token) and not token[-1].isspace() and bool(right) and \
+        not right[0].isspace()
+    left_words = _WORD.findall(left)
+    right_words = _WORD.findall(right)
+    mid = _WORD.findall(token)
+    if not mid:
+        return left_words + right_words, None
+    if glued_left and left_words:
+        mid[0] = left_words.pop() + mid[0]
+    if glued_right and right_words:
+        mid[-1] = mid[-1] + right_words.pop(0)
+    return left_words + mid + right_words, len(left_words)
+
+
+def coherent_promoted(promoted: Sequence[str], *, top: int = 5, agree: int = 3,
+                      stem: int = 3) -> list[str]:
+    """The logit-lens tokens worth showing: those of the top that agree with each other.
+
+    Agreement rule: of the ``top`` most promoted tokens, at least ``agree`` share a stem,
+    the first ``stem`` characters of the token lower-cased and stripped of leading
+    whitespace, ``Ġ`` and ``▁`` (tokens shorter than ``stem`` characters or without a
+    letter never agree). So ``' pay', 'Pay', ' payment', ' paid'`` agree (``pay``), while
+    ``'isotopes', ' Kaz', 'rical', ' money', '</s>'`` do not.
+
+    Parameters
+    ----------
+    promoted : sequence of str
+        Promoted tokens, best first.
+    top, agree, stem : int
+        The rule's three numbers (defaults: 3 of the top 5 share 3 characters).
+
+    Returns
+    -------
+    list of str
+        The agreeing tokens (display form, case variants merged, best first), or ``[]``
+        when the lens is not coherent.
+
+    Examples
+    --------
+    >>> coherent_promoted([" pay", "Pay", " payment", " isotopes", " paid"])
+    ['pay', 'payment']
+    >>> coherent_promoted([" isotopes", " Kaz", "rical", " money", "</s>"])
+    []
+    """
+    groups: dict[str, list[str]] = {}
+    for tok in list(promoted)[:top]:
+        key = token_key(tok)
+        if len(key) < stem or not any(ch.isalpha() for ch in key[:stem]) or _unreadable(tok):
+            continue
+        groups.setdefault(key[:stem], []).append(tok)
+    best = max(groups.values(), key=len, default=[])
+    if len(best) < agree:
+        return []
+    out: list[str] = []
+    keys: set[str] = set()
+    for tok in best:
+        if token_key(tok) not in keys:
+            keys.add(token_key(tok))
+            out.append(_shown(tok))
+    return out
+
+
 def auto_label(
     firing_tokens: Sequence[str],
     promoted: Sequence[str] = (),
     *,
     activations: Sequence[float] | None = None,
-    n_tokens: int = 2,
-    n_promoted: int = 1,
+    contexts: Sequence[str] = (),
+    n_tokens: int = 3,
+    n_promoted: int = 2,
+    lens: Literal["coherent", "always", "never"] = "coherent",
 ) -> str:
-    """A short deterministic label from firing tokens and logit-lens tokens.
+    """A short deterministic label: top tokens, a context phrase, the lens when coherent.
 
     Parameters
     ----------
@@ -90,23 +318,71 @@ def auto_label(
     promoted : sequence of str
         Top promoted logit-lens tokens, best first.
     activations : sequence of float, optional
-        Activation of each context; breaks ties between equally frequent tokens (higher
-        total first). Without it, the earlier (better-ranked) token wins.
-    n_tokens : int, default 2
-        Most frequent firing tokens shown.
-    n_promoted : int, default 1
+        Activation of each context (ties between equally frequent tokens).
+    contexts : sequence of str
+        The top contexts' texts (firing token in ``«…»``), for the phrase
+        (:func:`context_phrase`); none: no phrase.
+    n_tokens : int, default 3
+        Distinct firing tokens shown (case / whitespace variants merged,
+        :func:`top_tokens`).
+    n_promoted : int, default 2
         Promoted tokens shown.
+    lens : {'coherent', 'always', 'never'}, default 'coherent'
+        Show the logit lens only when :func:`coherent_promoted` finds agreement, always
+        (its best tokens, agreeing or not), or never.
 
     Returns
     -------
     str
-        E.g. ``"'insult' / 'idiot' … → promotes 'you'"``; ``… `` marks that more distinct
-        tokens fired; ``'never fired'`` replaces the tokens of a dead feature. Tokens are
-        stripped; unreadable ones (partial UTF-8 bytes, control characters) come last.
+        E.g. ``"money, cash — 'pay the money back' → promotes pay, payment"``;
+        ``'never fired'`` for a dead feature. At most 200 characters.
+
+    See Also
+    --------
+    legacy_label : the label dictionaries carried before (tokens, then the lens always).
 
     Examples
     --------
-    >>> auto_label([" insult", " idiot", " insult", " moron"], [" you"])
+    >>> auto_label([" money", "Money", " cash"], [" isotopes", " Kaz"],
+    ...            contexts=["pay the «money» back", "to pay the «Money» back", "«cash»"])
+    "money, cash — 'pay the money back'"
+    """
+    tokens = top_tokens(firing_tokens, activations=activations, n=n_tokens)
+    if not tokens:
+        return "never fired"
+    label = ", ".join(tokens)
+    phrase = context_phrase(contexts) if contexts else ""
+    if phrase and len(phrase.split()) > 1:
+        label += f" — '{phrase}'"
+    if lens == "coherent":
+        shown = coherent_promoted(promoted)[:n_promoted]
+    elif lens == "always":
+        readable = [t for t in promoted if not _unreadable(t)] or list(promoted)
+        shown = list(dict.fromkeys(_shown(t) for t in readable))[:n_promoted]
+    else:
+        shown = []
+    if shown:
+        label += f" → promotes {', '.join(shown)}"
+    return label[:_MAX_LABEL]
+
+
+def legacy_label(
+    firing_tokens: Sequence[str],
+    promoted: Sequence[str] = (),
+    *,
+    activations: Sequence[float] | None = None,
+    n_tokens: int = 2,
+    n_promoted: int = 1,
+) -> str:
+    """The automatic label dictionaries carried before issue 25, kept as a baseline.
+
+    The ``n_tokens`` most frequent firing tokens (only exact repeats merged) and, always,
+    the ``n_promoted`` best logit-lens tokens, e.g. ``"'insult' / 'idiot' … → promotes
+    'you'"``. ``bench/label_detection.py`` compares it with :func:`auto_label`.
+
+    Examples
+    --------
+    >>> legacy_label([" insult", " idiot", " insult", " moron"], [" you"])
     "'insult' / 'idiot' … → promotes 'you'"
     """
     counts: Counter[str] = Counter()
@@ -446,6 +722,43 @@ def label_with_llm(
     return {f: llm_label(by_feature.get(f, [])[:max_contexts], base_url=base_url, model=model,
                          promoted=list(promoted[f] or [])[:5], api_key=api_key, timeout=timeout)
             for f in wanted}
+
+
+def llm_labeller(
+    *,
+    base_url: str,
+    model: str,
+    api_key: str | None = None,
+    timeout: float = 30.0,
+    max_contexts: int = 10,
+) -> Callable[[int, Sequence[str], Sequence[str]], str]:
+    """:func:`llm_label` as a labeller for :func:`auditor.features.detection.score_dictionary`.
+
+    Parameters
+    ----------
+    base_url, model, api_key, timeout
+        Passed to :func:`llm_label`.
+    max_contexts : int, default 10
+        Contexts sent per feature.
+
+    Returns
+    -------
+    callable
+        ``labeller(feature, contexts, promoted) -> str``; one request per call.
+
+    Raises
+    ------
+    ConfigError
+        ``base_url`` is not an http(s) URL (checked now, not at the first call).
+    """
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}", field="base_url")
+
+    def labeller(feature: int, contexts: Sequence[str], promoted: Sequence[str]) -> str:
+        return llm_label(list(contexts)[:max_contexts], base_url=base_url, model=model,
+                         promoted=list(promoted)[:5], api_key=api_key, timeout=timeout)
+
+    return labeller
 
 
 def dictionary_annotations(

@@ -29,6 +29,7 @@ from auditor.store import _list_parts
 __all__ = [
     "CONTEXT_CLOSE",
     "CONTEXT_OPEN",
+    "ELLIPSIS",
     "HIST_BINS",
     "HIST_HI",
     "HIST_LO",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,6 +177,12 @@ class DictionaryBuildResult(JobResult):
     files
         ``manifest``, ``features``, ``contexts``: the dictionary's files, relative to
         ``out``.
+    label_quality
+        How well the automatic labels detect their features: the distribution of the
+        per-feature detection scores (AUROC and balanced accuracy: ``mean``, ``p25``,
+        ``p50``, ``p75``, ``share_ge_0.7``), the features scored and skipped (see
+        :mod:`auditor.features.detection`); also in the manifest. Empty in records of
+        builds made before it existed.
     """
 
     documents: int
@@ -190,6 +196,7 @@ class DictionaryBuildResult(JobResult):
     resumed_chunks: int
     seconds: float
     files: dict[str, str]
+    label_quality: dict[str, Any] = field(default_factory=dict)
 
 
 def _writable(target: Path) -> bool:
@@ -427,7 +434,8 @@ def run_dictionary_build(
             features=summary.features, alive=summary.alive, merged=summary.merged,
             chunks=summary.chunks, resumed_chunks=summary.resumed_chunks,
             seconds=round(float(summary.seconds), 3),
-            files={"manifest": MANIFEST, "features": FEATURES_FILE, "contexts": CONTEXTS_FILE})
+            files={"manifest": MANIFEST, "features": FEATURES_FILE, "contexts": CONTEXTS_FILE},
+            label_quality=json.loads(json.dumps(summary.label_quality, allow_nan=False)))
 
     return run_recorded(BUILD_VERB, out=root, options=options, input=job_input,
                         result_type=DictionaryBuildResult, work=work, clear=clear)

@@ -291,10 +291,11 @@ def test_unembedding_uses_tied_input_embeddings() -> None:
 
 
 def test_auto_label_is_short_and_deterministic() -> None:
+    # the logit lens (you, your: 2 of 5 share a stem) is not coherent: left out
     label = auto_label([" insult", " idiot", " insult", " moron"], [" you", " your"])
-    assert label == "'insult' / 'idiot' … → promotes 'you'"
+    assert label == "insult, idiot, moron"
     assert auto_label([], []) == "never fired"
-    assert auto_label(["\ufffd", "\ufffd", " a"], ["\x11", " the"]) == "'a' / '�' → promotes 'the'"
+    assert auto_label(["\ufffd", "\ufffd", " a"], ["\x11", " the"]) == "a, �"
 
 
 def test_overrides_win(whole: Path, tmp_path: Path) -> None:
@@ -407,14 +408,14 @@ def test_cli_build_show_search_label(tiny_llama_dir: Path, sae_dir: Path,
         assert part in shown.stdout
     assert CONTEXT_OPEN in shown.stdout or "never fired" in shown.stdout
 
-    ok = runner.invoke(features_cli, ["label", "1", "sea words", "--dictionary", str(where)])
+    ok = runner.invoke(features_cli, ["label", "1", "zebra words", "--dictionary", str(where)])
     assert ok.exit_code == 0, ok.output
     shown = runner.invoke(features_cli, ["show", "1", "--dictionary", str(where), "--json"])
-    assert json.loads(shown.stdout)["label"] == "sea words"
-    found = runner.invoke(features_cli, ["search", "SEA", "--dictionary", str(where)])
+    assert json.loads(shown.stdout)["label"] == "zebra words"
+    found = runner.invoke(features_cli, ["search", "ZEBRA", "--dictionary", str(where)])
     assert found.exit_code == 0 and found.stdout.splitlines()[0].split()[0] == "feature"
     assert found.stdout.splitlines()[1].split()[0] == "1"
-    found = runner.invoke(features_cli, ["search", "sea", "--dictionary", str(where), "--json"])
+    found = runner.invoke(features_cli, ["search", "zebra", "--dictionary", str(where), "--json"])
     assert json.loads(found.stdout)[0]["feature"] == 1
 
     bad = runner.invoke(features_cli, ["show", str(D_SAE), "--dictionary", str(where)])
