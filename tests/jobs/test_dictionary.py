@@ -352,16 +352,16 @@ def test_show_search_label_jobs(built: tuple[Path, DictionaryBuildResult],
     assert shown.report["feature"] == 1 and len(shown.report["contexts"]) <= 2
     assert shown.text.startswith("feature 1: ")
     assert FeatureShowResult.from_dict(json.loads(json.dumps(shown.to_dict()))) == shown
-    labelled = run_feature_label(out, options=FeatureLabelOptions(feature=1, label="sea words"))
+    labelled = run_feature_label(out, options=FeatureLabelOptions(feature=1, label="zebra words"))
     assert labelled.path == str(out / "labels.tsv") and not labelled.removed
     assert run_feature_show(out, options=FeatureShowOptions(feature=1)).report["label"] == \
-        "sea words"
-    found = run_feature_search(out, options=FeatureSearchOptions(word="SEA"))
+        "zebra words"
+    found = run_feature_search(out, options=FeatureSearchOptions(word="ZEBRA"))
     assert found.hits[0]["feature"] == 1 and found.hits[0]["matched"][0] == "label"
     assert FeatureSearchResult.from_dict(json.loads(json.dumps(found.to_dict()))) == found
     removed = run_feature_label(out, options=FeatureLabelOptions(feature=1, remove=True))
     assert removed.removed and removed.label is None
-    assert run_feature_search(out, options=FeatureSearchOptions(word="sea words")).hits == []
+    assert run_feature_search(out, options=FeatureSearchOptions(word="zebra words")).hits == []
     with pytest.raises(ConfigError) as err:
         run_feature_show(out, options=FeatureShowOptions(feature=D_SAE))
     assert err.value.field == "feature"
