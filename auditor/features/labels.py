@@ -173,12 +173,14 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
 def context_phrase(contexts: Sequence[str], *, max_words: int = 4) -> str:
     """A short phrase around the firing token, shared by the most top contexts.
 
-    Every context (text with the firing token marked ``«…»``) is cut into words; the
-    candidates are the windows of 2 to ``max_words`` words that contain the firing token's
-    word. The phrase is the window found in the most contexts (compared lower-cased);
-    among equally frequent windows the longest, then the one of the best-ranked context.
-    When no window recurs, it is the window around the firing token of the first (most
-    activating) context: one word before it and up to ``max_words - 2`` after.
+    Every context (text with the firing token marked ``«…»``) is cut into words (a word
+    glued to an end marked ``…``, where the window cut the document, is left out: it may
+    be a fragment); the candidates are the windows of 2 to ``max_words`` words that
+    contain the firing token's word. The phrase is the window found in the most contexts
+    (compared lower-cased); among equally frequent windows the longest, then the one of
+    the best-ranked context. When no window recurs, it is the window around the firing
+    token of the first (most activating) context: one word before it and up to
+    ``max_words - 2`` after.
 
     Parameters
     ----------
@@ -231,6 +233,9 @@ def _marked_words(text: str) -> tuple[list[str], int | None]:
     close_at = text.find(CONTEXT_CLOSE, open_at + 1)
     if open_at < 0 or close_at < 0:
         return [], None
+    # a word glued to a "…" the window put there (no space between) may be a fragment
+    cut_left = text.startswith(ELLIPSIS) and not text[len(ELLIPSIS):][:1].isspace()
+    cut_right = text.endswith(ELLIPSIS) and not text[:-len(ELLIPSIS)][-1:].isspace()
     left = text[:open_at].replace(ELLIPSIS, " ")
     token = text[open_at + 1:close_at]
     right = text[close_at + 1:].replace(ELLIPSIS, " ")
@@ -248,6 +253,11 @@ def _marked_words(text: str) -> tuple[list[str], int | None]:
         mid[0] = left_words.pop() + mid[0]
     if glued_right and right_words:
         mid[-1] = mid[-1] + right_words.pop(0)
+    # where the window cuts the document, the outermost word may be a fragment
+    if cut_left and left_words:
+        left_words.pop(0)
+    if cut_right and right_words:
+        right_words.pop()
     return left_words + mid + right_words, len(left_words)
 
 
@@ -258,7 +268,7 @@ def coherent_promoted(promoted: Sequence[str], *, top: int = 5, agree: int = 3,
     Agreement rule: of the ``top`` most promoted tokens, at least ``agree`` share a stem,
     the first ``stem`` characters of the token lower-cased and stripped of leading
     whitespace, ``Ġ`` and ``▁`` (tokens shorter than ``stem`` characters or without a
-    letter never agree). So ``' pay', 'Pay', ' payment', ' paid'`` agree (``pay``), while
+    letter never agree). So ``' pay', 'Pay', ' payment'`` agree (``pay``), while
     ``'isotopes', ' Kaz', 'rical', ' money', '</s>'`` do not.
 
     Parameters
