@@ -110,6 +110,11 @@ def build(
     if result.resumed_chunks:
         click.echo(f"  resumed:   {result.resumed_chunks:,} of {result.chunks:,} chunks were "
                    "done")
+    auroc = (result.label_quality or {}).get("auroc") or {}
+    if auroc.get("n"):
+        click.echo(f"  labels:    detection AUROC mean {auroc['mean']:.2f}, median "
+                   f"{auroc['p50']:.2f}, {auroc['share_ge_0.7']:.0%} >= 0.7 "
+                   f"({auroc['n']:,} features scored)")
     click.echo(f"  time:      {result.seconds:.1f} s")
 
 

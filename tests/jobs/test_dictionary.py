@@ -375,7 +375,10 @@ def test_show_search_label_jobs(built: tuple[Path, DictionaryBuildResult],
 _RESULT = DictionaryBuildResult(documents=12, tokens=340, new_documents=5, new_tokens=120,
                                 features=64, alive=31, merged=True, chunks=2,
                                 resumed_chunks=1, seconds=1.25,
-                                files={"manifest": "dictionary.json"})
+                                files={"manifest": "dictionary.json"},
+                                label_quality={"scored": 30, "auroc": {
+                                    "n": 30, "mean": 0.71, "p25": 0.6, "p50": 0.7,
+                                    "p75": 0.8, "share_ge_0.7": 0.5}})
 
 
 def test_cli_build_calls_the_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -404,6 +407,7 @@ def test_cli_build_calls_the_job(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert f"dictionary merged into {tmp_path / 'beside'}" in text
     assert "documents: 12 (+5)" in text and "31 of 64 fired" in text
     assert "resumed:   1 of 2 chunks" in text
+    assert "labels:    detection AUROC mean 0.71, median 0.70, 50% >= 0.7 (30 features" in text
 
     assert main(["features", "build", "--corpus", "c.jsonl", "--out", "o", "--rebuild",
                  "--no-progress", "--json"]) == 0
