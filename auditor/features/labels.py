@@ -204,22 +204,22 @@ def context_phrase(contexts: Sequence[str], *, max_words: int = 4) -> str:
     shown: dict[str, tuple[int, str]] = {}
     fallback = ""
     for rank, text in enumerate(contexts):
-        words, at = _marked_words(text)
+        clean, spans, at = _marked_words(text)
         if at is None:
             continue
+        words = [clean[i:j].casefold() for i, j in spans]
         seen: set[str] = set()
         for size in range(2, max_words + 1):
             for start in range(max(0, at - size + 1), min(at, len(words) - size) + 1):
-                phrase = " ".join(words[start:start + size])
-                key = phrase.casefold()
+                key = " ".join(words[start:start + size])
                 if key in seen:
                     continue
                 seen.add(key)
                 counts[key] += 1
-                shown.setdefault(key, (rank, phrase))
+                shown.setdefault(key, (rank, _span_text(clean, spans, start, start + size)))
         if not fallback:
             lo = max(0, at - 1)
-            fallback = " ".join(words[lo:lo + max_words])
+            fallback = _span_text(clean, spans, lo, min(len(spans), lo + max_words))
     if counts:
         best = max(counts, key=lambda k: (counts[k], len(k.split()), -shown[k][0], -len(k)))
         if counts[best] >= 2:
@@ -227,38 +227,40 @@ def context_phrase(contexts: Sequence[str], *, max_words: int = 4) -> str:
     return fallback
 
 
-def _marked_words(text: str) -> tuple[list[str], int | None]:
-    """The words of a marked context and the index of the firing token's word."""
+def _span_text(clean: str, spans: Sequence[tuple[int, int]], lo: int, hi: int) -> str:
+    """The text from word ``lo`` to word ``hi - 1`` as it reads, whitespace collapsed."""
+    if hi - lo < 2:
+        return ""
+    return " ".join(clean[spans[lo][0]:spans[hi - 1][1]].split())
+
+
+def _marked_words(text: str) -> tuple[str, list[tuple[int, int]], int | None]:
+    """A marked context unmarked, its word spans, and the index of the firing word.
+
+    The firing word is the first word overlapping the firing token, so a token glued to
+    its neighbours is read as part of their word (``"pay«ing»"`` → ``paying``); ``None``
+    when the token holds no word character. Where the window cut the document (``…``
+    glued to a word), that outermost word may be a fragment and is left out.
+    """
     open_at = text.find(CONTEXT_OPEN)
     close_at = text.find(CONTEXT_CLOSE, open_at + 1)
     if open_at < 0 or close_at < 0:
-        return [], None
-    # a word glued to a "…" the window put there (no space between) may be a fragment
+        return text, [], None
     cut_left = text.startswith(ELLIPSIS) and not text[len(ELLIPSIS):][:1].isspace()
     cut_right = text.endswith(ELLIPSIS) and not text[:-len(ELLIPSIS)][-1:].isspace()
-    left = text[:open_at].replace(ELLIPSIS, " ")
-    token = text[open_at + 1:close_at]
-    right = text[close_at + 1:].replace(ELLIPSIS, " ")
-    # a token glued to its neighbours is part of their word (e.g. "pay«ing»")
-    glued_left = bool(token) and not token[0].isspace() and bool(left) and \
-        not left[-1].isspace()
-    glued_right = bool(token) and not token[-1].isspace() and bool(right) and \
-        not right[0].isspace()
-    left_words = _WORD.findall(left)
-    right_words = _WORD.findall(right)
-    mid = _WORD.findall(token)
-    if not mid:
-        return left_words + right_words, None
-    if glued_left and left_words:
-        mid[0] = left_words.pop() + mid[0]
-    if glued_right and right_words:
-        mid[-1] = mid[-1] + right_words.pop(0)
-    # where the window cuts the document, the outermost word may be a fragment
-    if cut_left and left_words:
-        left_words.pop(0)
-    if cut_right and right_words:
-        right_words.pop()
-    return left_words + mid + right_words, len(left_words)
+    left, token, right = text[:open_at], text[open_at + 1:close_at], text[close_at + 1:]
+    clean = (left + token + right).replace(ELLIPSIS, " ")
+    lo, hi = len(left), len(left) + len(token)
+    spans = [m.span() for m in _WORD.finditer(clean)]
+    at = next((i for i, (i0, i1) in enumerate(spans) if i0 < hi and i1 > lo), None)
+    if at is None:
+        return clean, spans, None
+    if cut_right and len(spans) - 1 > at:
+        spans.pop()
+    if cut_left and at > 0:
+        spans.pop(0)
+        at -= 1
+    return clean, spans, at
 
 
 def coherent_promoted(promoted: Sequence[str], *, top: int = 5, agree: int = 3,
@@ -267,8 +269,9 @@ def coherent_promoted(promoted: Sequence[str], *, top: int = 5, agree: int = 3,
 
     Agreement rule: of the ``top`` most promoted tokens, at least ``agree`` share a stem,
     the first ``stem`` characters of the token lower-cased and stripped of leading
-    whitespace, ``Ġ`` and ``▁`` (tokens shorter than ``stem`` characters or without a
-    letter never agree). So ``' pay', 'Pay', ' payment'`` agree (``pay``), while
+    whitespace, ``Ġ`` and ``▁`` (tokens whose first ``stem`` characters are not all
+    letters never agree: numbers, punctuation, ``<unused12>``-style special tokens). So
+    ``' pay', 'Pay', ' payment'`` agree (``pay``), while
     ``'isotopes', ' Kaz', 'rical', ' money', '</s>'`` do not.
 
     Parameters
@@ -294,7 +297,7 @@ def coherent_promoted(promoted: Sequence[str], *, top: int = 5, agree: int = 3,
     groups: dict[str, list[str]] = {}
     for tok in list(promoted)[:top]:
         key = token_key(tok)
-        if len(key) < stem or not any(ch.isalpha() for ch in key[:stem]) or _unreadable(tok):
+        if len(key) < stem or not key[:stem].isalpha() or _unreadable(tok):
             continue
         groups.setdefault(key[:stem], []).append(tok)
     best = max(groups.values(), key=len, default=[])

@@ -46,6 +46,10 @@ def test_context_phrase_is_the_most_shared_window() -> None:
     assert context_phrase(["we were pay«ing» them", "they were pay«ing» us"]) == "were paying"
     # words at a cut end may be fragments: left out
     assert context_phrase(["…ctly «the» end of th…", "…ally «the» end of wo…"]) == "the end of"
+    # the phrase reads as the text does: punctuation kept, words split at it
+    assert context_phrase(["see https://«www».debian.org for", "at https://«www».gnu.org"]) \
+        == "https://www"
+    assert context_phrase(["and «it»'s a dog", "so «it»'s a cat"]) == "it's a"
     assert context_phrase(["no marks here"]) == ""
     assert context_phrase(["«,»"]) == ""
 
@@ -60,6 +64,7 @@ def test_logit_lens_kept_only_when_coherent() -> None:
     assert coherent_promoted([" pay", " paid", " payment", " b", " c"]) == []  # 'pai' ≠ 'pay'
     # short or letterless tokens never agree
     assert coherent_promoted([" 123", " 1234", " 12345", " x", " y"]) == []
+    assert coherent_promoted(["<unused1>", "<unused2>", "<unused3>", " x", " y"]) == []
     label = auto_label([" money", " money"], coherent, contexts=MONEY[:2])
     assert label == "money — 'pay the money back' → promotes pay, payment"
     assert auto_label([" money"], noisy) == "money"
