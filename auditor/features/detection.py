@@ -362,25 +362,24 @@ def _negatives(pool: Sequence[str], owners: np.ndarray, *, feature: int, own: se
     size = len(pool)
     if size == 0:
         return []
-    if size <= 64 * n:  # small pool: draw from exactly the eligible contexts
-        eligible = np.flatnonzero(owners != feature)
-        eligible = np.asarray([i for i in eligible.tolist() if pool[i] not in own],
-                              dtype=np.int64)
-        if eligible.size == 0:
-            return []
-        picked = rng.choice(eligible, size=min(n, eligible.size), replace=False)
-        return [pool[int(i)] for i in picked]
-    out: list[str] = []
-    taken: set[int] = set()
-    while len(out) < n:  # large pool: rejection sampling, a feature owns a tiny share
-        for i in rng.choice(size, size=min(size, 2 * n), replace=False).tolist():
-            if i in taken or owners[i] == feature or pool[i] in own:
-                continue
-            taken.add(i)
-            out.append(pool[i])
-            if len(out) == n:
-                break
-    return out
+    if size > 64 * n:  # large pool: rejection sampling, as a feature owns a tiny share
+        out: list[str] = []
+        taken: set[int] = set()
+        for _ in range(16):
+            for i in rng.choice(size, size=min(size, 2 * n), replace=False).tolist():
+                if i in taken or owners[i] == feature or pool[i] in own:
+                    continue
+                taken.add(i)
+                out.append(pool[i])
+                if len(out) == n:
+                    return out
+        rng = np.random.default_rng([seed, feature])  # hardly any eligible: draw exactly
+    eligible = np.flatnonzero(owners != feature)
+    eligible = np.asarray([i for i in eligible.tolist() if pool[i] not in own], dtype=np.int64)
+    if eligible.size == 0:
+        return []
+    picked = rng.choice(eligible, size=min(n, eligible.size), replace=False)
+    return [pool[int(i)] for i in picked]
 
 
 def auto_labeller(promoted: Mapping[int, Sequence[str]] | None = None, *,

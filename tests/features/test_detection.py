@@ -194,3 +194,19 @@ def test_llm_labeller_is_scored_the_same_way(tiny_dictionary: Path,
     assert mean > silent.summary()["auroc"]["mean"]
     with pytest.raises(ConfigError, match="http"):
         llm_labeller(base_url="ftp://x", model="m")
+
+
+def test_negatives_from_a_large_pool_are_other_features_and_seeded() -> None:
+    from auditor.features.detection import _negatives
+
+    pool = [f"text {i}" for i in range(2000)]
+    owners = np.arange(2000) // 10
+    own = set(pool[30:40])
+    a = _negatives(pool, owners, feature=3, own=own, n=10, seed=0)
+    assert len(a) == len(set(a)) == 10 and not own & set(a)
+    assert a == _negatives(pool, owners, feature=3, own=own, n=10, seed=0)
+    assert a != _negatives(pool, owners, feature=3, own=own, n=10, seed=1)
+    # a large pool that is nearly all the feature's own texts: the exact draw takes over
+    dup = ["same"] * 1990 + [f"other {i}" for i in range(10)]
+    got = _negatives(dup, np.full(2000, 5), feature=0, own={"same"}, n=10, seed=0)
+    assert sorted(got) == sorted(dup[1990:])
