@@ -31,6 +31,7 @@ from auditor.features.dictionary import (
     load_contexts,
     load_dictionary,
     load_manifest,
+    relabel_dictionary,
 )
 from auditor.features.labels import (
     auto_label,
@@ -86,6 +87,7 @@ __all__ = [
     "logit_lens",
     "merge_contexts",
     "model_logit_lens",
+    "relabel_dictionary",
     "save_label_override",
     "score_dictionary",
     "score_labels",

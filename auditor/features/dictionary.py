@@ -86,6 +86,7 @@ from auditor.features.stats import (
     HIST_HI,
     HIST_LO,
     QUANTILES,
+    Context,
     FeatureStats,
 )
 
@@ -112,6 +113,7 @@ __all__ = [
     "load_contexts",
     "load_dictionary",
     "load_manifest",
+    "relabel_dictionary",
 ]
 
 _SAE_KEY = "sae"  # column prefix in the temporary feature store
@@ -573,11 +575,39 @@ def _logit_lens(lm: LoadedModel, sae: SAE, config: DictionaryConfig,
 
 def _label_quality(stats: FeatureStats, lens: LogitLens) -> DetectionReport:
     """Detection scores of the automatic labels, each built from the even-ranked contexts."""
+    return _score_auto_labels(stats.contexts, lens.promoted, stats.n_features)
+
+
+def _score_auto_labels(contexts: Mapping[int, list[Context]], promoted: list[list[str]],
+                       n_features: int) -> DetectionReport:
     from auditor.features.detection import auto_labeller, score_labels
 
-    contexts = {f: [c.text for c in ctx] for f, ctx in stats.contexts.items()}
-    promoted = {f: lens.promoted[f] for f in range(stats.n_features)}
-    return score_labels(contexts, auto_labeller(promoted), n_features=stats.n_features)
+    texts = {f: [c.text for c in ctx] for f, ctx in contexts.items()}
+    return score_labels(texts, auto_labeller(dict(enumerate(promoted))),
+                        n_features=n_features)
+
+
+def _label_columns(contexts: Mapping[int, list[Context]], promoted: list[list[str]],
+                   quality: DetectionReport, n_features: int) -> list[pl.Series]:
+    """``auto_label``, ``lens_coherent``, ``detection_auroc``,
+    ``detection_balanced_accuracy``."""
+    labels = []
+    coherent = []
+    for f in range(n_features):
+        ctx = contexts.get(f, [])
+        labels.append(auto_label([c.token for c in ctx], promoted[f],
+                                 activations=[c.activation for c in ctx],
+                                 contexts=[c.text for c in ctx]))
+        coherent.append(bool(coherent_promoted(promoted[f])))
+    scored = quality.by_feature()
+    auc = [scored[f].auroc if f in scored else None for f in range(n_features)]
+    bacc = [scored[f].balanced_accuracy if f in scored else None for f in range(n_features)]
+    return [
+        pl.Series("auto_label", labels, dtype=pl.String),
+        pl.Series("lens_coherent", coherent, dtype=pl.Boolean),
+        pl.Series("detection_auroc", auc, dtype=pl.Float32),
+        pl.Series("detection_balanced_accuracy", bacc, dtype=pl.Float32),
+    ]
 
 
 def _features_frame(stats: FeatureStats, lens: LogitLens,
@@ -587,17 +617,6 @@ def _features_frame(stats: FeatureStats, lens: LogitLens,
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(fired > 0, stats.sum / np.maximum(fired, 1), np.nan)
     q = stats.quantiles()
-    labels = []
-    coherent = []
-    for f in range(n):
-        ctx = stats.contexts.get(f, [])
-        labels.append(auto_label([c.token for c in ctx], lens.promoted[f],
-                                 activations=[c.activation for c in ctx],
-                                 contexts=[c.text for c in ctx]))
-        coherent.append(bool(coherent_promoted(lens.promoted[f])))
-    scored = quality.by_feature()
-    auc = [scored[f].auroc if f in scored else None for f in range(n)]
-    bacc = [scored[f].balanced_accuracy if f in scored else None for f in range(n)]
     cols: list[pl.Series] = [
         pl.Series("feature", np.arange(n), dtype=pl.UInt32),
         pl.Series("n_tokens_fired", fired, dtype=pl.UInt64),
@@ -619,12 +638,49 @@ def _features_frame(stats: FeatureStats, lens: LogitLens,
         pl.Series("suppressed", lens.suppressed, dtype=pl.List(pl.String)),
         _list_column("suppressed_ids", lens.suppressed_ids, pl.UInt32),
         _list_column("suppressed_logits", lens.suppressed_logits, pl.Float32),
-        pl.Series("auto_label", labels, dtype=pl.String),
-        pl.Series("lens_coherent", coherent, dtype=pl.Boolean),
-        pl.Series("detection_auroc", auc, dtype=pl.Float32),
-        pl.Series("detection_balanced_accuracy", bacc, dtype=pl.Float32),
+        *_label_columns(stats.contexts, lens.promoted, quality, n),
     ]
     return pl.DataFrame(cols)
+
+
+def relabel_dictionary(dictionary_dir: str | Path) -> dict[str, Any]:
+    """Recompute a dictionary's automatic labels and their detection scores in place.
+
+    For a dictionary built before the current labels (or their scoring) existed: reads
+    its contexts and logit-lens tokens, rewrites the ``auto_label``, ``lens_coherent``
+    and ``detection_*`` columns and the manifest's ``label_quality``; needs neither the
+    model nor the SAE, and leaves statistics, contexts and label overrides as they were.
+
+    Parameters
+    ----------
+    dictionary_dir : str or Path
+        The dictionary.
+
+    Returns
+    -------
+    dict
+        The new ``label_quality`` summary.
+
+    Raises
+    ------
+    StoreError, CorruptShard
+        No dictionary there, or files that do not match its manifest.
+    """
+    root = Path(dictionary_dir)
+    manifest = load_manifest(root)
+    verify_files(root, manifest)
+    frame = read_table(root, FEATURES_FILE)
+    contexts_table = read_table(root, CONTEXTS_FILE)
+    stats = FeatureStats(frame.height)
+    stats.restore(frame, contexts_table, manifest["totals"])
+    promoted = [list(p or []) for p in frame["promoted"].to_list()]
+    quality = _score_auto_labels(stats.contexts, promoted, frame.height)
+    frame = frame.with_columns(_label_columns(stats.contexts, promoted, quality, frame.height))
+    summary = quality.summary()
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    write_dictionary_files(root, frame, contexts_table,
+                           {**manifest, "label_quality": summary})
+    return summary
 
 
 def _list_column(name: str, matrix: np.ndarray, dtype: Any) -> pl.Series:

@@ -18,6 +18,7 @@ from auditor.features import (
     load_contexts,
     load_dictionary,
     load_manifest,
+    relabel_dictionary,
     score_dictionary,
     score_labels,
 )
@@ -210,3 +211,25 @@ def test_negatives_from_a_large_pool_are_other_features_and_seeded() -> None:
     dup = ["same"] * 1990 + [f"other {i}" for i in range(10)]
     got = _negatives(dup, np.full(2000, 5), feature=0, own={"same"}, n=10, seed=0)
     assert sorted(got) == sorted(dup[1990:])
+
+
+def test_relabel_an_old_dictionary_in_place(tiny_dictionary: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from auditor.features.files import write_dictionary_files
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dictionary, old)
+    (old / "labels.tsv").write_text("feature\tlabel\n3\tmine\n")
+    manifest = {k: v for k, v in load_manifest(old).items() if k != "label_quality"}
+    frame = pl.read_parquet(old / "features.parquet")
+    stale = frame.drop("lens_coherent", "detection_auroc", "detection_balanced_accuracy")
+    stale = stale.with_columns(pl.lit("'a' / 'A' → promotes 'isotopes'").alias("auto_label"))
+    write_dictionary_files(old, stale, pl.read_parquet(old / "contexts.parquet"), manifest)
+    assert "label_quality" not in load_manifest(old)
+
+    summary = relabel_dictionary(old)
+    assert summary == load_manifest(tiny_dictionary)["label_quality"]
+    assert load_manifest(old)["label_quality"] == summary
+    assert pl.read_parquet(old / "features.parquet").equals(frame)
+    assert load_dictionary(old)["label"][3] == "mine"  # overrides untouched
