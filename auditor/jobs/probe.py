@@ -868,4 +868,4 @@ def predict_to_file(input: Mapping[str, Any], path: str | Path, *,
             shutil.move(side, target.with_name(target.name + ".provenance.json"))
         written.replace(target)
     return ProbePredictResult(predictions=str(path), documents=result.documents,
-                              heads=result.heads)
+                              heads=result.heads, dictionary=result.dictionary)
