@@ -553,7 +553,8 @@ def portable_provenance(provenance: Mapping[str, Any], *,
     dict
         The model's ``id`` / ``tokenizer``, the training ``input.path`` and each SAE's
         ``path`` relative to the models dir with ``relative_to: "models"``, or their bare
-        file name with ``relative_to: null``; hashes and everything else as they were.
+        file name with ``relative_to: null``; hashes and everything else as they were. A
+        model recorded without ``weights_sha256`` keeps its id (its identity then).
 
     Examples
     --------
@@ -570,8 +571,9 @@ def portable_provenance(provenance: Mapping[str, Any], *,
     out = json.loads(json.dumps(dict(provenance)))  # a deep copy of JSON values
     for section, key in _ARTIFACT_PATHS:
         value = out.get(section)
-        if not isinstance(value, dict):
-            continue
+        if not isinstance(value, dict) or (section == "model"
+                                           and not value.get("weights_sha256")):
+            continue  # without its weights hash, a model's id is its identity: kept
         entries = [v for v in value.values() if isinstance(v, dict)] if section == "saes" \
             else [value]
         for entry in entries:

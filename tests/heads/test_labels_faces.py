@@ -133,3 +133,48 @@ def test_labels_of_another_sae_are_refused(head_dir: Path, sae_sha: str, elsewhe
     assert main(["heads", "show", str(head_dir), "--labels", str(other)]) != 0
     err = capsys.readouterr().err
     assert sae_sha in err and "0" * 64 in err
+
+
+def _recard_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "recard_heads.py"
+    spec = importlib.util.spec_from_file_location("recard_heads", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cards_record_no_machine_paths(head_dir: Path, stores: Any, tmp_path: Path) -> None:
+    """A saved head's card and the shipped heads' cards hold no absolute path; a card's
+    SAE is found relative to the models dir, else by its sha256."""
+    import shutil
+
+    from auditor.defaults import models_dir
+    from auditor.heads.head import portable_provenance, resolve_sae
+
+    recard = _recard_script()
+    card = json.loads((head_dir / "probe" / "card.json").read_text())
+    assert recard._absolute_paths(card) == []
+    assert recard.main(["--check"]) == 0  # the shipped heads
+    for shipped in sorted((models_dir() / "heads").glob("*/probe/card.json")):
+        saes = json.loads(shipped.read_text())["provenance"]["saes"]
+        info = next(iter(saes.values()))
+        assert info["relative_to"] == "models" and resolve_sae(info) is not None
+    # the store records the SAE by absolute path; under a models dir it becomes relative
+    metadata = read_metadata(stores["test"][0])
+    info = next(iter(metadata["saes"].values()))
+    models = tmp_path / "models"
+    (models / "sae" / "tiny").mkdir(parents=True)
+    shutil.copy(info["path"], models / "sae" / "tiny" / "sae.safetensors")
+    moved = {**metadata, "saes": {"k": {**info, "path": str(models / "sae" / "tiny" /
+                                                          "sae.safetensors")}}}
+    portable = portable_provenance(moved, models_dir=models)["saes"]["k"]
+    assert portable["path"] == "sae/tiny/sae.safetensors"
+    assert portable["relative_to"] == "models"
+    assert resolve_sae(portable, models_dir=models) == models / "sae" / "tiny" / \
+        "sae.safetensors"
+    lost = {**portable, "path": "gone/sae.safetensors"}  # moved: found by its hash
+    assert resolve_sae(lost, models_dir=models) == models / "sae" / "tiny" / "sae.safetensors"
+    assert resolve_sae({**lost, "sha256": "0" * 64}, models_dir=models) is None
