@@ -178,3 +178,20 @@ def test_cards_record_no_machine_paths(head_dir: Path, stores: Any, tmp_path: Pa
     lost = {**portable, "path": "gone/sae.safetensors"}  # moved: found by its hash
     assert resolve_sae(lost, models_dir=models) == models / "sae" / "tiny" / "sae.safetensors"
     assert resolve_sae({**lost, "sha256": "0" * 64}, models_dir=models) is None
+
+
+def test_audit_labels_from_a_dictionary_found_by_hash(
+        head_dir: Path, stores: Any, sae_sha: str, tiny_llama_dir: Path, sae_dir: Path,
+        elsewhere: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import polars as pl
+
+    _install("env", elsewhere, sae_sha, monkeypatch)
+    _run(["audit", str(stores["test"][1]), "--out", "audit", "--head", str(head_dir),
+          "--model", str(tiny_llama_dir), "--sae", str(sae_dir), "--explain", "2",
+          "--format", "md", "--id-column", "id"], capsys)
+    frame = pl.read_parquet(elsewhere / "cwd" / "audit" / "predictions.parquet")
+    feats = [e for row in frame["domain.explain"].to_list() for e in row]
+    assert feats and all(e["label"] == f"label-{e['feature']}" and
+                         e["example"] == f"the «tok{e['feature']}» context" for e in feats)
+    assert "«tok" in (elsewhere / "cwd" / "audit" / "report.md").read_text()
