@@ -155,9 +155,10 @@ def _dictionaries_in(root: Path, sha: str) -> Iterator[Path]:
 def _beside(sae_path: str | Path) -> list[Path]:
     """Where a dictionary of the SAE at ``sae_path`` (file or directory) lives beside it."""
     src = Path(sae_path).expanduser()
-    base = src.parent if src.is_file() or src.suffix else src
+    is_file = src.is_file() or (not src.is_dir() and bool(src.suffix))
+    base = src.parent if is_file else src
     out = []
-    if src.is_file() or src.suffix:
+    if is_file:
         out.append(src.parent / f"{src.name}.{DICTIONARY_DIRNAME}")
     out += [base / DICTIONARY_DIRNAME, base / DICTIONARIES_DIRNAME]
     return out
