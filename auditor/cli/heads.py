@@ -64,11 +64,16 @@ def heads_list(directory: Path | None, as_json: bool) -> None:
 @click.argument("head_ref", metavar="HEAD")
 @click.option("--features", "n_features", type=int, default=10, show_default=True,
               help="Features with the largest weights listed per class (0: none).")
-def heads_show(head_ref: str, n_features: int) -> None:
-    """Print a head's card and the SAE features that separate its classes."""
+@click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+              help="Feature dictionary directory to label the features from (default: found "
+                   "by the SAE's sha256).")
+def heads_show(head_ref: str, n_features: int, labels_dir: Path | None) -> None:
+    """Print a head's card and the SAE features that separate its classes, with their
+    labels and an example context from the SAE's feature dictionary."""
     from auditor.jobs import heads as jobs
 
-    result = jobs.run_heads_show(head_ref, options=jobs.HeadsShowOptions(features=n_features))
+    result = jobs.run_heads_show(head_ref, options=jobs.HeadsShowOptions(
+        features=n_features, labels=None if labels_dir is None else str(labels_dir)))
     click.echo(result.card)
     if n_features <= 0:
         return
@@ -82,3 +87,8 @@ def heads_show(head_ref: str, n_features: int) -> None:
         for f in feats:
             label = f["label"]
             click.echo(f"  f{f['feature']:<6} {f['weight']:+.3f}" + (f"  {label}" if label else ""))
+            if f.get("example"):
+                click.echo(f"{'':<17}e.g. {f['example']}")
+    note = (result.dictionary or {}).get("note")
+    if note:
+        click.echo(f"\nnote: {note}")

@@ -256,17 +256,20 @@ def probe_eval(head_ref: str, store_path: Path, labels_path: Path | None,
                    "did not fire (0: none).")
 @click.option("--partial", is_flag=True,
               help="Label what an unfinished store holds (refused otherwise).")
+@click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+              help="Feature dictionary directory to label --explain features from "
+                   "(default: found by the SAE's sha256).")
 @_OVERWRITE
 @_PROGRESS
 def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
-                  explain: int, partial: bool, overwrite: bool,
+                  explain: int, partial: bool, labels_dir: Path | None, overwrite: bool,
                   progress: bool | None) -> None:
     """Apply heads to an existing feature store."""
     from auditor.jobs import probe as jobs
 
     data = {"features": str(store_path), "heads": list(head_refs)}
     options = jobs.ProbePredictOptions(explain=explain, allow_partial=partial,
-                                       overwrite=overwrite)
+                                       labels=_str(labels_dir), overwrite=overwrite)
     if out.suffix:  # a file (its suffix says the format)
         result = jobs.predict_to_file(data, out, options=options,
                                       progress=progress_bars(progress))
@@ -276,3 +279,8 @@ def probe_predict(head_refs: tuple[str, ...], store_path: Path, out: Path,
                                         progress=progress_bars(progress))
         written = out / result.predictions
     click.echo(f"wrote {result.documents:,} predictions to {written}")
+    if result.dictionary and result.dictionary.get("note"):
+        click.echo(f"note: {result.dictionary['note']}")
+    elif result.dictionary:
+        click.echo(f"feature labels from {result.dictionary['path']} "
+                   f"({result.dictionary['origin']})")

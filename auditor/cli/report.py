@@ -57,7 +57,9 @@ def _str(path: Path | None) -> str | None:
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="A previous report.json of the same pipeline, for drift.")
 @click.option("--labels", "labels_path", type=click.Path(path_type=Path), default=None,
-              help="Feature labels JSON ({\"12\": \"label\"} or records with examples).")
+              help="Feature labels: a feature dictionary directory (default: the store SAE's, "
+                   "found by its sha256), or a JSON file ({\"12\": \"label\"} or records "
+                   "with examples).")
 @click.option("--format", "formats", default="html,json,md", show_default=True,
               help="Comma-separated formats: html, json, md.")
 @click.option("--title", default=None, help="Report title.")
@@ -148,3 +150,8 @@ def report(
     if result.feature_drift is not None:
         line += f", feature JSD {result.feature_drift:.4f} bits"
     click.echo(line)
+    if result.dictionary and result.dictionary.get("note"):
+        click.echo(f"note: {result.dictionary['note']}")
+    elif result.dictionary:
+        click.echo(f"  feature labels from {result.dictionary['path']} "
+                   f"({result.dictionary['origin']})")

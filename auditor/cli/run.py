@@ -29,6 +29,23 @@ _RUN_OPTIONS = [
 ]
 
 
+_LABELS = click.option(
+    "--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+    help="Feature dictionary directory to label features from (default: found by the SAE's "
+         "sha256 beside the SAE, in the models dir, the data home or "
+         "$AUDITOR_DICTIONARY_PATH).")
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _dictionary_note(info: Mapping[str, Any] | None) -> None:
+    """Print how to get feature labels when no dictionary was found."""
+    if info and info.get("note"):
+        click.echo(f"note: {info['note']}")
+
+
 def _run_options(f: Any) -> Any:
     """The options every command that runs the model and heads on a dataset shares."""
     for opt in reversed(_RUN_OPTIONS):
@@ -60,11 +77,13 @@ def _extract_options(model: str | None, sae_paths: tuple[str, ...], text_column:
 @click.option("--skip-bad-rows", is_flag=True)
 @click.option("--device", default=None)
 @click.option("--progress/--no-progress", default=None)
+@_LABELS
 @_TEXT
 def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain: int,
              store: Path | None, model: str | None, sae_paths: tuple[str, ...],
              text_column: str, id_column: str | None, skip_bad_rows: bool,
-             device: str | None, progress: bool | None, as_text: bool) -> None:
+             device: str | None, progress: bool | None, labels_dir: Path | None,
+             as_text: bool) -> None:
     """Label TEXT or FILE with the heads.
 
     An existing file or directory, or a name ending .jsonl/.parquet/.csv/.txt/.gz (which
@@ -86,7 +105,7 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
             extract=_extract_options(model, sae_paths, text_column,
                                      "id" if literal else id_column,
                                      skip_bad_rows=skip_bad_rows, device=device),
-            inline_rows=0 if out is not None else 1_000_000)
+            inline_rows=0 if out is not None else 1_000_000, labels=_str(labels_dir))
         result = jobs.run_classify(path, out=where / "run", options=options,
                                    progress=progress_bars(progress))
         if out is not None:
@@ -96,8 +115,10 @@ def classify(source: str, out: Path | None, head_refs: tuple[str, ...], explain:
                 shutil.copyfile(written, f"{out}{written.name[len(result.predictions):]}")
             click.echo(f"wrote {result.documents:,} rows to {out}"
                        + (f" (ids: {result.ids})" if result.ids and not literal else ""))
+            _dictionary_note(result.dictionary)
             return
     _print_predictions(result.rows or ())
+    _dictionary_note(result.dictionary)
 
 
 @click.command()
@@ -162,10 +183,12 @@ def audit(input_path: Path, out: Path, head_refs: tuple[str, ...], explain: int,
 @click.option("--no-tokens", is_flag=True, help="Skip token-level evidence.")
 @click.option("--id-column", default=None)
 @click.option("--json", "as_json", is_flag=True)
+@_LABELS
 @_TEXT
 def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: int,
             n_random: int, no_tokens: bool, model: str | None, sae_paths: tuple[str, ...],
-            text_column: str, id_column: str | None, as_json: bool, as_text: bool) -> None:
+            text_column: str, id_column: str | None, as_json: bool, labels_dir: Path | None,
+            as_text: bool) -> None:
     """Why each head labelled TEXT (or each document of FILE) as it did (TEXT or FILE as
     for classify)."""
     from auditor.jobs import explain as jobs
@@ -175,7 +198,7 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
         path, literal = text_or_dataset(source, out=where / "input", text=as_text)
         options = jobs.ExplainOptions(
             heads=head_refs or None, top=top, check=check, k=k, n_random=n_random,
-            tokens=not no_tokens,
+            tokens=not no_tokens, labels=_str(labels_dir),
             extract=_extract_options(model, sae_paths, text_column,
                                      "id" if literal else id_column))
         result = jobs.run_explain(path, out=where / "run", options=options,
@@ -200,12 +223,16 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
                            f"{f['activation']:.2f}{label}")
                 if f["evidence"]:
                     click.echo(f"             {f['evidence']}")
+                if f.get("example"):
+                    click.echo(f"             e.g. {f['example']}")
             if e["absent"]:
                 click.echo("    absent (did not fire):")
             for f in e["absent"]:
                 label = f" ({f['label']})" if f["label"] else ""
                 click.echo(f"      f{f['feature']:<6} {f['contribution']:+.3f}  did not "
                            f"fire{label}")
+                if f.get("example"):
+                    click.echo(f"             e.g. {f['example']}")
     for name, c in result["faithfulness"].items():
         click.echo(f"faithfulness {name} (k={c['k']}, {c['documents']} documents; drop of "
                    f"p(label), {c['confidence']:.0%} bootstrap CI; typical firing value: "
@@ -213,6 +240,7 @@ def explain(source: str, head_refs: tuple[str, ...], top: int, check: bool, k: i
         for kind, what in (("present", "present (fired), zeroed"),
                            ("absent", "absent (did not fire), made to fire")):
             click.echo(f"  {what}: {_faithfulness_line(c[kind])}")
+    _dictionary_note(result.get("dictionary"))
 
 
 def _ci(d: Mapping[str, Any]) -> str:
@@ -250,3 +278,5 @@ def _print_predictions(rows: Sequence[Mapping[str, Any]]) -> None:
                     "(did not fire)"
                 click.echo(f"      f{e['feature']:<6} {e['contribution']:+.3f} "
                            f"{fired}{name}")
+                if e.get("example"):
+                    click.echo(f"             e.g. {e['example']}")

@@ -3,13 +3,15 @@
 One output row per document, keyed by ``id``; for each head ``H``: ``H.label`` and
 ``H.p.<class>`` (calibrated probability) per class, and with ``explain > 0`` the list
 ``H.explain`` of the top contributing SAE features ``{feature, contribution, activation,
-label, present}``: first up to ``explain`` features that fired (``present`` true), then up
-to ``explain`` features whose *not* firing contributed (``present`` false, activation 0:
-absent evidence, see :mod:`auditor.explain.contributions`), each kind largest
-``|contribution|`` first. For a binary head the contributions are to
-the positive class's score (negative values argue against it); for a multiclass head to
-the predicted class's score. ``H.explained`` is the share of the score's feature part the
-features cover (1.0 except for raw-activation heads, see :mod:`auditor.explain.decompose`).
+label, present, example}`` (``label`` and ``example``, one top context, from the SAE's
+feature dictionary when there is one): first up to ``explain`` features that fired
+(``present`` true), then up to ``explain`` features whose *not* firing contributed
+(``present`` false, activation 0: absent evidence, see
+:mod:`auditor.explain.contributions`), each kind largest ``|contribution|`` first. For a
+binary head the contributions are to the positive class's score (negative values argue
+against it); for a multiclass head to the predicted class's score. ``H.explained`` is the
+share of the score's feature part the features cover (1.0 except for raw-activation heads,
+see :mod:`auditor.explain.decompose`).
 
 A multilabel head ``H`` writes ``H.labels`` (the labels present, i.e. with ``p`` at least
 their threshold, most probable first; possibly empty) before ``H.label`` (the most
@@ -34,13 +36,14 @@ __all__ = ["EXPLAIN_DTYPE", "classify_store", "write_predictions"]
 #: The struct of one ``H.explain`` entry.
 EXPLAIN_DTYPE = pl.List(pl.Struct({"feature": pl.UInt32, "contribution": pl.Float64,
                                    "activation": pl.Float64, "label": pl.String,
-                                   "present": pl.Boolean}))
+                                   "present": pl.Boolean, "example": pl.String}))
 
 
 def classify_store(
     store: str | Path, heads: Sequence[Any], *, explain: int = 0,
     feature_labels: Mapping[int, str] | Callable[[int], str | None] | None = None,
     allow_partial: bool = False,
+    feature_examples: Mapping[int, str] | Callable[[int], str | None] | None = None,
 ) -> pl.DataFrame:
     """Apply heads to a feature store.
 
@@ -55,6 +58,9 @@ def classify_store(
         document and head (0: none).
     feature_labels
         Feature index → short label (a mapping or a callable), shown in explanations.
+    feature_examples
+        Feature index → one example context (a mapping or a callable), the entries'
+        ``example``.
     allow_partial
         Label an incomplete store's done shards instead of refusing it.
 
@@ -77,6 +83,7 @@ def classify_store(
     if len(set(names)) != len(names):
         raise ConfigError(f"head names must be unique, got {names}", field="heads")
     label_of = _labeller(feature_labels)
+    example_of = _labeller(feature_examples)
     columns: dict[str, Any] = {}
     ids: list[str] | None = None
     for head in heads:
@@ -112,7 +119,8 @@ def classify_store(
                                       activations=inputs.activations)
                 rows.append([{"feature": f.feature, "contribution": f.contribution,
                               "activation": f.activation, "label": label_of(f.feature),
-                              "present": f.present} for f in [*ev.present, *ev.absent]])
+                              "present": f.present, "example": example_of(f.feature)}
+                             for f in [*ev.present, *ev.absent]])
             columns[f"{head.name}.explain"] = pl.Series(rows, dtype=EXPLAIN_DTYPE)
             cov = contrib.coverage()
             out_idx = [contrib.output_index(lab) for lab in predicted]

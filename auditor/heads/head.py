@@ -36,6 +36,8 @@ __all__ = [
     "HeadInputs",
     "guarded_settings",
     "load_head",
+    "portable_provenance",
+    "resolve_sae",
     "save_head",
     "write_head",
 ]
@@ -509,6 +511,118 @@ def _raw_hook(metadata: Mapping[str, Any], sae: str | None) -> str | None:
     return hooks[0] if len(hooks) == 1 else None
 
 
+# --------------------------------------------------------------------------- artifacts
+#
+# A card records the artifacts a head was trained with (model, SAEs, training data) by
+# sha256 and by a path relative to the models dir (``relative_to: "models"``), never by an
+# absolute path of the machine that built it: a path outside the models dir is kept as its
+# bare file name (``relative_to: null``), and the artifact is then found by its hash.
+
+#: (section, key) of the provenance paths made portable; ``saes`` applies to each SAE.
+_ARTIFACT_PATHS = (("model", "id"), ("model", "tokenizer"), ("input", "path"),
+                   ("saes", "path"))
+
+
+def _portable_path(value: Any, models: Path) -> tuple[Any, str | None]:
+    """``value`` relative to ``models`` (``'models'``), else its bare name (``None``)."""
+    if not isinstance(value, str) or not value or not Path(value).is_absolute():
+        return value, None
+    path = Path(value)
+    for base in {models, models.resolve()}:
+        try:
+            return path.relative_to(base).as_posix(), "models"
+        except ValueError:
+            continue
+    return path.name, None
+
+
+def portable_provenance(provenance: Mapping[str, Any], *,
+                        models_dir: str | Path | None = None) -> dict[str, Any]:
+    """A copy of ``provenance`` without absolute machine paths.
+
+    Parameters
+    ----------
+    provenance
+        A store's metadata as a head card records it.
+    models_dir
+        The models dir paths are made relative to (default
+        :func:`auditor.defaults.models_dir`).
+
+    Returns
+    -------
+    dict
+        The model's ``id`` / ``tokenizer``, the training ``input.path`` and each SAE's
+        ``path`` relative to the models dir with ``relative_to: "models"``, or their bare
+        file name with ``relative_to: null``; hashes and everything else as they were. A
+        model recorded without ``weights_sha256`` keeps its id (its identity then).
+
+    Examples
+    --------
+    >>> prov = {"saes": {"l9": {"path": "/m/sae/x/sae.safetensors", "sha256": "ab"}},
+    ...         "input": {"path": "/home/me/train.jsonl"}}
+    >>> out = portable_provenance(prov, models_dir="/m")
+    >>> out["saes"]["l9"], out["input"]
+    ({'path': 'sae/x/sae.safetensors', 'sha256': 'ab', 'relative_to': 'models'}, \
+{'path': 'train.jsonl', 'relative_to': None})
+    """
+    from auditor.defaults import models_dir as default_models
+
+    models = Path(models_dir) if models_dir is not None else default_models()
+    out = json.loads(json.dumps(dict(provenance)))  # a deep copy of JSON values
+    for section, key in _ARTIFACT_PATHS:
+        value = out.get(section)
+        if not isinstance(value, dict) or (section == "model"
+                                           and not value.get("weights_sha256")):
+            continue  # without its weights hash, a model's id is its identity: kept
+        entries = [v for v in value.values() if isinstance(v, dict)] if section == "saes" \
+            else [value]
+        for entry in entries:
+            if key in entry and isinstance(entry[key], str) and Path(entry[key]).is_absolute():
+                entry[key], entry["relative_to"] = _portable_path(entry[key], models)
+    return out
+
+
+def resolve_sae(info: Mapping[str, Any], *, models_dir: str | Path | None = None
+                ) -> Path | None:
+    """The SAE file a card's (or a store's) SAE entry names, on this machine.
+
+    A path relative to the models dir is resolved against it, an absolute one is taken as
+    it is; when neither exists the SAE files under ``<models dir>/sae`` are searched for
+    one with the recorded ``sha256``.
+
+    Parameters
+    ----------
+    info
+        ``{"path": ..., "sha256": ..., "relative_to": ...}``.
+    models_dir
+        Default :func:`auditor.defaults.models_dir`.
+
+    Returns
+    -------
+    Path or None
+        None when no file is found.
+    """
+    from auditor._files import sha256_file
+    from auditor.defaults import models_dir as default_models
+
+    models = Path(models_dir) if models_dir is not None else default_models()
+    raw = info.get("path")
+    if isinstance(raw, str) and raw:
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and info.get("relative_to") == "models":
+            path = models / path
+        if path.is_absolute() and path.exists():
+            return path
+    sha = info.get("sha256")
+    root = models / "sae"
+    if not sha or not root.is_dir():
+        return None
+    for candidate in sorted(root.glob("*/*.safetensors")):
+        if sha256_file(candidate) == sha:
+            return candidate
+    return None
+
+
 # --------------------------------------------------------------------------- persistence
 
 
@@ -518,7 +632,10 @@ def _write_files(head: Head, directory: Path, card_markdown: str | None) -> None
 
     from auditor.probes import save_probe
 
-    save_probe(head.probe, directory / PROBE_DIR, card=head.card)
+    card = dict(head.card)
+    if isinstance(card.get("provenance"), Mapping):
+        card["provenance"] = portable_provenance(card["provenance"])
+    save_probe(head.probe, directory / PROBE_DIR, card=card)
     if head.decoder is not None:
         save_file({"per_feature": np.ascontiguousarray(head.decoder[0]),
                    "bias": np.ascontiguousarray(head.decoder[1])},

@@ -113,7 +113,7 @@ def run_audit(
     extract = audit_extract_options(options, loaded)
 
     def work(root: Path) -> AuditResult:
-        from auditor.features import dictionary_annotations
+        from auditor.features.locate import load_annotations, sae_of
         from auditor.heads.classify import classify_store, write_predictions
         from auditor.io import ROW_NUMBERS
         from auditor.jobs.extract import run_extract
@@ -127,9 +127,10 @@ def run_audit(
         metadata = read_metadata(store)
         # the texts are read with the ids the store was keyed by
         id_column = ((metadata.get("input") or {}).get("read") or {}).get("id_column")
-        sae_info = list((metadata.get("saes") or {}).values())
-        labels, examples = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
-                                                  else None)
+        sha, sae_path = sae_of(metadata)  # the SAE's dictionary, found by its sha256
+        notes = load_annotations(sha, sae_path=sae_path)
+        labels = notes.labels or None
+        examples = {f: [x] for f, x in notes.examples.items()} or None
         predictions = None
         stages = Progress(progress, job="audit")
         if loaded:
@@ -138,7 +139,8 @@ def run_audit(
                 check_cancel(cancel, "the classify stage")
                 with stages.stage("classify", total=1) as stage:
                     frame = classify_store(store, loaded, explain=options.explain,
-                                           feature_labels=labels)
+                                           feature_labels=labels,
+                                           feature_examples=notes.example)
                     write_predictions(frame, predictions,
                                       provenance={**metadata,
                                                   "heads": heads_provenance(loaded)})

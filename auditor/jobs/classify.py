@@ -53,6 +53,10 @@ class ClassifyOptions(JobOptions):
     inline_rows
         Put the predictions into the result as well when there are at most this many
         documents (a CLI or API call on a few texts prints them from there).
+    labels
+        The feature dictionary explanations are labelled from: a dictionary directory (or a
+        directory of dictionaries) that must be of the store's SAE; None finds it by the
+        SAE's sha256 (see :func:`auditor.features.locate.find_dictionary`).
     """
 
     heads: tuple[str, ...] | None = None
@@ -61,6 +65,7 @@ class ClassifyOptions(JobOptions):
     store: str = "store"
     predictions: str = "predictions.parquet"
     inline_rows: int = runtime_field(100)
+    labels: str | None = None
 
     def validate(self) -> None:
         if self.explain < 0:
@@ -75,7 +80,9 @@ class ClassifyOptions(JobOptions):
 @dataclass(frozen=True)
 class ClassifyResult(JobResult):
     """Where a classify job wrote its outputs, what it found, and how documents are keyed
-    (``ids``: ``column 'id'`` or ``row numbers``)."""
+    (``ids``: ``column 'id'`` or ``row numbers``). ``dictionary``: with ``explain``, where
+    the feature labels came from (``path``, ``origin``) or, without a dictionary, the
+    ``note`` saying how to build one."""
 
     store: str
     predictions: str
@@ -84,6 +91,7 @@ class ClassifyResult(JobResult):
     extract: dict[str, Any]
     rows: tuple[dict[str, Any], ...] | None = None
     ids: str | None = None
+    dictionary: dict[str, Any] | None = None
 
 
 def heads_extract_settings(heads: Sequence[Any]) -> dict[str, Any]:
@@ -190,7 +198,7 @@ def run_classify(
     extract = classify_extract_options(options, loaded)
 
     def work(root: Path) -> ClassifyResult:
-        from auditor.features import dictionary_annotations
+        from auditor.features.locate import load_annotations, sae_of
         from auditor.heads.classify import classify_store, write_predictions
         from auditor.store import read_metadata
 
@@ -203,16 +211,20 @@ def run_classify(
         if record is None or not target.is_file():
             check_cancel(cancel, "the classify stage")
             metadata = read_metadata(store)
-            sae_info = list((metadata.get("saes") or {}).values())
-            labels, _ = dictionary_annotations(
-                sae_info[0].get("path") if len(sae_info) == 1 else None)
+            notes = None
+            if options.explain > 0:
+                sha, sae_path = sae_of(metadata)
+                notes = load_annotations(sha, labels_dir=options.labels, sae_path=sae_path)
             with Progress(progress, job="classify").stage("classify", total=1) as stage:
-                frame = classify_store(store, loaded, explain=options.explain,
-                                       feature_labels=labels)
+                frame = classify_store(
+                    store, loaded, explain=options.explain,
+                    feature_labels=notes.label if notes is not None else None,
+                    feature_examples=notes.example if notes is not None else None)
                 stage.advance(1, docs=frame.height)
             write_predictions(frame, target,
                               provenance={**metadata, "heads": heads_provenance(loaded)})
-            record = {"documents": frame.height}
+            record = {"documents": frame.height,
+                      "dictionary": notes.info() if notes is not None else None}
             markers.mark("classify", record)
         rows = None
         if int(record["documents"]) <= options.inline_rows:
@@ -220,10 +232,12 @@ def run_classify(
         return ClassifyResult(store=options.store, predictions=options.predictions,
                               documents=int(record["documents"]),
                               heads=tuple(h.name for h in loaded),
-                              extract=done.summary, rows=rows, ids=done.ids)
+                              extract=done.summary, rows=rows, ids=done.ids,
+                              dictionary=record.get("dictionary"))
 
     return run_recorded("classify", out=out, options=options,
-                        input={"data": input, **_head_inputs(options.heads)},
+                        input={"data": input, **_head_inputs(options.heads),
+                               **({"labels": options.labels} if options.labels else {})},
                         result_type=ClassifyResult, work=work)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError
@@ -22,6 +22,9 @@ from auditor.jobs._contract import JobOptions, JobResult, json_values, run_recor
 from auditor.jobs._pipeline import Pipeline, resolve_defaults
 from auditor.jobs.extract import ExtractOptions
 from auditor.progress import Progress, ProgressCallback
+
+if TYPE_CHECKING:
+    from auditor.features.locate import Annotations
 
 __all__ = ["ExplainOptions", "ExplainResult", "run_explain"]
 
@@ -51,6 +54,10 @@ class ExplainOptions(JobOptions):
         audit job explains corpora).
     extract
         How the documents are read and which model and SAEs run.
+    labels
+        The feature dictionary labels and example contexts come from: a dictionary
+        directory (or a directory of dictionaries) that must be of the SAE; None finds it
+        by the SAE's sha256 (see :func:`auditor.features.locate.find_dictionary`).
     """
 
     heads: tuple[str, ...] | None = None
@@ -61,6 +68,7 @@ class ExplainOptions(JobOptions):
     tokens: bool = True
     max_docs: int = 1000
     extract: ExtractOptions = field(default_factory=ExtractOptions)
+    labels: str | None = None
 
     def validate(self) -> None:
         for name in ("top", "k", "n_random", "max_docs"):
@@ -77,7 +85,10 @@ class ExplainResult(JobResult):
     ``evidence``) and ``absent`` (features whose not firing contributed: the same with
     activation 0 and no tokens). For multilabel heads ``label`` is the explained label (see
     :meth:`Head.explained_labels`) and ``labels`` the labels present. ``faithfulness``:
-    per head, :func:`auditor.explain.faithfulness` without its per-document lists.
+    per head, :func:`auditor.explain.faithfulness` without its per-document lists. Each
+    feature entry has ``label`` and ``example`` (its top context) from the SAE's feature
+    dictionary, None without one; ``dictionary`` says where the labels came from
+    (``path``, ``origin``) or, without a dictionary, gives the ``note`` on building one.
     """
 
     documents: tuple[dict[str, Any], ...]
@@ -85,6 +96,7 @@ class ExplainResult(JobResult):
     heads: tuple[str, ...]
     provenance: dict[str, Any]
     written: str = EXPLANATIONS_FILE
+    dictionary: dict[str, Any] | None = None
 
 
 def run_explain(
@@ -139,7 +151,7 @@ def run_explain(
     def work(root: Path) -> ExplainResult:
         from auditor._files import write_json
         from auditor.explain import faithfulness
-        from auditor.features import dictionary_annotations
+        from auditor.features.locate import load_annotations, sae_of
         from auditor.jobs.extract import run_extract
         from auditor.store import read_metadata
 
@@ -154,9 +166,8 @@ def run_explain(
                 resolve_defaults(extract.model, extract.saes)[0]
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         meta = read_metadata(store)
-        sae_info = list((meta.get("saes") or {}).values())
-        sae_path = sae_info[0].get("path") if len(sae_info) == 1 else None
-        labels, _ = dictionary_annotations(sae_path)
+        sha, sae_file = sae_of(meta)
+        notes = load_annotations(sha, labels_dir=options.labels, sae_path=sae_file)
         docs: dict[str, dict[str, Any]] = {}
         checks: dict[str, Any] = {}
         with Progress(progress, job="explain").stage("explain", total=len(loaded)) as stage:
@@ -165,10 +176,10 @@ def run_explain(
                 if not head.read(store).doc_ids:
                     stage.advance(1)
                     continue  # no document: nothing to explain or to check
-                _explain_head(head, store, options, labels, tokenizer, docs)
+                _explain_head(head, store, options, notes, tokenizer, docs)
                 if options.check:
                     inputs = head.read(store)
-                    typical = _dictionary_typical(sae_path, inputs.activations.shape[1])
+                    typical = _dictionary_typical(notes, inputs.activations.shape[1])
                     check = faithfulness(head, inputs, k=options.k, n_random=options.n_random,
                                          typical=typical)
                     for kind in ("present", "absent"):
@@ -179,17 +190,18 @@ def run_explain(
         result = ExplainResult(documents=tuple(json_values(list(docs.values()))),
                                faithfulness=json_values(checks),
                                heads=tuple(h.name for h in loaded),
-                               provenance=json_values(meta))
+                               provenance=json_values(meta), dictionary=notes.info())
         write_json(root / EXPLANATIONS_FILE, result.to_dict())
         return result
 
     return run_recorded("explain", out=out, options=options,
-                        input={"data": input, **_head_inputs(options.heads)},
+                        input={"data": input, **_head_inputs(options.heads),
+                               **({"labels": options.labels} if options.labels else {})},
                         result_type=ExplainResult, work=work)
 
 
 def _explain_head(head: Any, store: Path, options: ExplainOptions,
-                  labels: dict[int, str] | None, tokenizer: Any,
+                  notes: Annotations, tokenizer: Any,
                   docs: dict[str, dict[str, Any]]) -> None:
     """Add one head's explanation of every document of ``store`` to ``docs``."""
     from auditor.explain.tokens import render_evidence, token_evidence
@@ -216,14 +228,16 @@ def _explain_head(head: Any, store: Path, options: ExplainOptions,
             "explains": str(contrib.outputs[out]),
             "explained_share": float(coverage[i, out]),
             "present": [{
-                "feature": int(f.feature), "label": (labels or {}).get(f.feature),
+                "feature": int(f.feature), "label": notes.label(f.feature),
+                "example": notes.example(f.feature),
                 "contribution": float(f.contribution), "activation": float(f.activation),
                 "tokens": [h._asdict() for h in evidence.get(f.feature, [])[:5]],
                 "evidence": (render_evidence(toks, evidence[f.feature])
                              if f.feature in evidence else None),
             } for f in ev.present],
             "absent": [{
-                "feature": int(f.feature), "label": (labels or {}).get(f.feature),
+                "feature": int(f.feature), "label": notes.label(f.feature),
+                "example": notes.example(f.feature),
                 "contribution": float(f.contribution), "activation": 0.0,
                 "tokens": [], "evidence": None,
             } for f in ev.absent],
@@ -231,29 +245,23 @@ def _explain_head(head: Any, store: Path, options: ExplainOptions,
         docs.setdefault(str(doc_id), {"id": str(doc_id)})[head.name] = entry
 
 
-def _dictionary_typical(sae_path: str | None, n_features: int) -> Any:
-    """Each feature's typical firing value (``p50``) from the dictionary beside the SAE,
-    or None (the faithfulness test then uses the explained documents)."""
+def _dictionary_typical(notes: Annotations, n_features: int) -> Any:
+    """Each feature's typical firing value (``p50``) from the SAE's dictionary, or None
+    (the faithfulness test then uses the explained documents)."""
     import numpy as np
 
     from auditor.errors import AuditorError
-    from auditor.features.files import default_dictionary_dir, load_feature_table
+    from auditor.features.files import load_feature_table
 
-    if sae_path is None:
+    if notes.located is None:
         return None
-    path = Path(sae_path)
-    for root in (default_dictionary_dir(path),
-                 *([default_dictionary_dir(path.parent)] if path.is_file() else [])):
-        if not root.is_dir():
-            continue
-        try:
-            table = load_feature_table(root, verify=False)
-        except AuditorError:
-            return None
-        values = np.full(n_features, np.nan)
-        feats = table["feature"].to_numpy()
-        p50 = table["p50"].cast(float).fill_null(float("nan")).to_numpy()
-        keep = feats < n_features
-        values[feats[keep]] = p50[keep]
-        return values
-    return None
+    try:
+        table = load_feature_table(notes.located.path, verify=False)
+    except AuditorError:
+        return None
+    values = np.full(n_features, np.nan)
+    feats = table["feature"].to_numpy()
+    p50 = table["p50"].cast(float).fill_null(float("nan")).to_numpy()
+    keep = feats < n_features
+    values[feats[keep]] = p50[keep]
+    return values

@@ -358,7 +358,7 @@ def _scores(input: str | Path, root: Path, options: FilterOptions, heads: list[A
     if predictions is None and heads:
         predictions = root / "predictions.parquet"
         if markers.done("classify") is None or not predictions.is_file():
-            from auditor.features import dictionary_annotations
+            from auditor.features.locate import load_annotations, sae_of
             from auditor.heads.classify import classify_store, write_predictions
             from auditor.jobs.classify import heads_provenance
             from auditor.store import read_metadata
@@ -366,12 +366,12 @@ def _scores(input: str | Path, root: Path, options: FilterOptions, heads: list[A
             check_cancel(cancel, "the classify stage")
             assert store is not None
             metadata = read_metadata(store)
-            sae_info = list((metadata.get("saes") or {}).values())
-            labels, _ = dictionary_annotations(sae_info[0].get("path") if len(sae_info) == 1
-                                               else None)
+            sha, sae_path = sae_of(metadata)  # the SAE's dictionary, found by its sha256
+            notes = load_annotations(sha, sae_path=sae_path)
             with stages.stage("classify", total=1) as stage:
                 frame = classify_store(store, heads, explain=options.explain,
-                                       feature_labels=labels)
+                                       feature_labels=notes.label,
+                                       feature_examples=notes.example)
                 write_predictions(frame, predictions,
                                   provenance={**metadata, "heads": heads_provenance(heads)})
                 stage.advance(1, docs=frame.height)

@@ -243,21 +243,27 @@ class HeadsListResult(JobResult):
 
 @dataclass(frozen=True)
 class HeadsShowOptions(JobOptions):
-    """Options of :func:`run_heads_show`: features listed per class (0: none)."""
+    """Options of :func:`run_heads_show`: features listed per class (0: none), and the
+    feature dictionary they are labelled from (``labels``: a dictionary directory of the
+    head's SAE; None: found by the SAE's sha256, see
+    :func:`auditor.features.locate.find_dictionary`)."""
 
     features: int = 10
+    labels: str | None = None
 
 
 @dataclass(frozen=True)
 class HeadsShowResult(JobResult):
     """A head's Markdown ``card`` and the SAE features that separate its classes
-    (``weights``: class → ``[{feature, weight, label}]``), or why there are none
-    (``no_weights``)."""
+    (``weights``: class → ``[{feature, weight, label, example}]``), or why there are none
+    (``no_weights``); ``dictionary``: where the labels came from (``path``, ``origin``) or
+    the ``note`` on building a dictionary."""
 
     head: str
     card: str
     weights: dict[str, list[dict[str, Any]]] | None
     no_weights: str | None
+    dictionary: dict[str, Any] | None = None
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -696,24 +702,30 @@ def heads_serving(store: str | Path) -> dict[str, str | None]:
 def run_heads_show(head: str | Path, *, options: HeadsShowOptions) -> HeadsShowResult:
     """A head's card and the SAE features with the largest weights per class (labelled
     from the SAE's feature dictionary when there is one); reads only."""
-    from auditor.features import dictionary_annotations
+    from auditor.features.locate import load_annotations, sae_of
     from auditor.heads import load_heads
     from auditor.heads.card import render_card
+    from auditor.heads.head import resolve_sae
 
     loaded = load_heads([str(head)])[0]
     card = render_card(loaded.config.to_dict(), loaded.card)
     if options.features <= 0:
         return HeadsShowResult(head=loaded.name, card=card, weights=None, no_weights=None)
-    saes: dict[str, Any] = (loaded.card.get("provenance") or {}).get("saes") or {}
-    path = next(iter(saes.values())).get("path") if len(saes) == 1 else None
-    labels, _ = dictionary_annotations(path)
+    provenance = loaded.card.get("provenance") or {}
+    saes = provenance.get("saes") or {}
+    key = loaded.config.sae if loaded.config.sae in saes else None
+    sha, _ = sae_of(provenance, sae=key)
+    info = saes.get(key) if key is not None else next(iter(saes.values()), None)
+    # the card records the SAE relative to the models dir; else it is found by its hash
+    sae_path = resolve_sae(info) if sha is not None and info else None
+    notes = load_annotations(sha, labels_dir=options.labels, sae_path=sae_path)
     try:
         weights = loaded.feature_weights(k=options.features)
     except AuditorError as e:
         return HeadsShowResult(head=loaded.name, card=card, weights=None,
-                               no_weights=e.message)
+                               no_weights=e.message, dictionary=notes.info())
     return HeadsShowResult(
-        head=loaded.name, card=card, no_weights=None,
-        weights={cls: [{"feature": int(f), "weight": float(w),
-                        "label": (labels or {}).get(f)} for f, w in feats]
+        head=loaded.name, card=card, no_weights=None, dictionary=notes.info(),
+        weights={cls: [{"feature": int(f), "weight": float(w), "label": notes.label(f),
+                        "example": notes.example(f)} for f, w in feats]
                  for cls, feats in weights.items()})

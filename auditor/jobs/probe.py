@@ -258,12 +258,15 @@ class ProbeCurveResult(JobResult):
 class ProbePredictOptions(JobOptions):
     """Options of :func:`run_probe_predict`: top contributing features per document
     (``explain``, 0: none), the predictions file name under ``out`` (``.parquet`` or
-    ``.jsonl``), and whether an incomplete store's done shards may be labelled
-    (``allow_partial``)."""
+    ``.jsonl``), whether an incomplete store's done shards may be labelled
+    (``allow_partial``), and the feature dictionary explanations are labelled from
+    (``labels``: a dictionary directory of the store's SAE; None: found by the SAE's sha256,
+    see :func:`auditor.features.locate.find_dictionary`)."""
 
     explain: int = 0
     filename: str = "predictions.parquet"
     allow_partial: bool = False
+    labels: str | None = None
 
     def validate(self) -> None:
         if self.explain < 0:
@@ -276,11 +279,14 @@ class ProbePredictOptions(JobOptions):
 
 @dataclass(frozen=True)
 class ProbePredictResult(JobResult):
-    """``predictions``: the file relative to ``out``; one row per document."""
+    """``predictions``: the file relative to ``out``; one row per document. ``dictionary``:
+    with ``explain``, where the feature labels came from (``path``, ``origin``) or the
+    ``note`` on building a dictionary."""
 
     predictions: str
     documents: int
     heads: list[str]
+    dictionary: dict[str, Any] | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -804,6 +810,7 @@ def run_probe_predict(input: Mapping[str, Any], *, out: str | Path,
     dirs = [_head_dir(r) for r in refs]
 
     def work(root: Path) -> ProbePredictResult:
+        from auditor.features.locate import load_annotations, sae_of
         from auditor.heads import load_head
         from auditor.heads.classify import classify_store, write_predictions
         from auditor.jobs.classify import heads_provenance
@@ -811,19 +818,28 @@ def run_probe_predict(input: Mapping[str, Any], *, out: str | Path,
 
         with Progress(progress, job="probe-predict").stage("predict", total=1) as stage:
             heads = [load_head(d) for d in dirs]
+            metadata = read_metadata(store)
+            notes = None
+            if options.explain > 0:
+                sha, sae_path = sae_of(metadata)
+                notes = load_annotations(sha, labels_dir=options.labels, sae_path=sae_path)
             check_cancel(cancel, "classifying the store")
-            frame = classify_store(store, heads, explain=options.explain,
-                                   allow_partial=options.allow_partial)
-            provenance = {**read_metadata(store), "heads": heads_provenance(heads)}
+            frame = classify_store(
+                store, heads, explain=options.explain, allow_partial=options.allow_partial,
+                feature_labels=notes.label if notes is not None else None,
+                feature_examples=notes.example if notes is not None else None)
+            provenance = {**metadata, "heads": heads_provenance(heads)}
             check_cancel(cancel, "writing the predictions")
             write_predictions(frame, root / options.filename, provenance=provenance)
             stage.advance(1)
         return ProbePredictResult(predictions=options.filename, documents=frame.height,
-                                  heads=[h.name for h in heads])
+                                  heads=[h.name for h in heads],
+                                  dictionary=notes.info() if notes is not None else None)
 
     return run_recorded("probe-predict", out=out, options=options,
                         input={"features": store,
-                               **{f"head {i}": d for i, d in enumerate(dirs)}},
+                               **{f"head {i}": d for i, d in enumerate(dirs)},
+                               **({"labels": options.labels} if options.labels else {})},
                         result_type=ProbePredictResult, work=work)
 
 
@@ -852,4 +868,4 @@ def predict_to_file(input: Mapping[str, Any], path: str | Path, *,
             shutil.move(side, target.with_name(target.name + ".provenance.json"))
         written.replace(target)
     return ProbePredictResult(predictions=str(path), documents=result.documents,
-                              heads=result.heads)
+                              heads=result.heads, dictionary=result.dictionary)

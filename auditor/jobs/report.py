@@ -81,7 +81,10 @@ class ReportOptions(JobOptions):
     previous
         A previous ``report.json`` of the same pipeline, for drift, or None.
     labels
-        Feature labels JSON (see :func:`auditor.report.load_feature_labels`), or None.
+        Feature labels: a JSON file (see :func:`auditor.report.load_feature_labels`), or a
+        feature dictionary directory (or a directory of dictionaries) that must be of the
+        store's SAE; None finds the SAE's dictionary by its sha256 (see
+        :func:`auditor.features.locate.find_dictionary`).
     formats
         Formats to write, among :data:`REPORT_FORMATS` (lower-cased, repeats dropped).
     title
@@ -189,6 +192,9 @@ class ReportResult(JobResult):
     feature_drift
         Jensen–Shannon divergence (bits) of feature firing against the previous report
         (None without one, or when the reports used different SAEs).
+    dictionary
+        Where the feature labels came from (``path``, ``origin``), or the ``note`` on
+        building a dictionary when none was found; None when labels were given otherwise.
     """
 
     written: dict[str, str]
@@ -198,6 +204,7 @@ class ReportResult(JobResult):
     flagged: int | None = None
     near_duplicates: int | None = None
     feature_drift: float | None = None
+    dictionary: dict[str, Any] | None = None
 
 
 def report_inputs(store: str | Path, options: ReportOptions) -> dict[str, str | None]:
@@ -220,6 +227,12 @@ def _check_inputs(store: str | Path, out: str | Path, options: ReportOptions) ->
         path = getattr(options, name)
         if path is not None and not Path(path).exists():
             raise InputFileError(f"no such {what} file", path=path, field=name)
+    if options.labels is not None and Path(options.labels).is_dir():
+        from auditor.features.locate import find_dictionary, sae_of
+
+        sha, sae_path = sae_of(read_metadata(store), sae=options.sae)
+        if sha is not None:  # a dictionary of another SAE is refused before anything runs
+            find_dictionary(sha, labels_dir=options.labels, sae_path=sae_path)
 
 
 def clear_report(out: str | Path) -> None:
@@ -252,7 +265,8 @@ class _Stages:
         self.markers.mark(MARKER_PREFIX + name, {"input": self.input_key, **record})
 
 
-def _result(report: Mapping[str, Any], written: Mapping[str, str]) -> ReportResult:
+def _result(report: Mapping[str, Any], written: Mapping[str, str],
+            dictionary: dict[str, Any] | None = None) -> ReportResult:
     corpus = report.get("corpus") or {}
     flagged = report.get("flagged")
     near = report.get("near_duplicates")
@@ -267,6 +281,7 @@ def _result(report: Mapping[str, Any], written: Mapping[str, str]) -> ReportResu
         flagged=None if not flagged else int(flagged["total"]),
         near_duplicates=None if not near else int(near["near_duplicates"]),
         feature_drift=None if value is None else float(value),
+        dictionary=dictionary,
     )
 
 
@@ -298,7 +313,8 @@ def write_report_stages(
         What to build; its paths are read as given.
     feature_labels, feature_examples
         Feature labels and example contexts, used when ``options.labels`` is None (the
-        audit passes those of the SAE's dictionary).
+        audit passes those of the SAE's dictionary); when neither is given, the labels come
+        from the store's SAE's dictionary found by its sha256.
     markers
         Stage markers (default: ``StageMarkers(out, options)``).
     input_key
@@ -335,8 +351,14 @@ def write_report_stages(
     tracker = progress if isinstance(progress, Progress) else Progress(progress, job="report")
     labels: Mapping[int, str] | None = feature_labels
     examples: Mapping[int, Sequence[str]] | None = feature_examples
-    if options.labels is not None:
+    dictionary: dict[str, Any] | None = None
+    if options.labels is not None and not Path(options.labels).is_dir():
         labels, examples = load_feature_labels(options.labels)
+    elif options.labels is not None or (labels is None and examples is None):
+        notes = _dictionary_labels(store, options)
+        dictionary = notes.info()
+        labels = notes.labels or None
+        examples = {f: [x] for f, x in notes.examples.items()} or None
 
     def resumed(name: str) -> dict[str, Any] | None:
         record = stages.done(name)
@@ -387,13 +409,24 @@ def write_report_stages(
     if rendered is not None and all((root / p).exists() for p in rendered["written"].values()):
         with tracker.stage("render", total=1):
             pass
-        return _result(report, rendered["written"])
+        return _result(report, rendered["written"], dictionary)
     check_cancel(cancel, "report stage render")
     with tracker.stage("render") as stage:
         paths = write_report(report, root, formats=options.formats, stage=stage)
     written = {k: relative_to(v, root) for k, v in paths.items()}
     stages.mark("render", written=written)
-    return _result(report, written)
+    return _result(report, written, dictionary)
+
+
+def _dictionary_labels(store: str | Path, options: ReportOptions) -> Any:
+    """The :class:`~auditor.features.locate.Annotations` of the store's SAE (the one
+    ``options.sae`` names, else the only one), from ``options.labels`` as a dictionary
+    directory or found by the SAE's sha256."""
+    from auditor.features.locate import load_annotations, sae_of
+    from auditor.store import read_metadata
+
+    sha, sae_path = sae_of(read_metadata(store), sae=options.sae)
+    return load_annotations(sha, labels_dir=options.labels, sae_path=sae_path)
 
 
 def run_report(

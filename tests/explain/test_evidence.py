@@ -151,13 +151,14 @@ def test_typical_values_from_a_dictionary_beside_the_sae(tmp_path) -> None:
     import polars as pl
 
     from auditor.features.files import FORMAT, VERSION, write_dictionary_files
+    from auditor.features.locate import Annotations, Located
     from auditor.jobs.explain import _dictionary_typical
 
     sae = tmp_path / "sae"
     sae.mkdir()
-    assert _dictionary_typical(str(sae), 4) is None  # no dictionary: the data's medians
-    assert _dictionary_typical(None, 4) is None
+    assert _dictionary_typical(Annotations(), 4) is None  # no dictionary: the data's medians
     features = pl.DataFrame({"feature": [0, 2, 9], "p50": [1.5, None, 3.0]})
     write_dictionary_files(sae / "dictionary", features, pl.DataFrame({"feature": [0]}),
                            {"format": FORMAT, "version": VERSION})
-    np.testing.assert_allclose(_dictionary_typical(str(sae), 4), [1.5, np.nan, np.nan, np.nan])
+    found = Annotations(located=Located(sae / "dictionary", "beside the SAE", "a" * 64))
+    np.testing.assert_allclose(_dictionary_typical(found, 4), [1.5, np.nan, np.nan, np.nan])
