@@ -189,6 +189,9 @@ class ReportResult(JobResult):
     feature_drift
         Jensen–Shannon divergence (bits) of feature firing against the previous report
         (None without one, or when the reports used different SAEs).
+    outside_domain
+        Documents outside every head's domain (None unless the predictions have domain
+        columns, ``H.in_domain``).
     """
 
     written: dict[str, str]
@@ -198,6 +201,7 @@ class ReportResult(JobResult):
     flagged: int | None = None
     near_duplicates: int | None = None
     feature_drift: float | None = None
+    outside_domain: int | None = None
 
 
 def report_inputs(store: str | Path, options: ReportOptions) -> dict[str, str | None]:
@@ -267,6 +271,8 @@ def _result(report: Mapping[str, Any], written: Mapping[str, str]) -> ReportResu
         flagged=None if not flagged else int(flagged["total"]),
         near_duplicates=None if not near else int(near["near_duplicates"]),
         feature_drift=None if value is None else float(value),
+        outside_domain=None if not report.get("domain")
+        else int(report["domain"]["outside_every"]),
     )
 
 
