@@ -216,10 +216,10 @@ def fit_domain(
     threshold = float(np.quantile(held, quantile))
     refs, cols = _references(F, order[:n_ref])
     settings = {
-        "format": FORMAT, "version": VERSION, "k": int(k), "n_ref": int(len(refs)),
+        "format": FORMAT, "version": VERSION, "k": int(k), "n_ref": len(refs),
         "n_ref_max": int(n_ref), "threshold": threshold, "quantile": float(quantile),
         "pooling": pooling, "transform": TRANSFORM, "n_features": int(X.shape[1]),
-        "n_columns": int(len(cols)), "folds": int(folds), "random_state": int(random_state),
+        "n_columns": len(cols), "folds": int(folds), "random_state": int(random_state),
         "method": (f"mean cosine similarity to the {k} nearest of {len(refs)} training "
                    f"documents (seeded, stratified by label); threshold: the "
                    f"{quantile:g} quantile of {folds}-fold out-of-fold training scores"),

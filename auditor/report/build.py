@@ -52,8 +52,8 @@ __all__ = [
     "add_texts",
     "build_report",
     "build_statistics",
-    "load_feature_labels",
     "domain_section",
+    "load_feature_labels",
     "read_predictions",
     "store_doc_ids",
 ]

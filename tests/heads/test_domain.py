@@ -96,7 +96,7 @@ def test_corrupt_or_mismatched_files_name_the_file(fitted, tmp_path: Path) -> No
     (tmp_path / DOMAIN_FILE).write_bytes(data)
     settings = (tmp_path / DOMAIN_JSON).read_text()
     (tmp_path / DOMAIN_JSON).write_text(settings.replace('"n_ref": 60', '"n_ref": 61'))
-    with pytest.raises(ConfigError, match="do not match domain.json") as e:
+    with pytest.raises(ConfigError, match=r"do not match domain\.json") as e:
         load_domain(tmp_path)
     assert e.value.path == str(tmp_path / DOMAIN_FILE)
     (tmp_path / DOMAIN_JSON).write_text("{not json")
@@ -104,7 +104,7 @@ def test_corrupt_or_mismatched_files_name_the_file(fitted, tmp_path: Path) -> No
         load_domain(tmp_path)
     assert e.value.path == str(tmp_path / DOMAIN_JSON)
     (tmp_path / DOMAIN_JSON).unlink()
-    with pytest.raises(ConfigError, match="domain.json is missing"):
+    with pytest.raises(ConfigError, match=r"domain\.json is missing"):
         load_domain(tmp_path)
 
 
