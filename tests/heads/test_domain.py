@@ -66,6 +66,16 @@ def test_in_domain_docs_pass_and_far_docs_fail(fitted) -> None:
     assert not fitted.in_domain(fitted.score(sp.csr_matrix((1, 128))))[0]
 
 
+def test_threshold_comes_from_out_of_fold_scores() -> None:
+    # every document is a reference of the final model: scored against itself, each
+    # would have a nearest-neighbour similarity of 1
+    X = _cluster(100, range(0, 64), seed=3)
+    model = fit_domain(X, ["a"] * 100, pooling="max", k=1)
+    assert model.settings["n_ref"] == 100
+    assert model.settings["heldout"]["quantiles"]["0.5"] < 0.99
+    assert model.score(X).min() > 0.999
+
+
 def test_fit_refuses_bad_settings() -> None:
     X = _cluster(10, range(0, 64), seed=0)
     with pytest.raises(ConfigError, match="k=0"):
