@@ -64,7 +64,8 @@ def _print(title: str, model: DomainModel, sets: dict[str, Any], in_name: str) -
     base_ratio = max(base, 1.0 / max(len(flagged[in_name]), 1))  # no division by 0
     print(f"{'set':<24} {'docs':>6} {'flagged':>9} {'vs in-domain':>13}")
     for name, f in flagged.items():
-        print(_line(name, f, base_ratio))
+        line = _line(name, f, base_ratio)
+        print(line if name != in_name else line[:-13] + f"{'baseline':>13}")
     if base == 0:
         print(f"(no in-domain document flagged: ratios are against 1/{len(flagged[in_name])})")
 
