@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from auditor.errors import ConfigError
 from auditor.heads import load_head, load_split, save_head, train_head
 from auditor.heads.card import render_card
-from auditor.heads.classify import classify_store
+from auditor.heads.classify import classify_store, write_predictions
 from auditor.heads.domain import (
     DOMAIN_FILE,
     DOMAIN_JSON,
@@ -176,7 +176,8 @@ def test_multilabel_head_has_a_domain_model(stores) -> None:
     assert frame.columns[-2:] == ["topics.domain_score", "topics.in_domain"]
 
 
-def test_report_counts_documents_outside_every_domain(head, stores) -> None:
+def test_report_counts_documents_outside_every_domain(head, stores, tmp_path: Path
+                                                       ) -> None:
     store = stores["test"][0]
     frame = classify_store(store, [head])
     n = frame.height
@@ -201,6 +202,10 @@ def test_report_counts_documents_outside_every_domain(head, stores) -> None:
     assert f"outside other's domain: 10 of {n}" in md
     assert f"Outside every head's domain: 4 of {n} documents" in html.unescape(
         render_html(report))
+
+    # through a JSONL file the domain columns keep their types
+    jsonl = write_predictions(preds, tmp_path / "p.jsonl", provenance={})
+    assert build_report(store, predictions=jsonl)["domain"] == report["domain"]
 
     plain = build_report(store, predictions=frame.drop("domain.domain_score",
                                                        "domain.in_domain"))
