@@ -180,6 +180,10 @@ def _cards(report: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
     flagged = report.get("flagged")
     if flagged is not None:
         cards.append(("flagged documents", _int(flagged.get("total")), bool(flagged["total"])))
+    dom = report.get("domain")
+    if dom:
+        cards.append(("outside every head's domain", _int(dom.get("outside_every")),
+                      bool(dom.get("outside_every"))))
     dup = report.get("near_duplicates")
     if dup is not None:
         cards.append(("near-duplicate docs", _int(dup.get("near_duplicates")),

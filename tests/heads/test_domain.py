@@ -200,8 +200,9 @@ def test_report_counts_documents_outside_every_domain(head, stores, tmp_path: Pa
     md = render_markdown(report)
     assert f"Outside every head's domain: 4 of {n} documents" in md
     assert f"outside other's domain: 10 of {n}" in md
-    assert f"Outside every head's domain: 4 of {n} documents" in html.unescape(
-        render_html(report))
+    page = html.unescape(render_html(report))
+    assert f"Outside every head's domain: 4 of {n} documents" in page
+    assert '<div class="v">4</div><div class="k">outside every head\'s domain</div>' in page
 
     # through a JSONL file the domain columns keep their types
     jsonl = write_predictions(preds, tmp_path / "p.jsonl", provenance={})
