@@ -11,10 +11,15 @@ documents like the training data are in domain and the test split is never looke
 
 Saved beside the head (no pickle)::
 
-    domain.safetensors   refs: float16 [n_ref, n_columns], the references restricted to the
-                         columns nonzero in any reference; columns: int64 [n_columns]
+    domain.safetensors   the references as CSR: data float16 [nnz], indices int32 [nnz],
+                         indptr int64 [n_ref + 1] (pooled SAE features are ~20 % dense:
+                         300 references fire nearly every feature between them, so a
+                         dense block over the columns they use would be ~2x larger)
     domain.json          settings (k, n_ref, threshold, pooling, transform, n_features,
-                         n_columns, held-out score quantiles and in-domain share)
+                         n_columns, nnz, held-out score quantiles and in-domain share)
+
+In memory the references are a dense float16 block over the ``n_columns`` features
+nonzero in any of them (scoring reads only those columns of a document).
 """
 
 from __future__ import annotations
@@ -155,7 +160,9 @@ def _references(F: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     """The rows as float16 dense references over their nonzero columns."""
     R = F[rows]
     columns = np.unique(R.indices).astype(np.int64)
-    return R[:, columns].toarray().astype(np.float16), columns
+    dense = R[:, columns].toarray().astype(np.float16)
+    keep = (dense != 0).any(axis=0)  # values that underflow float16 are dropped
+    return dense[:, keep], columns[keep]
 
 
 def fit_domain(
@@ -219,7 +226,8 @@ def fit_domain(
         "format": FORMAT, "version": VERSION, "k": int(k), "n_ref": len(refs),
         "n_ref_max": int(n_ref), "threshold": threshold, "quantile": float(quantile),
         "pooling": pooling, "transform": TRANSFORM, "n_features": int(X.shape[1]),
-        "n_columns": len(cols), "folds": int(folds), "random_state": int(random_state),
+        "n_columns": len(cols), "nnz": int(np.count_nonzero(refs)),
+        "folds": int(folds), "random_state": int(random_state),
         "method": (f"mean cosine similarity to the {k} nearest of {len(refs)} training "
                    f"documents (seeded, stratified by label); threshold: the "
                    f"{quantile:g} quantile of {folds}-fold out-of-fold training scores"),
@@ -235,13 +243,16 @@ def save_domain(model: DomainModel, directory: str | Path) -> None:
     from safetensors.numpy import save_file
 
     d = Path(directory)
-    save_file({"refs": np.ascontiguousarray(model.refs, dtype=np.float16),
-               "columns": np.ascontiguousarray(model.columns, dtype=np.int64)},
+    R = sp.csr_matrix(model.refs.astype(np.float32))  # float16 values: exact
+    R.sort_indices()
+    save_file({"data": np.ascontiguousarray(R.data, dtype=np.float16),
+               "indices": np.ascontiguousarray(model.columns[R.indices], dtype=np.int32),
+               "indptr": np.ascontiguousarray(R.indptr, dtype=np.int64)},
               str(d / DOMAIN_FILE))
     (d / DOMAIN_JSON).write_text(json.dumps(model.settings, indent=2, allow_nan=False))
 
 
-_REQUIRED = ("k", "n_ref", "threshold", "pooling", "n_features", "n_columns")
+_REQUIRED = ("k", "n_ref", "threshold", "pooling", "n_features", "n_columns", "nnz")
 
 
 def load_domain(directory: str | Path) -> DomainModel | None:
@@ -279,13 +290,21 @@ def load_domain(directory: str | Path) -> DomainModel | None:
                           field=missing[0])
     try:
         arrays = load_file(str(weights))
-        refs, columns = arrays["refs"], arrays["columns"]
+        data, indices, indptr = arrays["data"], arrays["indices"], arrays["indptr"]
     except (SafetensorError, KeyError, OSError, ValueError) as e:
         raise ConfigError(f"unreadable domain model: {e!r}", path=weights) from e
-    n_ref, n_cols, n_feat = (int(settings[x]) for x in ("n_ref", "n_columns", "n_features"))
-    if (refs.dtype != np.float16 or refs.shape != (n_ref, n_cols) or columns.shape != (n_cols,)
-            or (n_cols and not (0 <= columns.min() and columns.max() < n_feat))):
-        raise ConfigError(f"domain model refs {refs.dtype} {list(refs.shape)} / columns "
-                          f"{list(columns.shape)} do not match {config.name} (n_ref {n_ref}, "
-                          f"n_columns {n_cols}, n_features {n_feat})", path=weights)
-    return DomainModel(refs, columns, settings)
+    n_ref, n_cols, n_feat, nnz = (int(settings[x]) for x in
+                                  ("n_ref", "n_columns", "n_features", "nnz"))
+    ok = (data.dtype == np.float16 and data.shape == (nnz,) and indices.shape == (nnz,)
+          and indptr.shape == (n_ref + 1,) and (indptr[0] == 0 if n_ref + 1 else True)
+          and int(indptr[-1]) == nnz and bool(np.all(np.diff(indptr) >= 0))
+          and (nnz == 0 or (0 <= indices.min() and indices.max() < n_feat)))
+    columns = np.unique(indices).astype(np.int64) if ok else np.zeros(0, dtype=np.int64)
+    if not ok or len(columns) != n_cols:
+        raise ConfigError(f"domain model arrays (data {data.dtype} {list(data.shape)}, "
+                          f"indices {list(indices.shape)}, indptr {list(indptr.shape)}) do not "
+                          f"match {config.name} (n_ref {n_ref}, nnz {nnz}, n_columns {n_cols}, "
+                          f"n_features {n_feat})", path=weights)
+    R = sp.csr_matrix((data.astype(np.float32), np.searchsorted(columns, indices), indptr),
+                      shape=(n_ref, n_cols))
+    return DomainModel(R.toarray().astype(np.float16), columns, settings)
