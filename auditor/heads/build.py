@@ -795,7 +795,10 @@ def train_head(
                         "oof_ece": ece},
         "provenance": split.metadata,
     }
-    return Head(config, probe, card=card, decoder=decoder)
+    domain = _fit_domain(split, chosen, random_state)
+    if domain is not None:
+        card["domain"] = domain.summary()
+    return Head(config, probe, card=card, decoder=decoder, domain=domain)
 
 
 def _train_multilabel(
@@ -862,7 +865,22 @@ def _train_multilabel(
                   "cross-validation metrics are at threshold 0.5 (micro-F1 and per-label "
                   "F1 are in card.json)."],
     }
-    return Head(config, probe, card=card, decoder=decoder)
+    domain = _fit_domain(split, chosen, random_state)
+    if domain is not None:
+        card["domain"] = domain.summary()
+    return Head(config, probe, card=card, decoder=decoder, domain=domain)
+
+
+def _fit_domain(split: LabelledSplit, chosen: Candidate, random_state: int) -> Any:
+    """The head's out-of-domain model (:func:`auditor.heads.domain.fit_domain`) on the
+    SAE pooling the head reads (``mean`` for raw heads), or None when the split lacks it."""
+    from auditor.heads.domain import fit_domain
+
+    pooling = chosen.pooling if chosen.representation == "sae" else "mean"
+    X = split.sae.get(pooling)
+    if X is None or X.shape[0] < 5:
+        return None
+    return fit_domain(X, list(split.y), pooling=pooling, random_state=random_state)
 
 
 def _sae_key(metadata: Mapping[str, Any]) -> str | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from auditor._versions import libraries_text
 
-__all__ = ["metrics_table", "render_card"]
+__all__ = ["domain_section", "metrics_table", "render_card"]
 
 _METRICS = ("accuracy", "macro_f1", "auroc", "pr_auc", "ece")
 _MULTILABEL_METRICS = ("micro_f1", "macro_f1", "auroc", "pr_auc", "subset_accuracy")
@@ -114,6 +114,36 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
         out += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |"
                 for k, v in h.items()]
         out.append("")
+    out += domain_section(card)
     if card.get("notes"):
         out += ["## Notes", "", *[f"- {n}" for n in card["notes"]], ""]
     return "\n".join(out)
+
+
+def domain_section(card: Mapping[str, Any]) -> list[str]:
+    """The card's "Domain" section (no lines for a head without a domain model).
+
+    Parameters
+    ----------
+    card
+        The head's card; its ``domain`` is :meth:`auditor.heads.domain.DomainModel.summary`.
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    d = card.get("domain")
+    if not d:
+        return []
+    held = d.get("heldout") or {}
+    share = held.get("in_domain_share")
+    return ["## Domain", "",
+            f"`domain_score`: mean cosine similarity of {d.get('transform')} "
+            f"{d.get('pooling')}-pooled SAE features to the k = {d.get('k')} nearest of "
+            f"{d.get('n_ref')} training documents (seeded, stratified by label). "
+            f"`in_domain` when the score is at least {d.get('threshold', 0.0):.4f}, the "
+            f"{d.get('quantile')} quantile of {d.get('folds')}-fold out-of-fold scores of "
+            f"the {held.get('documents')} training documents; "
+            + (f"{share:.1%} of those held-out in-domain documents are at or above it."
+               if share is not None else ""), ""]

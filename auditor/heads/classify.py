@@ -13,6 +13,11 @@ against it); for a multiclass head to the predicted class's score. ``H.explained
 share of the score's feature part the features cover (1.0 except for raw-activation heads,
 see :mod:`auditor.explain.decompose`).
 
+A head with an out-of-domain model (:mod:`auditor.heads.domain`; heads trained before it
+have none) also writes, after its probabilities, ``H.domain_score`` (mean cosine similarity
+to its nearest training documents) and ``H.in_domain`` (the score is at least the head's
+domain threshold, so the document looks like the head's training data).
+
 A multilabel head ``H`` writes ``H.labels`` (the labels present, i.e. with ``p`` at least
 their threshold, most probable first; possibly empty) before ``H.label`` (the most
 probable present label, null when none is present) and ``H.p.<label>`` (each label's
@@ -68,7 +73,7 @@ def classify_store(
     -------
     polars.DataFrame
         ``id`` then each head's columns (see the module docstring; multilabel heads add
-        ``H.labels``).
+        ``H.labels``, heads with a domain model ``H.domain_score`` and ``H.in_domain``).
 
     Raises
     ------
@@ -107,6 +112,11 @@ def classify_store(
                                                       dtype=pl.String)
         for j, cls in enumerate(head.config.classes):
             columns[f"{head.name}.p.{cls}"] = pl.Series(proba[:, j], dtype=pl.Float64)
+        domain = head.domain_scores(inputs)
+        if domain is not None:
+            columns[f"{head.name}.domain_score"] = pl.Series(domain, dtype=pl.Float64)
+            columns[f"{head.name}.in_domain"] = pl.Series(head.domain.in_domain(domain),
+                                                          dtype=pl.Boolean)
         if explain > 0 and not inputs.doc_ids:
             columns[f"{head.name}.explain"] = pl.Series([], dtype=EXPLAIN_DTYPE)
             columns[f"{head.name}.explained"] = pl.Series([], dtype=pl.Float64)

@@ -9,6 +9,8 @@ Saved as a directory (no pickle anywhere)::
                            SAE decoder (auditor.explain.decoder_projection), so decisions
                            are explained in SAE features without loading the SAE
     CARD.md                the human-readable card
+    domain.safetensors     the out-of-domain model (:mod:`auditor.heads.domain`): heads
+    domain.json            trained before it have none, and then no domain scores
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from auditor._files import atomic_directory
 from auditor.errors import ConfigError, ProvenanceMismatch
 from auditor.explain import Contributions, feature_contributions, raw_contributions
 from auditor.extract import ExtractConfig
+from auditor.heads.domain import DOMAIN_FILE, DOMAIN_JSON, DomainModel, load_domain, save_domain
 
 __all__ = [
     "GUARDED_EXTRACT",
@@ -263,16 +266,21 @@ class Head:
         For ``raw`` heads: :func:`auditor.explain.decoder_projection` of the probe weights.
     path : Path or None
         Where it was loaded from.
+    domain : DomainModel or None
+        Its out-of-domain model (:mod:`auditor.heads.domain`); None for a head loaded
+        from ``path`` reads it from there on first use (:attr:`domain`).
     """
 
     def __init__(self, config: HeadConfig, probe: Any, *, card: Mapping[str, Any],
                  decoder: tuple[np.ndarray, np.ndarray] | None = None,
-                 path: Path | None = None) -> None:
+                 path: Path | None = None, domain: DomainModel | None = None) -> None:
         self.config = config
         self.probe = probe
         self.card = dict(card)
         self.decoder = decoder
         self.path = path
+        self._domain = domain
+        self._domain_read = domain is not None or path is None
 
     def __repr__(self) -> str:
         c = self.config
@@ -283,6 +291,37 @@ class Head:
     def name(self) -> str:
         """The head's name."""
         return self.config.name
+
+    @property
+    def domain(self) -> DomainModel | None:
+        """The out-of-domain model, read from the head's directory on first use (None
+        for heads saved without one).
+
+        Raises
+        ------
+        ConfigError
+            The domain files are incomplete, unreadable or inconsistent (naming the file).
+        """
+        if not self._domain_read:
+            assert self.path is not None
+            self._domain = load_domain(self.path)
+            self._domain_read = True
+        return self._domain
+
+    def domain_scores(self, inputs: HeadInputs) -> np.ndarray | None:
+        """Each document's domain score (see :mod:`auditor.heads.domain`), or None when
+        the head has no domain model; compare with ``head.domain.threshold``."""
+        model = self.domain
+        if model is None:
+            return None
+        c = self.config
+        read = c.pooling if c.representation == "sae" else "mean"
+        if model.pooling != read:
+            raise ConfigError(f"head {self.name!r}: its domain model reads {model.pooling!r} "
+                              f"pooling, the head reads {read!r}",
+                              path=None if self.path is None else self.path / DOMAIN_JSON,
+                              field="pooling")
+        return model.score(inputs.activations)
 
     # ------------------------------------------------------------------ reading a store
 
@@ -644,6 +683,8 @@ def _write_files(head: Head, directory: Path, card_markdown: str | None) -> None
                                                     allow_nan=False))
     if card_markdown is not None:
         (directory / CARD_MD).write_text(card_markdown)
+    if head.domain is not None:
+        save_domain(head.domain, directory)
 
 
 def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = None,
@@ -663,7 +704,7 @@ def save_head(head: Head, directory: str | Path, *, card_markdown: str | None = 
 
 
 #: The files and folders a saved head consists of (head.json last: it makes a head).
-HEAD_FILES = (PROBE_DIR, DECODER_FILE, CARD_MD, CONFIG_FILE)
+HEAD_FILES = (PROBE_DIR, DECODER_FILE, CARD_MD, DOMAIN_FILE, DOMAIN_JSON, CONFIG_FILE)
 
 
 def write_head(head: Head, directory: str | Path, *,

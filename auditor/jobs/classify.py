@@ -2,7 +2,8 @@
 
 Writes ``out/store`` (the features, resumable; or the store the options name) and
 ``out/predictions.parquet`` (or ``.jsonl``): one row per document with every head's label,
-calibrated probabilities and, with ``explain``, the top contributing features.
+calibrated probabilities, whether the document looks like the head's training data (heads
+with a domain model) and, with ``explain``, the top contributing features.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def heads_provenance(heads: Sequence[Any]) -> dict[str, Any]:
                      "representation": h.config.representation,
                      "threshold": h.config.threshold,
                      **({"task": "multilabel", "thresholds": h.config.thresholds}
-                        if h.config.multilabel else {})} for h in heads}
+                        if h.config.multilabel else {}),
+                     **({"domain_threshold": h.domain.threshold}
+                        if h.domain is not None else {})} for h in heads}
 
 
 def _head_inputs(names: Sequence[str] | None) -> dict[str, Any]:

@@ -195,6 +195,9 @@ class ReportResult(JobResult):
     dictionary
         Where the feature labels came from (``path``, ``origin``), or the ``note`` on
         building a dictionary when none was found; None when labels were given otherwise.
+    outside_domain
+        Documents outside every head's domain (None unless the predictions have domain
+        columns, ``H.in_domain``).
     """
 
     written: dict[str, str]
@@ -205,6 +208,7 @@ class ReportResult(JobResult):
     near_duplicates: int | None = None
     feature_drift: float | None = None
     dictionary: dict[str, Any] | None = None
+    outside_domain: int | None = None
 
 
 def report_inputs(store: str | Path, options: ReportOptions) -> dict[str, str | None]:
@@ -282,6 +286,8 @@ def _result(report: Mapping[str, Any], written: Mapping[str, str],
         near_duplicates=None if not near else int(near["near_duplicates"]),
         feature_drift=None if value is None else float(value),
         dictionary=dictionary,
+        outside_domain=None if not report.get("domain")
+        else int(report["domain"]["outside_every"]),
     )
 
 

@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ __all__ = [
     "add_texts",
     "build_report",
     "build_statistics",
+    "domain_section",
     "load_feature_labels",
     "read_predictions",
     "store_doc_ids",
@@ -261,12 +262,15 @@ class Predictions:
         Heads that have an ``H.explain`` column.
     source : str or None
         The file it was read from.
+    domain : set of str
+        Heads that have an ``H.in_domain`` column (an out-of-domain model).
     """
 
     frame: pl.DataFrame
     heads: dict[str, list[str]]
     explain: set[str]
     source: str | None
+    domain: set[str] = field(default_factory=set)
 
 
 def _read_table(src: Path) -> pl.DataFrame:
@@ -377,8 +381,48 @@ def read_predictions(
                 f"store (e.g. {shown}); were they made from another store?",
                 path=where, field="id")
     explain = {h for h in heads if f"{h}.explain" in frame.columns}
+    domain = {h for h in heads if f"{h}.in_domain" in frame.columns}
+    for h in sorted(domain):
+        if frame.schema[f"{h}.in_domain"] != pl.Boolean:
+            raise ColumnError(f"in-domain column is {frame.schema[f'{h}.in_domain']}, not "
+                              f"boolean", path=where, field=f"{h}.in_domain")
     return Predictions(frame=frame, heads=heads, explain=explain,
-                       source=None if path is None else str(path))
+                       source=None if path is None else str(path), domain=domain)
+
+
+def domain_section(preds: Predictions) -> dict[str, Any] | None:
+    """How many documents lie outside each head's domain and outside every head's.
+
+    Parameters
+    ----------
+    preds : Predictions
+        With ``H.in_domain`` columns for the heads that have a domain model.
+
+    Returns
+    -------
+    dict or None
+        None when no head has domain columns; else ``documents`` (M), ``heads`` (those
+        with domain columns), ``outside`` (head → documents with ``in_domain`` false),
+        ``outside_every`` (documents outside every one of those heads' domains) and
+        ``unknown`` (documents with a missing ``in_domain`` for some head: not counted
+        as outside that head's domain).
+    """
+    heads = [h for h in preds.heads if h in preds.domain]
+    if not heads:
+        return None
+    frame = preds.frame
+    outside = {}
+    every = np.ones(frame.height, dtype=bool)
+    unknown = np.zeros(frame.height, dtype=bool)
+    for h in heads:
+        col = frame[f"{h}.in_domain"]
+        known = col.is_not_null().to_numpy()
+        out = known & ~col.fill_null(True).to_numpy().astype(bool)
+        outside[h] = int(out.sum())
+        every &= out
+        unknown |= ~known
+    return {"documents": int(frame.height), "heads": heads, "outside": outside,
+            "outside_every": int(every.sum()), "unknown": int(unknown.sum())}
 
 
 def _explanation(raw: Any, label_of: Callable[[int], str | None], *, top: int = 5
@@ -909,6 +953,7 @@ def _statistics(
             "mean_fire_rate": float(fired.sum() / (n_docs * X.shape[1])) if n_docs else None,
         },
         "heads": None,
+        "domain": None,
         "flagged": None,
         "drift": None,
     }
@@ -922,6 +967,7 @@ def _statistics(
                                   top_features=top_features, label_of=label_of,
                                   examples_of=examples_of)
         report["heads"] = heads
+        report["domain"] = domain_section(preds)
         if stage is not None:
             stage.advance(1)
         report["flagged"] = _flagged_section(preds, rules=_resolve_flags(preds, flags),
@@ -1134,8 +1180,9 @@ def build_report(
     dict
         JSON-serialisable: ``format``, ``version``, ``title``, ``generated_at``,
         ``provenance``, ``sources``, ``methods``, ``corpus``, ``quality``, ``texts``,
-        ``near_duplicates``, ``feature_density``, ``heads``, ``flagged``, ``drift``
-        (sections without their input are None).
+        ``near_duplicates``, ``feature_density``, ``heads``, ``domain`` (documents
+        outside each head's and every head's domain, see :func:`domain_section`),
+        ``flagged``, ``drift`` (sections without their input are None).
 
     Raises
     ------

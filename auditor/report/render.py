@@ -26,7 +26,8 @@ from auditor.report.charts import Chart, chart_slug, chart_titles, report_charts
 if TYPE_CHECKING:
     from auditor.progress import Stage
 
-__all__ = ["FORMATS", "render_html", "render_json", "render_markdown", "write_report"]
+__all__ = ["FORMATS", "domain_lines", "render_html", "render_json", "render_markdown",
+           "write_report"]
 
 #: Output formats of :func:`write_report`, with their file names.
 FORMATS: dict[str, str] = {"html": "report.html", "json": "report.json", "md": "report.md"}
@@ -179,6 +180,10 @@ def _cards(report: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
     flagged = report.get("flagged")
     if flagged is not None:
         cards.append(("flagged documents", _int(flagged.get("total")), bool(flagged["total"])))
+    dom = report.get("domain")
+    if dom:
+        cards.append(("outside every head's domain", _int(dom.get("outside_every")),
+                      bool(dom.get("outside_every"))))
     dup = report.get("near_duplicates")
     if dup is not None:
         cards.append(("near-duplicate docs", _int(dup.get("near_duplicates")),
@@ -307,6 +312,28 @@ def _explain_md(expl: Sequence[Mapping[str, Any]]) -> str:
     return " — ".join(parts) or "–"
 
 
+def domain_lines(report: Mapping[str, Any]) -> list[str]:
+    """The report's out-of-domain counts as sentences (none without domain columns).
+
+    Examples
+    --------
+    >>> domain_lines({"domain": {"documents": 10, "heads": ["safety"],
+    ...               "outside": {"safety": 3}, "outside_every": 3, "unknown": 0}})
+    ["Outside every head's domain: 3 of 10 documents", "outside safety's domain: 3 of 10"]
+    """
+    dom = report.get("domain")
+    if not dom:
+        return []
+    m = _int(dom.get("documents"))
+    lines = [f"Outside every head's domain: {_int(dom.get('outside_every'))} of {m} documents"]
+    lines += [f"outside {h}'s domain: {_int(n)} of {m}"
+              for h, n in (dom.get("outside") or {}).items()]
+    if dom.get("unknown"):
+        lines.append(f"documents without a domain score for some head: "
+                     f"{_int(dom['unknown'])}")
+    return lines
+
+
 def render_html(report: Mapping[str, Any], *, charts: Sequence[Chart] | None = None) -> str:
     """Render a report as one self-contained HTML page.
 
@@ -412,6 +439,11 @@ def render_html(report: Mapping[str, Any], *, charts: Sequence[Chart] | None = N
     # predictions
     if heads:
         s.append('<section id="predictions"><h2>Predictions</h2>')
+        dom = domain_lines(report)
+        if dom:
+            s.append(f"<p><strong>{_e(dom[0])}</strong></p>")
+            if dom[1:]:
+                s.append("<ul>" + "".join(f"<li>{_e(x)}</li>" for x in dom[1:]) + "</ul>")
         for head, info in heads.items():
             s.append(f"<h3>Head: {_e(head)}</h3>")
             counts = info.get("label_counts") or {}
@@ -592,6 +624,9 @@ def render_markdown(report: Mapping[str, Any], *, chart_dir: str | None = None) 
     heads = report.get("heads") or {}
     if heads:
         out += ["## Predictions", ""]
+        dom = domain_lines(report)
+        if dom:
+            out += [f"**{dom[0]}**", "", *[f"- {x}" for x in dom[1:]], ""]
         for head, info in heads.items():
             shares = info.get("label_shares") or {}
             means = {c: v.get("mean") for c, v in (info.get("scores") or {}).items()}

@@ -122,7 +122,8 @@ def test_classify_store_columns_and_explanations(split, stores) -> None:
     store = stores["test"][0]
     frame = classify_store(store, [head], explain=3, feature_labels={5: "five"})
     assert frame.columns == ["id", "domain.label", "domain.p.sport", "domain.p.weather",
-                             "domain.explain", "domain.explained"]
+                             "domain.domain_score", "domain.in_domain", "domain.explain",
+                             "domain.explained"]
     assert frame.height == 45
     np.testing.assert_allclose(frame["domain.p.sport"] + frame["domain.p.weather"], 1.0)
     contrib = head.contributions(head.read(store))

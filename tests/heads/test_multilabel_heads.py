@@ -195,8 +195,8 @@ def test_classify_store_multilabel_columns(ml_head, ml_stores, split) -> None:
     store = ml_stores["test"][0]
     frame = classify_store(store, [ml_head], explain=3, feature_labels={5: "five"})
     assert frame.columns == ["id", "topics.labels", "topics.label", "topics.p.night",
-                             "topics.p.sport", "topics.p.weather", "topics.explain",
-                             "topics.explained"]
+                             "topics.p.sport", "topics.p.weather", "topics.domain_score",
+                             "topics.in_domain", "topics.explain", "topics.explained"]
     assert frame.schema["topics.labels"] == pl.List(pl.String)
     inputs = ml_head.read(store)
     proba = ml_head.predict_proba(inputs)

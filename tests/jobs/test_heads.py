@@ -180,7 +180,8 @@ def test_build_cancel_resume_and_stop_after_a_stage(
     (installed,) = jobs.install_heads(out, result, target)
     assert installed == target / "domain"
     assert load_head(installed).config == load_head(out / "heads" / "domain").config
-    assert sorted(p.name for p in installed.iterdir()) == ["CARD.md", "head.json", "probe"]
+    assert sorted(p.name for p in installed.iterdir()) == [
+        "CARD.md", "domain.json", "domain.safetensors", "head.json", "probe"]
     assert "| domain |" in jobs.heads_table(target)
 
 
