@@ -66,6 +66,7 @@ def run_head(head_name: str, rows: list[dict[str, Any]], work: Path, *, k: int,
     import numpy as np
 
     from auditor.explain import faithfulness
+    from auditor.features.locate import load_annotations, sae_of
     from auditor.heads import HEAD_EXTRACT, load_head
     from auditor.jobs.explain import _dictionary_typical
     from auditor.jobs.extract import ExtractOptions, run_extract
@@ -81,9 +82,9 @@ def run_head(head_name: str, rows: list[dict[str, Any]], work: Path, *, k: int,
     t_extract = time.perf_counter() - t0
     head = load_head(REPO / "models" / "heads" / head_name)
     inputs = head.read(store)
-    saes = list((read_metadata(store).get("saes") or {}).values())
-    typical = _dictionary_typical(saes[0].get("path") if len(saes) == 1 else None,
-                                  inputs.activations.shape[1])
+    sha, sae_file = sae_of(read_metadata(store))
+    notes = load_annotations(sha, sae_path=sae_file)
+    typical = _dictionary_typical(notes, inputs.activations.shape[1])
     t0 = time.perf_counter()
     result = faithfulness(head, inputs, k=k, n_random=n_random, random_state=seed,
                           typical=typical)
