@@ -160,6 +160,11 @@ def transfer_section(card: Mapping[str, Any]) -> list[str]:
                               ("few", f"≤ {tr.get('n_labels')} labels per class")):
             if not (tr.get("mean") or {}).get(regime):
                 continue
+            if regime == "few" and all(groups[n]["n_train_few"] == groups[n]["n_train"]
+                                       for n in tr["scored"]):
+                out += [f"{title}: the same as all labels (no class of the training "
+                        f"{column}s has more).", ""]
+                continue
             heads = [variants[k]["candidate"] if variants[k]["C_scale"] == 1.0 else k
                      for k in shown]
             heads = [h + (" (head)" if chosen and k == chosen["variant"] else "")

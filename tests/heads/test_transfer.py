@@ -270,3 +270,25 @@ def test_build_train_stage_falls_back_with_one_source(tiny_llama_dir: Path,
     assert "not by transfer" in card["representation"]["chosen_by"]
     md = (tmp_path / "build" / result.heads["domain"] / "CARD.md").read_text()
     assert "Chosen by cross-validation, not by transfer" in md
+
+
+def test_bench_synthetic_runs(monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "heads.py"
+    spec = importlib.util.spec_from_file_location("bench_heads", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["heads.py", "--synthetic", "--docs", "150", "--d-sae",
+                                      "200", "--active", "10", "--n-labels", "20",
+                                      "--candidates", "sae-max-binary", "--folds", "3"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "## In-domain: 3-fold cross-validation" in out
+    assert "## Transfer (leave one source out)" in out
+    assert "| src0 | 50 |" in out and "**≤ 20 labels per class**" in out
+    assert "choice by CV: sae-max-binary; by transfer: sae-max-binary" in out
+    assert "x the cross-validation" in out
