@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=3)
     ap.add_argument("--d-sae", type=int, default=2000)
     ap.add_argument("--active", type=int, default=30, help="synthetic: features per document")
+    ap.add_argument("--raw-dim", type=int, default=0,
+                    help="synthetic: also dense raw activations of this width")
     ap.add_argument("--group-column", default="source")
     ap.add_argument("--candidates", nargs="*", default=list(DEFAULT_CANDIDATES))
     ap.add_argument("--n-labels", type=int, default=200)
@@ -107,6 +109,11 @@ def main() -> None:
             what = f"{args.work}/{args.task}"
         split = load_split(store, "label", texts=texts)
         groups = read_groups(store, split.doc_ids, args.group_column)
+    if args.synthetic and args.raw_dim > 0:
+        # dense "raw activations" for the raw candidate: a noisy shared signal in column 0
+        rng = np.random.default_rng(1)
+        split.raw = rng.normal(0, 1, size=(len(split.y), args.raw_dim))
+        split.raw[:, 0] += 2.0 * (split.y.astype(str) == "pos")
 
     classes, counts = np.unique(split.y.astype(str), return_counts=True)
     print(f"# {what}: {len(split.y)} labelled documents, "

@@ -328,8 +328,9 @@ def _notes(card: Mapping[str, Any]) -> list[str]:
     chosen = card["representation"]["candidate"]
     cv, test = card["cross_validation"], card["test"]
     best_test = max(test, key=lambda r: test[r]["macro_f1"])
-    how = ("by transfer (leave one source out)"
-           if (card.get("transfer") or {}).get("chosen") else "on cross-validation only")
+    transfer = card.get("transfer") or {}
+    how = (f"by transfer (leave one {transfer.get('group_column') or 'group'} out)"
+           if transfer.get("chosen") else "on cross-validation only")
     notes = [f"Representation chosen {how}; on the test split the best "
              f"macro-F1 is {best_test}" + (" (the head's)." if best_test == chosen else
                                            " — reported, not hidden.")]
