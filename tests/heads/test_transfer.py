@@ -292,3 +292,44 @@ def test_bench_synthetic_runs(monkeypatch: pytest.MonkeyPatch,
     assert "| src0 | 50 |" in out and "**≤ 20 labels per class**" in out
     assert "choice by CV: sae-max-binary; by transfer: sae-max-binary" in out
     assert "x the cross-validation" in out
+
+
+def test_build_train_stage_selects_by_transfer_with_two_sources(
+        tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two scorable sources the train stage chooses by transfer and the card shows
+    the table (the store's groups stand in for the ``source`` passthrough column)."""
+    import auditor.heads.transfer as transfer
+    from auditor.testing import make_random_sae
+    from tests.heads import conftest as heads_data
+
+    data = tmp_path / "domain"
+    data.mkdir()
+    for split, n, seed in (("train", 90, 0), ("test", 30, 1)):
+        rows = heads_data._texts(n, seed)
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen: list[str] = []
+
+    def two_sources(store: Any, doc_ids: Any, column: str) -> np.ndarray:
+        seen.append(column)
+        return np.array([f"s{i % 2}" for i in range(len(doc_ids))], dtype=object)
+
+    monkeypatch.setattr(transfer, "read_groups", two_sources)
+    sae_dir = make_random_sae(layer=2, d_sae=128, k=8, seed=3).save(tmp_path / "sae")
+    task = jobs.HeadTask("domain", positive_class="sport",
+                         candidates=("sae-max-log1p", "sae-max-binary"))
+    options = jobs.HeadsBuildOptions(tasks=(task,), model=str(tiny_llama_dir),
+                                     saes=(str(sae_dir),), extract=heads_data.CONFIG.to_dict(),
+                                     n_labels=10, seeds=(0,))
+    result = jobs.run_heads_build({"domain": str(data)}, out=tmp_path / "build",
+                                  options=options)
+    head = tmp_path / "build" / result.heads["domain"]
+    card = json.loads((head / "probe" / "card.json").read_text())
+    assert seen == ["source"]
+    chosen = card["transfer"]["chosen"]
+    assert chosen is not None and card["transfer"]["scored"] == ["s0", "s1"]
+    assert card["representation"]["candidate"] == chosen["candidate"]
+    assert card["representation"]["regularisation"]["C_scale"] == chosen["C_scale"]
+    assert "leaving one source out" in card["representation"]["chosen_by"]
+    md = (head / "CARD.md").read_text()
+    assert "## Transfer (leave one source out)" in md and "| s0 | 45 |" in md
+    assert "Representation chosen by transfer (leave one source out)" in md
