@@ -7,7 +7,7 @@ from typing import Any
 
 from auditor._versions import libraries_text
 
-__all__ = ["domain_section", "metrics_table", "render_card"]
+__all__ = ["domain_section", "metrics_table", "render_card", "transfer_section"]
 
 _METRICS = ("accuracy", "macro_f1", "auroc", "pr_auc", "ece")
 _MULTILABEL_METRICS = ("micro_f1", "macro_f1", "auroc", "pr_auc", "subset_accuracy")
@@ -101,6 +101,7 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
         tr = card.get("training") or {}
         out += [f"## Choice: {tr.get('folds', 5)}-fold cross-validation on the training split",
                 "", metrics_table(cv, chosen=chosen, metrics=metrics), ""]
+    out += transfer_section(card)
     for key, title in (("test", "Test split, trained on all training documents"),
                        ("test_200", "Test split, trained on 200 labelled documents "
                                     "(mean ± std over subsamples)")):
@@ -147,3 +148,95 @@ def domain_section(card: Mapping[str, Any]) -> list[str]:
             f"the {held.get('documents')} training documents; "
             + (f"{share:.1%} of those held-out in-domain documents are at or above it."
                if share is not None else ""), ""]
+
+
+def _score(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def transfer_section(card: Mapping[str, Any]) -> list[str]:
+    """The card's "Transfer (leave one source out)" section (no lines without one).
+
+    Per regime (all labels, at most ``n_labels`` per class) a table: one row per held-out
+    group (documents, classes, the metric: macro-F1 over the classes it has, or accuracy
+    for a one-class group), one column per representation at its own regularisation and
+    the TF-IDF baseline, plus the chosen variant when its regularisation differs; then
+    the mean held-out score of every regularisation tried, the skipped groups with their
+    reasons, and the choice (or why cross-validation decided).
+
+    Parameters
+    ----------
+    card
+        A head's card; its ``transfer`` entry is
+        :attr:`auditor.heads.transfer.TransferSelection.card`.
+    """
+    tr = card.get("transfer")
+    if not tr:
+        return []
+    column = tr.get("group_column") or "group"
+    out = [f"## Transfer (leave one {column} out)", ""]
+    chosen = tr.get("chosen")
+    groups: Mapping[str, Any] = tr.get("groups") or {}
+    variants: Mapping[str, Any] = tr.get("variants") or {}
+    if groups and tr.get("scored"):
+        out += [f"Each row: every representation trained on the other {column}s' documents "
+                f"and scored on this {column}'s (macro-F1 over the classes it has; "
+                f"accuracy when it has one class; documents of classes no other {column} "
+                f"has are left out). Regularisation ×1 unless named.", ""]
+        shown = [k for k, v in variants.items() if v["C_scale"] == 1.0]
+        if chosen and chosen["variant"] not in shown:
+            shown.append(chosen["variant"])
+        for regime, title in (("all", "all labels"),
+                              ("few", f"≤ {tr.get('n_labels')} labels per class")):
+            if not (tr.get("mean") or {}).get(regime):
+                continue
+            if regime == "few" and all(groups[n]["n_train_few"] == groups[n]["n_train"]
+                                       for n in tr["scored"]):
+                out += [f"{title}: the same as all labels (no class of the training "
+                        f"{column}s has more).", ""]
+                continue
+            heads = [variants[k]["candidate"] if variants[k]["C_scale"] == 1.0 else k
+                     for k in shown]
+            heads = [h + (" (head)" if chosen and k == chosen["variant"] else "")
+                     for h, k in zip(heads, shown, strict=True)]
+            out += [f"**{title}**", "",
+                    f"| held-out {column} | docs | classes | metric | " + " | ".join(heads)
+                    + " |", "|---" * (len(shown) + 4) + "|"]
+            for name in tr["scored"]:
+                g = groups[name]
+                classes = ", ".join(f"{c} {n}" for c, n in g["classes"].items())
+                if g.get("unseen"):
+                    classes += " (unseen: " + ", ".join(g["unseen"]) + ")"
+                out.append(f"| {name} | {g['n']} | {classes} | {g['metric']} | "
+                           + " | ".join(_score(g[regime].get(k)) for k in shown) + " |")
+            mean = tr["mean"][regime]
+            out += ["| mean | | | | " + " | ".join(_score(mean.get(k)) for k in shown)
+                    + " |", ""]
+        scales = tr.get("C_scales") or []
+        mean_all = (tr.get("mean") or {}).get("all") or {}
+        reps = list(dict.fromkeys(v["candidate"] for v in variants.values()
+                                  if v["candidate"] != "tfidf"))
+        if len(scales) > 1 and reps:
+            from auditor.heads.transfer import variant_name
+
+            out += ["Mean held-out score (all labels) per regularisation factor "
+                    "(C × factor; LightGBM: min_child_samples ÷ factor):", "",
+                    "| representation | " + " | ".join(f"×{s:g}" for s in scales) + " |",
+                    "|---" * (len(scales) + 1) + "|"]
+            for r in reps:
+                out.append(f"| {r} | " + " | ".join(
+                    _score(mean_all.get(variant_name(r, s))) for s in scales) + " |")
+            out.append("")
+    skipped = tr.get("skipped") or {}
+    if skipped:
+        out += [f"Skipped {column}s:", "",
+                *[f"- {name}: {why}" for name, why in skipped.items()], ""]
+    if chosen:
+        out.append(f"Chosen by transfer: **{chosen['candidate']}** at regularisation "
+                   f"C×{chosen['C_scale']:g} (mean held-out score {chosen['mean']:.3f}; "
+                   f"ties broken by cross-validated macro-F1). The chosen variant's mean is "
+                   f"measured on the groups it was chosen on, so it is optimistic.")
+    else:
+        out.append(f"Chosen by cross-validation, not by transfer: {tr.get('fallback')}.")
+    out.append("")
+    return out

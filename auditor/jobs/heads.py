@@ -15,7 +15,9 @@ record the settings the stage ran with, so a stage is redone only when they chan
              (:data:`auditor.heads.HEAD_EXTRACT`): max and mean pooled SAE features plus
              mean raw activations, so the representation can be chosen per head.
 ``train``    per task: cross-validate the candidate representations on the train split
-             against the TF-IDF baseline, keep the winner (best CV macro-F1), fit it on all
+             against the TF-IDF baseline, keep the winner (best mean macro-F1 leaving one
+             ``source`` out, :mod:`auditor.heads.transfer`, when two or more sources can
+             be scored; else best CV macro-F1), fit it on all
              training data with calibration and a decision threshold, evaluate everything
              on the test split at full data and at 200 labels (:func:`evaluate_head`, the
              work of :func:`run_heads_eval` too), and write the head with its card to
@@ -100,6 +102,13 @@ class HeadTask(Record):
         Binary heads: the flagged class (None: the minority class, or a multiclass head).
     candidates
         The representations cross-validated (None: the linear default pool).
+    group_column
+        The passthrough column naming each document's group (its corpus source) for the
+        transfer evaluation (None: none).
+    select_by
+        ``transfer``: choose the representation and regularisation by leave-one-group-out
+        transfer when at least two groups can be scored, else (and with ``cv``) by
+        cross-validated macro-F1; the card says which.
     """
 
     name: str
@@ -110,6 +119,8 @@ class HeadTask(Record):
     description: str = ""
     positive_class: str | None = None
     candidates: tuple[str, ...] | None = None
+    group_column: str | None = "source"
+    select_by: Literal["cv", "transfer"] = "transfer"
 
 
 #: The shipped heads. LightGBM is cross-validated for the binary safety head (measured:
@@ -323,7 +334,10 @@ def _notes(card: Mapping[str, Any]) -> list[str]:
     chosen = card["representation"]["candidate"]
     cv, test = card["cross_validation"], card["test"]
     best_test = max(test, key=lambda r: test[r]["macro_f1"])
-    notes = [f"Representation chosen on cross-validation only; on the test split the best "
+    transfer = card.get("transfer") or {}
+    how = (f"by transfer (leave one {transfer.get('group_column') or 'group'} out)"
+           if transfer.get("chosen") else "on cross-validation only")
+    notes = [f"Representation chosen {how}; on the test split the best "
              f"macro-F1 is {best_test}" + (" (the head's)." if best_test == chosen else
                                            " — reported, not hidden.")]
     if cv.get("tfidf", {}).get("macro_f1", 0.0) > cv[chosen]["macro_f1"]:
@@ -546,6 +560,7 @@ def _build_train(root: Path, options: HeadsBuildOptions, steps: Progress,
                  data: Mapping[str, Any]) -> dict[str, str]:
     from auditor.heads import DEFAULT_CANDIDATES, load_split, train_head, write_head
     from auditor.heads.card import render_card
+    from auditor.heads.transfer import read_groups
 
     heads: dict[str, str] = {}
     with steps.stage("train", total=len(options.tasks)) as stage:
@@ -561,10 +576,14 @@ def _build_train(root: Path, options: HeadsBuildOptions, steps: Progress,
                 train = load_split(d / "train.store", "label", texts=_texts(d / "train.jsonl"))
                 test = load_split(d / "test.store", "label", texts=_texts(d / "test.jsonl"))
                 pool = task.candidates or DEFAULT_CANDIDATES
+                groups = (None if task.group_column is None else
+                          read_groups(d / "train.store", train.doc_ids, task.group_column))
                 head = train_head(task.name, train, random_state=options.seed,
                                   description=task.description,
                                   positive_class=task.positive_class, candidates=pool,
-                                  cancel=cancel)
+                                  cancel=cancel, groups=groups, select_by=task.select_by,
+                                  group_column=task.group_column,
+                                  transfer_labels=options.n_labels)
                 head.card["data"] = dict(data[task.name])
                 head.card.update(json_values(evaluate_head(head, train, test, d / "test.store",
                                                      candidates=pool,
