@@ -153,7 +153,7 @@ def _norm_key(text: str) -> str:
 
 def _select(part: MixPart, docs: Iterable[Doc]) -> Iterator[Doc]:
     for doc in docs:
-        value = doc.get(part.field)
+        value = doc.get(part.field, "")
         if part.labels is not None:
             if value not in part.labels:
                 continue

@@ -43,6 +43,7 @@ __all__ = [
     "RULES",
     "derive_junk",
     "quality_rules",
+    "rules_baseline",
     "rules_label",
 ]
 
@@ -390,3 +391,34 @@ def derive_junk(text: str, *, kind: str, key: str, seed: int = 0) -> str:
                           field="kind") from None
     out = gen(text, _rng(key, seed, kind)).strip()
     return out or "N/A"
+
+
+def rules_baseline(texts: Sequence[str], labels: Sequence[str]) -> dict[str, object]:
+    """How well :func:`rules_label` alone classifies labelled texts (the bar for a head).
+
+    Parameters
+    ----------
+    texts, labels
+        Documents and their true quality classes.
+
+    Returns
+    -------
+    dict
+        ``macro_f1`` and ``accuracy`` over the labels present, ``f1`` per class and
+        ``n``.
+
+    Examples
+    --------
+    >>> rules_baseline(["Click here!!! FREE $$$", "x"], ["spam", "ok"])["f1"]["spam"]
+    1.0
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if len(texts) != len(labels):
+        raise ConfigError(f"{len(texts)} texts but {len(labels)} labels", field="labels")
+    predicted = [rules_label(t) for t in texts]
+    classes = sorted(set(labels))
+    per = f1_score(labels, predicted, labels=classes, average=None, zero_division=0)
+    return {"n": len(texts), "macro_f1": float(per.mean()) if classes else 0.0,
+            "accuracy": float(accuracy_score(labels, predicted)) if texts else 0.0,
+            "f1": {c: float(v) for c, v in zip(classes, per, strict=True)}}
