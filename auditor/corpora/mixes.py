@@ -7,8 +7,9 @@ generator applied to the text (:mod:`auditor.corpora.weak_quality`), and a cap p
 :func:`build_mix` yields one labelled corpus per split in which every document carries
 
 ``id``, ``text``, ``label``, ``source`` (the source's name: the group a leave-one-source-out
-transfer evaluation holds out), ``fine_label`` (where the source has one), ``lang`` (where
-known) and ``generator`` (weak-label junk only).
+transfer evaluation holds out), ``fine_label`` (where the source has one), ``lang`` (an
+ISO 639-1 code where known, ``code`` for source code; :data:`SOURCE_LANG`) and
+``generator`` (weak-label junk only).
 
 Splits stay those of the sources (a test document is never derived from a training one);
 caps are filled round-robin over the part's (label, fine label) groups, each shuffled with
@@ -147,6 +148,20 @@ class Mix:
                 "parts": [p.to_dict() for p in self.parts]}
 
 
+#: The language of every document of a source that does not record one per document
+#: (``fortunes*``: the language is the document's ``label``).
+SOURCE_LANG: dict[str, str] = {"brown": "en", "debian_docs": "en", "insults": "en",
+                               "spamassassin": "en", "newsgroups": "en", "reuters": "en"}
+
+
+def _lang(source: str, doc: Mapping[str, str]) -> str | None:
+    if doc.get("lang"):
+        return doc["lang"]
+    if source.startswith("fortunes"):
+        return doc.get("label")
+    return SOURCE_LANG.get(source)
+
+
 def _norm_key(text: str) -> str:
     return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
 
@@ -224,15 +239,21 @@ def build_mix(mix: Mix, *, split: str, seed: int = 0,
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}", field="split")
     load_docs: Loader = loader or (lambda source, s: load(source, split=s))
     cache: dict[str, list[Doc]] = {}
+    cache_lang: dict[str, Doc] = {}  # id → the source's document (before relabelling)
     seen: set[str] = set()
     ids: set[str] = set()
     out: list[Doc] = []
     for k, part in enumerate(mix.parts):
         if part.source not in cache:
             cache[part.source] = list(load_docs(part.source, split))
+            for d in cache[part.source]:
+                cache_lang[d["id"]] = d
         rng = random.Random(f"{seed}/{mix.name}/{k}/{split}")
         candidates = []
         for doc in _select(part, cache[part.source]):
+            lang = _lang(part.source, cache_lang[doc["id"]])
+            if lang:
+                doc = {**doc, "lang": lang}
             if part.derive is not None:
                 text = derive_junk(doc["text"], kind=part.derive, key=doc["id"], seed=seed)
                 doc = {**doc, "text": text, "id": f"{doc['id']}#{part.derive}",

@@ -1097,13 +1097,24 @@ def parse_pyrit(archive: Path) -> Iterator[Doc]:
 
 
 _CHATTERBOT_FILE = re.compile(r"^chatterbot_corpus/data/([a-z_]+)/([A-Za-z_]+)\.yml$")
+#: ChatterBot's language directories → ISO 639-1 codes (Hinglish: ``hi-Latn``; Traditional
+#: Chinese: ``zh-Hant``); a directory not listed keeps its name.
+CHATTERBOT_LANG: dict[str, str] = {
+    "bengali": "bn", "chinese": "zh", "dutch": "nl", "english": "en", "french": "fr",
+    "german": "de", "hebrew": "he", "hindi": "hi", "hinglish": "hi-Latn",
+    "indonesian": "id", "italian": "it", "japanese": "ja", "korean": "ko", "marathi": "mr",
+    "oriya": "or", "persian": "fa", "portuguese": "pt", "russian": "ru", "spanish": "es",
+    "swedish": "sv", "tamil": "ta", "telugu": "te", "thai": "th",
+    "traditionalchinese": "zh-Hant", "turkish": "tr", "ukrainian": "uk", "urdu": "ur",
+    "yoruba": "yo",
+}
 
 
 def parse_chatterbot(archive: Path) -> Iterator[Doc]:
     """Conversations of the ChatterBot corpus (PyPI ``chatterbot-corpus``), ~28 languages:
     one document per conversation (its turns, one per line); ``label`` is the file's
-    category (``computers``, ``sports``, ``money``, …), ``lang`` the language directory
-    (``english``, ``german``, …), ``fine_label`` ``<lang>/<category>``; duplicates
+    category (``computers``, ``sports``, ``money``, …), ``lang`` the language's code
+    (:data:`CHATTERBOT_LANG`), ``fine_label`` ``<directory>/<category>``; duplicates
     dropped; hash split per conversation."""
     seen: set[str] = set()
     names = [n for n in _zip_names(archive) if _CHATTERBOT_FILE.match(n)]
@@ -1124,7 +1135,7 @@ def parse_chatterbot(archive: Path) -> Iterator[Doc]:
             seen.add(key)
             doc_id = f"chatterbot/{lang}/{category}/{k:04d}"
             yield {"id": doc_id, "text": text, "source": "chatterbot", "label": category,
-                   "fine_label": f"{lang}/{category}", "lang": lang,
+                   "fine_label": f"{lang}/{category}", "lang": CHATTERBOT_LANG.get(lang, lang),
                    "split": hash_split(doc_id)}
 
 
@@ -1231,7 +1242,7 @@ def parse_python_code(archive: Path, *, max_chars: int = 1500) -> Iterator[Doc]:
                 continue
             yield {"id": f"python_code/{module}/{k:03d}", "text": chunk,
                    "source": "python_code", "label": "code", "fine_label": module,
-                   "lang": "python", "split": split}
+                   "lang": "code", "split": split}
     if n_files == 0:
         raise _missing(archive, "usr/lib/python3.X/*.py")
 
