@@ -34,6 +34,7 @@ import random
 import re
 import string
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from auditor.errors import ConfigError
 
@@ -393,7 +394,7 @@ def derive_junk(text: str, *, kind: str, key: str, seed: int = 0) -> str:
     return out or "N/A"
 
 
-def rules_baseline(texts: Sequence[str], labels: Sequence[str]) -> dict[str, object]:
+def rules_baseline(texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """How well :func:`rules_label` alone classifies labelled texts (the bar for a head).
 
     Parameters
