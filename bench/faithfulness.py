@@ -33,12 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from auditor.jobs.heads import DEFAULT_TASKS, stratified_sample
+from auditor.jobs.heads import V1_TASKS, stratified_sample
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = {t.name: t for t in DEFAULT_TASKS}
+# the v1 heads: each trained on one corpus (the v2 heads mix several; see auditor.corpora.mixes)
+TASKS = {t.name: t for t in V1_TASKS}
 #: The corpus each shipped head was trained on (its ``source`` in a given JSONL).
-SOURCES = {t.name: t.source for t in DEFAULT_TASKS}
+SOURCES = {t.name: t.source for t in V1_TASKS}
 
 
 def test_sample(head: str, n: int, *, seed: int = 0) -> list[dict[str, Any]]:

