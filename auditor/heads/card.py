@@ -7,7 +7,8 @@ from typing import Any
 
 from auditor._versions import libraries_text
 
-__all__ = ["domain_section", "metrics_table", "render_card", "transfer_section"]
+__all__ = ["domain_section", "metrics_table", "mix_data_section", "render_card",
+           "transfer_section"]
 
 _METRICS = ("accuracy", "macro_f1", "auroc", "pr_auc", "ece")
 _MULTILABEL_METRICS = ("micro_f1", "macro_f1", "auroc", "pr_auc", "subset_accuracy")
@@ -87,7 +88,9 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any]) -> str:
             f"| auditor | {prov.get('auditor_version')} |",
             f"| libraries (extraction) | {libraries_text(prov.get('libraries'))} |", ""]
     data = card.get("data")
-    if data:
+    if data and data.get("sources"):
+        out += mix_data_section(data)
+    elif data:
         out += ["## Data", "", f"{data.get('description', '')}", "",
                 f"Source: `{data.get('source')}` from {data.get('registry')} "
                 f"{data.get('packages')}; licence: {data.get('licence')}.", ""]
@@ -239,4 +242,70 @@ def transfer_section(card: Mapping[str, Any]) -> list[str]:
     else:
         out.append(f"Chosen by cross-validation, not by transfer: {tr.get('fallback')}.")
     out.append("")
+    return out
+
+
+def mix_data_section(data: Mapping[str, Any]) -> list[str]:
+    """The card's "Data" section for a corpus mixed from several sources.
+
+    Every source with its registry, package versions, licence and document counts per
+    split; the documents per class and source; languages; the categories the head has no
+    real labelled data for (``gaps``); weak labels and the rules-only baseline they are
+    measured against.
+
+    Parameters
+    ----------
+    data
+        The build's data record (``sources``, ``splits`` with ``labels`` / ``sources`` /
+        ``label_source`` / ``lang``, ``gaps``, ``weak_labels``, ``rules_baseline``).
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    splits: Mapping[str, Any] = data.get("splits") or {}
+    names = list(splits)
+    out = ["## Data", "", str(data.get("description") or ""), "",
+           "| source | registry | packages | licence | "
+           + " | ".join(f"{n} docs" for n in names) + " |",
+           "|---" * (4 + len(names)) + "|"]
+    for src, info in (data.get("sources") or {}).items():
+        packages = ", ".join(f"{p} {v}" for p, v in (info.get("packages") or {}).items())
+        counts = [f"{(splits[n].get('sources') or {}).get(src, 0):,}" for n in names]
+        out.append(f"| `{src}` | {info.get('registry')} | {packages} | "
+                   f"{info.get('licence')} | " + " | ".join(counts) + " |")
+    out.append("")
+    for n in names:
+        sp = splits[n]
+        out.append(f"- {n}: {sp['used']:,} of {sp['available']:,} documents used; "
+                   f"labels {sp['labels']}")
+        if sp.get("lang"):
+            out.append(f"  - languages: {sp['lang']}")
+    out.append("")
+    by_class = (splits.get("train") or {}).get("label_source") or {}
+    if by_class:
+        out += ["Training documents per class and source:", "",
+                "| class | sources |", "|---|---|"]
+        out += [f"| {c} | " + ", ".join(f"{s} {k}" for s, k in per.items()) + " |"
+                for c, per in by_class.items()]
+        out.append("")
+    out += ["Each source is split into train and test by a hash of the document's text "
+            "(the source's own split where it has one): neither the head nor the SAE was "
+            "trained on the test documents. The `source` of every document is kept for the "
+            "transfer evaluation.", ""]
+    if data.get("gaps"):
+        out += [f"**Gaps.** {data['gaps']}", ""]
+    weak = data.get("weak_labels") or []
+    rules = data.get("rules_baseline")
+    if weak:
+        out.append(f"**Weak labels.** {', '.join(weak)} are generated or rule-based labels, "
+                   "not human judgements.")
+        if rules:
+            out.append(f"The rules alone (`auditor.corpora.weak_quality`) reach macro-F1 "
+                       f"{rules['macro_f1']:.3f} on the test split ({rules['n']:,} documents; "
+                       "per class " + ", ".join(f"{c} {v:.2f}" for c, v in
+                                                (rules.get('f1') or {}).items())
+                       + "); the head is compared with that below.")
+        out.append("")
     return out

