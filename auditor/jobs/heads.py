@@ -604,7 +604,10 @@ def run_heads_build(input: Mapping[str, Any] | None, *, out: str | Path,
             for task in options.tasks:
                 check_cancel(cancel, f"data of {task.name}")
                 source = given.get(task.name)
-                settings = {"task": task.to_dict(), "seed": options.seed,
+                # how the head is chosen (group_column, select_by) does not change its data
+                settings = {"task": {k: v for k, v in task.to_dict().items()
+                                     if k not in ("group_column", "select_by")},
+                            "seed": options.seed,
                             "given": None if source is None else
                             {s: fingerprint(source / f"{s}.jsonl") for s in ("train", "test")}}
                 if task.mix is not None and source is None:  # a changed mix is rebuilt
