@@ -2,7 +2,8 @@
 
 For every shipped head (``models/heads/{safety,topic,quality}``) this rebuilds the head's
 test split exactly as the heads build does (the source's own test split from the package
-registries' cache, stratified to the task's ``test_cap`` with the build's seed 0), draws a
+registries' cache, or for a mixed corpus every source's test split mixed as the build
+mixes it, stratified to the task's ``test_cap`` with the build's seed 0), draws a
 stratified sample of ``--n`` documents from it, extracts them with the embedded model and
 SAE under the heads' extraction settings, and runs :func:`auditor.explain.faithfulness`:
 
@@ -33,21 +34,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from auditor.jobs.heads import V1_TASKS, stratified_sample
+from auditor.jobs.heads import DEFAULT_TASKS, V1_TASKS, stratified_sample
 
 REPO = Path(__file__).resolve().parent.parent
-# the v1 heads: each trained on one corpus (the v2 heads mix several; see auditor.corpora.mixes)
-TASKS = {t.name: t for t in V1_TASKS}
-#: The corpus each shipped head was trained on (its ``source`` in a given JSONL).
+#: The shipped heads' tasks (v2: each head's corpus mixed from several sources).
+TASKS = {t.name: t for t in DEFAULT_TASKS}
+#: The corpus each v1 head was trained on (its ``source`` in a given JSONL).
 SOURCES = {t.name: t.source for t in V1_TASKS}
 
 
 def test_sample(head: str, n: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` documents of the head's test split (as the heads build made it), stratified."""
     from auditor.corpora import load
+    from auditor.corpora.mixes import MIXES, build_mix
 
     task = TASKS[head]
-    docs = list(load(task.source, split="test"))
+    if task.mix is not None:  # the build's: every source's test split, mixed with seed 0
+        docs = build_mix(MIXES[task.mix], split="test", seed=0)
+    else:
+        docs = list(load(task.source, split="test"))
     test = stratified_sample(docs, task.test_cap, seed=0, key=task.label)  # the build's
     return [{"id": d["id"], "text": d["text"], "label": d[task.label]}
             for d in stratified_sample(test, n, seed=seed, key=task.label)]
