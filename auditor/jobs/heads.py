@@ -722,9 +722,10 @@ def install_heads(out: str | Path, result: HeadsBuildResult, target: str | Path)
 
 def heads_table(directory: str | Path) -> str:
     """The README's table of heads, read from their cards (``*/probe/card.json``)."""
-    lines = ["| head | classes | representation (by CV) | test macro-F1: head | SAE max | raw | "
-             "TF-IDF | at 200 labels: SAE max | raw | TF-IDF |",
+    lines = ["| head | classes | representation (chosen by) | test macro-F1: head | SAE max | "
+             "raw | TF-IDF | at 200 labels: SAE max | raw | TF-IDF |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    transfer = []
     for card_path in sorted(Path(directory).glob("*/probe/card.json")):
         card = json.loads(card_path.read_text())
         classes = ", ".join(sorted(card["training"]["labels"]))
@@ -733,9 +734,36 @@ def heads_table(directory: str | Path) -> str:
             cells += [f"{card[table][name]['macro_f1']:.3f}"
                       if name in card[table] else "–"
                       for name in ("sae-max-log1p", "raw", "tfidf")]
+        tr = card.get("transfer") or {}
+        how = "transfer" if tr.get("chosen") else "CV"
         lines.append(f"| {card['head']} | {classes} | "
-                     f"{card['representation']['candidate']} | {' | '.join(cells)} |")
+                     f"{card['representation']['candidate']} ({how}) | {' | '.join(cells)} |")
+        if tr.get("scored"):
+            transfer.append(_transfer_row(card["head"], tr))
+    if transfer:
+        lines += ["", "| head | held-out sources scored | mean held-out macro-F1: head's choice "
+                  "| SAE max | raw | TF-IDF | at ≤ 200 labels per class: SAE max | raw | "
+                  "TF-IDF |", "|---|---|---|---|---|---|---|---|---|", *transfer]
     return "\n".join(lines)
+
+
+def _transfer_row(head: str, tr: Mapping[str, Any]) -> str:
+    """One head's row of the README's transfer table (leave one source out)."""
+    from auditor.heads.transfer import variant_name
+
+    chosen = tr.get("chosen") or {}
+    mean = tr.get("mean") or {}
+
+    def cell(regime: str, key: str | None) -> str:
+        value = (mean.get(regime) or {}).get(key) if key else None
+        return "–" if value is None else f"{value:.3f}"
+
+    keys = [variant_name("sae-max-log1p", 1.0), variant_name("raw", 1.0), "tfidf"]
+    choice = (f"{cell('all', chosen.get('variant'))} ({chosen.get('variant')})"
+              if chosen else "–")
+    return (f"| {head} | {len(tr['scored'])} ({', '.join(tr['scored'])}) | {choice} | "
+            + " | ".join(cell("all", k) for k in keys) + " | "
+            + " | ".join(cell("few", k) for k in keys) + " |")
 
 
 # ----------------------------------------------------------------------------- list, show

