@@ -13,7 +13,7 @@ bash scripts/setup.sh
 # (in models/sae/…/dictionary; --rebuild replaces one built otherwise, and a rerun with the
 # same options returns the recorded build at once).
 .venv/bin/auditor features build --corpus samples/audit-sample.jsonl --id-column id \
-  --max-length 128 --max-windows 2 --top 5 --rebuild
+  --max-length 128 --max-windows 2 --top 10 --rebuild
 # A rerun returns the recorded audit at once; --overwrite replaces one made with other
 # options, input or auditor version.
 .venv/bin/auditor audit samples/audit-sample.jsonl --id-column id --out out/audit-sample \
