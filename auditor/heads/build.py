@@ -660,6 +660,8 @@ def train_head(
     stage: Stage | None = None, cancel: CancelToken | None = None,
     groups: Sequence[Any] | np.ndarray | None = None, select_by: str = "cv",
     group_column: str | None = None, transfer_labels: int | None = 200,
+    transfer_candidates: Sequence[str] | None = None,
+    transfer_scales: Sequence[float] | None = None,
     transfer_results: Mapping[str, Any] | None = None,
 ) -> Any:
     """Fit a head on a labelled split.
@@ -702,6 +704,10 @@ def train_head(
         select_by_transfer`, small-data regime at ``transfer_labels`` per class; reuse
         ``transfer_results`` if given), falling back to cross-validation when fewer than
         two groups can be scored; the card's ``transfer`` entry says which and why.
+    transfer_candidates, transfer_scales
+        The representations (default: ``candidates``) and regularisation factors (default
+        :data:`auditor.heads.transfer.C_SCALES`) the transfer evaluation compares; fewer
+        bound its cost (each is refit once per held-out group and regime).
 
     Returns
     -------
@@ -740,9 +746,11 @@ def train_head(
             folds=folds, random_state=random_state, stage=stage, cancel=cancel)
     selection = None
     if candidate == "auto" and select_by == "transfer":
-        from auditor.heads.transfer import select_by_transfer
+        from auditor.heads.transfer import C_SCALES, select_by_transfer
 
-        selection = select_by_transfer(split, groups, candidates=tuple(candidates),
+        selection = select_by_transfer(split, groups,
+                                       candidates=tuple(transfer_candidates or candidates),
+                                       C_scales=tuple(transfer_scales or C_SCALES),
                                        cv=cv_results, group_column=group_column,
                                        n_labels=transfer_labels, seed=random_state,
                                        result=transfer_results, cancel=cancel)

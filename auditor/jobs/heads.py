@@ -111,6 +111,9 @@ class HeadTask(Record):
         ``transfer``: choose the representation and regularisation by leave-one-group-out
         transfer when at least two groups can be scored, else (and with ``cv``) by
         cross-validated macro-F1; the card says which.
+    transfer_candidates, transfer_scales
+        What the transfer evaluation compares (None: ``candidates`` at the regularisation
+        factors of :data:`auditor.heads.transfer.C_SCALES`); fewer bound its cost.
     mix
         A key of :data:`auditor.corpora.mixes.MIXES`: the labelled corpus is mixed from
         several sources (``source`` unused; every document carries its ``source``, the
@@ -131,9 +134,14 @@ class HeadTask(Record):
     candidates: tuple[str, ...] | None = None
     group_column: str | None = "source"
     select_by: Literal["cv", "transfer"] = "transfer"
+    transfer_candidates: tuple[str, ...] | None = None
+    transfer_scales: tuple[float, ...] | None = None
     mix: str | None = None
     gaps: str = ""
 
+
+#: The fields of a :class:`HeadTask` that say how its head is chosen, not what data it has.
+_SELECTION_FIELDS = ("group_column", "select_by", "transfer_candidates", "transfer_scales")
 
 #: The first heads, each trained on one data set. LightGBM is cross-validated for the
 #: binary safety head (measured: test macro-F1 0.840 vs 0.824 for the linear head, 2.2x
@@ -158,12 +166,16 @@ V2_TASKS: tuple[HeadTask, ...] = (
     HeadTask("safety", mix="safety_v2",
              description="Safety screening: insult, dangerous (requests for dangerous or "
                          "illegal help), jailbreak, or benign."),
+    # multiclass saga fits on ~3,000 documents: transfer compares the max-pooled SAE head
+    # with raw activations at two strengths (a full grid took ~11 min per held-out source)
     HeadTask("topic", mix="topic_v2",
              description="Coarse topic of natural text: business, computing, politics, "
-                         "religion, science, sports, or other."),
+                         "religion, science, sports, or other.",
+             transfer_candidates=("sae-max-log1p", "raw"), transfer_scales=(0.25, 1.0)),
     HeadTask("quality", mix="quality_v2",
              description="Text quality: ok, spam, boilerplate, keyword_stuffing, garbage "
-                         "or low_information (the four junk classes are weak labels)."),
+                         "or low_information (the four junk classes are weak labels).",
+             transfer_candidates=("sae-max-log1p", "raw"), transfer_scales=(0.25, 1.0)),
 )
 
 #: The heads ``scripts/build_heads.py`` builds by default.
@@ -604,9 +616,9 @@ def run_heads_build(input: Mapping[str, Any] | None, *, out: str | Path,
             for task in options.tasks:
                 check_cancel(cancel, f"data of {task.name}")
                 source = given.get(task.name)
-                # how the head is chosen (group_column, select_by) does not change its data
+                # how the head is chosen does not change its data
                 settings = {"task": {k: v for k, v in task.to_dict().items()
-                                     if k not in ("group_column", "select_by")},
+                                     if k not in _SELECTION_FIELDS},
                             "seed": options.seed,
                             "given": None if source is None else
                             {s: fingerprint(source / f"{s}.jsonl") for s in ("train", "test")}}
@@ -686,7 +698,9 @@ def _build_train(root: Path, options: HeadsBuildOptions, steps: Progress,
                                   positive_class=task.positive_class, candidates=pool,
                                   cancel=cancel, groups=groups, select_by=task.select_by,
                                   group_column=task.group_column,
-                                  transfer_labels=options.n_labels)
+                                  transfer_labels=options.n_labels,
+                                  transfer_candidates=task.transfer_candidates,
+                                  transfer_scales=task.transfer_scales)
                 head.card["data"] = dict(data[task.name])
                 head.card.update(json_values(evaluate_head(head, train, test, d / "test.store",
                                                      candidates=pool,
