@@ -333,3 +333,18 @@ def test_build_train_stage_selects_by_transfer_with_two_sources(
     md = (head / "CARD.md").read_text()
     assert "## Transfer (leave one source out)" in md and "| s0 | 45 |" in md
     assert "Representation chosen by transfer (leave one source out)" in md
+
+
+def test_train_head_transfer_compares_only_what_it_is_given(
+        three: tuple[LabelledSplit, np.ndarray]) -> None:
+    split, groups = three
+    head = train_head("t", split, candidates=PAIR, folds=3, groups=groups,
+                      select_by="transfer", group_column="source",
+                      transfer_candidates=("raw",), transfer_scales=(0.25, 1.0),
+                      sae_decoder=_decoder(split))
+    tr = head.card["transfer"]
+    assert tr["C_scales"] == [0.25, 1.0]
+    assert sorted(tr["variants"]) == ["raw@C×0.25", "raw@C×1", "tfidf"]
+    assert head.card["representation"]["candidate"] == "raw"
+    task = jobs.HeadTask("x", transfer_candidates=("raw",), transfer_scales=(0.5,))
+    assert jobs.HeadTask.from_dict(json.loads(json.dumps(task.to_dict()))) == task
