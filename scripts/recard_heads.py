@@ -70,11 +70,14 @@ def recard(head: Path, *, models: Path | None = None, check: bool = False) -> li
     path = head / PROBE_DIR / CARD_FILE
     card = json.loads(path.read_text())
     found = _absolute_paths(card)
-    if check or not found:
+    if check:
         return found
     provenance = card.get("provenance") or {}
     base = models or built_in(provenance) or default_models_dir()
-    card["provenance"] = portable_provenance(provenance, models_dir=base)
+    portable = portable_provenance(provenance, models_dir=base)
+    if portable == provenance:
+        return found
+    card["provenance"] = portable
     left = _absolute_paths(card)
     if left:
         raise SystemExit(f"{path}: absolute paths outside the provenance: {left}")

@@ -618,6 +618,13 @@ def portable_provenance(provenance: Mapping[str, Any], *,
         for entry in entries:
             if key in entry and isinstance(entry[key], str) and Path(entry[key]).is_absolute():
                 entry[key], entry["relative_to"] = _portable_path(entry[key], models)
+            if section == "saes" and entry.get("relative_to") is None and entry.get("sha256"):
+                # built from another checkout: the same SAE (by hash) in this models dir
+                found = resolve_sae({"path": None, "sha256": entry["sha256"]},
+                                    models_dir=models)
+                if found is not None and found.resolve().is_relative_to(models.resolve()):
+                    entry[key] = found.resolve().relative_to(models.resolve()).as_posix()
+                    entry["relative_to"] = "models"
     return out
 
 

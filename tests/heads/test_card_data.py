@@ -66,3 +66,22 @@ def test_readme_table_carries_the_transfer_means(tmp_path: Path) -> None:
     assert "| safety | a, b | raw (transfer) | 0.910 |" in table
     assert ("| safety | 2 (garak, pyrit) | 0.750 (raw@C×0.25) | 0.610 | 0.720 | 0.500 | "
             "0.410 | 0.420 | 0.300 |") in table
+
+
+def test_an_sae_from_another_checkout_is_recorded_relative_by_hash(tmp_path: Path) -> None:
+    from auditor._files import sha256_file
+    from auditor.heads.head import portable_provenance
+
+    models = tmp_path / "models"
+    (models / "sae" / "mine").mkdir(parents=True)
+    shipped = models / "sae" / "mine" / "sae.safetensors"
+    shipped.write_bytes(b"weights")
+    elsewhere = tmp_path / "other-checkout" / "sae.safetensors"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"weights")
+    prov = {"saes": {"l9": {"path": str(elsewhere), "sha256": sha256_file(shipped)}}}
+    out = portable_provenance(prov, models_dir=models)["saes"]["l9"]
+    assert (out["path"], out["relative_to"]) == ("sae/mine/sae.safetensors", "models")
+    other = {"saes": {"l9": {"path": str(elsewhere), "sha256": "0" * 64}}}
+    out = portable_provenance(other, models_dir=models)["saes"]["l9"]
+    assert (out["path"], out["relative_to"]) == ("sae.safetensors", None)
