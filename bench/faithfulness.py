@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         r = run_head(name, rows, args.work, k=args.k, n_random=args.n_random,
                      seed=args.seed)
         r["data"] = (f"{args.data} (rows from {SOURCES[name]})" if args.data is not None
-                     else f"{SOURCES[name]} test split, stratified sample of {len(rows)}")
+                     else f"{TASKS[name].mix or TASKS[name].source} test split, "
+                          f"stratified sample of {len(rows)}")
         results[name] = r
         print(f"{name} ({r['probe']}, {r['documents']} docs, accuracy {r['accuracy']:.3f}; "
               f"typical value: {r['typical_value']}; {r['seconds']})", flush=True)
