@@ -126,7 +126,7 @@ def test_build_writes_heads_and_reruns_from_the_record(
     assert card["test_200"]["tfidf"]["n_train"] == 30 and card["notes"]
     assert card["data"]["source"] == "given"
     assert "macro_f1_at_threshold" in card["test_head"]
-    assert "| domain | sport, weather | sae-max-log1p |" in result.table
+    assert "| domain | sport, weather | sae-max-log1p (CV) |" in result.table
     assert _stages(events) == ["data", "extract", "train"]
     assert read_job(out)["state"] == "done"
     monkeypatch.setattr("auditor.heads.train_head", _boom)
