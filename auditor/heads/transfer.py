@@ -41,7 +41,7 @@ import numpy as np
 
 from auditor.cancel import CancelToken, check_cancel
 from auditor.errors import ConfigError
-from auditor.heads.build import (
+from auditor.heads.candidates import (
     CANDIDATES,
     DEFAULT_CANDIDATES,
     TFIDF,
